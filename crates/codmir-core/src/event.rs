@@ -1,0 +1,384 @@
+//! The event catalog and the event payload: the one shape customers' code is written against.
+//!
+//! Architecture invariant: an event is serialized exactly once, here, and those bytes are what
+//! is stored and what every delivery of it sends.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::ValidationError;
+use crate::id::new_id;
+use crate::time::Timestamp;
+use crate::tracker::{Comment, FieldChange, Member, Project, Ticket, User};
+
+/// The eight event types of the public contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    TicketCreated,
+    TicketUpdated,
+    TicketDeleted,
+    TicketStatusChanged,
+    TicketAssigned,
+    CommentCreated,
+    ProjectCreated,
+    MemberAdded,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 8] = [
+        EventType::TicketCreated,
+        EventType::TicketUpdated,
+        EventType::TicketDeleted,
+        EventType::TicketStatusChanged,
+        EventType::TicketAssigned,
+        EventType::CommentCreated,
+        EventType::ProjectCreated,
+        EventType::MemberAdded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::TicketCreated => "ticket.created",
+            EventType::TicketUpdated => "ticket.updated",
+            EventType::TicketDeleted => "ticket.deleted",
+            EventType::TicketStatusChanged => "ticket.status_changed",
+            EventType::TicketAssigned => "ticket.assigned",
+            EventType::CommentCreated => "comment.created",
+            EventType::ProjectCreated => "project.created",
+            EventType::MemberAdded => "member.added",
+        }
+    }
+
+    /// The contract's description of the event.
+    pub fn description(self) -> &'static str {
+        match self {
+            EventType::TicketCreated => "A new ticket was created",
+            EventType::TicketUpdated => "A ticket was updated",
+            EventType::TicketDeleted => "A ticket was deleted",
+            EventType::TicketStatusChanged => "A ticket status was changed",
+            EventType::TicketAssigned => "A ticket was assigned",
+            EventType::CommentCreated => "A comment was added to a ticket",
+            EventType::ProjectCreated => "A new project was created",
+            EventType::MemberAdded => "A member was added to a project",
+        }
+    }
+
+    /// The family before the dot: `ticket`, `comment`, `project` or `member`.
+    pub fn family(self) -> &'static str {
+        self.as_str().split('.').next().unwrap_or_default()
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        EventType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == raw)
+            .ok_or_else(|| {
+                ValidationError::new(
+                    "type",
+                    format!("`{raw}` is not an event type; see GET /v1/event-types"),
+                )
+            })
+    }
+}
+
+/// `{"id", "name"}` of a project or user inside an event.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ref {
+    pub id: String,
+    pub name: String,
+}
+
+/// The ticket as events show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TicketView {
+    pub id: String,
+    pub project_id: String,
+    pub title: String,
+    pub description: Option<String>,
+    pub status: &'static str,
+    pub priority: &'static str,
+    pub assignee_id: Option<String>,
+    pub created_by: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&Ticket> for TicketView {
+    fn from(t: &Ticket) -> Self {
+        Self {
+            id: t.id.clone(),
+            project_id: t.project_id.clone(),
+            title: t.title.clone(),
+            description: t.description.clone(),
+            status: t.status.as_str(),
+            priority: t.priority.as_str(),
+            assignee_id: t.assignee_id.clone(),
+            created_by: t.created_by.clone(),
+            created_at: t.created_at.to_rfc3339_millis(),
+            updated_at: t.updated_at.to_rfc3339_millis(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CommentView {
+    pub id: String,
+    pub ticket_id: String,
+    pub author_id: String,
+    pub body: String,
+    pub created_at: String,
+}
+
+impl From<&Comment> for CommentView {
+    fn from(c: &Comment) -> Self {
+        Self {
+            id: c.id.clone(),
+            ticket_id: c.ticket_id.clone(),
+            author_id: c.author_id.clone(),
+            body: c.body.clone(),
+            created_at: c.created_at.to_rfc3339_millis(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberView {
+    pub id: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub role: &'static str,
+    pub added_at: String,
+}
+
+impl From<&Member> for MemberView {
+    fn from(m: &Member) -> Self {
+        Self {
+            id: m.user.id.clone(),
+            name: m.user.name.clone(),
+            email: m.user.email.clone(),
+            role: m.role.as_str(),
+            added_at: m.added_at.to_rfc3339_millis(),
+        }
+    }
+}
+
+/// `data` of an event. Absent parts are left out, so each type carries only what applies.
+/// Field order is the contract's: the subject first, then `project` and `user`.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct EventData {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comment: Option<CommentView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member: Option<MemberView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<TicketView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project: Option<Ref>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<Ref>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<Ref>,
+    /// `{"field": {"from": …, "to": …}}` for updates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Map<String, Value>>,
+}
+
+#[derive(Serialize)]
+struct Payload<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'static str,
+    timestamp: String,
+    data: &'a EventData,
+}
+
+/// A serialized event, ready to store and to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub id: String,
+    pub workspace_id: String,
+    pub project_id: Option<String>,
+    pub event_type: EventType,
+    pub created_at: Timestamp,
+    /// Compact UTF-8 JSON: `{"id","type","timestamp","data"}`. Never re-serialized.
+    pub payload: String,
+}
+
+impl Event {
+    /// Builds and serializes an event of `event_type` at `now`.
+    pub fn new(
+        workspace_id: &str,
+        project_id: Option<&str>,
+        event_type: EventType,
+        now: Timestamp,
+        data: &EventData,
+    ) -> Self {
+        let id = new_id("evt", now);
+        let payload = Payload {
+            id: &id,
+            event_type: event_type.as_str(),
+            timestamp: now.to_rfc3339_seconds(),
+            data,
+        };
+        // Serializing plain structs of strings and JSON values cannot fail.
+        let payload = serde_json::to_string(&payload).expect("event payload serializes");
+        Self {
+            id,
+            workspace_id: workspace_id.to_owned(),
+            project_id: project_id.map(str::to_owned),
+            event_type,
+            created_at: now,
+            payload,
+        }
+    }
+}
+
+pub fn project_ref(p: &Project) -> Ref {
+    Ref {
+        id: p.id.clone(),
+        name: p.name.clone(),
+    }
+}
+
+pub fn user_ref(u: &User) -> Ref {
+    Ref {
+        id: u.id.clone(),
+        name: u.name.clone(),
+    }
+}
+
+pub fn changes_map(changes: &[FieldChange]) -> Map<String, Value> {
+    changes
+        .iter()
+        .map(|c| {
+            let mut m = Map::new();
+            m.insert("from".into(), c.from.clone());
+            m.insert("to".into(), c.to.clone());
+            (c.field.to_owned(), Value::Object(m))
+        })
+        .collect()
+}
+
+/// An example payload of `event_type` for the catalog, with fixed ids and times.
+pub fn example(event_type: EventType) -> Value {
+    let at = Timestamp::from_millis(1_705_314_600_000);
+    let user = Ref {
+        id: "usr_ghi012".into(),
+        name: "John Doe".into(),
+    };
+    let project = Ref {
+        id: "proj_def456".into(),
+        name: "Main App".into(),
+    };
+    let mut ticket = TicketView {
+        id: "tkt_xyz789".into(),
+        project_id: project.id.clone(),
+        title: "Bug in login flow".into(),
+        description: Some("Users are logged out after 5 minutes".into()),
+        status: "open",
+        priority: "high",
+        assignee_id: None,
+        created_by: user.id.clone(),
+        created_at: at.to_rfc3339_millis(),
+        updated_at: at.to_rfc3339_millis(),
+    };
+    let assignee = Ref {
+        id: "usr_jkl345".into(),
+        name: "Jane Roe".into(),
+    };
+    let change = |field: &'static str, from: Value, to: Value| {
+        Some(changes_map(&[FieldChange { field, from, to }]))
+    };
+    let mut data = EventData {
+        project: Some(project.clone()),
+        user: Some(user.clone()),
+        ..EventData::default()
+    };
+    match event_type {
+        EventType::TicketCreated | EventType::TicketDeleted => data.ticket = Some(ticket),
+        EventType::TicketUpdated => {
+            ticket.priority = "urgent";
+            data.ticket = Some(ticket);
+            data.changes = change("priority", "high".into(), "urgent".into());
+        }
+        EventType::TicketStatusChanged => {
+            ticket.status = "in_progress";
+            data.ticket = Some(ticket);
+            data.changes = change("status", "open".into(), "in_progress".into());
+        }
+        EventType::TicketAssigned => {
+            ticket.assignee_id = Some(assignee.id.clone());
+            data.ticket = Some(ticket);
+            data.changes = change("assignee_id", Value::Null, assignee.id.clone().into());
+            data.assignee = Some(assignee);
+        }
+        EventType::CommentCreated => {
+            data.comment = Some(CommentView {
+                id: "cmt_mno678".into(),
+                ticket_id: ticket.id.clone(),
+                author_id: user.id.clone(),
+                body: "I can reproduce this on Safari.".into(),
+                created_at: at.to_rfc3339_millis(),
+            });
+            data.ticket = Some(ticket);
+        }
+        EventType::ProjectCreated => {}
+        EventType::MemberAdded => {
+            data.member = Some(MemberView {
+                id: assignee.id.clone(),
+                name: assignee.name.clone(),
+                email: Some("jane@example.com".into()),
+                role: "member",
+                added_at: at.to_rfc3339_millis(),
+            });
+        }
+    }
+    let payload = Payload {
+        id: "evt_abc123",
+        event_type: event_type.as_str(),
+        timestamp: at.to_rfc3339_seconds(),
+        data: &data,
+    };
+    serde_json::to_value(&payload).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_has_the_contract_shape_and_order() {
+        let data = EventData {
+            project: Some(Ref {
+                id: "proj_1".into(),
+                name: "Main App".into(),
+            }),
+            user: Some(Ref {
+                id: "usr_1".into(),
+                name: "John".into(),
+            }),
+            ..EventData::default()
+        };
+        let e = Event::new(
+            "ws_1",
+            Some("proj_1"),
+            EventType::ProjectCreated,
+            Timestamp::from_millis(1_705_314_600_999),
+            &data,
+        );
+        let expected = format!(
+            r#"{{"id":"{}","type":"project.created","timestamp":"2024-01-15T10:30:00Z","data":{{"project":{{"id":"proj_1","name":"Main App"}},"user":{{"id":"usr_1","name":"John"}}}}}}"#,
+            e.id
+        );
+        assert_eq!(e.payload, expected);
+    }
+
+    #[test]
+    fn every_type_parses_back_and_has_an_example() {
+        for t in EventType::ALL {
+            assert_eq!(EventType::parse(t.as_str()), Ok(t));
+            assert_eq!(example(t)["type"], t.as_str());
+        }
+        assert!(EventType::parse("ticket.exploded").is_err());
+    }
+}

@@ -1,0 +1,295 @@
+//! Webhooks as the domain sees them: the endpoint URL, the secret, the event filter, the
+//! record, and deliveries with their attempts.
+
+use std::net::IpAddr;
+
+use crate::ValidationError;
+use crate::event::EventType;
+use crate::time::Timestamp;
+
+/// The longest endpoint URL accepted.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// An absolute `http`/`https` URL without credentials, at most [`MAX_URL_LEN`] bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointUrl(String);
+
+impl EndpointUrl {
+    /// Parses `raw`. Unless `allow_private` is set, a host that is `localhost` or a loopback,
+    /// private, link-local or unspecified IP literal is refused (SSRF guard).
+    pub fn parse(raw: &str, allow_private: bool) -> Result<Self, ValidationError> {
+        let err = |m: String| ValidationError::new("url", m);
+        if raw.len() > MAX_URL_LEN {
+            return Err(err(format!("must be at most {MAX_URL_LEN} characters")));
+        }
+        let url = url::Url::parse(raw)
+            .map_err(|e| err(format!("`{raw}` is not an absolute URL ({e})")))?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(err(format!("scheme `{}` is not allowed; use http or https", url.scheme())));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(err("must not contain credentials (user:password@)".into()));
+        }
+        let host = url.host().ok_or_else(|| err("must have a host".into()))?;
+        if !allow_private {
+            let private = match host {
+                url::Host::Domain(d) => {
+                    let d = d.trim_end_matches('.').to_ascii_lowercase();
+                    d == "localhost" || d.ends_with(".localhost")
+                }
+                url::Host::Ipv4(ip) => is_private_ip(IpAddr::V4(ip)),
+                url::Host::Ipv6(ip) => is_private_ip(IpAddr::V6(ip)),
+            };
+            if private {
+                return Err(err(format!(
+                    "`{host}` is a loopback, private or link-local address; start the server with \
+                     --allow-private-targets (CODMIR_ALLOW_PRIVATE_TARGETS=1) to deliver to it"
+                )));
+            }
+        }
+        Ok(Self(url.into()))
+    }
+
+    /// A URL read back from the database, where it was validated when it was stored.
+    pub fn from_stored(raw: String) -> Self {
+        Self(raw)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// True for addresses a webhook must not reach without `--allow-private-targets`: loopback,
+/// private (RFC 1918, unique local), link-local, unspecified, carrier-grade NAT and
+/// IPv4-mapped forms of those.
+pub fn is_private_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || o[0] == 0
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private_ip(IpAddr::V4(v4));
+            }
+            let seg = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (seg[0] & 0xfe00) == 0xfc00
+                || (seg[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// A webhook secret as registered: 16–512 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSecret(String);
+
+impl WebhookSecret {
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        let chars = raw.chars().count();
+        if chars < 16 {
+            return Err(ValidationError::new("secret", format!("must be at least 16 characters (got {chars}); leave it out to have one generated")));
+        }
+        if chars > 512 {
+            return Err(ValidationError::new("secret", "must be at most 512 characters"));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(ValidationError::new("secret", "must contain only printable characters"));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn generate() -> Self {
+        Self(crate::sign::generate_secret())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Which event types a webhook receives: exact names, `family.*` or `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventFilter(Vec<String>);
+
+impl EventFilter {
+    pub fn parse<S: AsRef<str>>(patterns: &[S]) -> Result<Self, ValidationError> {
+        if patterns.is_empty() {
+            return Err(ValidationError::new("events", "must list at least one event type, or \"*\" for all"));
+        }
+        let mut out: Vec<String> = Vec::with_capacity(patterns.len());
+        for p in patterns {
+            let p = p.as_ref();
+            let known = p == "*"
+                || p.strip_suffix(".*").is_some_and(|fam| EventType::ALL.iter().any(|t| t.family() == fam))
+                || EventType::parse(p).is_ok();
+            if !known {
+                return Err(ValidationError::new(
+                    "events",
+                    format!("`{p}` is not an event type or pattern; see GET /v1/event-types (patterns: \"*\", \"ticket.*\")"),
+                ));
+            }
+            if !out.iter().any(|o| o == p) {
+                out.push(p.to_owned());
+            }
+        }
+        Ok(Self(out))
+    }
+
+    pub fn patterns(&self) -> &[String] {
+        &self.0
+    }
+
+    pub fn matches(&self, t: EventType) -> bool {
+        self.0.iter().any(|p| {
+            p == "*" || p == t.as_str() || p.strip_suffix(".*").is_some_and(|fam| fam == t.family())
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub id: String,
+    pub workspace_id: String,
+    pub url: EndpointUrl,
+    pub events: EventFilter,
+    /// Empty means every project of the workspace.
+    pub project_ids: Vec<String>,
+    pub description: Option<String>,
+    pub secret: WebhookSecret,
+    pub enabled: bool,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Webhook {
+    /// True when an event of `t` in `project_id` goes to this webhook.
+    pub fn wants(&self, t: EventType, project_id: Option<&str>) -> bool {
+        self.enabled
+            && self.events.matches(t)
+            && (self.project_ids.is_empty()
+                || project_id.is_some_and(|p| self.project_ids.iter().any(|w| w == p)))
+    }
+}
+
+/// Where a delivery is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryStatus {
+    Pending,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        match raw {
+            "pending" => Ok(Self::Pending),
+            "succeeded" => Ok(Self::Succeeded),
+            "failed" => Ok(Self::Failed),
+            "cancelled" => Ok(Self::Cancelled),
+            _ => Err(ValidationError::new(
+                "status",
+                format!("`{raw}` is not one of: pending, succeeded, failed, cancelled"),
+            )),
+        }
+    }
+}
+
+/// One delivery of one event to one webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: String,
+    pub workspace_id: String,
+    pub webhook_id: String,
+    pub event_id: String,
+    pub event_type: EventType,
+    pub status: DeliveryStatus,
+    pub attempt_count: u32,
+    pub next_attempt_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// One HTTP attempt of a delivery, as the log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub delivery_id: String,
+    pub attempt: u32,
+    pub attempted_at: Timestamp,
+    pub duration_ms: u64,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub response_body: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_validated() {
+        assert!(EndpointUrl::parse("https://your-app.com/webhooks/codmir", false).is_ok());
+        for bad in [
+            "ftp://x.com/",
+            "/relative",
+            "https://user:pw@x.com/",
+            "http://127.0.0.1:9/",
+            "http://localhost/",
+            "http://[::1]/",
+            "http://10.1.2.3/",
+            "http://169.254.169.254/",
+            "http://0.0.0.0/",
+            "http://[::ffff:127.0.0.1]/",
+        ] {
+            let e = EndpointUrl::parse(bad, false).unwrap_err();
+            assert_eq!(e.field, "url", "{bad}");
+        }
+        assert!(EndpointUrl::parse("http://127.0.0.1:9/", true).is_ok());
+        assert!(
+            EndpointUrl::parse("http://localhost/", false)
+                .unwrap_err()
+                .message
+                .contains("--allow-private-targets")
+        );
+        let long = format!("https://x.com/{}", "a".repeat(MAX_URL_LEN));
+        assert!(EndpointUrl::parse(&long, false).is_err());
+    }
+
+    #[test]
+    fn filters_match_names_families_and_all() {
+        let f = EventFilter::parse(&["ticket.*", "comment.created"]).unwrap();
+        assert!(f.matches(EventType::TicketStatusChanged));
+        assert!(f.matches(EventType::CommentCreated));
+        assert!(!f.matches(EventType::ProjectCreated));
+        assert!(EventFilter::parse(&["*"]).unwrap().matches(EventType::MemberAdded));
+        let e = EventFilter::parse(&["ticket.created", "ticket.exploded"]).unwrap_err();
+        assert!(e.message.contains("ticket.exploded"));
+        assert!(EventFilter::parse::<&str>(&[]).is_err());
+        assert!(EventFilter::parse(&["nope.*"]).is_err());
+    }
+
+    #[test]
+    fn secrets_are_bounded_and_printable() {
+        assert!(WebhookSecret::parse("your-webhook-secret").is_ok());
+        assert!(WebhookSecret::parse("short").is_err());
+        assert!(WebhookSecret::parse("sixteen-chars-ok\n").is_err());
+    }
+}

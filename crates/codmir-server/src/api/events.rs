@@ -1,0 +1,94 @@
+//! Routes of the event log and the event catalog.
+
+use axum::extract::{Path, State};
+use codmir_core::event::{EventType, example};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Auth, Query, path_id};
+use crate::ops;
+use crate::store::StoredEvent;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventListParams {
+    /// Only events of this type, e.g. `ticket.created`.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub event_type: Option<String>,
+    /// Items per page, 1–100 (default 20).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of events, each exactly as it is delivered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventList {
+    #[schema(value_type = Vec<Object>)]
+    pub data: Vec<Box<RawValue>>,
+    pub has_more: bool,
+    pub next_cursor: Option<String>,
+}
+
+fn raw(e: &StoredEvent) -> Result<Box<RawValue>, ApiError> {
+    RawValue::from_string(e.payload.clone()).map_err(|err| ApiError::Internal(format!("event {}: {err}", e.id)))
+}
+
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventListParams),
+    responses((status = 200, body = EventList), (status = 422, body = ErrorBody)), security(("api_key" = [])))]
+pub async fn list_events(State(s): State<AppState>, Auth(p): Auth, Query(q): Query<EventListParams>) -> Result<axum::Json<EventList>, ApiError> {
+    let event_type = q.event_type.as_deref().map(EventType::parse).transpose()?;
+    let page = super::extract::ListParams { limit: q.limit, cursor: q.cursor }.page("evt")?;
+    let page = s
+        .store
+        .read(move |tx| {
+            Box::pin(async move { tx.list_events(&p.workspace_id, event_type.map(EventType::as_str), &page).await })
+        })
+        .await
+        .map_err(ApiError::from)?;
+    let next_cursor = if page.has_more { page.items.last().map(|e| e.id.clone()) } else { None };
+    let data = page.items.iter().map(raw).collect::<Result<_, _>>()?;
+    Ok(axum::Json(EventList { data, has_more: page.has_more, next_cursor }))
+}
+
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "events",
+    responses((status = 200, description = "The event exactly as delivered", body = Object), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn get_event(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> Result<axum::Json<Box<RawValue>>, ApiError> {
+    let id = path_id("evt", &id, "event")?;
+    let event = s
+        .store
+        .read(move |tx| {
+            Box::pin(async move { tx.get_event(&p.workspace_id, &id).await?.ok_or(ops::Error::NotFound("event")) })
+        })
+        .await?;
+    Ok(axum::Json(raw(&event)?))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventTypeInfo {
+    pub name: &'static str,
+    pub description: &'static str,
+    #[schema(value_type = Object)]
+    pub example: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventTypeList {
+    pub data: Vec<EventTypeInfo>,
+}
+
+/// The catalog of event types, with an example payload of each. Needs no key.
+#[utoipa::path(get, path = "/v1/event-types", tag = "events", responses((status = 200, body = EventTypeList)))]
+pub async fn event_types() -> axum::Json<EventTypeList> {
+    let data = EventType::ALL
+        .into_iter()
+        .map(|t| EventTypeInfo { name: t.as_str(), description: t.description(), example: example(t) })
+        .collect();
+    axum::Json(EventTypeList { data })
+}

@@ -1,0 +1,160 @@
+//! Our own extractors, so that every rejection — a malformed body, a bad query string, a
+//! missing key — answers with the API's JSON error shape.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use codmir_core::time::Timestamp;
+use codmir_core::tracker::Principal;
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::ops;
+use crate::store::PageRequest;
+
+/// The largest request body accepted.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// A JSON request body. Malformed JSON is a 400; a well-formed body with unknown fields,
+/// missing fields or values of the wrong type is a 422 naming the field.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(ct) = req.headers().get(CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
+            let essence = ct.split(';').next().unwrap_or_default().trim();
+            if essence != "application/json" && !essence.ends_with("+json") {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "Content-Type `{essence}` is not supported; send application/json"
+                )));
+            }
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(MAX_BODY)
+            } else {
+                ApiError::BadRequest(format!("could not read the request body: {e}"))
+            }
+        })?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let field = (path != ".").then_some(path);
+                ApiError::Unprocessable { field, message: inner.to_string() }
+            }
+            _ => ApiError::BadRequest(format!("the request body is not valid JSON: {inner}")),
+        }
+    })?;
+    Ok(value)
+}
+
+/// A query string, parsed strictly: a bad value is a 422 naming the parameter.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(query));
+        serde_path_to_error::deserialize(de)
+            .map(Query)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                ApiError::Unprocessable {
+                    field: (path != ".").then_some(path),
+                    message: format!("invalid query string: {}", e.into_inner()),
+                }
+            })
+    }
+}
+
+fn form_urlencoded_parse(query: &str) -> form_urlencoded::Parse<'_> {
+    form_urlencoded::parse(query.as_bytes())
+}
+
+/// `?limit=&cursor=` of every list.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Items per page, 1–100 (default 20).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+pub const DEFAULT_LIMIT: u32 = 20;
+pub const MAX_LIMIT: u32 = 100;
+
+impl ListParams {
+    /// Validates the page size and that the cursor is an id of the listed kind.
+    pub fn page(&self, id_prefix: &str) -> Result<PageRequest, ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::invalid("limit", format!("must be between 1 and {MAX_LIMIT}")));
+        }
+        if let Some(c) = &self.cursor {
+            if !codmir_core::id::is_valid(id_prefix, c) {
+                return Err(ApiError::invalid("cursor", "is not a cursor from this list's next_cursor"));
+            }
+        }
+        Ok(PageRequest { limit, after: self.cursor.clone() })
+    }
+}
+
+/// The caller, from `Authorization: Bearer <key>`.
+pub struct Auth(pub Principal);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized("missing `Authorization: Bearer <API key>` header"))?;
+        let key = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or(ApiError::Unauthorized("the Authorization header must be `Bearer <API key>`"))?
+            .to_owned();
+        state
+            .store
+            .read(move |tx| Box::pin(async move { ops::authenticate(tx, &key).await }))
+            .await
+            .map_err(ApiError::from)?
+            .map(Auth)
+            .ok_or(ApiError::Unauthorized("invalid API key"))
+    }
+}
+
+/// Checks that a path id has the shape of an id of its kind; a malformed id cannot exist, so
+/// it is a 404 like an unknown one.
+pub fn path_id(prefix: &str, id: &str, what: &'static str) -> Result<String, ApiError> {
+    if codmir_core::id::is_valid(prefix, id) {
+        Ok(id.to_owned())
+    } else {
+        Err(ApiError::NotFound(what))
+    }
+}
+
+pub fn now() -> Timestamp {
+    Timestamp::now()
+}

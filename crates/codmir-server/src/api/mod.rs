@@ -1,0 +1,145 @@
+//! The HTTP API: routing, wire types, authentication and errors.
+//!
+//! Architecture invariant: only this module knows HTTP on the way in; handlers parse the
+//! request into validated domain values, run one unit of work from [`crate::ops`] through the
+//! store, and convert the result to a wire type.
+
+mod error;
+mod events;
+mod extract;
+mod tracker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use serde::Serialize;
+use tokio::sync::Notify;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+pub use error::{ApiError, ErrorBody};
+
+use crate::config::Config;
+use crate::store::{Page, Store};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    /// Wakes the delivery engine after a commit that may have created deliveries.
+    pub wake: Arc<Notify>,
+}
+
+impl AppState {
+    pub fn wake_deliveries(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// The page shape of every list: `{"data": [...], "has_more", "next_cursor"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListResponse<T> {
+    pub data: Vec<T>,
+    pub has_more: bool,
+    /// Pass as `?cursor=` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> ListResponse<T> {
+    pub fn from_page<R>(page: Page<R>, id: impl Fn(&R) -> String, convert: impl Fn(R) -> T) -> Self {
+        let next_cursor = if page.has_more { page.items.last().map(&id) } else { None };
+        Self { data: page.items.into_iter().map(convert).collect(), has_more: page.has_more, next_cursor }
+    }
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "codmir", description = "The codmir tracker and webhooks API."),
+    paths(
+        health,
+        tracker::create_project, tracker::list_projects, tracker::get_project,
+        tracker::add_member, tracker::list_members,
+        tracker::create_ticket, tracker::list_tickets, tracker::get_ticket,
+        tracker::update_ticket, tracker::delete_ticket, tracker::create_comment,
+        events::list_events, events::get_event, events::event_types,
+    ),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+/// Answers 200 while the server is serving.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+async fn health() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
+}
+
+async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(ApiDoc::openapi())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("route")
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::MethodNotAllowed(format!("method {method} is not allowed on this route"))
+}
+
+/// How long one API request may take before it is answered with 408.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bounds every request: one that takes longer is answered 503 with the JSON error shape.
+async fn timeout(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => axum::response::IntoResponse::into_response(ApiError::Unavailable),
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    use axum::routing::post;
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/event-types", get(events::event_types))
+        .route("/v1/events", get(events::list_events))
+        .route("/v1/events/{id}", get(events::get_event))
+        .route("/v1/projects", post(tracker::create_project).get(tracker::list_projects))
+        .route("/v1/projects/{id}", get(tracker::get_project))
+        .route("/v1/projects/{id}/members", post(tracker::add_member).get(tracker::list_members))
+        .route("/v1/projects/{id}/tickets", post(tracker::create_ticket).get(tracker::list_tickets))
+        .route(
+            "/v1/tickets/{id}",
+            get(tracker::get_ticket).patch(tracker::update_ticket).delete(tracker::delete_ticket),
+        )
+        .route("/v1/tickets/{id}/comments", post(tracker::create_comment))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY))
+        .layer(axum::middleware::from_fn(timeout))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(ApiError::Internal("a handler panicked".into()))
+        }))
+        .with_state(state)
+}

@@ -1,0 +1,31 @@
+//! The codmir server: the HTTP API, the units of work behind it, the store and the delivery
+//! engine, assembled by [`run`].
+
+pub mod api;
+pub mod config;
+pub mod ops;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+pub use config::Config;
+pub use store::Store;
+
+/// Serves the API on `listener` until `shutdown` resolves, then finishes in-flight requests,
+/// lets the delivery engine wind down and closes the store.
+pub async fn run(
+    listener: TcpListener,
+    store: Store,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let state = api::AppState { store: store.clone(), config: Arc::new(config), wake: Arc::new(Notify::new()) };
+    let app = api::router(state);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    store.close().await;
+    Ok(())
+}

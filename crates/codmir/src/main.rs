@@ -1,0 +1,170 @@
+//! The `codmir` command: runs the server and manages API keys. Only argument parsing and
+//! wiring live here; everything else is in `codmir-server`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use codmir_core::retry::{RetrySchedule, parse_duration};
+use codmir_core::time::Timestamp;
+use codmir_core::tracker::{UserName, WorkspaceName};
+use codmir_server::{Config, Store, ops};
+use tokio::net::TcpListener;
+
+/// codmir: a ticket tracker that sends signed, reliable webhooks.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API server and the webhook delivery engine.
+    Serve(ServeArgs),
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CODMIR_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Database to use: sqlite://PATH (created and migrated on start).
+    #[arg(long, env = "CODMIR_DATABASE_URL", default_value = "sqlite://codmir.db")]
+    database_url: String,
+    /// Allow webhook URLs on localhost and loopback, private or link-local addresses (for
+    /// local development and tests only).
+    #[arg(long, env = "CODMIR_ALLOW_PRIVATE_TARGETS")]
+    allow_private_targets: bool,
+    /// Delays between delivery attempts, e.g. `1s,2s,4s`; its length is the number of retries.
+    /// Default: 5s,5m,30m,2h,5h,10h,14h,20h,24h (about three days), each ±20% jitter.
+    #[arg(long, env = "CODMIR_RETRY_SCHEDULE", value_parser = parse_schedule)]
+    retry_schedule: Option<RetrySchedule>,
+    /// How long to wait for a webhook endpoint to accept a connection.
+    #[arg(long, env = "CODMIR_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_time)]
+    connect_timeout: Duration,
+    /// How long one delivery attempt may take in all.
+    #[arg(long, env = "CODMIR_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_time)]
+    request_timeout: Duration,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an API key, creating the database, workspace and user if needed. Prints the key
+    /// alone on the last line of stdout. Works while a server runs on the same database.
+    Create {
+        #[arg(long, env = "CODMIR_DATABASE_URL", default_value = "sqlite://codmir.db")]
+        database_url: String,
+        /// Workspace name.
+        #[arg(long)]
+        workspace: String,
+        /// User name; the key acts as this user.
+        #[arg(long)]
+        user: String,
+    },
+}
+
+fn parse_schedule(raw: &str) -> Result<RetrySchedule, String> {
+    RetrySchedule::parse(raw).map_err(|e| e.message)
+}
+
+fn parse_time(raw: &str) -> Result<Duration, String> {
+    parse_duration(raw).map_err(|e| e.message)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Keys { command: KeysCommand::Create { database_url, workspace, user } } => {
+                create_key(&database_url, &workspace, &user).await
+            }
+        }
+    })
+}
+
+fn init_logging() {
+    let level = std::env::var("CODMIR_LOG")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).init();
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let store = Store::open(&args.database_url)
+        .await
+        .with_context(|| format!("opening {}", args.database_url))?;
+    let created = store
+        .write(|tx| Box::pin(async move { ops::bootstrap(tx, Timestamp::now()).await }))
+        .await
+        .context("creating the default workspace")?;
+    if let Some(key) = created {
+        println!("Created workspace \"default\" with user \"admin\" ({}).", key.principal.user_id);
+        println!("This API key is shown once and will not be shown again; keep it now:");
+        println!("{}", key.key);
+    }
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(address = %listener.local_addr()?, database = %args.database_url, "codmir is serving");
+    let config = Config {
+        allow_private_targets: args.allow_private_targets,
+        retry_schedule: args.retry_schedule.unwrap_or_default(),
+        connect_timeout: args.connect_timeout,
+        request_timeout: args.request_timeout,
+        ..Config::default()
+    };
+    codmir_server::run(listener, store, config, shutdown_signal()).await?;
+    tracing::info!("codmir stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight work");
+}
+
+async fn create_key(database_url: &str, workspace: &str, user: &str) -> Result<()> {
+    let workspace = WorkspaceName::parse(workspace).map_err(|e| anyhow::anyhow!("--workspace {}", e.message))?;
+    let user = UserName::parse(user).map_err(|e| anyhow::anyhow!("--user {}", e.message))?;
+    let store = Store::open(database_url).await.with_context(|| format!("opening {database_url}"))?;
+    let key = store
+        .write(move |tx| Box::pin(async move { ops::create_key(tx, &workspace, &user, Timestamp::now()).await }))
+        .await
+        .context("creating the key")?;
+    store.close().await;
+    println!(
+        "Created an API key for user \"{}\" ({}) in workspace {}. It will not be shown again:",
+        key.principal.user_name, key.principal.user_id, key.principal.workspace_id
+    );
+    println!("{}", key.key);
+    Ok(())
+}

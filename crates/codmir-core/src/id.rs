@@ -98,12 +98,21 @@ mod tests {
             encode("x", 0, [0; 10]),
             format!("x_{}", "0".repeat(ENCODED_LEN))
         );
-        assert_eq!(encode("x", 0, [0, 0, 0, 0, 0, 0, 0, 0, 0, 31]), format!("x_{}z", "0".repeat(25)));
+        assert_eq!(
+            encode("x", 0, [0, 0, 0, 0, 0, 0, 0, 0, 0, 31]),
+            format!("x_{}z", "0".repeat(25))
+        );
     }
 
     #[test]
     fn malformed_ids_are_rejected() {
-        for bad in ["", "tkt_", "tkt_0000", "tkt-01h00000000000000000000000", "tkt_IIIIIIIIIIIIIIIIIIIIIIIIII"] {
+        for bad in [
+            "",
+            "tkt_",
+            "tkt_0000",
+            "tkt-01h00000000000000000000000",
+            "tkt_IIIIIIIIIIIIIIIIIIIIIIIIII",
+        ] {
             assert!(!is_valid("tkt", bad), "{bad}");
         }
     }

@@ -21,10 +21,20 @@ impl Default for RetrySchedule {
         const M: u64 = 60;
         const H: u64 = 3600;
         Self(
-            [5, 5 * M, 30 * M, 2 * H, 5 * H, 10 * H, 14 * H, 20 * H, 24 * H]
-                .into_iter()
-                .map(Duration::from_secs)
-                .collect(),
+            [
+                5,
+                5 * M,
+                30 * M,
+                2 * H,
+                5 * H,
+                10 * H,
+                14 * H,
+                20 * H,
+                24 * H,
+            ]
+            .into_iter()
+            .map(Duration::from_secs)
+            .collect(),
         )
     }
 }
@@ -36,7 +46,10 @@ impl RetrySchedule {
         if raw.is_empty() {
             return Ok(Self(Vec::new()));
         }
-        raw.split(',').map(|part| parse_duration(part.trim())).collect::<Result<_, _>>().map(Self)
+        raw.split(',')
+            .map(|part| parse_duration(part.trim()))
+            .collect::<Result<_, _>>()
+            .map(Self)
     }
 
     pub fn delays(&self) -> &[Duration] {
@@ -55,7 +68,11 @@ impl RetrySchedule {
 
 impl std::fmt::Display for RetrySchedule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(|d| format!("{}ms", d.as_millis())).collect();
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|d| format!("{}ms", d.as_millis()))
+            .collect();
         f.write_str(&parts.join(","))
     }
 }
@@ -68,7 +85,9 @@ pub fn parse_duration(raw: &str) -> Result<Duration, ValidationError> {
             format!("`{raw}` is not a duration like 500ms, 5s, 30m, 2h or 1d"),
         )
     };
-    let split = raw.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
+    let split = raw
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(invalid)?;
     let (number, unit) = raw.split_at(split);
     let n: u64 = number.parse().map_err(|_| invalid())?;
     let millis = match unit {
@@ -81,7 +100,10 @@ pub fn parse_duration(raw: &str) -> Result<Duration, ValidationError> {
     }
     .ok_or_else(invalid)?;
     if millis > 30 * 86_400_000 {
-        return Err(ValidationError::new("retry_schedule", format!("`{raw}` is longer than 30 days")));
+        return Err(ValidationError::new(
+            "retry_schedule",
+            format!("`{raw}` is longer than 30 days"),
+        ));
     }
     Ok(Duration::from_millis(millis))
 }
@@ -102,7 +124,11 @@ mod tests {
         let s = RetrySchedule::parse("1s, 250ms,2m").unwrap();
         assert_eq!(
             s.delays(),
-            [Duration::from_secs(1), Duration::from_millis(250), Duration::from_secs(120)]
+            [
+                Duration::from_secs(1),
+                Duration::from_millis(250),
+                Duration::from_secs(120)
+            ]
         );
         assert!(RetrySchedule::parse("").unwrap().delays().is_empty());
         for bad in ["1", "s", "1x", "-1s", "1s,,2s", "99999d"] {

@@ -88,8 +88,16 @@ mod tests {
             sig,
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-        assert!(verify_codmir_signature("Jefe", b"what do ya want for nothing?", &sig));
-        assert!(!verify_codmir_signature("Jefe", b"what do ya want for nothing!", &sig));
+        assert!(verify_codmir_signature(
+            "Jefe",
+            b"what do ya want for nothing?",
+            &sig
+        ));
+        assert!(!verify_codmir_signature(
+            "Jefe",
+            b"what do ya want for nothing!",
+            &sig
+        ));
     }
 
     #[test]
@@ -97,7 +105,12 @@ mod tests {
         // The example from the Standard Webhooks specification.
         let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
         let body = br#"{"test": 2432232314}"#;
-        let sig = standard_signature(&standard_key(secret), "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
+        let sig = standard_signature(
+            &standard_key(secret),
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            body,
+        );
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
 

@@ -26,8 +26,11 @@ impl Timestamp {
         self.0.div_euclid(1000)
     }
 
-    pub fn add(self, d: Duration) -> Self {
-        Self(self.0.saturating_add(d.as_millis().min(i64::MAX as u128) as i64))
+    pub fn plus(self, d: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_add(d.as_millis().min(i64::MAX as u128) as i64),
+        )
     }
 
     /// `2024-01-15T10:30:00.123Z`
@@ -75,7 +78,10 @@ mod tests {
 
     #[test]
     fn formats_known_instants() {
-        assert_eq!(Timestamp::from_millis(0).to_rfc3339_seconds(), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            Timestamp::from_millis(0).to_rfc3339_seconds(),
+            "1970-01-01T00:00:00Z"
+        );
         assert_eq!(
             Timestamp::from_millis(1_705_314_600_000).to_rfc3339_seconds(),
             "2024-01-15T10:30:00Z"

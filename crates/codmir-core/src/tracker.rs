@@ -70,7 +70,12 @@ pub struct Email(String);
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let text = raw.trim().to_lowercase();
-        let invalid = || ValidationError::new("email", format!("`{raw}` is not an e-mail address like name@example.com"));
+        let invalid = || {
+            ValidationError::new(
+                "email",
+                format!("`{raw}` is not an e-mail address like name@example.com"),
+            )
+        };
         if text.len() > 254 || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid());
         }
@@ -338,8 +343,16 @@ mod tests {
         assert!(TicketTitle::parse(&"x".repeat(501)).is_err());
         assert_eq!(TicketTitle::parse("  ok ").unwrap().as_str(), "ok");
         assert!(TicketTitle::parse("a\u{0}b").is_err());
-        assert!(TicketStatus::parse("done").unwrap_err().message.contains("in_progress"));
+        assert!(
+            TicketStatus::parse("done")
+                .unwrap_err()
+                .message
+                .contains("in_progress")
+        );
         assert!(Email::parse("a@b").is_err());
-        assert_eq!(Email::parse(" Ann@Example.com ").unwrap().as_str(), "ann@example.com");
+        assert_eq!(
+            Email::parse(" Ann@Example.com ").unwrap().as_str(),
+            "ann@example.com"
+        );
     }
 }

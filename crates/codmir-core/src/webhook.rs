@@ -25,7 +25,10 @@ impl EndpointUrl {
         let url = url::Url::parse(raw)
             .map_err(|e| err(format!("`{raw}` is not an absolute URL ({e})")))?;
         if url.scheme() != "http" && url.scheme() != "https" {
-            return Err(err(format!("scheme `{}` is not allowed; use http or https", url.scheme())));
+            return Err(err(format!(
+                "scheme `{}` is not allowed; use http or https",
+                url.scheme()
+            )));
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(err("must not contain credentials (user:password@)".into()));
@@ -96,13 +99,24 @@ impl WebhookSecret {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let chars = raw.chars().count();
         if chars < 16 {
-            return Err(ValidationError::new("secret", format!("must be at least 16 characters (got {chars}); leave it out to have one generated")));
+            return Err(ValidationError::new(
+                "secret",
+                format!(
+                    "must be at least 16 characters (got {chars}); leave it out to have one generated"
+                ),
+            ));
         }
         if chars > 512 {
-            return Err(ValidationError::new("secret", "must be at most 512 characters"));
+            return Err(ValidationError::new(
+                "secret",
+                "must be at most 512 characters",
+            ));
         }
         if raw.chars().any(char::is_control) {
-            return Err(ValidationError::new("secret", "must contain only printable characters"));
+            return Err(ValidationError::new(
+                "secret",
+                "must contain only printable characters",
+            ));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -123,18 +137,24 @@ pub struct EventFilter(Vec<String>);
 impl EventFilter {
     pub fn parse<S: AsRef<str>>(patterns: &[S]) -> Result<Self, ValidationError> {
         if patterns.is_empty() {
-            return Err(ValidationError::new("events", "must list at least one event type, or \"*\" for all"));
+            return Err(ValidationError::new(
+                "events",
+                "must list at least one event type, or \"*\" for all",
+            ));
         }
         let mut out: Vec<String> = Vec::with_capacity(patterns.len());
         for p in patterns {
             let p = p.as_ref();
             let known = p == "*"
-                || p.strip_suffix(".*").is_some_and(|fam| EventType::ALL.iter().any(|t| t.family() == fam))
+                || p.strip_suffix(".*")
+                    .is_some_and(|fam| EventType::ALL.iter().any(|t| t.family() == fam))
                 || EventType::parse(p).is_ok();
             if !known {
                 return Err(ValidationError::new(
                     "events",
-                    format!("`{p}` is not an event type or pattern; see GET /v1/event-types (patterns: \"*\", \"ticket.*\")"),
+                    format!(
+                        "`{p}` is not an event type or pattern; see GET /v1/event-types (patterns: \"*\", \"ticket.*\")"
+                    ),
                 ));
             }
             if !out.iter().any(|o| o == p) {
@@ -279,7 +299,11 @@ mod tests {
         assert!(f.matches(EventType::TicketStatusChanged));
         assert!(f.matches(EventType::CommentCreated));
         assert!(!f.matches(EventType::ProjectCreated));
-        assert!(EventFilter::parse(&["*"]).unwrap().matches(EventType::MemberAdded));
+        assert!(
+            EventFilter::parse(&["*"])
+                .unwrap()
+                .matches(EventType::MemberAdded)
+        );
         let e = EventFilter::parse(&["ticket.created", "ticket.exploded"]).unwrap_err();
         assert!(e.message.contains("ticket.exploded"));
         assert!(EventFilter::parse::<&str>(&[]).is_err());

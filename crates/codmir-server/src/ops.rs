@@ -12,8 +12,8 @@ use codmir_core::event::{
 use codmir_core::id::new_id;
 use codmir_core::time::Timestamp;
 use codmir_core::tracker::{
-    Comment, CommentBody, Email, Member, NewTicket, Principal, Project, ProjectName, Role,
-    Ticket, TicketPatch, User, UserName, Workspace, WorkspaceName,
+    Comment, CommentBody, Email, Member, NewTicket, Principal, Project, ProjectName, Role, Ticket,
+    TicketPatch, User, UserName, Workspace, WorkspaceName,
 };
 use codmir_core::webhook::{Delivery, DeliveryStatus};
 use sha2::{Digest, Sha256};
@@ -101,7 +101,11 @@ pub async fn create_key(
     .await?;
     Ok(NewKey {
         key: format!("{KEY_PREFIX}{key_id}_{secret}"),
-        principal: Principal { workspace_id: ws.id, user_id: user.id, user_name: user.name },
+        principal: Principal {
+            workspace_id: ws.id,
+            user_id: user.id,
+            user_name: user.name,
+        },
     })
 }
 
@@ -118,7 +122,10 @@ pub async fn bootstrap(tx: &mut dyn Tx, now: Timestamp) -> Result<Option<NewKey>
 /// The principal a presented key acts as, or `None` for a malformed or unknown key. The
 /// secret's hash is compared in constant time.
 pub async fn authenticate(tx: &mut dyn Tx, presented: &str) -> Result<Option<Principal>> {
-    let Some((key_id, secret)) = presented.strip_prefix(KEY_PREFIX).and_then(|r| r.split_once('_')) else {
+    let Some((key_id, secret)) = presented
+        .strip_prefix(KEY_PREFIX)
+        .and_then(|r| r.split_once('_'))
+    else {
         return Ok(None);
     };
     if key_id.len() != 16 || !key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -138,7 +145,10 @@ async fn emit(tx: &mut dyn Tx, workspace_id: &str, events: &[Event], now: Timest
     }
     let webhooks = tx.enabled_webhooks(workspace_id).await?;
     for event in events {
-        for webhook in webhooks.iter().filter(|w| w.wants(event.event_type, event.project_id.as_deref())) {
+        for webhook in webhooks
+            .iter()
+            .filter(|w| w.wants(event.event_type, event.project_id.as_deref()))
+        {
             tx.insert_delivery(&Delivery {
                 id: new_id("dlv", now),
                 workspace_id: workspace_id.to_owned(),
@@ -158,18 +168,30 @@ async fn emit(tx: &mut dyn Tx, workspace_id: &str, events: &[Event], now: Timest
 }
 
 fn actor(p: &Principal) -> codmir_core::event::Ref {
-    codmir_core::event::Ref { id: p.user_id.clone(), name: p.user_name.clone() }
+    codmir_core::event::Ref {
+        id: p.user_id.clone(),
+        name: p.user_name.clone(),
+    }
 }
 
 pub async fn project(tx: &mut dyn Tx, p: &Principal, id: &str) -> Result<Project> {
-    tx.get_project(&p.workspace_id, id).await?.ok_or(Error::NotFound("project"))
+    tx.get_project(&p.workspace_id, id)
+        .await?
+        .ok_or(Error::NotFound("project"))
 }
 
 pub async fn ticket(tx: &mut dyn Tx, p: &Principal, id: &str) -> Result<Ticket> {
-    tx.get_ticket(&p.workspace_id, id).await?.ok_or(Error::NotFound("ticket"))
+    tx.get_ticket(&p.workspace_id, id)
+        .await?
+        .ok_or(Error::NotFound("ticket"))
 }
 
-pub async fn create_project(tx: &mut dyn Tx, p: &Principal, name: ProjectName, now: Timestamp) -> Result<Project> {
+pub async fn create_project(
+    tx: &mut dyn Tx,
+    p: &Principal,
+    name: ProjectName,
+    now: Timestamp,
+) -> Result<Project> {
     let project = Project {
         id: new_id("proj", now),
         workspace_id: p.workspace_id.clone(),
@@ -178,8 +200,18 @@ pub async fn create_project(tx: &mut dyn Tx, p: &Principal, name: ProjectName, n
         created_at: now,
     };
     tx.insert_project(&project).await?;
-    let data = EventData { project: Some(project_ref(&project)), user: Some(actor(p)), ..EventData::default() };
-    let event = Event::new(&p.workspace_id, Some(&project.id), EventType::ProjectCreated, now, &data);
+    let data = EventData {
+        project: Some(project_ref(&project)),
+        user: Some(actor(p)),
+        ..EventData::default()
+    };
+    let event = Event::new(
+        &p.workspace_id,
+        Some(&project.id),
+        EventType::ProjectCreated,
+        now,
+        &data,
+    );
     emit(tx, &p.workspace_id, &[event], now).await?;
     Ok(project)
 }
@@ -195,7 +227,10 @@ pub async fn add_member(
     now: Timestamp,
 ) -> Result<Member> {
     let project = project(tx, p, project_id).await?;
-    let user = match tx.find_user_by_email(&p.workspace_id, email.as_str()).await? {
+    let user = match tx
+        .find_user_by_email(&p.workspace_id, email.as_str())
+        .await?
+    {
         Some(u) => u,
         None => {
             let u = User {
@@ -212,10 +247,19 @@ pub async fn add_member(
     if tx.get_member(&project.id, &user.id).await?.is_some() {
         return Err(Error::Conflict {
             code: "already_member",
-            message: format!("{} is already a member of project {}", email.as_str(), project.id),
+            message: format!(
+                "{} is already a member of project {}",
+                email.as_str(),
+                project.id
+            ),
         });
     }
-    let member = Member { project_id: project.id.clone(), user, role, added_at: now };
+    let member = Member {
+        project_id: project.id.clone(),
+        user,
+        role,
+        added_at: now,
+    };
     tx.insert_member(&member).await?;
     let data = EventData {
         member: Some(MemberView::from(&member)),
@@ -223,14 +267,24 @@ pub async fn add_member(
         user: Some(actor(p)),
         ..EventData::default()
     };
-    let event = Event::new(&p.workspace_id, Some(&project.id), EventType::MemberAdded, now, &data);
+    let event = Event::new(
+        &p.workspace_id,
+        Some(&project.id),
+        EventType::MemberAdded,
+        now,
+        &data,
+    );
     emit(tx, &p.workspace_id, &[event], now).await?;
     Ok(member)
 }
 
 async fn assignee(tx: &mut dyn Tx, p: &Principal, id: &str) -> Result<User> {
     tx.get_user(&p.workspace_id, id).await?.ok_or_else(|| {
-        ValidationError::new("assignee_id", format!("there is no user `{id}` in this workspace")).into()
+        ValidationError::new(
+            "assignee_id",
+            format!("there is no user `{id}` in this workspace"),
+        )
+        .into()
     })
 }
 
@@ -271,10 +325,25 @@ pub async fn create_ticket(
     };
     tx.insert_ticket(&ticket).await?;
     let data = ticket_data(&ticket, &project, p);
-    let mut events = vec![Event::new(&p.workspace_id, Some(&project.id), EventType::TicketCreated, now, &data)];
+    let mut events = vec![Event::new(
+        &p.workspace_id,
+        Some(&project.id),
+        EventType::TicketCreated,
+        now,
+        &data,
+    )];
     if let Some(user) = assigned {
-        let data = EventData { assignee: Some(user_ref(&user)), ..data };
-        events.push(Event::new(&p.workspace_id, Some(&project.id), EventType::TicketAssigned, now, &data));
+        let data = EventData {
+            assignee: Some(user_ref(&user)),
+            ..data
+        };
+        events.push(Event::new(
+            &p.workspace_id,
+            Some(&project.id),
+            EventType::TicketAssigned,
+            now,
+            &data,
+        ));
     }
     emit(tx, &p.workspace_id, &events, now).await?;
     Ok(ticket)
@@ -291,7 +360,9 @@ pub async fn update_ticket(
 ) -> Result<Ticket> {
     let current = ticket(tx, p, id).await?;
     let assigned = match &patch.assignee_id {
-        Some(Some(id)) if Some(id) != current.assignee_id.as_ref() => Some(assignee(tx, p, id).await?),
+        Some(Some(id)) if Some(id) != current.assignee_id.as_ref() => {
+            Some(assignee(tx, p, id).await?)
+        }
         _ => None,
     };
     let (next, changes) = patch.apply(&current, now);
@@ -307,19 +378,39 @@ pub async fn update_ticket(
         pid,
         EventType::TicketUpdated,
         now,
-        &EventData { changes: Some(changes_map(&changes)), ..base.clone() },
+        &EventData {
+            changes: Some(changes_map(&changes)),
+            ..base.clone()
+        },
     )];
     if let Some(change) = changes.iter().find(|c| c.field == "status") {
-        let data = EventData { changes: Some(changes_map(std::slice::from_ref(change))), ..base.clone() };
-        events.push(Event::new(&p.workspace_id, pid, EventType::TicketStatusChanged, now, &data));
+        let data = EventData {
+            changes: Some(changes_map(std::slice::from_ref(change))),
+            ..base.clone()
+        };
+        events.push(Event::new(
+            &p.workspace_id,
+            pid,
+            EventType::TicketStatusChanged,
+            now,
+            &data,
+        ));
     }
-    if let (Some(user), Some(change)) = (assigned, changes.iter().find(|c| c.field == "assignee_id")) {
+    if let (Some(user), Some(change)) =
+        (assigned, changes.iter().find(|c| c.field == "assignee_id"))
+    {
         let data = EventData {
             assignee: Some(user_ref(&user)),
             changes: Some(changes_map(std::slice::from_ref(change))),
             ..base
         };
-        events.push(Event::new(&p.workspace_id, pid, EventType::TicketAssigned, now, &data));
+        events.push(Event::new(
+            &p.workspace_id,
+            pid,
+            EventType::TicketAssigned,
+            now,
+            &data,
+        ));
     }
     emit(tx, &p.workspace_id, &events, now).await?;
     Ok(next)
@@ -331,7 +422,13 @@ pub async fn delete_ticket(tx: &mut dyn Tx, p: &Principal, id: &str, now: Timest
     tx.delete_ticket(&current.id, now).await?;
     let project = project(tx, p, &current.project_id).await?;
     let data = ticket_data(&current, &project, p);
-    let event = Event::new(&p.workspace_id, Some(&project.id), EventType::TicketDeleted, now, &data);
+    let event = Event::new(
+        &p.workspace_id,
+        Some(&project.id),
+        EventType::TicketDeleted,
+        now,
+        &data,
+    );
     emit(tx, &p.workspace_id, &[event], now).await
 }
 
@@ -353,8 +450,17 @@ pub async fn create_comment(
     };
     tx.insert_comment(&comment).await?;
     let project = project(tx, p, &ticket.project_id).await?;
-    let data = EventData { comment: Some(CommentView::from(&comment)), ..ticket_data(&ticket, &project, p) };
-    let event = Event::new(&p.workspace_id, Some(&project.id), EventType::CommentCreated, now, &data);
+    let data = EventData {
+        comment: Some(CommentView::from(&comment)),
+        ..ticket_data(&ticket, &project, p)
+    };
+    let event = Event::new(
+        &p.workspace_id,
+        Some(&project.id),
+        EventType::CommentCreated,
+        now,
+        &data,
+    );
     emit(tx, &p.workspace_id, &[event], now).await?;
     Ok(comment)
 }

@@ -37,7 +37,11 @@ struct ServeArgs {
     #[arg(long, env = "CODMIR_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Database to use: sqlite://PATH (created and migrated on start).
-    #[arg(long, env = "CODMIR_DATABASE_URL", default_value = "sqlite://codmir.db")]
+    #[arg(
+        long,
+        env = "CODMIR_DATABASE_URL",
+        default_value = "sqlite://codmir.db"
+    )]
     database_url: String,
     /// Allow webhook URLs on localhost and loopback, private or link-local addresses (for
     /// local development and tests only).
@@ -60,7 +64,11 @@ enum KeysCommand {
     /// Create an API key, creating the database, workspace and user if needed. Prints the key
     /// alone on the last line of stdout. Works while a server runs on the same database.
     Create {
-        #[arg(long, env = "CODMIR_DATABASE_URL", default_value = "sqlite://codmir.db")]
+        #[arg(
+            long,
+            env = "CODMIR_DATABASE_URL",
+            default_value = "sqlite://codmir.db"
+        )]
         database_url: String,
         /// Workspace name.
         #[arg(long)]
@@ -82,13 +90,20 @@ fn parse_time(raw: &str) -> Result<Duration, String> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
-            Command::Keys { command: KeysCommand::Create { database_url, workspace, user } } => {
-                create_key(&database_url, &workspace, &user).await
-            }
+            Command::Keys {
+                command:
+                    KeysCommand::Create {
+                        database_url,
+                        workspace,
+                        user,
+                    },
+            } => create_key(&database_url, &workspace, &user).await,
         }
     })
 }
@@ -98,7 +113,10 @@ fn init_logging() {
         .ok()
         .and_then(|l| l.parse().ok())
         .unwrap_or(tracing::Level::INFO);
-    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
@@ -110,7 +128,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .context("creating the default workspace")?;
     if let Some(key) = created {
-        println!("Created workspace \"default\" with user \"admin\" ({}).", key.principal.user_id);
+        println!(
+            "Created workspace \"default\" with user \"admin\" ({}).",
+            key.principal.user_id
+        );
         println!("This API key is shown once and will not be shown again; keep it now:");
         println!("{}", key.key);
     }
@@ -153,11 +174,16 @@ async fn shutdown_signal() {
 }
 
 async fn create_key(database_url: &str, workspace: &str, user: &str) -> Result<()> {
-    let workspace = WorkspaceName::parse(workspace).map_err(|e| anyhow::anyhow!("--workspace {}", e.message))?;
+    let workspace = WorkspaceName::parse(workspace)
+        .map_err(|e| anyhow::anyhow!("--workspace {}", e.message))?;
     let user = UserName::parse(user).map_err(|e| anyhow::anyhow!("--user {}", e.message))?;
-    let store = Store::open(database_url).await.with_context(|| format!("opening {database_url}"))?;
+    let store = Store::open(database_url)
+        .await
+        .with_context(|| format!("opening {database_url}"))?;
     let key = store
-        .write(move |tx| Box::pin(async move { ops::create_key(tx, &workspace, &user, Timestamp::now()).await }))
+        .write(move |tx| {
+            Box::pin(async move { ops::create_key(tx, &workspace, &user, Timestamp::now()).await })
+        })
         .await
         .context("creating the key")?;
     store.close().await;

@@ -16,7 +16,10 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{message}")]
-    Unprocessable { field: Option<String>, message: String },
+    Unprocessable {
+        field: Option<String>,
+        message: String,
+    },
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("{0} not found")]
@@ -54,13 +57,18 @@ pub struct ErrorDetail {
 
 impl ApiError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError::Unprocessable { field: Some(field.into()), message: message.into() }
+        ApiError::Unprocessable {
+            field: Some(field.into()),
+            message: message.into(),
+        }
     }
 
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
-            ApiError::Unprocessable { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            ApiError::Unprocessable { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+            }
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -85,7 +93,13 @@ impl IntoResponse for ApiError {
             ApiError::Unprocessable { field, .. } => field.clone(),
             _ => None,
         };
-        let body = ErrorBody { error: ErrorDetail { code, message: self.to_string(), field } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: self.to_string(),
+                field,
+            },
+        };
         (status, axum::Json(body)).into_response()
     }
 }

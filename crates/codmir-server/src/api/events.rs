@@ -36,35 +36,63 @@ pub struct EventList {
 }
 
 fn raw(e: &StoredEvent) -> Result<Box<RawValue>, ApiError> {
-    RawValue::from_string(e.payload.clone()).map_err(|err| ApiError::Internal(format!("event {}: {err}", e.id)))
+    RawValue::from_string(e.payload.clone())
+        .map_err(|err| ApiError::Internal(format!("event {}: {err}", e.id)))
 }
 
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(EventListParams),
     responses((status = 200, body = EventList), (status = 422, body = ErrorBody)), security(("api_key" = [])))]
-pub async fn list_events(State(s): State<AppState>, Auth(p): Auth, Query(q): Query<EventListParams>) -> Result<axum::Json<EventList>, ApiError> {
+pub async fn list_events(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Query(q): Query<EventListParams>,
+) -> Result<axum::Json<EventList>, ApiError> {
     let event_type = q.event_type.as_deref().map(EventType::parse).transpose()?;
-    let page = super::extract::ListParams { limit: q.limit, cursor: q.cursor }.page("evt")?;
+    let page = super::extract::ListParams {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .page("evt")?;
     let page = s
         .store
         .read(move |tx| {
-            Box::pin(async move { tx.list_events(&p.workspace_id, event_type.map(EventType::as_str), &page).await })
+            Box::pin(async move {
+                tx.list_events(&p.workspace_id, event_type.map(EventType::as_str), &page)
+                    .await
+            })
         })
         .await
         .map_err(ApiError::from)?;
-    let next_cursor = if page.has_more { page.items.last().map(|e| e.id.clone()) } else { None };
+    let next_cursor = if page.has_more {
+        page.items.last().map(|e| e.id.clone())
+    } else {
+        None
+    };
     let data = page.items.iter().map(raw).collect::<Result<_, _>>()?;
-    Ok(axum::Json(EventList { data, has_more: page.has_more, next_cursor }))
+    Ok(axum::Json(EventList {
+        data,
+        has_more: page.has_more,
+        next_cursor,
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/events/{id}", tag = "events",
     responses((status = 200, description = "The event exactly as delivered", body = Object), (status = 404, body = ErrorBody)),
     security(("api_key" = [])))]
-pub async fn get_event(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> Result<axum::Json<Box<RawValue>>, ApiError> {
+pub async fn get_event(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Box<RawValue>>, ApiError> {
     let id = path_id("evt", &id, "event")?;
     let event = s
         .store
         .read(move |tx| {
-            Box::pin(async move { tx.get_event(&p.workspace_id, &id).await?.ok_or(ops::Error::NotFound("event")) })
+            Box::pin(async move {
+                tx.get_event(&p.workspace_id, &id)
+                    .await?
+                    .ok_or(ops::Error::NotFound("event"))
+            })
         })
         .await?;
     Ok(axum::Json(raw(&event)?))
@@ -88,7 +116,11 @@ pub struct EventTypeList {
 pub async fn event_types() -> axum::Json<EventTypeList> {
     let data = EventType::ALL
         .into_iter()
-        .map(|t| EventTypeInfo { name: t.as_str(), description: t.description(), example: example(t) })
+        .map(|t| EventTypeInfo {
+            name: t.as_str(),
+            description: t.description(),
+            example: example(t),
+        })
         .collect();
     axum::Json(EventTypeList { data })
 }

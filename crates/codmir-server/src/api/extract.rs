@@ -3,9 +3,9 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
 use codmir_core::time::Timestamp;
 use codmir_core::tracker::Principal;
 use serde::de::DeserializeOwned;
@@ -54,7 +54,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         match inner.classify() {
             serde_json::error::Category::Data => {
                 let field = (path != ".").then_some(path);
-                ApiError::Unprocessable { field, message: inner.to_string() }
+                ApiError::Unprocessable {
+                    field,
+                    message: inner.to_string(),
+                }
             }
             _ => ApiError::BadRequest(format!("the request body is not valid JSON: {inner}")),
         }
@@ -106,14 +109,23 @@ impl ListParams {
     pub fn page(&self, id_prefix: &str) -> Result<PageRequest, ApiError> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::invalid("limit", format!("must be between 1 and {MAX_LIMIT}")));
+            return Err(ApiError::invalid(
+                "limit",
+                format!("must be between 1 and {MAX_LIMIT}"),
+            ));
         }
         if let Some(c) = &self.cursor {
             if !codmir_core::id::is_valid(id_prefix, c) {
-                return Err(ApiError::invalid("cursor", "is not a cursor from this list's next_cursor"));
+                return Err(ApiError::invalid(
+                    "cursor",
+                    "is not a cursor from this list's next_cursor",
+                ));
             }
         }
-        Ok(PageRequest { limit, after: self.cursor.clone() })
+        Ok(PageRequest {
+            limit,
+            after: self.cursor.clone(),
+        })
     }
 }
 
@@ -123,17 +135,27 @@ pub struct Auth(pub Principal);
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized("missing `Authorization: Bearer <API key>` header"))?;
+            .ok_or(ApiError::Unauthorized(
+                "missing `Authorization: Bearer <API key>` header",
+            ))?;
         let key = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
             .map(str::trim)
-            .ok_or(ApiError::Unauthorized("the Authorization header must be `Bearer <API key>`"))?
+            .ok_or(ApiError::Unauthorized(
+                "the Authorization header must be `Bearer <API key>`",
+            ))?
             .to_owned();
         state
             .store

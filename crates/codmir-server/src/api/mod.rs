@@ -50,9 +50,21 @@ pub struct ListResponse<T> {
 }
 
 impl<T> ListResponse<T> {
-    pub fn from_page<R>(page: Page<R>, id: impl Fn(&R) -> String, convert: impl Fn(R) -> T) -> Self {
-        let next_cursor = if page.has_more { page.items.last().map(&id) } else { None };
-        Self { data: page.items.into_iter().map(convert).collect(), has_more: page.has_more, next_cursor }
+    pub fn from_page<R>(
+        page: Page<R>,
+        id: impl Fn(&R) -> String,
+        convert: impl Fn(R) -> T,
+    ) -> Self {
+        let next_cursor = if page.has_more {
+            page.items.last().map(&id)
+        } else {
+            None
+        };
+        Self {
+            data: page.items.into_iter().map(convert).collect(),
+            has_more: page.has_more,
+            next_cursor,
+        }
     }
 }
 
@@ -110,7 +122,10 @@ async fn method_not_allowed(method: axum::http::Method) -> ApiError {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Bounds every request: one that takes longer is answered 503 with the JSON error shape.
-async fn timeout(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn timeout(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
         Ok(response) => response,
         Err(_) => axum::response::IntoResponse::into_response(ApiError::Unavailable),
@@ -125,13 +140,24 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/event-types", get(events::event_types))
         .route("/v1/events", get(events::list_events))
         .route("/v1/events/{id}", get(events::get_event))
-        .route("/v1/projects", post(tracker::create_project).get(tracker::list_projects))
+        .route(
+            "/v1/projects",
+            post(tracker::create_project).get(tracker::list_projects),
+        )
         .route("/v1/projects/{id}", get(tracker::get_project))
-        .route("/v1/projects/{id}/members", post(tracker::add_member).get(tracker::list_members))
-        .route("/v1/projects/{id}/tickets", post(tracker::create_ticket).get(tracker::list_tickets))
+        .route(
+            "/v1/projects/{id}/members",
+            post(tracker::add_member).get(tracker::list_members),
+        )
+        .route(
+            "/v1/projects/{id}/tickets",
+            post(tracker::create_ticket).get(tracker::list_tickets),
+        )
         .route(
             "/v1/tickets/{id}",
-            get(tracker::get_ticket).patch(tracker::update_ticket).delete(tracker::delete_ticket),
+            get(tracker::get_ticket)
+                .patch(tracker::update_ticket)
+                .delete(tracker::delete_ticket),
         )
         .route("/v1/tickets/{id}/comments", post(tracker::create_comment))
         .fallback(not_found)
@@ -139,7 +165,9 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))
         .layer(axum::middleware::from_fn(timeout))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            axum::response::IntoResponse::into_response(ApiError::Internal("a handler panicked".into()))
+            axum::response::IntoResponse::into_response(ApiError::Internal(
+                "a handler panicked".into(),
+            ))
         }))
         .with_state(state)
 }

@@ -31,7 +31,12 @@ pub struct ProjectResponse {
 
 impl From<Project> for ProjectResponse {
     fn from(p: Project) -> Self {
-        Self { id: p.id, name: p.name, created_by: p.created_by, created_at: p.created_at.to_rfc3339_millis() }
+        Self {
+            id: p.id,
+            name: p.name,
+            created_by: p.created_by,
+            created_at: p.created_at.to_rfc3339_millis(),
+        }
     }
 }
 
@@ -98,7 +103,9 @@ pub struct UpdateTicket {
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from a field left out (`None`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -166,9 +173,10 @@ type Found<T> = Result<axum::Json<T>, ApiError>;
 
 fn parse_assignee(raw: Option<String>) -> Result<Option<String>, ApiError> {
     match raw {
-        Some(id) if !codmir_core::id::is_valid("usr", &id) => {
-            Err(ApiError::invalid("assignee_id", format!("`{id}` is not a user id (usr_…)")))
-        }
+        Some(id) if !codmir_core::id::is_valid("usr", &id) => Err(ApiError::invalid(
+            "assignee_id",
+            format!("`{id}` is not a user id (usr_…)"),
+        )),
         other => Ok(other),
     }
 }
@@ -176,7 +184,11 @@ fn parse_assignee(raw: Option<String>) -> Result<Option<String>, ApiError> {
 #[utoipa::path(post, path = "/v1/projects", tag = "projects", request_body = CreateProject,
     responses((status = 201, body = ProjectResponse), (status = 422, body = ErrorBody)),
     security(("api_key" = [])))]
-pub async fn create_project(State(s): State<AppState>, Auth(p): Auth, Json(body): Json<CreateProject>) -> Created<ProjectResponse> {
+pub async fn create_project(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Json(body): Json<CreateProject>,
+) -> Created<ProjectResponse> {
     let name = ProjectName::parse(&body.name)?;
     let project = s
         .store
@@ -188,19 +200,31 @@ pub async fn create_project(State(s): State<AppState>, Auth(p): Auth, Json(body)
 
 #[utoipa::path(get, path = "/v1/projects", tag = "projects", params(ListParams),
     responses((status = 200, body = ListResponse<ProjectResponse>)), security(("api_key" = [])))]
-pub async fn list_projects(State(s): State<AppState>, Auth(p): Auth, Query(q): Query<ListParams>) -> Found<ListResponse<ProjectResponse>> {
+pub async fn list_projects(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Query(q): Query<ListParams>,
+) -> Found<ListResponse<ProjectResponse>> {
     let page = q.page("proj")?;
     let page = s
         .store
         .read(move |tx| Box::pin(async move { tx.list_projects(&p.workspace_id, &page).await }))
         .await
         .map_err(ApiError::from)?;
-    Ok(axum::Json(ListResponse::from_page(page, |p| p.id.clone(), ProjectResponse::from)))
+    Ok(axum::Json(ListResponse::from_page(
+        page,
+        |p| p.id.clone(),
+        ProjectResponse::from,
+    )))
 }
 
 #[utoipa::path(get, path = "/v1/projects/{id}", tag = "projects",
     responses((status = 200, body = ProjectResponse), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
-pub async fn get_project(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> Found<ProjectResponse> {
+pub async fn get_project(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Found<ProjectResponse> {
     let id = path_id("proj", &id, "project")?;
     let project = s
         .store
@@ -221,10 +245,17 @@ pub async fn add_member(
     let id = path_id("proj", &id, "project")?;
     let name = UserName::parse(&body.name)?;
     let email = Email::parse(&body.email)?;
-    let role = body.role.as_deref().map(Role::parse).transpose()?.unwrap_or(Role::Member);
+    let role = body
+        .role
+        .as_deref()
+        .map(Role::parse)
+        .transpose()?
+        .unwrap_or(Role::Member);
     let member = s
         .store
-        .write(move |tx| Box::pin(async move { ops::add_member(tx, &p, &id, name, email, role, now()).await }))
+        .write(move |tx| {
+            Box::pin(async move { ops::add_member(tx, &p, &id, name, email, role, now()).await })
+        })
         .await?;
     s.wake_deliveries();
     Ok((StatusCode::CREATED, axum::Json(member.into())))
@@ -249,7 +280,11 @@ pub async fn list_members(
             })
         })
         .await?;
-    Ok(axum::Json(ListResponse::from_page(page, |m| m.user.id.clone(), MemberResponse::from)))
+    Ok(axum::Json(ListResponse::from_page(
+        page,
+        |m| m.user.id.clone(),
+        MemberResponse::from,
+    )))
 }
 
 #[utoipa::path(post, path = "/v1/projects/{id}/tickets", tag = "tickets", request_body = CreateTicket,
@@ -264,9 +299,23 @@ pub async fn create_ticket(
     let id = path_id("proj", &id, "project")?;
     let new = NewTicket {
         title: TicketTitle::parse(&body.title)?,
-        description: body.description.as_deref().map(Description::parse).transpose()?,
-        status: body.status.as_deref().map(TicketStatus::parse).transpose()?.unwrap_or(TicketStatus::Open),
-        priority: body.priority.as_deref().map(Priority::parse).transpose()?.unwrap_or(Priority::Medium),
+        description: body
+            .description
+            .as_deref()
+            .map(Description::parse)
+            .transpose()?,
+        status: body
+            .status
+            .as_deref()
+            .map(TicketStatus::parse)
+            .transpose()?
+            .unwrap_or(TicketStatus::Open),
+        priority: body
+            .priority
+            .as_deref()
+            .map(Priority::parse)
+            .transpose()?
+            .unwrap_or(Priority::Medium),
         assignee_id: parse_assignee(body.assignee_id)?,
     };
     let ticket = s
@@ -296,12 +345,20 @@ pub async fn list_tickets(
             })
         })
         .await?;
-    Ok(axum::Json(ListResponse::from_page(page, |t| t.id.clone(), TicketResponse::from)))
+    Ok(axum::Json(ListResponse::from_page(
+        page,
+        |t| t.id.clone(),
+        TicketResponse::from,
+    )))
 }
 
 #[utoipa::path(get, path = "/v1/tickets/{id}", tag = "tickets",
     responses((status = 200, body = TicketResponse), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
-pub async fn get_ticket(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> Found<TicketResponse> {
+pub async fn get_ticket(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Found<TicketResponse> {
     let id = path_id("tkt", &id, "ticket")?;
     let ticket = s
         .store
@@ -326,13 +383,19 @@ pub async fn update_ticket(
             .description
             .map(|d| d.as_deref().map(Description::parse).transpose())
             .transpose()?,
-        status: body.status.as_deref().map(TicketStatus::parse).transpose()?,
+        status: body
+            .status
+            .as_deref()
+            .map(TicketStatus::parse)
+            .transpose()?,
         priority: body.priority.as_deref().map(Priority::parse).transpose()?,
         assignee_id: body.assignee_id.map(parse_assignee).transpose()?,
     };
     let ticket = s
         .store
-        .write(move |tx| Box::pin(async move { ops::update_ticket(tx, &p, &id, patch, now()).await }))
+        .write(move |tx| {
+            Box::pin(async move { ops::update_ticket(tx, &p, &id, patch, now()).await })
+        })
         .await?;
     s.wake_deliveries();
     Ok(axum::Json(ticket.into()))
@@ -340,7 +403,11 @@ pub async fn update_ticket(
 
 #[utoipa::path(delete, path = "/v1/tickets/{id}", tag = "tickets",
     responses((status = 204), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
-pub async fn delete_ticket(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete_ticket(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let id = path_id("tkt", &id, "ticket")?;
     s.store
         .write(move |tx| Box::pin(async move { ops::delete_ticket(tx, &p, &id, now()).await }))
@@ -362,7 +429,9 @@ pub async fn create_comment(
     let body = CommentBody::parse(&body.body)?;
     let comment = s
         .store
-        .write(move |tx| Box::pin(async move { ops::create_comment(tx, &p, &id, body, now()).await }))
+        .write(move |tx| {
+            Box::pin(async move { ops::create_comment(tx, &p, &id, body, now()).await })
+        })
         .await?;
     s.wake_deliveries();
     Ok((StatusCode::CREATED, axum::Json(comment.into())))

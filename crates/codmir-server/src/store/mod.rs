@@ -120,13 +120,21 @@ pub trait Tx: Send {
 
     async fn get_member(&mut self, project_id: &str, user_id: &str) -> StoreResult<Option<Member>>;
     async fn insert_member(&mut self, m: &Member) -> StoreResult<()>;
-    async fn list_members(&mut self, project_id: &str, page: &PageRequest) -> StoreResult<Page<Member>>;
+    async fn list_members(
+        &mut self,
+        project_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Member>>;
 
     async fn insert_ticket(&mut self, t: &Ticket) -> StoreResult<()>;
     async fn get_ticket(&mut self, ws: &str, id: &str) -> StoreResult<Option<Ticket>>;
     async fn update_ticket(&mut self, t: &Ticket) -> StoreResult<()>;
     async fn delete_ticket(&mut self, id: &str, at: Timestamp) -> StoreResult<()>;
-    async fn list_tickets(&mut self, project_id: &str, page: &PageRequest) -> StoreResult<Page<Ticket>>;
+    async fn list_tickets(
+        &mut self,
+        project_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Ticket>>;
 
     async fn insert_comment(&mut self, c: &Comment) -> StoreResult<()>;
 
@@ -149,7 +157,11 @@ pub trait Tx: Send {
 
     async fn insert_delivery(&mut self, d: &Delivery) -> StoreResult<()>;
     /// Cancels the pending deliveries of a webhook; returns how many.
-    async fn cancel_pending_deliveries(&mut self, webhook_id: &str, at: Timestamp) -> StoreResult<u64>;
+    async fn cancel_pending_deliveries(
+        &mut self,
+        webhook_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<u64>;
     /// Leases up to `limit` pending deliveries that are due at `now` and not leased by a live
     /// lease, skipping the webhooks in `skip`, to `owner` until `lease_until`.
     async fn claim_due(
@@ -215,7 +227,9 @@ where
             // A failed unit of work was rolled back: its own error is the answer.
             (Err(_), Some(Err(e))) => Err(e),
             (Err(e), _) => Err(e.into()),
-            (Ok(()), None) => Err(StoreError::Database("the unit of work did not run".into()).into()),
+            (Ok(()), None) => {
+                Err(StoreError::Database("the unit of work did not run".into()).into())
+            }
         };
         // The caller may have gone away (request cancelled); the work is committed regardless.
         let _ = self.reply.send(result);
@@ -260,7 +274,11 @@ impl Store {
         E: From<StoreError> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        let job = Box::new(TypedJob { work: Some(work), outcome: None, reply });
+        let job = Box::new(TypedJob {
+            work: Some(work),
+            outcome: None,
+            reply,
+        });
         self.backend.submit_write(job).await?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -273,7 +291,11 @@ impl Store {
         E: From<StoreError> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        let job = Box::new(TypedJob { work: Some(work), outcome: None, reply });
+        let job = Box::new(TypedJob {
+            work: Some(work),
+            outcome: None,
+            reply,
+        });
         self.backend.submit_read(job).await?;
         rx.await.map_err(|_| StoreError::Closed)?
     }

@@ -20,8 +20,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::{
-    ApiKeyRecord, Backend, BoxFuture, Claimed, Job, Outcome, Page, PageRequest, StoredEvent,
-    StoreError, StoreResult, Tx,
+    ApiKeyRecord, Backend, BoxFuture, Claimed, Job, Outcome, Page, PageRequest, StoreError,
+    StoreResult, StoredEvent, Tx,
 };
 
 /// Units of work committed together at most; more wait for the next commit.
@@ -89,7 +89,10 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 /// unit of work over [`SqliteTx`] never waits. `None` means it tried to (a bug).
 fn run_ready<F: Future>(future: F) -> Option<F::Output> {
     let mut future = std::pin::pin!(future);
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
         Poll::Ready(v) => Some(v),
         Poll::Pending => None,
     }
@@ -172,7 +175,11 @@ fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn Job>]) -> StoreResult<(
 
 impl Backend for SqliteStore {
     fn submit_write(&self, job: Box<dyn Job>) -> BoxFuture<'_, StoreResult<()>> {
-        let sender = self.writes.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let sender = self
+            .writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         Box::pin(async move {
             let sender = sender.ok_or(StoreError::Closed)?;
             sender.send(job).await.map_err(|_| StoreError::Closed)
@@ -182,9 +189,18 @@ impl Backend for SqliteStore {
     fn submit_read(&self, mut job: Box<dyn Job>) -> BoxFuture<'_, StoreResult<()>> {
         let readers = self.readers.clone();
         Box::pin(async move {
-            let permit = readers.permits.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
+            let permit = readers
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| StoreError::Closed)?;
             tokio::task::spawn_blocking(move || {
-                let conn = readers.conns.lock().unwrap_or_else(PoisonError::into_inner).pop();
+                let conn = readers
+                    .conns
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .pop();
                 let Some(mut conn) = conn else {
                     job.finish(Err(StoreError::Closed));
                     return;
@@ -196,10 +212,15 @@ impl Backend for SqliteStore {
                         run_ready(job.run(&mut tx))
                     };
                     conn.execute_batch("COMMIT")?;
-                    ok.map(|_| ()).ok_or_else(|| StoreError::Database("a read did not complete".into()))
+                    ok.map(|_| ())
+                        .ok_or_else(|| StoreError::Database("a read did not complete".into()))
                 })();
                 job.finish(result);
-                readers.conns.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
+                readers
+                    .conns
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(conn);
                 drop(permit);
             });
             Ok(())
@@ -208,8 +229,15 @@ impl Backend for SqliteStore {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         // Dropping the sender lets the writer drain what is queued, commit it and stop.
-        self.writes.lock().unwrap_or_else(PoisonError::into_inner).take();
-        let handle = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+        self.writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let handle = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         Box::pin(async move {
             if let Some(handle) = handle {
                 let _ = tokio::task::spawn_blocking(move || handle.join()).await;
@@ -285,7 +313,8 @@ fn ticket_row(row: &Row) -> rusqlite::Result<Ticket> {
     })
 }
 
-const MEMBER_COLS: &str = "m.project_id, m.role, m.added_at, u.id, u.workspace_id, u.name, u.email, u.created_at";
+const MEMBER_COLS: &str =
+    "m.project_id, m.role, m.added_at, u.id, u.workspace_id, u.name, u.email, u.created_at";
 fn member_row(row: &Row) -> rusqlite::Result<Member> {
     let role: String = row.get(1)?;
     Ok(Member {
@@ -307,14 +336,16 @@ const WEBHOOK_COLS: &str = "id, workspace_id, url, events, project_ids, descript
 fn webhook_row(row: &Row) -> rusqlite::Result<Webhook> {
     let events: String = row.get(3)?;
     let project_ids: String = row.get(4)?;
-    let events: Vec<String> = serde_json::from_str(&events).map_err(|e| corrupt("webhooks.events", e))?;
+    let events: Vec<String> =
+        serde_json::from_str(&events).map_err(|e| corrupt("webhooks.events", e))?;
     let secret: String = row.get(6)?;
     Ok(Webhook {
         id: row.get(0)?,
         workspace_id: row.get(1)?,
         url: EndpointUrl::from_stored(row.get(2)?),
         events: EventFilter::parse(&events).map_err(|e| corrupt("webhooks.events", e))?,
-        project_ids: serde_json::from_str(&project_ids).map_err(|e| corrupt("webhooks.project_ids", e))?,
+        project_ids: serde_json::from_str(&project_ids)
+            .map_err(|e| corrupt("webhooks.project_ids", e))?,
         description: row.get(5)?,
         secret: WebhookSecret::parse(&secret).map_err(|e| corrupt("webhooks.secret", e))?,
         enabled: row.get(7)?,
@@ -333,7 +364,8 @@ fn delivery_row(row: &Row) -> rusqlite::Result<Delivery> {
         workspace_id: row.get(1)?,
         webhook_id: row.get(2)?,
         event_id: row.get(3)?,
-        event_type: EventType::parse(&event_type).map_err(|e| corrupt("deliveries.event_type", e))?,
+        event_type: EventType::parse(&event_type)
+            .map_err(|e| corrupt("deliveries.event_type", e))?,
         status: DeliveryStatus::parse(&status).map_err(|e| corrupt("deliveries.status", e))?,
         attempt_count: row.get(6)?,
         next_attempt_at: opt_ts(row, 7)?,
@@ -368,7 +400,9 @@ impl SqliteTx<'_> {
         let mut params: Vec<&dyn rusqlite::ToSql> = head.to_vec();
         params.push(&page.after);
         params.push(&limit);
-        let items = stmt.query_map(params.as_slice(), map)?.collect::<Result<Vec<_>, _>>()?;
+        let items = stmt
+            .query_map(params.as_slice(), map)?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_overfetch(items, page.limit))
     }
 
@@ -378,7 +412,11 @@ impl SqliteTx<'_> {
         params: &[&dyn rusqlite::ToSql],
         map: fn(&Row) -> rusqlite::Result<T>,
     ) -> StoreResult<Option<T>> {
-        Ok(self.conn.prepare_cached(sql)?.query_row(params, map).optional()?)
+        Ok(self
+            .conn
+            .prepare_cached(sql)?
+            .query_row(params, map)
+            .optional()?)
     }
 
     fn exec(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> StoreResult<usize> {
@@ -389,13 +427,23 @@ impl SqliteTx<'_> {
 #[async_trait]
 impl Tx for SqliteTx<'_> {
     async fn workspace_count(&mut self) -> StoreResult<i64> {
-        Ok(self.conn.query_row("SELECT count(*) FROM workspaces", [], |r| r.get(0))?)
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM workspaces", [], |r| r.get(0))?)
     }
 
     async fn find_workspace_by_name(&mut self, name: &str) -> StoreResult<Option<Workspace>> {
-        self.one("SELECT id, name, created_at FROM workspaces WHERE name = ?1", &[&name], |r| {
-            Ok(Workspace { id: r.get(0)?, name: r.get(1)?, created_at: ts(r, 2)? })
-        })
+        self.one(
+            "SELECT id, name, created_at FROM workspaces WHERE name = ?1",
+            &[&name],
+            |r| {
+                Ok(Workspace {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    created_at: ts(r, 2)?,
+                })
+            },
+        )
     }
 
     async fn insert_workspace(&mut self, w: &Workspace) -> StoreResult<()> {
@@ -453,8 +501,9 @@ impl Tx for SqliteTx<'_> {
             &[&id],
             |r| {
                 let hash: Vec<u8> = r.get(3)?;
-                let secret_hash: [u8; 32] =
-                    hash.try_into().map_err(|_| corrupt("api_keys.secret_hash", "not 32 bytes"))?;
+                let secret_hash: [u8; 32] = hash
+                    .try_into()
+                    .map_err(|_| corrupt("api_keys.secret_hash", "not 32 bytes"))?;
                 let key = ApiKeyRecord {
                     id: r.get(0)?,
                     workspace_id: r.get(1)?,
@@ -519,7 +568,11 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    async fn list_members(&mut self, project_id: &str, page: &PageRequest) -> StoreResult<Page<Member>> {
+    async fn list_members(
+        &mut self,
+        project_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Member>> {
         self.page(
             &format!(
                 "SELECT {MEMBER_COLS} FROM project_members m JOIN users u ON u.id = m.user_id \
@@ -579,11 +632,18 @@ impl Tx for SqliteTx<'_> {
     }
 
     async fn delete_ticket(&mut self, id: &str, at: Timestamp) -> StoreResult<()> {
-        self.exec("UPDATE tickets SET deleted_at = ?2 WHERE id = ?1", params![id, at.as_millis()])?;
+        self.exec(
+            "UPDATE tickets SET deleted_at = ?2 WHERE id = ?1",
+            params![id, at.as_millis()],
+        )?;
         Ok(())
     }
 
-    async fn list_tickets(&mut self, project_id: &str, page: &PageRequest) -> StoreResult<Page<Ticket>> {
+    async fn list_tickets(
+        &mut self,
+        project_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Ticket>> {
         self.page(
             &format!(
                 "SELECT {TICKET_COLS} FROM tickets WHERE project_id = ?1 AND deleted_at IS NULL \
@@ -599,7 +659,14 @@ impl Tx for SqliteTx<'_> {
         self.exec(
             "INSERT INTO comments (id, workspace_id, ticket_id, author_id, body, created_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![c.id, c.workspace_id, c.ticket_id, c.author_id, c.body, c.created_at.as_millis()],
+            params![
+                c.id,
+                c.workspace_id,
+                c.ticket_id,
+                c.author_id,
+                c.body,
+                c.created_at.as_millis()
+            ],
         )?;
         Ok(())
     }
@@ -695,7 +762,9 @@ impl Tx for SqliteTx<'_> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {WEBHOOK_COLS} FROM webhooks WHERE workspace_id = ?1 AND enabled = 1"
         ))?;
-        Ok(stmt.query_map([ws], webhook_row)?.collect::<Result<_, _>>()?)
+        Ok(stmt
+            .query_map([ws], webhook_row)?
+            .collect::<Result<_, _>>()?)
     }
 
     async fn update_webhook(&mut self, w: &Webhook) -> StoreResult<()> {
@@ -740,7 +809,11 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    async fn cancel_pending_deliveries(&mut self, webhook_id: &str, at: Timestamp) -> StoreResult<u64> {
+    async fn cancel_pending_deliveries(
+        &mut self,
+        webhook_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<u64> {
         let n = self.exec(
             "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, lease_owner = NULL, \
              lease_expires_at = NULL, updated_at = ?2 WHERE webhook_id = ?1 AND status = 'pending'",
@@ -793,7 +866,11 @@ impl Tx for SqliteTx<'_> {
                 .conn
                 .prepare_cached("SELECT payload FROM events WHERE id = ?1")?
                 .query_row([&delivery.event_id], |r| r.get(0))?;
-            claimed.push(Claimed { delivery, webhook, payload: payload.into() });
+            claimed.push(Claimed {
+                delivery,
+                webhook,
+                payload: payload.into(),
+            });
         }
         Ok(claimed)
     }

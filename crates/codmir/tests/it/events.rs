@@ -1,0 +1,320 @@
+//! Events: each mutation stores its events, in the contract's shape, in its own transaction.
+
+use codmir_core::time::Timestamp;
+use codmir_core::tracker::{
+    CommentBody, Email, NewTicket, Priority, ProjectName, Role, TicketPatch, TicketStatus,
+    TicketTitle, UserName,
+};
+use codmir_server::ops;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app};
+
+fn keys(v: &Value) -> Vec<&str> {
+    v.as_object().unwrap().keys().map(String::as_str).collect()
+}
+
+/// Checks the envelope and returns `data`.
+fn envelope<'a>(event: &'a Value, event_type: &str) -> &'a Value {
+    assert_eq!(event["type"], event_type);
+    assert!(event["id"].as_str().unwrap().starts_with("evt_"));
+    let ts = event["timestamp"].as_str().unwrap();
+    assert!(
+        ts.ends_with('Z') && ts.len() == 20,
+        "RFC 3339 UTC with Z: {ts}"
+    );
+    &event["data"]
+}
+
+#[tokio::test]
+async fn every_mutation_stores_its_events_in_the_contract_shape() {
+    let app = spawn_app().await;
+    let project = app.project("Main App").await;
+    let member = app
+        .post(
+            &format!("/v1/projects/{project}/members"),
+            json!({"name": "Jane Roe", "email": "jane@example.com"}),
+        )
+        .await;
+    let jane = member.body["id"].as_str().unwrap().to_owned();
+    let ticket = app
+        .ticket(
+            &project,
+            json!({"title": "Bug in login flow", "priority": "high"}),
+        )
+        .await;
+    let tid = ticket["id"].as_str().unwrap().to_owned();
+    app.patch(
+        &format!("/v1/tickets/{tid}"),
+        json!({"status": "in_progress", "assignee_id": jane}),
+    )
+    .await;
+    app.patch(
+        &format!("/v1/tickets/{tid}"),
+        json!({"title": "Bug in login flow"}),
+    )
+    .await; // no change
+    app.post(
+        &format!("/v1/tickets/{tid}/comments"),
+        json!({"body": "On it"}),
+    )
+    .await;
+    app.delete(&format!("/v1/tickets/{tid}")).await;
+
+    let events = app.events().await;
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "project.created",
+            "member.added",
+            "ticket.created",
+            "ticket.updated",
+            "ticket.status_changed",
+            "ticket.assigned",
+            "comment.created",
+            "ticket.deleted"
+        ]
+    );
+    for e in &events {
+        assert_eq!(
+            keys(e),
+            ["id", "type", "timestamp", "data"],
+            "envelope order"
+        );
+        let data = &e["data"];
+        assert_eq!(data["project"], json!({"id": project, "name": "Main App"}));
+        assert_eq!(data["user"]["name"], "admin");
+        assert!(data["user"]["id"].as_str().unwrap().starts_with("usr_"));
+        // Each event read back alone is the same event.
+        let one = app
+            .get(&format!("/v1/events/{}", e["id"].as_str().unwrap()))
+            .await;
+        assert_eq!(&one.body, e);
+    }
+
+    let d = envelope(&events[1], "member.added");
+    assert_eq!(d["member"]["email"], "jane@example.com");
+    assert_eq!(d["member"]["role"], "member");
+
+    let d = envelope(&events[2], "ticket.created");
+    assert_eq!(
+        keys(d),
+        ["ticket", "project", "user"],
+        "the contract's data order"
+    );
+    assert_eq!(d["ticket"]["title"], "Bug in login flow");
+    assert_eq!(d["ticket"]["status"], "open");
+    assert_eq!(d["ticket"]["priority"], "high");
+    assert_eq!(d["ticket"]["id"], tid.as_str());
+
+    let d = envelope(&events[3], "ticket.updated");
+    assert_eq!(
+        d["changes"],
+        json!({"status": {"from": "open", "to": "in_progress"}, "assignee_id": {"from": null, "to": jane}})
+    );
+    assert_eq!(d["ticket"]["status"], "in_progress");
+    let d = envelope(&events[4], "ticket.status_changed");
+    assert_eq!(
+        d["changes"],
+        json!({"status": {"from": "open", "to": "in_progress"}})
+    );
+    let d = envelope(&events[5], "ticket.assigned");
+    assert_eq!(d["assignee"], json!({"id": jane, "name": "Jane Roe"}));
+
+    let d = envelope(&events[6], "comment.created");
+    assert_eq!(d["comment"]["body"], "On it");
+    assert_eq!(d["comment"]["ticket_id"], tid.as_str());
+    assert_eq!(d["ticket"]["id"], tid.as_str());
+
+    let d = envelope(&events[7], "ticket.deleted");
+    assert_eq!(d["ticket"]["id"], tid.as_str());
+
+    // Filter by type.
+    let r = app.get("/v1/events?type=ticket.assigned").await;
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 1);
+    assert_eq!(r.body["data"][0], events[5]);
+}
+
+#[tokio::test]
+async fn a_ticket_created_with_an_assignee_is_also_assigned() {
+    let app = spawn_app().await;
+    let project = app.project("P").await;
+    let m = app
+        .post(
+            &format!("/v1/projects/{project}/members"),
+            json!({"name": "Kim", "email": "kim@example.com"}),
+        )
+        .await;
+    app.ticket(&project, json!({"title": "T", "assignee_id": m.body["id"]}))
+        .await;
+    let types: Vec<String> = app
+        .events()
+        .await
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(types[2..], ["ticket.created", "ticket.assigned"]);
+}
+
+#[tokio::test]
+async fn the_catalog_lists_the_eight_types_with_examples() {
+    let app = spawn_app().await;
+    let r = app.request("GET", "/v1/event-types", None, None).await;
+    let data = r.body["data"].as_array().unwrap();
+    let names: Vec<&str> = data.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "ticket.created",
+            "ticket.updated",
+            "ticket.deleted",
+            "ticket.status_changed",
+            "ticket.assigned",
+            "comment.created",
+            "project.created",
+            "member.added"
+        ]
+    );
+    for t in data {
+        assert_eq!(t["example"]["type"], t["name"]);
+        assert!(!t["description"].as_str().unwrap().is_empty());
+        assert_eq!(keys(&t["example"]), ["id", "type", "timestamp", "data"]);
+    }
+}
+
+/// Runs `op` and then fails the unit of work, as a crash between the data write and the commit
+/// would; returns the error.
+async fn fail_after<F>(app: &TestApp, op: F) -> ops::Error
+where
+    F: for<'t> FnOnce(
+            &'t mut dyn codmir_server::store::Tx,
+            codmir_core::tracker::Principal,
+        ) -> codmir_server::store::BoxFuture<'t, ops::Result<()>>
+        + Send
+        + 'static,
+{
+    let key = app.key.clone();
+    app.store
+        .write(move |tx| {
+            Box::pin(async move {
+                let p = ops::authenticate(tx, &key).await?.expect("key");
+                op(tx, p).await?;
+                Err::<(), _>(ops::Error::Conflict {
+                    code: "injected",
+                    message: "injected failure".into(),
+                })
+            })
+        })
+        .await
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn a_failure_before_commit_leaves_neither_data_nor_event() {
+    let app = spawn_app().await;
+    let project = app.project("P").await;
+    let ticket = app.ticket(&project, json!({"title": "Keep"})).await;
+    let tid = ticket["id"].as_str().unwrap().to_owned();
+    let before = app.events().await.len();
+
+    let e = fail_after(&app, move |tx, p| {
+        Box::pin(async move {
+            ops::create_project(
+                tx,
+                &p,
+                ProjectName::parse("Ghost").unwrap(),
+                Timestamp::now(),
+            )
+            .await
+            .map(drop)
+        })
+    })
+    .await;
+    assert!(matches!(
+        e,
+        ops::Error::Conflict {
+            code: "injected",
+            ..
+        }
+    ));
+    let pid = project.clone();
+    fail_after(&app, move |tx, p| {
+        Box::pin(async move {
+            let new = NewTicket {
+                title: TicketTitle::parse("Ghost").unwrap(),
+                description: None,
+                status: TicketStatus::Open,
+                priority: Priority::Low,
+                assignee_id: None,
+            };
+            ops::create_ticket(tx, &p, &pid, new, Timestamp::now())
+                .await
+                .map(drop)
+        })
+    })
+    .await;
+    let t = tid.clone();
+    fail_after(&app, move |tx, p| {
+        Box::pin(async move {
+            let patch = TicketPatch {
+                status: Some(TicketStatus::Closed),
+                ..TicketPatch::default()
+            };
+            ops::update_ticket(tx, &p, &t, patch, Timestamp::now())
+                .await
+                .map(drop)
+        })
+    })
+    .await;
+    let t = tid.clone();
+    fail_after(&app, move |tx, p| {
+        Box::pin(async move { ops::delete_ticket(tx, &p, &t, Timestamp::now()).await })
+    })
+    .await;
+    let t = tid.clone();
+    fail_after(&app, move |tx, p| {
+        Box::pin(async move {
+            ops::create_comment(
+                tx,
+                &p,
+                &t,
+                CommentBody::parse("ghost").unwrap(),
+                Timestamp::now(),
+            )
+            .await
+            .map(drop)
+        })
+    })
+    .await;
+    let pid = project.clone();
+    fail_after(&app, move |tx, p| {
+        Box::pin(async move {
+            let (n, e) = (
+                UserName::parse("Ghost").unwrap(),
+                Email::parse("ghost@example.com").unwrap(),
+            );
+            ops::add_member(tx, &p, &pid, n, e, Role::Member, Timestamp::now())
+                .await
+                .map(drop)
+        })
+    })
+    .await;
+
+    assert_eq!(
+        app.events().await.len(),
+        before,
+        "no event from a rolled-back change"
+    );
+    let projects = app.get("/v1/projects").await;
+    assert_eq!(projects.body["data"].as_array().unwrap().len(), 1);
+    let tickets = app.get(&format!("/v1/projects/{project}/tickets")).await;
+    assert_eq!(tickets.body["data"].as_array().unwrap().len(), 1);
+    let kept = app.get(&format!("/v1/tickets/{tid}")).await;
+    assert_eq!(kept.body["status"], "open");
+    let members = app.get(&format!("/v1/projects/{project}/members")).await;
+    assert!(members.body["data"].as_array().unwrap().is_empty());
+    // The server still commits new work after the rolled-back units.
+    app.ticket(&project, json!({"title": "After"})).await;
+    assert_eq!(app.events().await.len(), before + 1);
+}

@@ -1,0 +1,203 @@
+//! `spawn_app()`: a real codmir server on 127.0.0.1:0 with a fresh SQLite database.
+
+use std::time::Duration;
+
+use codmir_core::time::Timestamp;
+use codmir_core::tracker::{UserName, WorkspaceName};
+use codmir_server::{Config, Store, ops};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub struct TestApp {
+    pub base: String,
+    pub key: String,
+    pub store: Store,
+    pub client: reqwest::Client,
+    pub db_url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    pub dir: tempfile::TempDir,
+}
+
+/// A config for tests: private targets allowed (receivers are on loopback), short retries.
+pub fn test_config() -> Config {
+    Config {
+        allow_private_targets: true,
+        retry_schedule: codmir_core::retry::RetrySchedule::parse("100ms,200ms").unwrap(),
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(3),
+        shutdown_grace: Duration::from_secs(2),
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(test_config()).await
+}
+
+pub async fn spawn_app_with(config: Config) -> TestApp {
+    codmir_server::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("codmir.db").display());
+    spawn_on(dir, db_url, config).await
+}
+
+/// Starts a server on an existing database directory (for restart tests).
+pub async fn spawn_on(dir: tempfile::TempDir, db_url: String, config: Config) -> TestApp {
+    codmir_server::install_crypto_provider();
+    let store = Store::open(&db_url).await.unwrap();
+    let key = match store
+        .write(|tx| Box::pin(async move { ops::bootstrap(tx, Timestamp::now()).await }))
+        .await
+        .unwrap()
+    {
+        Some(k) => k.key,
+        None => new_key(&store, "default", "admin").await,
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(codmir_server::run(listener, store.clone(), config, async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        base,
+        key,
+        store,
+        client: reqwest::Client::new(),
+        db_url,
+        shutdown: Some(tx),
+        server: Some(server),
+        dir,
+    }
+}
+
+pub async fn new_key(store: &Store, workspace: &str, user: &str) -> String {
+    let ws = WorkspaceName::parse(workspace).unwrap();
+    let user = UserName::parse(user).unwrap();
+    store
+        .write(move |tx| {
+            Box::pin(async move { ops::create_key(tx, &ws, &user, Timestamp::now()).await })
+        })
+        .await
+        .unwrap()
+        .key
+}
+
+/// A JSON response: status and body.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub body: Value,
+    pub text: String,
+}
+
+impl TestApp {
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp { status, body, text }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.request("GET", path, Some(&self.key), None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.request("POST", path, Some(&self.key), Some(body))
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Resp {
+        self.request("PATCH", path, Some(&self.key), Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.request("DELETE", path, Some(&self.key), None).await
+    }
+
+    /// Creates a project and returns its id.
+    pub async fn project(&self, name: &str) -> String {
+        let r = self.post("/v1/projects", json!({ "name": name })).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a ticket and returns it.
+    pub async fn ticket(&self, project: &str, body: Value) -> Value {
+        let r = self
+            .post(&format!("/v1/projects/{project}/tickets"), body)
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.body
+    }
+
+    /// Every event of the workspace, oldest first.
+    pub async fn events(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/v1/events?limit=100&cursor={c}"),
+                None => "/v1/events?limit=100".to_owned(),
+            };
+            let r = self.get(&path).await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            out.extend(r.body["data"].as_array().unwrap().iter().cloned());
+            match r.body["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        out.reverse();
+        out
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) -> (tempfile::TempDir, String) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+        (self.dir, self.db_url)
+    }
+}
+
+/// Waits until `check` holds, polling every 20 ms, for at most `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

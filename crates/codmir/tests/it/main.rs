@@ -1,0 +1,8 @@
+#![allow(clippy::unwrap_used, dead_code)]
+//! Integration tests: the real server on an ephemeral port with a fresh SQLite file, driven
+//! over HTTP, and real receivers started by the tests.
+
+mod api;
+mod cli;
+mod events;
+mod helpers;

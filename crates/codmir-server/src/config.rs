@@ -14,6 +14,10 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long a graceful shutdown waits for in-flight deliveries.
     pub shutdown_grace: Duration,
+    /// Most attempts in flight to one webhook at once, so a slow endpoint uses only its share.
+    pub max_in_flight_per_endpoint: usize,
+    /// Most attempts in flight in all.
+    pub max_in_flight: usize,
 }
 
 impl Default for Config {
@@ -24,6 +28,8 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(10),
+            max_in_flight_per_endpoint: 64,
+            max_in_flight: 512,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod config;
+pub mod delivery;
 pub mod ops;
 pub mod store;
 
@@ -10,7 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 pub use config::Config;
 pub use store::Store;
@@ -23,22 +24,36 @@ pub fn install_crypto_provider() {
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then finishes in-flight requests,
-/// lets the delivery engine wind down and closes the store.
+/// lets the delivery engine finish its in-flight attempts (bounded) and closes the store.
 pub async fn run(
     listener: TcpListener,
     store: Store,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let config = Arc::new(config);
+    let wake = Arc::new(Notify::new());
+    let engine = delivery::Engine::new(store.clone(), config.clone(), wake.clone())
+        .map_err(|e| std::io::Error::other(format!("cannot build the HTTP client: {e}")))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let engine_task = tokio::spawn(engine.run(stop_rx.clone()));
     let state = api::AppState {
         store: store.clone(),
-        config: Arc::new(config),
-        wake: Arc::new(Notify::new()),
+        config,
+        wake,
     };
-    let app = api::router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let mut api_stop = stop_rx;
+    let served = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(async move {
+            let _ = api_stop.wait_for(|stop| *stop).await;
+        })
+        .await;
+    // The engine sees the same signal and stops claiming; wait for its in-flight attempts.
+    let _ = engine_task.await;
     store.close().await;
-    Ok(())
+    served
 }

@@ -57,6 +57,12 @@ struct ServeArgs {
     /// How long one delivery attempt may take in all.
     #[arg(long, env = "CODMIR_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_time)]
     request_timeout: Duration,
+    /// Most delivery attempts in flight to one webhook at once.
+    #[arg(long, env = "CODMIR_MAX_IN_FLIGHT_PER_ENDPOINT", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    max_in_flight_per_endpoint: u16,
+    /// Most delivery attempts in flight in all.
+    #[arg(long, env = "CODMIR_MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u16).range(1..))]
+    max_in_flight: u16,
 }
 
 #[derive(Subcommand)]
@@ -144,6 +150,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         retry_schedule: args.retry_schedule.unwrap_or_default(),
         connect_timeout: args.connect_timeout,
         request_timeout: args.request_timeout,
+        max_in_flight_per_endpoint: args.max_in_flight_per_endpoint.into(),
+        max_in_flight: args.max_in_flight.into(),
         ..Config::default()
     };
     codmir_server::run(listener, store, config, shutdown_signal()).await?;

@@ -8,6 +8,7 @@ mod error;
 mod events;
 mod extract;
 mod tracker;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +91,9 @@ impl Modify for BearerAuth {
         tracker::create_ticket, tracker::list_tickets, tracker::get_ticket,
         tracker::update_ticket, tracker::delete_ticket, tracker::create_comment,
         events::list_events, events::get_event, events::event_types,
+        webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook,
+        webhooks::update_webhook, webhooks::delete_webhook, webhooks::list_deliveries,
+        webhooks::get_delivery,
     ),
     modifiers(&BearerAuth),
 )]
@@ -160,6 +164,21 @@ pub fn router(state: AppState) -> Router {
                 .delete(tracker::delete_ticket),
         )
         .route("/v1/tickets/{id}/comments", post(tracker::create_comment))
+        .route(
+            "/v1/webhooks",
+            post(webhooks::create_webhook).get(webhooks::list_webhooks),
+        )
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::get_webhook)
+                .patch(webhooks::update_webhook)
+                .delete(webhooks::delete_webhook),
+        )
+        .route(
+            "/v1/webhooks/{id}/deliveries",
+            get(webhooks::list_deliveries),
+        )
+        .route("/v1/deliveries/{id}", get(webhooks::get_delivery))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))

@@ -177,8 +177,15 @@ pub trait Tx: Send {
     async fn record_outcome(&mut self, o: &Outcome) -> StoreResult<bool>;
     /// Drops the leases of `owner`, or every lease when `None`; returns how many.
     async fn release_leases(&mut self, owner: Option<&str>) -> StoreResult<u64>;
-    /// The earliest `next_attempt_at` of a pending delivery, if any.
-    async fn next_due_at(&mut self) -> StoreResult<Option<Timestamp>>;
+    /// Drops one lease of `owner` so the delivery can be claimed again at once.
+    async fn release_lease(&mut self, delivery_id: &str, owner: &str) -> StoreResult<()>;
+    /// The earliest `next_attempt_at` of a pending delivery that is not leased at `now` and
+    /// not of a webhook in `skip`, if any.
+    async fn next_due_at(
+        &mut self,
+        now: Timestamp,
+        skip: &[String],
+    ) -> StoreResult<Option<Timestamp>>;
     async fn get_delivery(&mut self, ws: &str, id: &str) -> StoreResult<Option<Delivery>>;
     async fn list_deliveries(
         &mut self,

@@ -918,12 +918,27 @@ impl Tx for SqliteTx<'_> {
         Ok(n as u64)
     }
 
-    async fn next_due_at(&mut self) -> StoreResult<Option<Timestamp>> {
-        let v: Option<i64> = self.conn.query_row(
-            "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'",
-            [],
-            |r| r.get(0),
+    async fn release_lease(&mut self, delivery_id: &str, owner: &str) -> StoreResult<()> {
+        self.exec(
+            "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?1 AND lease_owner = ?2",
+            &[&delivery_id, &owner],
         )?;
+        Ok(())
+    }
+
+    async fn next_due_at(
+        &mut self,
+        now: Timestamp,
+        skip: &[String],
+    ) -> StoreResult<Option<Timestamp>> {
+        let v: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending' \
+             AND (lease_expires_at IS NULL OR lease_expires_at < ?1) \
+             AND webhook_id NOT IN (SELECT value FROM json_each(?2))",
+            )?
+            .query_row(params![now.as_millis(), json_list(skip)], |r| r.get(0))?;
         Ok(v.map(Timestamp::from_millis))
     }
 

@@ -421,6 +421,13 @@ async fn openapi_lists_every_route_and_healthz_answers() {
         ("patch", "/v1/tickets/{id}"),
         ("delete", "/v1/tickets/{id}"),
         ("post", "/v1/tickets/{id}/comments"),
+        ("post", "/v1/webhooks"),
+        ("get", "/v1/webhooks"),
+        ("get", "/v1/webhooks/{id}"),
+        ("patch", "/v1/webhooks/{id}"),
+        ("delete", "/v1/webhooks/{id}"),
+        ("get", "/v1/webhooks/{id}/deliveries"),
+        ("get", "/v1/deliveries/{id}"),
     ];
     let paths = doc.body["paths"].as_object().unwrap();
     for (method, path) in routes {

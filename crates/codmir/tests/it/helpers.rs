@@ -28,6 +28,7 @@ pub fn test_config() -> Config {
         connect_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_secs(3),
         shutdown_grace: Duration::from_secs(2),
+        ..Config::default()
     }
 }
 

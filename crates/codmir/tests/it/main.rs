@@ -4,5 +4,7 @@
 
 mod api;
 mod cli;
+mod delivery;
 mod events;
 mod helpers;
+mod receiver;

@@ -1,0 +1,357 @@
+//! Routes of webhooks and their delivery log, with their wire types.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use codmir_core::sign::signing_secret;
+use codmir_core::webhook::{
+    Attempt, Delivery, DeliveryStatus, EndpointUrl, EventFilter, Webhook, WebhookSecret,
+};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Auth, Json, ListParams, Query, now, path_id};
+use super::{AppState, ListResponse};
+use crate::ops::{self, NewWebhook, WebhookPatch};
+
+const MAX_DESCRIPTION: usize = 500;
+const MAX_PROJECT_IDS: usize = 100;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhook {
+    /// Absolute http(s) URL that receives POSTs, at most 2048 characters.
+    pub url: String,
+    /// Event types (`ticket.created`), families (`ticket.*`) or `*` for all.
+    pub events: Vec<String>,
+    /// 16–512 printable characters; generated (`whsec_…`) when left out.
+    pub secret: Option<String>,
+    pub description: Option<String>,
+    /// Only events of these projects; all projects when left out or empty.
+    pub project_ids: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWebhook {
+    pub url: Option<String>,
+    pub events: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    pub project_ids: Option<Vec<String>>,
+    /// `false` stops deliveries: pending ones are cancelled.
+    pub enabled: Option<bool>,
+}
+
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookResponse {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub project_ids: Vec<String>,
+    pub description: Option<String>,
+    pub enabled: bool,
+    /// Always true: a secret is set. Its value is shown only when the webhook is created.
+    pub secret_set: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<Webhook> for WebhookResponse {
+    fn from(w: Webhook) -> Self {
+        Self {
+            id: w.id,
+            url: w.url.as_str().to_owned(),
+            events: w.events.patterns().to_vec(),
+            project_ids: w.project_ids,
+            description: w.description,
+            enabled: w.enabled,
+            secret_set: true,
+            created_at: w.created_at.to_rfc3339_millis(),
+            updated_at: w.updated_at.to_rfc3339_millis(),
+        }
+    }
+}
+
+/// The webhook with its secret: returned once, by the create call.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedWebhook {
+    #[serde(flatten)]
+    pub webhook: WebhookResponse,
+    /// The secret as registered: key of `X-Codmir-Signature`.
+    pub secret: String,
+    /// The same key in the `whsec_` form that Standard Webhooks libraries take.
+    pub signing_secret: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryResponse {
+    pub id: String,
+    pub webhook_id: String,
+    pub event_id: String,
+    pub event_type: &'static str,
+    /// `pending`, `succeeded`, `failed` or `cancelled`.
+    pub status: &'static str,
+    pub attempt_count: u32,
+    /// When the next attempt is due; `null` once the delivery is settled.
+    pub next_attempt_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<Delivery> for DeliveryResponse {
+    fn from(d: Delivery) -> Self {
+        Self {
+            id: d.id,
+            webhook_id: d.webhook_id,
+            event_id: d.event_id,
+            event_type: d.event_type.as_str(),
+            status: d.status.as_str(),
+            attempt_count: d.attempt_count,
+            next_attempt_at: d.next_attempt_at.map(|t| t.to_rfc3339_millis()),
+            created_at: d.created_at.to_rfc3339_millis(),
+            updated_at: d.updated_at.to_rfc3339_millis(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptResponse {
+    pub attempt: u32,
+    pub attempted_at: String,
+    pub duration_ms: u64,
+    /// The endpoint's HTTP status; `null` when no response came (see `error`).
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    /// The first 4 KiB of the response body.
+    pub response_body: Option<String>,
+}
+
+impl From<Attempt> for AttemptResponse {
+    fn from(a: Attempt) -> Self {
+        Self {
+            attempt: a.attempt,
+            attempted_at: a.attempted_at.to_rfc3339_millis(),
+            duration_ms: a.duration_ms,
+            status_code: a.status_code,
+            error: a.error,
+            response_body: a.response_body,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryDetail {
+    #[serde(flatten)]
+    pub delivery: DeliveryResponse,
+    pub attempts: Vec<AttemptResponse>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryListParams {
+    /// `pending`, `succeeded`, `failed` or `cancelled`.
+    pub status: Option<String>,
+    /// Items per page, 1–100 (default 20).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+fn description(raw: Option<String>) -> Result<Option<String>, ApiError> {
+    match raw {
+        Some(d) if d.chars().count() > MAX_DESCRIPTION => Err(ApiError::invalid(
+            "description",
+            format!("must be at most {MAX_DESCRIPTION} characters"),
+        )),
+        other => Ok(other),
+    }
+}
+
+fn project_ids(raw: Vec<String>) -> Result<Vec<String>, ApiError> {
+    if raw.len() > MAX_PROJECT_IDS {
+        return Err(ApiError::invalid(
+            "project_ids",
+            format!("must list at most {MAX_PROJECT_IDS} projects"),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(raw.len());
+    for id in raw {
+        if !codmir_core::id::is_valid("proj", &id) {
+            return Err(ApiError::invalid(
+                "project_ids",
+                format!("`{id}` is not a project id (proj_…)"),
+            ));
+        }
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = CreateWebhook,
+    responses((status = 201, body = CreatedWebhook), (status = 422, body = ErrorBody)), security(("api_key" = [])))]
+pub async fn create_webhook(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Json(body): Json<CreateWebhook>,
+) -> Result<(StatusCode, axum::Json<CreatedWebhook>), ApiError> {
+    let new = NewWebhook {
+        url: EndpointUrl::parse(&body.url, s.config.allow_private_targets)?,
+        events: EventFilter::parse(&body.events)?,
+        secret: match &body.secret {
+            Some(secret) => WebhookSecret::parse(secret)?,
+            None => WebhookSecret::generate(),
+        },
+        description: description(body.description)?,
+        project_ids: project_ids(body.project_ids.unwrap_or_default())?,
+    };
+    let webhook = s
+        .store
+        .write(move |tx| Box::pin(async move { ops::create_webhook(tx, &p, new, now()).await }))
+        .await?;
+    let secret = webhook.secret.as_str().to_owned();
+    let created = CreatedWebhook {
+        signing_secret: signing_secret(&secret),
+        secret,
+        webhook: webhook.into(),
+    };
+    Ok((StatusCode::CREATED, axum::Json(created)))
+}
+
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", params(ListParams),
+    responses((status = 200, body = ListResponse<WebhookResponse>)), security(("api_key" = [])))]
+pub async fn list_webhooks(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Query(q): Query<ListParams>,
+) -> Result<axum::Json<ListResponse<WebhookResponse>>, ApiError> {
+    let page = q.page("wh")?;
+    let page = s
+        .store
+        .read(move |tx| Box::pin(async move { tx.list_webhooks(&p.workspace_id, &page).await }))
+        .await
+        .map_err(ApiError::from)?;
+    Ok(axum::Json(ListResponse::from_page(
+        page,
+        |w| w.id.clone(),
+        WebhookResponse::from,
+    )))
+}
+
+#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks",
+    responses((status = 200, body = WebhookResponse), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
+pub async fn get_webhook(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<axum::Json<WebhookResponse>, ApiError> {
+    let id = path_id("wh", &id, "webhook")?;
+    let w = s
+        .store
+        .read(move |tx| Box::pin(async move { ops::webhook(tx, &p, &id).await }))
+        .await?;
+    Ok(axum::Json(w.into()))
+}
+
+#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", request_body = UpdateWebhook,
+    responses((status = 200, body = WebhookResponse), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn update_webhook(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Json(body): Json<UpdateWebhook>,
+) -> Result<axum::Json<WebhookResponse>, ApiError> {
+    let id = path_id("wh", &id, "webhook")?;
+    let patch = WebhookPatch {
+        url: body
+            .url
+            .as_deref()
+            .map(|u| EndpointUrl::parse(u, s.config.allow_private_targets))
+            .transpose()?,
+        events: body.events.as_deref().map(EventFilter::parse).transpose()?,
+        description: body.description.map(description).transpose()?,
+        project_ids: body.project_ids.map(project_ids).transpose()?,
+        enabled: body.enabled,
+    };
+    let w = s
+        .store
+        .write(move |tx| {
+            Box::pin(async move { ops::update_webhook(tx, &p, &id, patch, now()).await })
+        })
+        .await?;
+    Ok(axum::Json(w.into()))
+}
+
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks",
+    responses((status = 204), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
+pub async fn delete_webhook(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = path_id("wh", &id, "webhook")?;
+    s.store
+        .write(move |tx| Box::pin(async move { ops::delete_webhook(tx, &p, &id, now()).await }))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", params(DeliveryListParams),
+    responses((status = 200, body = ListResponse<DeliveryResponse>), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
+pub async fn list_deliveries(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Query(q): Query<DeliveryListParams>,
+) -> Result<axum::Json<ListResponse<DeliveryResponse>>, ApiError> {
+    let id = path_id("wh", &id, "webhook")?;
+    let status = q.status.as_deref().map(DeliveryStatus::parse).transpose()?;
+    let page = ListParams {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .page("dlv")?;
+    let page = s
+        .store
+        .read(move |tx| {
+            Box::pin(async move {
+                let w = ops::webhook(tx, &p, &id).await?;
+                Ok::<_, ops::Error>(tx.list_deliveries(&w.id, status, &page).await?)
+            })
+        })
+        .await?;
+    Ok(axum::Json(ListResponse::from_page(
+        page,
+        |d| d.id.clone(),
+        DeliveryResponse::from,
+    )))
+}
+
+#[utoipa::path(get, path = "/v1/deliveries/{id}", tag = "webhooks",
+    responses((status = 200, body = DeliveryDetail), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
+pub async fn get_delivery(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<axum::Json<DeliveryDetail>, ApiError> {
+    let id = path_id("dlv", &id, "delivery")?;
+    let (d, attempts) = s
+        .store
+        .read(move |tx| Box::pin(async move { ops::delivery(tx, &p, &id).await }))
+        .await?;
+    Ok(axum::Json(DeliveryDetail {
+        delivery: d.into(),
+        attempts: attempts.into_iter().map(AttemptResponse::from).collect(),
+    }))
+}

@@ -1,0 +1,218 @@
+//! The outbound HTTP client: one signed POST per attempt, bounded in time and in what it reads.
+//!
+//! TLS certificates are always verified, environment proxies are ignored, redirects are not
+//! followed, responses are never decompressed, and — unless private targets are allowed —
+//! names that resolve to loopback, private or link-local addresses are refused (SSRF guard).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use codmir_core::retry::parse_retry_after;
+use codmir_core::sign::{codmir_signature, standard_key, standard_signature};
+use codmir_core::webhook::is_private_ip;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
+
+use crate::store::Claimed;
+
+/// Most of a response body read; the rest is discarded unread.
+pub const MAX_RESPONSE_READ: usize = 64 * 1024;
+/// Most of a response body kept in the delivery log.
+pub const MAX_RESPONSE_LOGGED: usize = 4 * 1024;
+
+pub const USER_AGENT_VALUE: &str = concat!("codmir-webhooks/", env!("CARGO_PKG_VERSION"));
+
+/// What one attempt came to.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub response_body: Option<String>,
+    /// A `Retry-After` on a 429 or 503.
+    pub retry_after: Option<Duration>,
+}
+
+impl AttemptResult {
+    pub fn succeeded(&self) -> bool {
+        self.status_code.is_some_and(|s| (200..300).contains(&s))
+    }
+
+    fn failed(error: String) -> Self {
+        Self {
+            status_code: None,
+            error: Some(error),
+            response_body: None,
+            retry_after: None,
+        }
+    }
+}
+
+/// Resolves names with the system resolver and drops private addresses unless allowed.
+struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = addrs
+                .iter()
+                .copied()
+                .filter(|a| allow_private || !is_private_ip(a.ip()))
+                .collect();
+            if allowed.is_empty() && !addrs.is_empty() {
+                return Err(format!(
+                    "`{host}` resolves only to private addresses, refused without --allow-private-targets"
+                )
+                .into());
+            }
+            let addrs: Addrs = Box::new(allowed.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+    allow_private: bool,
+}
+
+impl Sender {
+    pub fn new(
+        connect_timeout: Duration,
+        request_timeout: Duration,
+        allow_private: bool,
+    ) -> reqwest::Result<Self> {
+        crate::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(connect_timeout)
+            .timeout(request_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+            .build()?;
+        Ok(Self {
+            client,
+            allow_private,
+        })
+    }
+
+    /// POSTs the event to the webhook as attempt number `attempt`, signed afresh.
+    pub async fn send(&self, c: &Claimed, attempt: u32, now_secs: i64) -> AttemptResult {
+        let url = match reqwest::Url::parse(c.webhook.url.as_str()) {
+            Ok(u) => u,
+            Err(e) => return AttemptResult::failed(format!("invalid URL: {e}")),
+        };
+        // IP literals bypass the resolver, so they are checked here.
+        if !self.allow_private {
+            let literal = match url.host() {
+                Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+                Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+                _ => None,
+            };
+            if literal.is_some_and(is_private_ip) {
+                return AttemptResult::failed(
+                    "private address refused without --allow-private-targets".into(),
+                );
+            }
+        }
+        let body = c.payload.as_bytes();
+        let secret = c.webhook.secret.as_str();
+        let mut headers = HeaderMap::with_capacity(10);
+        let mut put = |name: &'static str, value: String| {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(name, v);
+            }
+        };
+        put("x-codmir-signature", codmir_signature(secret, body));
+        put("x-codmir-event", c.delivery.event_type.as_str().to_owned());
+        put("x-codmir-delivery", c.delivery.id.clone());
+        put("x-codmir-webhook-id", c.webhook.id.clone());
+        put("x-codmir-attempt", attempt.to_string());
+        put("webhook-id", c.delivery.event_id.clone());
+        put("webhook-timestamp", now_secs.to_string());
+        put(
+            "webhook-signature",
+            standard_signature(&standard_key(secret), &c.delivery.event_id, now_secs, body),
+        );
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+
+        let response = self
+            .client
+            .post(url)
+            .headers(headers)
+            .body(body.to_vec())
+            .send()
+            .await;
+        let mut response = match response {
+            Ok(r) => r,
+            Err(e) => return AttemptResult::failed(describe(&e)),
+        };
+        let status = response.status().as_u16();
+        let retry_after = if status == 429 || status == 503 {
+            response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after)
+        } else {
+            None
+        };
+        let mut kept = Vec::new();
+        let mut read = 0usize;
+        let mut error = None;
+        while read < MAX_RESPONSE_READ {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    read += chunk.len();
+                    let room = MAX_RESPONSE_LOGGED.saturating_sub(kept.len());
+                    kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(format!("reading the response body: {}", describe(&e)));
+                    break;
+                }
+            }
+        }
+        let response_body = (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned());
+        AttemptResult {
+            status_code: Some(status),
+            error,
+            response_body,
+            retry_after,
+        }
+    }
+}
+
+/// A one-line cause for the delivery log, without internal detail of our own.
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    if cause.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {cause}")
+    }
+}

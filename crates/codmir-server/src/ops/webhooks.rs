@@ -1,0 +1,137 @@
+//! Units of work of webhooks: registration, changes, removal, and the delivery log.
+
+use codmir_core::ValidationError;
+use codmir_core::id::new_id;
+use codmir_core::time::Timestamp;
+use codmir_core::tracker::Principal;
+use codmir_core::webhook::{Attempt, Delivery, EndpointUrl, EventFilter, Webhook, WebhookSecret};
+
+use super::{Error, Result};
+use crate::store::Tx;
+
+/// A validated registration.
+#[derive(Debug, Clone)]
+pub struct NewWebhook {
+    pub url: EndpointUrl,
+    pub events: EventFilter,
+    pub secret: WebhookSecret,
+    pub description: Option<String>,
+    pub project_ids: Vec<String>,
+}
+
+/// A validated change; `None` leaves a field alone, `Some(None)` clears the description.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookPatch {
+    pub url: Option<EndpointUrl>,
+    pub events: Option<EventFilter>,
+    pub description: Option<Option<String>>,
+    pub project_ids: Option<Vec<String>>,
+    pub enabled: Option<bool>,
+}
+
+pub async fn webhook(tx: &mut dyn Tx, p: &Principal, id: &str) -> Result<Webhook> {
+    tx.get_webhook(&p.workspace_id, id)
+        .await?
+        .ok_or(Error::NotFound("webhook"))
+}
+
+/// Every project id must be a project of the caller's workspace.
+async fn check_projects(tx: &mut dyn Tx, p: &Principal, ids: &[String]) -> Result<()> {
+    for id in ids {
+        if tx.get_project(&p.workspace_id, id).await?.is_none() {
+            return Err(ValidationError::new(
+                "project_ids",
+                format!("there is no project `{id}` in this workspace"),
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+pub async fn create_webhook(
+    tx: &mut dyn Tx,
+    p: &Principal,
+    new: NewWebhook,
+    now: Timestamp,
+) -> Result<Webhook> {
+    check_projects(tx, p, &new.project_ids).await?;
+    let webhook = Webhook {
+        id: new_id("wh", now),
+        workspace_id: p.workspace_id.clone(),
+        url: new.url,
+        events: new.events,
+        project_ids: new.project_ids,
+        description: new.description,
+        secret: new.secret,
+        enabled: true,
+        created_at: now,
+        updated_at: now,
+    };
+    tx.insert_webhook(&webhook).await?;
+    Ok(webhook)
+}
+
+/// Applies a change. Disabling a webhook cancels its pending deliveries: they are not sent,
+/// and enabling it again does not bring them back.
+pub async fn update_webhook(
+    tx: &mut dyn Tx,
+    p: &Principal,
+    id: &str,
+    patch: WebhookPatch,
+    now: Timestamp,
+) -> Result<Webhook> {
+    let mut w = webhook(tx, p, id).await?;
+    if let Some(ids) = &patch.project_ids {
+        check_projects(tx, p, ids).await?;
+    }
+    let was_enabled = w.enabled;
+    if let Some(url) = patch.url {
+        w.url = url;
+    }
+    if let Some(events) = patch.events {
+        w.events = events;
+    }
+    if let Some(description) = patch.description {
+        w.description = description;
+    }
+    if let Some(ids) = patch.project_ids {
+        w.project_ids = ids;
+    }
+    if let Some(enabled) = patch.enabled {
+        w.enabled = enabled;
+    }
+    w.updated_at = now;
+    tx.update_webhook(&w).await?;
+    if was_enabled && !w.enabled {
+        tx.cancel_pending_deliveries(&w.id, now).await?;
+    }
+    Ok(w)
+}
+
+/// Deletes a webhook and cancels its pending deliveries.
+pub async fn delete_webhook(
+    tx: &mut dyn Tx,
+    p: &Principal,
+    id: &str,
+    now: Timestamp,
+) -> Result<()> {
+    let w = webhook(tx, p, id).await?;
+    tx.cancel_pending_deliveries(&w.id, now).await?;
+    tx.delete_webhook(&w.id).await?;
+    Ok(())
+}
+
+/// A delivery of the caller's workspace with its attempts, oldest first.
+pub async fn delivery(
+    tx: &mut dyn Tx,
+    p: &Principal,
+    id: &str,
+) -> Result<(Delivery, Vec<Attempt>)> {
+    let d = tx
+        .get_delivery(&p.workspace_id, id)
+        .await?
+        .ok_or(Error::NotFound("delivery"))?;
+    let attempts = tx.list_attempts(&d.id).await?;
+    Ok((d, attempts))
+}

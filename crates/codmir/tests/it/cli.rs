@@ -56,7 +56,7 @@ async fn keys_create_then_serve_then_a_request_with_the_key() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let client = reqwest::Client::new();
+    let client = crate::helpers::client();
     let base = format!("http://127.0.0.1:{port}");
     eventually(Duration::from_secs(10), "server up", || {
         let c = client.clone();
@@ -152,7 +152,7 @@ async fn serve_prints_a_key_once_on_an_empty_database() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let client = reqwest::Client::new();
+        let client = crate::helpers::client();
         let base = format!("http://127.0.0.1:{port}");
         eventually(Duration::from_secs(10), "server up", || {
             let c = client.clone();

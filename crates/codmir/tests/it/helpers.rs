@@ -65,7 +65,7 @@ pub async fn spawn_on(dir: tempfile::TempDir, db_url: String, config: Config) ->
         base,
         key,
         store,
-        client: reqwest::Client::new(),
+        client: client(),
         db_url,
         shutdown: Some(tx),
         server: Some(server),
@@ -201,4 +201,10 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// An HTTP client for tests (the TLS provider must be chosen before any client is built).
+pub fn client() -> reqwest::Client {
+    codmir_server::install_crypto_provider();
+    reqwest::Client::new()
 }

@@ -4,6 +4,7 @@
 
 mod api;
 mod cli;
+mod crash;
 mod delivery;
 mod events;
 mod helpers;

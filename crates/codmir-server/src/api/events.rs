@@ -111,9 +111,10 @@ pub struct EventTypeList {
     pub data: Vec<EventTypeInfo>,
 }
 
-/// The catalog of event types, with an example payload of each. Needs no key.
-#[utoipa::path(get, path = "/v1/event-types", tag = "events", responses((status = 200, body = EventTypeList)))]
-pub async fn event_types() -> axum::Json<EventTypeList> {
+/// The catalog of event types, with an example payload of each.
+#[utoipa::path(get, path = "/v1/event-types", tag = "events", responses((status = 200, body = EventTypeList)),
+    security(("api_key" = [])))]
+pub async fn event_types(Auth(_): Auth) -> axum::Json<EventTypeList> {
     let data = EventType::ALL
         .into_iter()
         .map(|t| EventTypeInfo {

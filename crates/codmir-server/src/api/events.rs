@@ -114,7 +114,7 @@ pub struct EventTypeList {
 /// The catalog of event types, with an example payload of each.
 #[utoipa::path(get, path = "/v1/event-types", tag = "events", responses((status = 200, body = EventTypeList)),
     security(("api_key" = [])))]
-pub async fn event_types(Auth(_): Auth) -> axum::Json<EventTypeList> {
+pub async fn event_types(_caller: Auth) -> axum::Json<EventTypeList> {
     let data = EventType::ALL
         .into_iter()
         .map(|t| EventTypeInfo {

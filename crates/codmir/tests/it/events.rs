@@ -160,7 +160,12 @@ async fn a_ticket_created_with_an_assignee_is_also_assigned() {
 #[tokio::test]
 async fn the_catalog_lists_the_eight_types_with_examples() {
     let app = spawn_app().await;
-    assert_eq!(app.request("GET", "/v1/event-types", None, None).await.status, 401);
+    assert_eq!(
+        app.request("GET", "/v1/event-types", None, None)
+            .await
+            .status,
+        401
+    );
     let r = app.get("/v1/event-types").await;
     let data = r.body["data"].as_array().unwrap();
     let names: Vec<&str> = data.iter().map(|t| t["name"].as_str().unwrap()).collect();

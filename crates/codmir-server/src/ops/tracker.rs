@@ -15,6 +15,17 @@ use codmir_core::tracker::{
 use super::{Error, Result, emit};
 use crate::store::Tx;
 
+/// An event of `t` about `project`, caused by `p`.
+fn event(
+    p: &Principal,
+    project: &Project,
+    t: EventType,
+    data: &EventData,
+    now: Timestamp,
+) -> Event {
+    Event::new(&p.workspace_id, Some(&project.id), t, now, data)
+}
+
 fn actor(p: &Principal) -> codmir_core::event::Ref {
     codmir_core::event::Ref {
         id: p.user_id.clone(),
@@ -53,13 +64,7 @@ pub async fn create_project(
         user: Some(actor(p)),
         ..EventData::default()
     };
-    let event = Event::new(
-        &p.workspace_id,
-        Some(&project.id),
-        EventType::ProjectCreated,
-        now,
-        &data,
-    );
+    let event = event(p, &project, EventType::ProjectCreated, &data, now);
     emit(tx, &p.workspace_id, &[event], now).await?;
     Ok(project)
 }
@@ -115,13 +120,7 @@ pub async fn add_member(
         user: Some(actor(p)),
         ..EventData::default()
     };
-    let event = Event::new(
-        &p.workspace_id,
-        Some(&project.id),
-        EventType::MemberAdded,
-        now,
-        &data,
-    );
+    let event = event(p, &project, EventType::MemberAdded, &data, now);
     emit(tx, &p.workspace_id, &[event], now).await?;
     Ok(member)
 }
@@ -173,25 +172,13 @@ pub async fn create_ticket(
     };
     tx.insert_ticket(&ticket).await?;
     let data = ticket_data(&ticket, &project, p);
-    let mut events = vec![Event::new(
-        &p.workspace_id,
-        Some(&project.id),
-        EventType::TicketCreated,
-        now,
-        &data,
-    )];
+    let mut events = vec![event(p, &project, EventType::TicketCreated, &data, now)];
     if let Some(user) = assigned {
         let data = EventData {
             assignee: Some(user_ref(&user)),
             ..data
         };
-        events.push(Event::new(
-            &p.workspace_id,
-            Some(&project.id),
-            EventType::TicketAssigned,
-            now,
-            &data,
-        ));
+        events.push(event(p, &project, EventType::TicketAssigned, &data, now));
     }
     emit(tx, &p.workspace_id, &events, now).await?;
     Ok(ticket)
@@ -220,28 +207,27 @@ pub async fn update_ticket(
     tx.update_ticket(&next).await?;
     let project = project(tx, p, &next.project_id).await?;
     let base = ticket_data(&next, &project, p);
-    let pid = Some(project.id.as_str());
-    let mut events = vec![Event::new(
-        &p.workspace_id,
-        pid,
+    let mut events = vec![event(
+        p,
+        &project,
         EventType::TicketUpdated,
-        now,
         &EventData {
             changes: Some(changes_map(&changes)),
             ..base.clone()
         },
+        now,
     )];
     if let Some(change) = changes.iter().find(|c| c.field == "status") {
         let data = EventData {
             changes: Some(changes_map(std::slice::from_ref(change))),
             ..base.clone()
         };
-        events.push(Event::new(
-            &p.workspace_id,
-            pid,
+        events.push(event(
+            p,
+            &project,
             EventType::TicketStatusChanged,
-            now,
             &data,
+            now,
         ));
     }
     if let (Some(user), Some(change)) =
@@ -252,13 +238,7 @@ pub async fn update_ticket(
             changes: Some(changes_map(std::slice::from_ref(change))),
             ..base
         };
-        events.push(Event::new(
-            &p.workspace_id,
-            pid,
-            EventType::TicketAssigned,
-            now,
-            &data,
-        ));
+        events.push(event(p, &project, EventType::TicketAssigned, &data, now));
     }
     emit(tx, &p.workspace_id, &events, now).await?;
     Ok(next)
@@ -270,13 +250,7 @@ pub async fn delete_ticket(tx: &mut dyn Tx, p: &Principal, id: &str, now: Timest
     tx.delete_ticket(&current.id, now).await?;
     let project = project(tx, p, &current.project_id).await?;
     let data = ticket_data(&current, &project, p);
-    let event = Event::new(
-        &p.workspace_id,
-        Some(&project.id),
-        EventType::TicketDeleted,
-        now,
-        &data,
-    );
+    let event = event(p, &project, EventType::TicketDeleted, &data, now);
     emit(tx, &p.workspace_id, &[event], now).await
 }
 
@@ -302,13 +276,7 @@ pub async fn create_comment(
         comment: Some(CommentView::from(&comment)),
         ..ticket_data(&ticket, &project, p)
     };
-    let event = Event::new(
-        &p.workspace_id,
-        Some(&project.id),
-        EventType::CommentCreated,
-        now,
-        &data,
-    );
+    let event = event(p, &project, EventType::CommentCreated, &data, now);
     emit(tx, &p.workspace_id, &[event], now).await?;
     Ok(comment)
 }

@@ -2,68 +2,20 @@
 //! event whose request got a 2xx is delivered at least once.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
 
 use crate::helpers::eventually;
+use crate::process::ServerProcess;
 use crate::receiver::Receiver;
 
-struct Server {
-    child: Child,
-    base: String,
-    key: Option<String>,
-}
-
-fn start(db: &str) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_codmir"))
-        .args([
-            "serve",
-            "--database-url",
-            db,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--allow-private-targets",
-            "--retry-schedule",
-            "200ms,400ms,800ms",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // The first start prints the key on its third line; later starts print nothing.
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("cmk_") {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    let key = rx.recv_timeout(Duration::from_secs(5)).ok();
-    Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        key,
-    }
-}
-
-async fn wait_up(client: &reqwest::Client, base: &str) {
-    eventually(Duration::from_secs(10), "server up", || {
-        let (c, url) = (client.clone(), format!("{base}/healthz"));
-        async move { c.get(url).send().await.is_ok() }
-    })
-    .await;
-}
+const FLAGS: &[&str] = &[
+    "--allow-private-targets",
+    "--retry-schedule",
+    "200ms,400ms,800ms",
+];
 
 #[tokio::test]
 async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_event() {
@@ -72,9 +24,8 @@ async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_event() {
     let rx = Receiver::start().await;
     let client = crate::helpers::client();
 
-    let mut server = start(&db);
-    let key = server.key.clone().expect("first start prints a key");
-    wait_up(&client, &server.base).await;
+    let mut server = ServerProcess::start(&db, FLAGS).await;
+    let key = server.printed_key().expect("first start prints a key");
     let r = client
         .post(format!("{}/v1/webhooks", server.base))
         .bearer_auth(&key)
@@ -138,20 +89,15 @@ async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_event() {
         || async { acked.lock().unwrap().len() >= 200 },
     )
     .await;
-    server.child.kill().unwrap(); // SIGKILL
-    server.child.wait().unwrap();
+    server.stop_with("KILL");
     for w in writers {
         w.await.unwrap();
     }
     let acked: Vec<String> = acked.lock().unwrap().clone();
     let delivered_before = rx.count();
 
-    let mut restarted = start(&db);
-    assert!(
-        restarted.key.is_none(),
-        "no new key on a non-empty database"
-    );
-    wait_up(&client, &restarted.base).await;
+    let restarted = ServerProcess::start(&db, FLAGS).await;
+    assert!(restarted.printed_key().is_none(), "no new key on a non-empty database");
     let wanted: HashSet<String> = acked.iter().cloned().collect();
     let delivered = || {
         rx.of_type("ticket.created")
@@ -183,6 +129,4 @@ async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_event() {
         acked.len(),
         all.len()
     );
-    restarted.child.kill().unwrap();
-    restarted.child.wait().unwrap();
 }

@@ -8,4 +8,5 @@ mod crash;
 mod delivery;
 mod events;
 mod helpers;
+mod process;
 mod receiver;

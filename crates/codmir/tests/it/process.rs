@@ -1,0 +1,120 @@
+//! The `codmir` binary run as a child process, as a user or an operator runs it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::helpers::{client, eventually};
+
+pub fn codmir() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_codmir"))
+}
+
+/// `codmir keys create …` on `db`; returns the key from the last line of stdout.
+pub fn create_key(db: &str, workspace: &str, user: &str) -> String {
+    let out = codmir()
+        .args([
+            "keys",
+            "create",
+            "--database-url",
+            db,
+            "--workspace",
+            workspace,
+            "--user",
+            user,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let key = stdout.lines().last().unwrap().trim().to_owned();
+    assert!(key.starts_with("cmk_"), "{stdout}");
+    key
+}
+
+pub struct ServerProcess {
+    pub child: Child,
+    pub base: String,
+    stdout: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    /// Starts `codmir serve` on `db` and a free port with `extra` flags; returns once it answers.
+    pub async fn start(db: &str, extra: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut child = codmir()
+            .args(["serve", "--database-url", db, "--listen", &listen])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let (pipe, lines) = (child.stdout.take().unwrap(), stdout.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let base = format!("http://{listen}");
+        let c = client();
+        eventually(Duration::from_secs(10), "server up", || {
+            let (c, url) = (c.clone(), format!("{base}/healthz"));
+            async move { c.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
+        Self {
+            child,
+            base,
+            stdout,
+        }
+    }
+
+    /// What the server printed on stdout so far.
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// The API key printed on a first start, if any.
+    pub fn printed_key(&self) -> Option<String> {
+        self.stdout().into_iter().find(|l| l.starts_with("cmk_"))
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `KILL`) and waits for the exit.
+    pub fn stop_with(&mut self, signal: &str) -> Option<ExitStatus> {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([&format!("-{signal}"), &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        None
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -18,6 +18,9 @@ pub struct Config {
     pub max_in_flight_per_endpoint: usize,
     /// Most attempts in flight in all.
     pub max_in_flight: usize,
+    /// How long a claimed delivery stays leased to this node. Must exceed `request_timeout`:
+    /// when a node dies, others take its claimed deliveries over once their leases expire.
+    pub lease_duration: Duration,
 }
 
 impl Default for Config {
@@ -30,6 +33,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             max_in_flight_per_endpoint: 64,
             max_in_flight: 512,
+            lease_duration: Duration::from_secs(60),
         }
     }
 }

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use codmir_core::retry::{RetrySchedule, parse_duration};
 use codmir_core::time::Timestamp;
 use codmir_core::tracker::{UserName, WorkspaceName};
+use codmir_server::store::StoreOptions;
 use codmir_server::{Config, Store, ops};
 use tokio::net::TcpListener;
 
@@ -36,16 +37,21 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "CODMIR_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Database to use: sqlite://PATH (created and migrated on start).
+    /// Database to use: sqlite://PATH, or postgres://USER@HOST:PORT/DB to run several nodes on
+    /// one database. Created (SQLite) and migrated on start.
     #[arg(
         long,
         env = "CODMIR_DATABASE_URL",
         default_value = "sqlite://codmir.db"
     )]
     database_url: String,
+    /// Connections this node keeps to PostgreSQL (plus one for LISTEN). Ignored for SQLite.
+    #[arg(long, env = "CODMIR_DATABASE_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    database_pool_size: u16,
     /// Allow webhook URLs on localhost and loopback, private or link-local addresses (for
     /// local development and tests only).
-    #[arg(long, env = "CODMIR_ALLOW_PRIVATE_TARGETS")]
+    #[arg(long, env = "CODMIR_ALLOW_PRIVATE_TARGETS", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     allow_private_targets: bool,
     /// Delays between delivery attempts, e.g. `1s,2s,4s`; its length is the number of retries.
     /// Default: 5s,5m,30m,2h,5h,10h,14h,20h,24h (about three days), each ±20% jitter.
@@ -63,6 +69,10 @@ struct ServeArgs {
     /// Most delivery attempts in flight in all.
     #[arg(long, env = "CODMIR_MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u16).range(1..))]
     max_in_flight: u16,
+    /// How long a claimed delivery stays leased to this node; must exceed --request-timeout.
+    /// When a node dies, the others take its claimed deliveries over once their leases expire.
+    #[arg(long, env = "CODMIR_DELIVERY_LEASE", default_value = "60s", value_parser = parse_time)]
+    delivery_lease: Duration,
 }
 
 #[derive(Subcommand)]
@@ -70,6 +80,7 @@ enum KeysCommand {
     /// Create an API key, creating the database, workspace and user if needed. Prints the key
     /// alone on the last line of stdout. Works while a server runs on the same database.
     Create {
+        /// sqlite://PATH or postgres://USER@HOST:PORT/DB.
         #[arg(
             long,
             env = "CODMIR_DATABASE_URL",
@@ -126,7 +137,17 @@ fn init_logging() {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    let store = Store::open(&args.database_url)
+    if args.delivery_lease <= args.request_timeout {
+        anyhow::bail!(
+            "--delivery-lease ({:?}) must be longer than --request-timeout ({:?})",
+            args.delivery_lease,
+            args.request_timeout
+        );
+    }
+    let options = StoreOptions {
+        pool_size: args.database_pool_size.into(),
+    };
+    let store = Store::open_with(&args.database_url, &options)
         .await
         .with_context(|| format!("opening {}", args.database_url))?;
     let created = store
@@ -152,6 +173,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         request_timeout: args.request_timeout,
         max_in_flight_per_endpoint: args.max_in_flight_per_endpoint.into(),
         max_in_flight: args.max_in_flight.into(),
+        lease_duration: args.delivery_lease,
         ..Config::default()
     };
     codmir_server::run(listener, store, config, shutdown_signal()).await?;

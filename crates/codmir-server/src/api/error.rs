@@ -114,6 +114,10 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Closed => ApiError::Unavailable,
+            StoreError::Conflict(_) => ApiError::Conflict {
+                code: "conflict",
+                message: "a concurrent request changed the same thing; retry".into(),
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -113,9 +113,11 @@ impl Engine {
         }))
     }
 
-    /// How long a claim lasts: long enough for one attempt and its record, with margin.
+    /// How long a claim lasts: at least one whole attempt and its record, with margin.
     fn lease(&self) -> Duration {
-        self.config.request_timeout * 2 + Duration::from_secs(30)
+        self.config
+            .lease_duration
+            .max(self.config.request_timeout + Duration::from_secs(1))
     }
 
     /// Runs until `shutdown` turns true, then stops claiming and waits (bounded by the
@@ -135,6 +137,7 @@ impl Engine {
                 Err(e) => tracing::error!(error = %e, "could not release old leases"),
             }
         }
+        self.store.subscribe(self.wake.clone());
         let mut attempts = JoinSet::new();
         loop {
             if *shutdown.borrow() {
@@ -167,6 +170,15 @@ impl Engine {
                 "in-flight deliveries did not finish within the shutdown grace; they will be retried"
             );
             attempts.abort_all();
+        }
+        // What this node still holds goes back at once rather than when its lease expires.
+        let node = self.node.clone();
+        if let Err(e) = self
+            .store
+            .write(move |tx| Box::pin(async move { tx.release_leases(Some(&node)).await }))
+            .await
+        {
+            tracing::warn!(error = %e, "could not release this node's leases; they will expire");
         }
     }
 

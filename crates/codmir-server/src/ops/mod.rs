@@ -149,6 +149,7 @@ pub(crate) async fn emit(
         tx.insert_event(event).await?;
     }
     let webhooks = tx.enabled_webhooks(workspace_id).await?;
+    let mut any = false;
     for event in events {
         for webhook in webhooks
             .iter()
@@ -167,7 +168,11 @@ pub(crate) async fn emit(
                 updated_at: now,
             })
             .await?;
+            any = true;
         }
+    }
+    if any {
+        tx.announce_deliveries().await?;
     }
     Ok(())
 }

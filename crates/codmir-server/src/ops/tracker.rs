@@ -45,6 +45,12 @@ pub async fn ticket(tx: &mut dyn Tx, p: &Principal, id: &str) -> Result<Ticket> 
         .ok_or(Error::NotFound("ticket"))
 }
 
+async fn locked_ticket(tx: &mut dyn Tx, p: &Principal, id: &str) -> Result<Ticket> {
+    tx.lock_ticket(&p.workspace_id, id)
+        .await?
+        .ok_or(Error::NotFound("ticket"))
+}
+
 pub async fn create_project(
     tx: &mut dyn Tx,
     p: &Principal,
@@ -193,7 +199,7 @@ pub async fn update_ticket(
     patch: TicketPatch,
     now: Timestamp,
 ) -> Result<Ticket> {
-    let current = ticket(tx, p, id).await?;
+    let current = locked_ticket(tx, p, id).await?;
     let assigned = match &patch.assignee_id {
         Some(Some(id)) if Some(id) != current.assignee_id.as_ref() => {
             Some(assignee(tx, p, id).await?)
@@ -246,7 +252,7 @@ pub async fn update_ticket(
 
 /// Deletes a ticket: `ticket.deleted` carries the ticket as it was.
 pub async fn delete_ticket(tx: &mut dyn Tx, p: &Principal, id: &str, now: Timestamp) -> Result<()> {
-    let current = ticket(tx, p, id).await?;
+    let current = locked_ticket(tx, p, id).await?;
     tx.delete_ticket(&current.id, now).await?;
     let project = project(tx, p, &current.project_id).await?;
     let data = ticket_data(&current, &project, p);

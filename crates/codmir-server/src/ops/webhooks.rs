@@ -81,7 +81,10 @@ pub async fn update_webhook(
     patch: WebhookPatch,
     now: Timestamp,
 ) -> Result<Webhook> {
-    let mut w = webhook(tx, p, id).await?;
+    let mut w = tx
+        .lock_webhook(&p.workspace_id, id)
+        .await?
+        .ok_or(Error::NotFound("webhook"))?;
     if let Some(ids) = &patch.project_ids {
         check_projects(tx, p, ids).await?;
     }

@@ -9,6 +9,7 @@
 //! Architecture invariant: SQL lives only in the backend modules; nothing above `store` knows
 //! which database it runs on.
 
+mod postgres;
 mod sqlite;
 
 use std::future::Future;
@@ -22,6 +23,7 @@ use codmir_core::tracker::{Comment, Member, Principal, Project, Ticket, User, Wo
 use codmir_core::webhook::{Attempt, Delivery, DeliveryStatus, Webhook};
 use tokio::sync::oneshot;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -33,9 +35,12 @@ pub enum StoreError {
     Database(String),
     #[error("a row in the database is invalid: {0}")]
     Corrupt(String),
+    /// A uniqueness constraint refused the write (two writers raced for the same thing).
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("the store is closed")]
     Closed,
-    #[error("unsupported database URL `{0}`: use sqlite://PATH")]
+    #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://USER@HOST/DB")]
     UnsupportedUrl(String),
 }
 
@@ -128,6 +133,8 @@ pub trait Tx: Send {
 
     async fn insert_ticket(&mut self, t: &Ticket) -> StoreResult<()>;
     async fn get_ticket(&mut self, ws: &str, id: &str) -> StoreResult<Option<Ticket>>;
+    /// Like `get_ticket`, and holds the row against concurrent writers until commit.
+    async fn lock_ticket(&mut self, ws: &str, id: &str) -> StoreResult<Option<Ticket>>;
     async fn update_ticket(&mut self, t: &Ticket) -> StoreResult<()>;
     async fn delete_ticket(&mut self, id: &str, at: Timestamp) -> StoreResult<()>;
     async fn list_tickets(
@@ -149,6 +156,8 @@ pub trait Tx: Send {
 
     async fn insert_webhook(&mut self, w: &Webhook) -> StoreResult<()>;
     async fn get_webhook(&mut self, ws: &str, id: &str) -> StoreResult<Option<Webhook>>;
+    /// Like `get_webhook`, and holds the row against concurrent writers until commit.
+    async fn lock_webhook(&mut self, ws: &str, id: &str) -> StoreResult<Option<Webhook>>;
     async fn list_webhooks(&mut self, ws: &str, page: &PageRequest) -> StoreResult<Page<Webhook>>;
     /// Every enabled webhook of the workspace, for fan-out.
     async fn enabled_webhooks(&mut self, ws: &str) -> StoreResult<Vec<Webhook>>;
@@ -156,6 +165,8 @@ pub trait Tx: Send {
     async fn delete_webhook(&mut self, id: &str) -> StoreResult<()>;
 
     async fn insert_delivery(&mut self, d: &Delivery) -> StoreResult<()>;
+    /// Tells other nodes, once this transaction commits, that new deliveries are due.
+    async fn announce_deliveries(&mut self) -> StoreResult<()>;
     /// Cancels the pending deliveries of a webhook; returns how many.
     async fn cancel_pending_deliveries(
         &mut self,
@@ -252,6 +263,21 @@ pub trait Backend: Send + Sync {
     /// Leases held by a previous run of this node that can be dropped at once on start. SQLite
     /// has one node, so all of them; a shared database waits for leases to expire.
     fn releases_all_leases_on_start(&self) -> bool;
+    /// Wakes `wake` when another node commits new deliveries. One node alone needs nothing.
+    fn subscribe(&self, _wake: Arc<tokio::sync::Notify>) {}
+}
+
+/// Options of [`Store::open_with`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Connections in the PostgreSQL pool of this node (SQLite has one writer and 4 readers).
+    pub pool_size: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { pool_size: 16 }
+    }
 }
 
 /// A cheap, cloneable handle on the database.
@@ -263,10 +289,17 @@ pub struct Store {
 impl Store {
     /// Opens (creating and migrating as needed) the database at `url`.
     pub async fn open(url: &str) -> StoreResult<Self> {
+        Self::open_with(url, &StoreOptions::default()).await
+    }
+
+    /// Opens the database at `url`: `sqlite://PATH` or `postgres://…` (also `postgresql://`).
+    pub async fn open_with(url: &str, options: &StoreOptions) -> StoreResult<Self> {
         let backend: Arc<dyn Backend> = if let Some(path) = url.strip_prefix("sqlite://") {
             Arc::new(SqliteStore::open(path).await?)
         } else if let Some(path) = url.strip_prefix("sqlite:") {
             Arc::new(SqliteStore::open(path).await?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Arc::new(PgStore::open(url, options.pool_size).await?)
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };
@@ -313,5 +346,9 @@ impl Store {
 
     pub fn releases_all_leases_on_start(&self) -> bool {
         self.backend.releases_all_leases_on_start()
+    }
+
+    pub fn subscribe(&self, wake: Arc<tokio::sync::Notify>) {
+        self.backend.subscribe(wake);
     }
 }

@@ -34,7 +34,12 @@ const MIGRATIONS: &[&str] = &[include_str!("migrations/sqlite_0001_init.sql")];
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Database(e.to_string())
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::ConstraintViolation) if e.to_string().contains("UNIQUE") => {
+                StoreError::Conflict(e.to_string())
+            }
+            _ => StoreError::Database(e.to_string()),
+        }
     }
 }
 
@@ -614,6 +619,11 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
+    async fn lock_ticket(&mut self, ws: &str, id: &str) -> StoreResult<Option<Ticket>> {
+        // The single writer already excludes concurrent writers.
+        self.get_ticket(ws, id).await
+    }
+
     async fn update_ticket(&mut self, t: &Ticket) -> StoreResult<()> {
         self.exec(
             "UPDATE tickets SET title = ?2, description = ?3, status = ?4, priority = ?5, \
@@ -746,6 +756,10 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
+    async fn lock_webhook(&mut self, ws: &str, id: &str) -> StoreResult<Option<Webhook>> {
+        self.get_webhook(ws, id).await
+    }
+
     async fn list_webhooks(&mut self, ws: &str, page: &PageRequest) -> StoreResult<Page<Webhook>> {
         self.page(
             &format!(
@@ -806,6 +820,11 @@ impl Tx for SqliteTx<'_> {
                 d.updated_at.as_millis()
             ],
         )?;
+        Ok(())
+    }
+
+    async fn announce_deliveries(&mut self) -> StoreResult<()> {
+        // One node: the API wakes its own engine after the commit.
         Ok(())
     }
 

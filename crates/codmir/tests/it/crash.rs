@@ -97,7 +97,10 @@ async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_event() {
     let delivered_before = rx.count();
 
     let restarted = ServerProcess::start(&db, FLAGS).await;
-    assert!(restarted.printed_key().is_none(), "no new key on a non-empty database");
+    assert!(
+        restarted.printed_key().is_none(),
+        "no new key on a non-empty database"
+    );
     let wanted: HashSet<String> = acked.iter().cloned().collect();
     let delivered = || {
         rx.of_type("ticket.created")

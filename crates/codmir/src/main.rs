@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use codmir_core::retry::{RetrySchedule, parse_duration};
 use codmir_core::time::Timestamp;
 use codmir_core::tracker::{UserName, WorkspaceName};
-use codmir_server::store::StoreOptions;
+use codmir_server::store::{StoreError, StoreOptions};
 use codmir_server::{Config, Store, ops};
 use tokio::net::TcpListener;
 
@@ -150,10 +150,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let store = Store::open_with(&args.database_url, &options)
         .await
         .with_context(|| format!("opening {}", args.database_url))?;
-    let created = store
+    let created = match store
         .write(|tx| Box::pin(async move { ops::bootstrap(tx, Timestamp::now()).await }))
         .await
-        .context("creating the default workspace")?;
+    {
+        // Another node sharing the database bootstrapped it at the same moment.
+        Err(ops::Error::Store(StoreError::Conflict(_))) => None,
+        other => other.context("creating the default workspace")?,
+    };
     if let Some(key) = created {
         println!(
             "Created workspace \"default\" with user \"admin\" ({}).",

@@ -18,6 +18,8 @@ pub struct TestApp {
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     pub dir: tempfile::TempDir,
+    /// Dropped last: the database outlives the server that uses it.
+    pub pg: Option<PgDb>,
 }
 
 /// A config for tests: private targets allowed (receivers are on loopback), short retries.
@@ -36,11 +38,79 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(test_config()).await
 }
 
+/// The backend the integration tests run on: SQLite unless `CODMIR_TEST_BACKEND=postgres`.
+pub fn on_postgres() -> bool {
+    std::env::var("CODMIR_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
 pub async fn spawn_app_with(config: Config) -> TestApp {
     codmir_server::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
+    if on_postgres() {
+        let pg = PgDb::create().await;
+        let mut app = spawn_on(dir, pg.url.clone(), config).await;
+        app.pg = Some(pg);
+        return app;
+    }
     let db_url = format!("sqlite://{}", dir.path().join("codmir.db").display());
     spawn_on(dir, db_url, config).await
+}
+
+/// A fresh PostgreSQL database for one test, dropped when the test is done.
+pub struct PgDb {
+    pub url: String,
+    name: String,
+}
+
+/// The server the PostgreSQL tests use (`CODMIR_TEST_POSTGRES_URL`, without a database name).
+fn postgres_server() -> String {
+    std::env::var("CODMIR_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+async fn admin() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&format!("{}/postgres", postgres_server()), tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL is reachable (start it: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start)");
+    tokio::spawn(connection);
+    client
+}
+
+impl PgDb {
+    pub async fn create() -> Self {
+        let mut suffix = [0u8; 8];
+        codmir_core::id::random_bytes(&mut suffix);
+        let name = format!("codmir_test_{}", hex::encode(suffix));
+        admin()
+            .await
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        Self {
+            url: format!("{}/{name}", postgres_server()),
+            name,
+        }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside async code: a thread of its own with a small runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let _ = admin()
+                    .await
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
+            });
+        })
+        .join();
+    }
 }
 
 /// Starts a server on an existing database directory (for restart tests).
@@ -70,6 +140,7 @@ pub async fn spawn_on(dir: tempfile::TempDir, db_url: String, config: Config) ->
         shutdown: Some(tx),
         server: Some(server),
         dir,
+        pg: None,
     }
 }
 
@@ -174,15 +245,26 @@ impl TestApp {
     }
 
     /// Stops the server gracefully and waits for it.
-    pub async fn stop(mut self) -> (tempfile::TempDir, String) {
+    pub async fn stop(mut self) -> Stopped {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(server) = self.server.take() {
             server.await.unwrap().unwrap();
         }
-        (self.dir, self.db_url)
+        Stopped {
+            dir: self.dir,
+            db_url: self.db_url,
+            pg: self.pg.take(),
+        }
     }
+}
+
+/// What is left of a stopped server: its database.
+pub struct Stopped {
+    pub dir: tempfile::TempDir,
+    pub db_url: String,
+    pub pg: Option<PgDb>,
 }
 
 /// Waits until `check` holds, polling every 20 ms, for at most `timeout`.

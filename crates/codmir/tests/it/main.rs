@@ -4,9 +4,11 @@
 
 mod api;
 mod cli;
+mod conformance;
 mod crash;
 mod delivery;
 mod events;
 mod helpers;
+mod nodes;
 mod process;
 mod receiver;

@@ -16,6 +16,8 @@ pub enum Reply {
     Status(u16),
     /// A status with a `Retry-After` header.
     RetryAfter(u16, u64),
+    /// Answers with a status after a delay.
+    Delay(u64, u16),
     /// Never answers (until the client gives up).
     Hang,
 }
@@ -76,6 +78,10 @@ async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
             "slow down",
         )
             .into_response(),
+        Reply::Delay(ms, s) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            StatusCode::from_u16(s).unwrap().into_response()
+        }
         Reply::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             StatusCode::OK.into_response()

@@ -1,0 +1,418 @@
+//! The store's contract, run against both backends: a behaviour exists in both or in neither.
+//! The PostgreSQL half needs a server and is `#[ignore]`d by plain `cargo test`.
+
+use std::collections::HashSet;
+
+use codmir_core::time::Timestamp;
+use codmir_core::tracker::{
+    NewTicket, Principal, Priority, ProjectName, TicketStatus, TicketTitle, UserName, WorkspaceName,
+};
+use codmir_core::webhook::{Attempt, DeliveryStatus, EndpointUrl, EventFilter, WebhookSecret};
+use codmir_server::Store;
+use codmir_server::ops::{self, NewWebhook};
+use codmir_server::store::{Outcome, PageRequest, StoreError};
+
+/// A workspace with a webhook for every event; returns the caller and the webhook id.
+async fn setup(store: &Store) -> (Principal, String) {
+    let (ws, user) = (
+        WorkspaceName::parse("w").unwrap(),
+        UserName::parse("u").unwrap(),
+    );
+    let key = store
+        .write(move |tx| {
+            Box::pin(async move { ops::create_key(tx, &ws, &user, Timestamp::now()).await })
+        })
+        .await
+        .unwrap();
+    let p = key.principal;
+    let new = NewWebhook {
+        url: EndpointUrl::parse("https://example.com/hook", false).unwrap(),
+        events: EventFilter::parse(&["*"]).unwrap(),
+        secret: WebhookSecret::generate(),
+        description: None,
+        project_ids: Vec::new(),
+    };
+    let pc = p.clone();
+    let wh = store
+        .write(move |tx| {
+            Box::pin(async move { ops::create_webhook(tx, &pc, new, Timestamp::now()).await })
+        })
+        .await
+        .unwrap();
+    (p, wh.id)
+}
+
+/// Creates `n` projects (one event and one delivery each); returns their ids.
+async fn projects(store: &Store, p: &Principal, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let (pc, name) = (p.clone(), ProjectName::parse(&format!("p{i}")).unwrap());
+        let project = store
+            .write(move |tx| {
+                Box::pin(async move { ops::create_project(tx, &pc, name, Timestamp::now()).await })
+            })
+            .await
+            .unwrap();
+        ids.push(project.id);
+    }
+    ids
+}
+
+async fn claim(
+    store: &Store,
+    owner: &str,
+    now: i64,
+    lease_ms: i64,
+    limit: u32,
+    skip: Vec<String>,
+) -> Vec<String> {
+    let owner = owner.to_owned();
+    store
+        .write(move |tx| {
+            Box::pin(async move {
+                let now = Timestamp::from_millis(now);
+                let until = Timestamp::from_millis(now.as_millis() + lease_ms);
+                tx.claim_due(&owner, now, until, limit, &skip).await
+            })
+        })
+        .await
+        .map(|c: Vec<codmir_server::store::Claimed>| c.into_iter().map(|c| c.delivery.id).collect())
+        .unwrap()
+}
+
+fn in_a_minute() -> i64 {
+    Timestamp::now().as_millis() + 60_000
+}
+
+pub async fn a_failed_unit_of_work_rolls_back_alone(store: Store) {
+    let (p, _) = setup(&store).await;
+    let pc = p.clone();
+    let failed: Result<(), ops::Error> = store
+        .write(move |tx| {
+            Box::pin(async move {
+                ops::create_project(
+                    tx,
+                    &pc,
+                    ProjectName::parse("ghost").unwrap(),
+                    Timestamp::now(),
+                )
+                .await?;
+                Err(ops::Error::NotFound("injected"))
+            })
+        })
+        .await;
+    assert!(matches!(failed, Err(ops::Error::NotFound("injected"))));
+    projects(&store, &p, 1).await;
+    let ws = p.workspace_id.clone();
+    let (projects, events) = store
+        .read(move |tx| {
+            Box::pin(async move {
+                let page = PageRequest {
+                    limit: 100,
+                    after: None,
+                };
+                let projects = tx.list_projects(&ws, &page).await?;
+                let events = tx.list_events(&ws, None, &page).await?;
+                Ok::<_, StoreError>((projects.items, events.items))
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(projects.len(), 1);
+    assert_eq!(projects[0].name, "p0");
+    assert_eq!(events.len(), 1);
+}
+
+pub async fn lists_page_newest_first_by_cursor(store: Store) {
+    let (p, _) = setup(&store).await;
+    let mut ids = projects(&store, &p, 5).await;
+    ids.reverse();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let (ws, a) = (p.workspace_id.clone(), after.clone());
+        let page = store
+            .read(move |tx| {
+                Box::pin(async move {
+                    tx.list_projects(&ws, &PageRequest { limit: 2, after: a })
+                        .await
+                })
+            })
+            .await
+            .unwrap();
+        seen.extend(page.items.iter().map(|p| p.id.clone()));
+        if !page.has_more {
+            break;
+        }
+        after = page.items.last().map(|p| p.id.clone());
+    }
+    assert_eq!(seen, ids);
+}
+
+pub async fn a_duplicate_is_a_conflict(store: Store) {
+    let w = codmir_core::tracker::Workspace {
+        id: "ws_x".into(),
+        name: "same".into(),
+        created_at: Timestamp::now(),
+    };
+    let w2 = codmir_core::tracker::Workspace {
+        id: "ws_y".into(),
+        ..w.clone()
+    };
+    store
+        .write(move |tx| Box::pin(async move { tx.insert_workspace(&w).await }))
+        .await
+        .unwrap();
+    let e = store
+        .write(move |tx| Box::pin(async move { tx.insert_workspace(&w2).await }))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+}
+
+pub async fn rows_read_back_as_written(store: Store) {
+    let (p, _) = setup(&store).await;
+    let project = projects(&store, &p, 1).await.remove(0);
+    let pc = p.clone();
+    let ticket = store
+        .write(move |tx| {
+            Box::pin(async move {
+                let new = NewTicket {
+                    title: TicketTitle::parse("Ünïcode ✓ title").unwrap(),
+                    description: None,
+                    status: TicketStatus::InProgress,
+                    priority: Priority::Urgent,
+                    assignee_id: Some(pc.user_id.clone()),
+                };
+                ops::create_ticket(tx, &pc, &project, new, Timestamp::now()).await
+            })
+        })
+        .await
+        .unwrap();
+    let (pc, id) = (p.clone(), ticket.id.clone());
+    let read = store
+        .read(move |tx| Box::pin(async move { ops::ticket(tx, &pc, &id).await }))
+        .await
+        .unwrap();
+    assert_eq!(read, ticket);
+    // Another workspace cannot see it.
+    let other = Principal {
+        workspace_id: "ws_other".into(),
+        ..p.clone()
+    };
+    let id = ticket.id.clone();
+    let hidden = store
+        .read(move |tx| Box::pin(async move { ops::ticket(tx, &other, &id).await }))
+        .await;
+    assert!(matches!(hidden, Err(ops::Error::NotFound("ticket"))));
+    // The event's bytes come back exactly.
+    let ws = p.workspace_id.clone();
+    let events = store
+        .read(move |tx| {
+            Box::pin(async move {
+                tx.list_events(
+                    &ws,
+                    Some("ticket.created"),
+                    &PageRequest {
+                        limit: 5,
+                        after: None,
+                    },
+                )
+                .await
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.items.len(), 1);
+    assert!(events.items[0].payload.contains("Ünïcode ✓ title"));
+    assert!(
+        events.items[0]
+            .payload
+            .starts_with(&format!("{{\"id\":\"{}\"", events.items[0].id))
+    );
+}
+
+pub async fn claims_are_exclusive_until_the_lease_expires(store: Store) {
+    let (p, _) = setup(&store).await;
+    projects(&store, &p, 20).await;
+    let now = in_a_minute();
+    // Four claimers at once: every delivery goes to exactly one of them.
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            claim(&store, &format!("node{i}"), now, 10_000, 8, vec![]).await
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let unique: HashSet<&String> = all.iter().collect();
+    assert_eq!(all.len(), 20, "every due delivery claimed once");
+    assert_eq!(unique.len(), 20, "no delivery claimed twice");
+    assert!(
+        claim(&store, "late", now + 5_000, 10_000, 100, vec![])
+            .await
+            .is_empty(),
+        "live leases hold"
+    );
+    assert_eq!(
+        claim(&store, "late", now + 10_001, 10_000, 100, vec![])
+            .await
+            .len(),
+        20,
+        "expired leases are taken over"
+    );
+}
+
+pub async fn outcomes_are_fenced_by_owner_and_attempt(store: Store) {
+    let (p, _) = setup(&store).await;
+    projects(&store, &p, 1).await;
+    let now = in_a_minute();
+    let id = claim(&store, "a", now, 10_000, 1, vec![]).await.remove(0);
+    let outcome = |owner: &str, attempt: u32, status: DeliveryStatus| Outcome {
+        attempt: Attempt {
+            delivery_id: id.clone(),
+            attempt,
+            attempted_at: Timestamp::from_millis(now),
+            duration_ms: 5,
+            status_code: Some(500),
+            error: None,
+            response_body: Some("nope".into()),
+        },
+        lease_owner: owner.to_owned(),
+        new_status: status,
+        next_attempt_at: Some(Timestamp::from_millis(now + 1_000)),
+    };
+    let record = |o: Outcome| {
+        let store = store.clone();
+        async move {
+            store
+                .write(move |tx| Box::pin(async move { tx.record_outcome(&o).await }))
+                .await
+                .unwrap()
+        }
+    };
+    assert!(
+        !record(outcome("b", 1, DeliveryStatus::Pending)).await,
+        "another owner is fenced off"
+    );
+    assert!(record(outcome("a", 1, DeliveryStatus::Pending)).await);
+    assert!(
+        !record(outcome("a", 1, DeliveryStatus::Pending)).await,
+        "the same attempt twice is fenced off"
+    );
+    // Released by the record, due again at now + 1 s.
+    assert!(
+        claim(&store, "c", now + 500, 10_000, 10, vec![])
+            .await
+            .is_empty()
+    );
+    let again = claim(&store, "c", now + 1_000, 10_000, 10, vec![]).await;
+    assert_eq!(again, std::slice::from_ref(&id));
+    assert!(record(outcome("c", 2, DeliveryStatus::Failed)).await);
+    let (ws, d) = (p.workspace_id.clone(), id.clone());
+    let (delivery, attempts) = store
+        .read(move |tx| {
+            Box::pin(async move {
+                let delivery = tx.get_delivery(&ws, &d).await?.unwrap();
+                Ok::<_, StoreError>((delivery, tx.list_attempts(&d).await?))
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(delivery.status, DeliveryStatus::Failed);
+    assert_eq!(delivery.attempt_count, 2);
+    assert_eq!(
+        attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(attempts[0].response_body.as_deref(), Some("nope"));
+    assert_eq!(attempts[0].status_code, Some(500));
+}
+
+pub async fn skips_releases_and_cancellation(store: Store) {
+    let (p, webhook) = setup(&store).await;
+    projects(&store, &p, 3).await;
+    let now = in_a_minute();
+    assert!(
+        claim(&store, "a", now, 10_000, 10, vec![webhook.clone()])
+            .await
+            .is_empty(),
+        "skipped webhook"
+    );
+    let (w, n) = (webhook.clone(), Timestamp::from_millis(now));
+    let due = store
+        .read(move |tx| Box::pin(async move { tx.next_due_at(n, &[w]).await }))
+        .await
+        .unwrap();
+    assert_eq!(due, None);
+    let due = store
+        .read(move |tx| Box::pin(async move { tx.next_due_at(n, &[]).await }))
+        .await
+        .unwrap();
+    assert!(due.is_some_and(|d| d.as_millis() <= now));
+
+    assert_eq!(claim(&store, "a", now, 10_000, 10, vec![]).await.len(), 3);
+    let released = store
+        .write(|tx| Box::pin(async move { tx.release_leases(Some("a")).await }))
+        .await
+        .unwrap();
+    assert_eq!(released, 3);
+    assert_eq!(
+        claim(&store, "b", now, 10_000, 1, vec![]).await.len(),
+        1,
+        "released leases are claimable at once"
+    );
+
+    let (w, at) = (webhook.clone(), Timestamp::now());
+    let cancelled = store
+        .write(move |tx| Box::pin(async move { tx.cancel_pending_deliveries(&w, at).await }))
+        .await
+        .unwrap();
+    assert_eq!(cancelled, 3);
+    assert!(
+        claim(&store, "c", now + 60_000, 10_000, 10, vec![])
+            .await
+            .is_empty(),
+        "cancelled is never claimed"
+    );
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+                    super::$name(codmir_server::Store::open(&url).await.unwrap()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                #[ignore = "needs PostgreSQL on 127.0.0.1:5432; run `cargo test -- --ignored` (CI does)"]
+                async fn $name() {
+                    let db = crate::helpers::PgDb::create().await;
+                    let store = codmir_server::Store::open(&db.url).await.unwrap();
+                    super::$name(store.clone()).await;
+                    store.close().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    a_failed_unit_of_work_rolls_back_alone,
+    lists_page_newest_first_by_cursor,
+    a_duplicate_is_a_conflict,
+    rows_read_back_as_written,
+    claims_are_exclusive_until_the_lease_expires,
+    outcomes_are_fenced_by_owner_and_attempt,
+    skips_releases_and_cancellation,
+);

@@ -611,3 +611,33 @@ async fn webhooks_of_another_workspace_are_404() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rx.count(), 1);
 }
+
+#[tokio::test]
+async fn graceful_shutdown_waits_for_attempts_in_flight() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    rx.always(Reply::Delay(700, 200));
+    register(&app, json!({"url": rx.url, "events": ["project.created"]})).await;
+    app.project("P").await;
+    eventually(WAIT, "the attempt is in flight", || async {
+        rx.count() == 1
+    })
+    .await;
+    let stopped = app.stop().await;
+    // The attempt finished and was recorded before the server stopped.
+    let store = codmir_server::Store::open(&stopped.db_url).await.unwrap();
+    let pending = store
+        .read(|tx| {
+            Box::pin(async move {
+                tx.next_due_at(codmir_core::time::Timestamp::from_millis(i64::MAX / 2), &[])
+                    .await
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        pending, None,
+        "nothing left pending: the in-flight attempt was recorded"
+    );
+    store.close().await;
+}

@@ -1,0 +1,246 @@
+//! Load through the public API (the real path: request → transaction → event → fan-out →
+//! delivery), and the same client posting straight to the receiver (the ceiling).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use crate::receiver::Stats;
+
+/// An API caller with a key.
+#[derive(Clone)]
+pub struct Api {
+    pub client: reqwest::Client,
+    pub base: String,
+    pub key: String,
+}
+
+impl Api {
+    pub async fn post(&self, path: &str, body: Value) -> Result<Value> {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .json(&body)
+            .send()
+            .await?;
+        let status = r.status();
+        let text = r.text().await?;
+        if !status.is_success() {
+            bail!("POST {path}: {status} {text}");
+        }
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    pub async fn project(&self) -> Result<String> {
+        let p = self.post("/v1/projects", json!({"name": "bench"})).await?;
+        p["id"].as_str().map(str::to_owned).context("project id")
+    }
+
+    /// Registers webhook number `index` of the receiver for `ticket.created`.
+    pub async fn webhook(&self, receiver: &str, index: usize) -> Result<String> {
+        let w = self
+            .post(
+                "/v1/webhooks",
+                json!({"url": format!("{receiver}/h/{index}"), "events": ["ticket.created"]}),
+            )
+            .await?;
+        w["id"].as_str().map(str::to_owned).context("webhook id")
+    }
+}
+
+/// What a load run measured on the sending side.
+#[derive(Debug, Clone, Default)]
+pub struct Sent {
+    pub accepted: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    /// Client round trips in µs (API request → 201, or direct POST → 200).
+    pub round_trips: Vec<u32>,
+}
+
+impl Sent {
+    pub fn rate(&self) -> f64 {
+        self.accepted as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Creates tickets `seqs` through the API: as fast as `concurrency` allows, or at `rate`/s.
+pub async fn tickets(
+    api: &Api,
+    project: &str,
+    seqs: std::ops::Range<u64>,
+    concurrency: usize,
+    rate: Option<f64>,
+    stats: &Arc<Stats>,
+) -> Sent {
+    let url = Arc::new(format!("{}/v1/projects/{project}/tickets", api.base));
+    let key = Arc::new(api.key.clone());
+    run(
+        api.client.clone(),
+        seqs,
+        concurrency,
+        rate,
+        stats.clone(),
+        move |client, seq, stats| {
+            let (url, key) = (url.clone(), key.clone());
+            async move {
+                stats.mark_sent(seq);
+                let r = client
+                    .post(url.as_str())
+                    .bearer_auth(key.as_str())
+                    .json(&json!({"title": format!("b{seq}")}))
+                    .send()
+                    .await;
+                ok_body(r, 201).await
+            }
+        },
+    )
+    .await
+}
+
+/// The ceiling: the same client posts an event-sized body straight to the receiver.
+pub async fn direct(
+    client: &reqwest::Client,
+    receiver: &str,
+    n: u64,
+    concurrency: usize,
+    rate: Option<f64>,
+    stats: &Arc<Stats>,
+) -> Sent {
+    let url = Arc::new(format!("{receiver}/direct"));
+    let body: Arc<[u8]> = Arc::from(sample_payload().into_bytes());
+    run(
+        client.clone(),
+        0..n,
+        concurrency,
+        rate,
+        stats.clone(),
+        move |client, _seq, _stats| {
+            let (url, body) = (url.clone(), body.clone());
+            async move {
+                let r = client
+                    .post(url.as_str())
+                    .header("content-type", "application/json")
+                    .body(body.to_vec())
+                    .send()
+                    .await;
+                ok_body(r, 200).await
+            }
+        },
+    )
+    .await
+}
+
+/// True when the response has `status` and its body was read whole.
+async fn ok_body(r: reqwest::Result<reqwest::Response>, status: u16) -> bool {
+    match r {
+        Ok(r) if r.status().as_u16() == status => r.bytes().await.is_ok(),
+        _ => false,
+    }
+}
+
+/// A body the size and shape of a `ticket.created` delivery.
+pub fn sample_payload() -> String {
+    codmir_core::event::example(codmir_core::event::EventType::TicketCreated).to_string()
+}
+
+async fn run<F, Fut>(
+    client: reqwest::Client,
+    seqs: std::ops::Range<u64>,
+    concurrency: usize,
+    rate: Option<f64>,
+    stats: Arc<Stats>,
+    call: F,
+) -> Sent
+where
+    F: Fn(reqwest::Client, u64, Arc<Stats>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let call = Arc::new(call);
+    let next = Arc::new(AtomicU64::new(seqs.start));
+    let (accepted, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let trips = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let began = Instant::now();
+    let end = seqs.end;
+    match rate {
+        None => {
+            let mut tasks = Vec::new();
+            for _ in 0..concurrency {
+                let (client, next, call, stats) =
+                    (client.clone(), next.clone(), call.clone(), stats.clone());
+                let (accepted, errors, trips) = (accepted.clone(), errors.clone(), trips.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    loop {
+                        let seq = next.fetch_add(1, Ordering::Relaxed);
+                        if seq >= end {
+                            break;
+                        }
+                        let t = Instant::now();
+                        if call(client.clone(), seq, stats.clone()).await {
+                            accepted.fetch_add(1, Ordering::Relaxed);
+                            mine.push(t.elapsed().as_micros() as u32);
+                        } else {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    trips.lock().unwrap_or_else(|e| e.into_inner()).extend(mine);
+                }));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+        }
+        Some(rate) => {
+            let permits = Arc::new(Semaphore::new(concurrency));
+            let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut tasks = tokio::task::JoinSet::new();
+            for seq in seqs {
+                ticker.tick().await;
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let (client, call, stats) = (client.clone(), call.clone(), stats.clone());
+                let (accepted, errors, trips) = (accepted.clone(), errors.clone(), trips.clone());
+                tasks.spawn(async move {
+                    let t = Instant::now();
+                    if call(client, seq, stats).await {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                        trips
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(t.elapsed().as_micros() as u32);
+                    } else {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    drop(permit);
+                });
+                while tasks.try_join_next().is_some() {}
+            }
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+    let round_trips = std::mem::take(&mut *trips.lock().unwrap_or_else(|e| e.into_inner()));
+    Sent {
+        accepted: accepted.load(Ordering::Relaxed),
+        errors: errors.load(Ordering::Relaxed),
+        elapsed: began.elapsed(),
+        round_trips,
+    }
+}
+
+/// Percentile `p` (0–100) of `values` in µs, as ms.
+pub fn percentile_ms(values: &mut [u32], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_unstable();
+    let rank = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
+    f64::from(values[rank.min(values.len() - 1)]) / 1000.0
+}

@@ -1,0 +1,142 @@
+//! A `codmir serve` process under test, and what the kernel says about its memory and CPU.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub key: Option<String>,
+    pub pid: u32,
+    /// From spawn to the first 200 of /healthz.
+    pub startup: Duration,
+}
+
+/// The `codmir` binary next to this one (both are built by `cargo build --release`).
+pub fn default_binary() -> PathBuf {
+    let me = std::env::current_exe().unwrap_or_default();
+    me.with_file_name("codmir")
+}
+
+impl Server {
+    pub async fn start(binary: &Path, database_url: &str, extra: &[&str]) -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let began = Instant::now();
+        let mut child = Command::new(binary)
+            .args([
+                "serve",
+                "--database-url",
+                database_url,
+                "--listen",
+                &listen,
+                "--allow-private-targets",
+            ])
+            .args(extra)
+            .env("CODMIR_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let pid = child.id().context("no pid")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with("cmk_") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let base = format!("http://{listen}");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("codmir did not answer /healthz within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let startup = began.elapsed();
+        let key = rx.try_recv().ok();
+        Ok(Self {
+            child,
+            base,
+            key,
+            pid,
+            startup,
+        })
+    }
+
+    pub fn usage(&self) -> Usage {
+        Usage::of(self.pid)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Memory and CPU of a process from /proc.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub rss_kib: u64,
+    pub peak_rss_kib: u64,
+    /// User plus system CPU time in seconds.
+    pub cpu_secs: f64,
+}
+
+impl Usage {
+    pub fn of(pid: u32) -> Self {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let after = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .unwrap_or_default();
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name; 100 ticks/s.
+        let cpu_secs = (ticks(11) + ticks(12)) as f64 / 100.0;
+        Self {
+            rss_kib: field("VmRSS:"),
+            peak_rss_kib: field("VmHWM:"),
+            cpu_secs,
+        }
+    }
+}

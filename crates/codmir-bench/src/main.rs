@@ -197,11 +197,24 @@ impl Bench {
 
     /// Starts the server(s) on `db`; the first prints the key.
     async fn servers(&self, db: &Database, extra: &[&str]) -> Result<(Vec<Server>, Api)> {
+        self.servers_with(db, extra, None).await
+    }
+
+    /// Starts the server(s) on a database whose key is `key` (or printed on this first start).
+    async fn servers_with(
+        &self,
+        db: &Database,
+        extra: &[&str],
+        key: Option<&str>,
+    ) -> Result<(Vec<Server>, Api)> {
         let mut servers = vec![Server::start(&self.binary, &db.url, extra).await?];
-        let key = servers[0]
-            .key
-            .clone()
-            .context("the first start prints an API key")?;
+        let key = match key {
+            Some(k) => k.to_owned(),
+            None => servers[0]
+                .key
+                .clone()
+                .context("the first start prints an API key")?,
+        };
         let nodes = if db.pg.is_some() {
             self.args.nodes.max(1)
         } else {
@@ -666,11 +679,7 @@ async fn backlog(b: &Bench) -> Result<Vec<Row>> {
     bulk_backlog(&path, &webhook, n, "pending")?;
     let pile_secs = piled.elapsed().as_secs_f64();
     b.stats.reset();
-    let (servers, api) = b.servers(&db, &[]).await?;
-    let api = Api {
-        key: api.key,
-        ..api
-    };
+    let (servers, api) = b.servers_with(&db, &[], Some(&api.key)).await?;
     let before: Vec<Usage> = servers.iter().map(Server::usage).collect();
     let began = Instant::now();
     // API ingest while the backlog drains.

@@ -72,7 +72,14 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let startup = began.elapsed();
-        let key = rx.try_recv().ok();
+        // The key is printed before the server listens, but its reader task may lag behind.
+        let key = match rx.try_recv() {
+            Ok(k) => Some(k),
+            Err(_) => tokio::time::timeout(Duration::from_millis(300), rx.recv())
+                .await
+                .ok()
+                .flatten(),
+        };
         Ok(Self {
             child,
             base,

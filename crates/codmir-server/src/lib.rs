@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 pub use config::Config;
 pub use store::Store;
@@ -32,20 +32,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let config = Arc::new(config);
-    let wake = Arc::new(Notify::new());
-    let engine = delivery::Engine::new(store.clone(), config.clone(), wake.clone())
+    let engine = delivery::Engine::new(store.clone(), config.clone())
         .map_err(|e| std::io::Error::other(format!("cannot build the HTTP client: {e}")))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let engine_task = tokio::spawn(engine.run(stop_rx.clone()));
-    let state = api::AppState {
-        store: store.clone(),
-        config,
-        wake,
-    };
+    let engine_task = tokio::spawn(engine.clone().run(stop_rx.clone()));
+    let state = api::AppState::new(store.clone(), config, engine);
     let mut api_stop = stop_rx;
     let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(async move {

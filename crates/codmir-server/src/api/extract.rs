@@ -9,6 +9,7 @@ use axum::http::request::Parts;
 use codmir_core::time::Timestamp;
 use codmir_core::tracker::Principal;
 use serde::de::DeserializeOwned;
+use sha2::Digest;
 
 use super::AppState;
 use super::error::ApiError;
@@ -129,6 +130,41 @@ impl ListParams {
     }
 }
 
+/// Keys recently seen valid, by the SHA-256 of the whole presented key, so that most requests
+/// skip the database. An entry lives [`KEY_CACHE_TTL`]; keys cannot be revoked yet, and when
+/// they can, the TTL bounds how long a revoked key keeps working on a node.
+#[derive(Default)]
+pub struct KeyCache {
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], (Principal, std::time::Instant)>>,
+}
+
+pub const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+const KEY_CACHE_MAX: usize = 10_000;
+
+impl KeyCache {
+    fn get(&self, digest: &[u8; 32]) -> Option<Principal> {
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries
+            .get(digest)
+            .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
+            .map(|(p, _)| p.clone())
+    }
+
+    fn put(&self, digest: [u8; 32], principal: Principal) {
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.len() >= KEY_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(digest, (principal, std::time::Instant::now()));
+    }
+}
+
 /// The caller, from `Authorization: Bearer <key>`.
 pub struct Auth(pub Principal);
 
@@ -157,13 +193,18 @@ impl FromRequestParts<AppState> for Auth {
                 "the Authorization header must be `Bearer <API key>`",
             ))?
             .to_owned();
-        state
+        let digest: [u8; 32] = sha2::Sha256::digest(key.as_bytes()).into();
+        if let Some(principal) = state.keys.get(&digest) {
+            return Ok(Auth(principal));
+        }
+        let principal = state
             .store
             .read(move |tx| Box::pin(async move { ops::authenticate(tx, &key).await }))
             .await
             .map_err(ApiError::from)?
-            .map(Auth)
-            .ok_or(ApiError::Unauthorized("invalid API key"))
+            .ok_or(ApiError::Unauthorized("invalid API key"))?;
+        state.keys.put(digest, principal.clone());
+        Ok(Auth(principal))
     }
 }
 

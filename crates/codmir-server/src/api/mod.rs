@@ -17,13 +17,15 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use serde::Serialize;
-use tokio::sync::Notify;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 pub use error::{ApiError, ErrorBody};
 
 use crate::config::Config;
+use crate::delivery::Engine;
+use crate::ops::{self, Intake};
+use crate::store::{BoxFuture, Tx};
 use crate::store::{Page, Store};
 
 /// What every handler can reach.
@@ -31,13 +33,42 @@ use crate::store::{Page, Store};
 pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
-    /// Wakes the delivery engine after a commit that may have created deliveries.
-    pub wake: Arc<Notify>,
+    /// Takes the deliveries each committed mutation created.
+    pub engine: Arc<Engine>,
+    pub keys: Arc<extract::KeyCache>,
 }
 
 impl AppState {
-    pub fn wake_deliveries(&self) {
-        self.wake.notify_one();
+    pub fn new(store: Store, config: Arc<Config>, engine: Arc<Engine>) -> Self {
+        Self {
+            store,
+            config,
+            engine,
+            keys: Arc::new(extract::KeyCache::default()),
+        }
+    }
+
+    /// Runs a mutation whose new deliveries are leased to this node, and hands them to the
+    /// delivery engine once the commit holds them.
+    pub async fn mutate<F, T>(&self, work: F) -> Result<T, ApiError>
+    where
+        F: for<'t> FnOnce(&'t mut dyn Tx, &'t mut Intake) -> BoxFuture<'t, ops::Result<T>>
+            + Send
+            + 'static,
+        T: Send + 'static,
+    {
+        let mut intake = self.engine.intake();
+        let (value, intake) = self
+            .store
+            .write(move |tx| {
+                Box::pin(async move {
+                    let value = work(&mut *tx, &mut intake).await?;
+                    Ok::<_, ops::Error>((value, intake))
+                })
+            })
+            .await?;
+        self.engine.hand_off(intake);
+        Ok(value)
     }
 }
 

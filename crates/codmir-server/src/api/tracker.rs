@@ -191,10 +191,10 @@ pub async fn create_project(
 ) -> Created<ProjectResponse> {
     let name = ProjectName::parse(&body.name)?;
     let project = s
-        .store
-        .write(move |tx| Box::pin(async move { ops::create_project(tx, &p, name, now()).await }))
+        .mutate(move |tx, intake| {
+            Box::pin(async move { ops::create_project(tx, &p, name, now(), intake).await })
+        })
         .await?;
-    s.wake_deliveries();
     Ok((StatusCode::CREATED, axum::Json(project.into())))
 }
 
@@ -252,12 +252,12 @@ pub async fn add_member(
         .transpose()?
         .unwrap_or(Role::Member);
     let member = s
-        .store
-        .write(move |tx| {
-            Box::pin(async move { ops::add_member(tx, &p, &id, name, email, role, now()).await })
+        .mutate(move |tx, intake| {
+            Box::pin(
+                async move { ops::add_member(tx, &p, &id, name, email, role, now(), intake).await },
+            )
         })
         .await?;
-    s.wake_deliveries();
     Ok((StatusCode::CREATED, axum::Json(member.into())))
 }
 
@@ -319,10 +319,10 @@ pub async fn create_ticket(
         assignee_id: parse_assignee(body.assignee_id)?,
     };
     let ticket = s
-        .store
-        .write(move |tx| Box::pin(async move { ops::create_ticket(tx, &p, &id, new, now()).await }))
+        .mutate(move |tx, intake| {
+            Box::pin(async move { ops::create_ticket(tx, &p, &id, new, now(), intake).await })
+        })
         .await?;
-    s.wake_deliveries();
     Ok((StatusCode::CREATED, axum::Json(ticket.into())))
 }
 
@@ -392,12 +392,10 @@ pub async fn update_ticket(
         assignee_id: body.assignee_id.map(parse_assignee).transpose()?,
     };
     let ticket = s
-        .store
-        .write(move |tx| {
-            Box::pin(async move { ops::update_ticket(tx, &p, &id, patch, now()).await })
+        .mutate(move |tx, intake| {
+            Box::pin(async move { ops::update_ticket(tx, &p, &id, patch, now(), intake).await })
         })
         .await?;
-    s.wake_deliveries();
     Ok(axum::Json(ticket.into()))
 }
 
@@ -409,10 +407,10 @@ pub async fn delete_ticket(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = path_id("tkt", &id, "ticket")?;
-    s.store
-        .write(move |tx| Box::pin(async move { ops::delete_ticket(tx, &p, &id, now()).await }))
-        .await?;
-    s.wake_deliveries();
+    s.mutate(move |tx, intake| {
+        Box::pin(async move { ops::delete_ticket(tx, &p, &id, now(), intake).await })
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -428,11 +426,9 @@ pub async fn create_comment(
     let id = path_id("tkt", &id, "ticket")?;
     let body = CommentBody::parse(&body.body)?;
     let comment = s
-        .store
-        .write(move |tx| {
-            Box::pin(async move { ops::create_comment(tx, &p, &id, body, now()).await })
+        .mutate(move |tx, intake| {
+            Box::pin(async move { ops::create_comment(tx, &p, &id, body, now(), intake).await })
         })
         .await?;
-    s.wake_deliveries();
     Ok((StatusCode::CREATED, axum::Json(comment.into())))
 }

@@ -1,115 +1,99 @@
-//! The delivery engine: claims due deliveries with a lease, sends them, records each attempt
-//! and schedules retries.
+//! The delivery engine: takes deliveries (handed over in-process by the commit that created
+//! them, or claimed from the database with a lease), sends them, records each attempt and
+//! schedules retries.
 //!
-//! The API wakes the engine after every commit, so a new delivery is claimed and sent at once;
-//! polling only picks up retries coming due and work whose lease expired. Architecture
-//! invariant: no transaction is open while a request is in flight — claim (a short write),
-//! send, then record the outcome (another short write, group-committed with others).
+//! The fast path: a unit of work writes its new deliveries already leased to this node, and
+//! after the commit the API hands them to [`Engine::hand_off`]; they are sent at once, with no
+//! claim query and no polling. The database is claimed from only for retries coming due, for
+//! work of other nodes whose lease expired, and on start. Architecture invariant: no
+//! transaction is open while a request is in flight — claim or commit (a short write), send,
+//! then record the outcome (another short write, group-committed with others).
 
 mod client;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use codmir_core::id::new_id;
 use codmir_core::time::Timestamp;
 use codmir_core::webhook::{Attempt, DeliveryStatus};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 pub use client::{AttemptResult, MAX_RESPONSE_LOGGED, MAX_RESPONSE_READ, Sender, USER_AGENT_VALUE};
 
 use crate::config::Config;
+use crate::ops::Intake;
 use crate::store::{Claimed, Outcome, Store, StoreError};
 
 /// The longest the engine sleeps without looking for due work.
 const MAX_IDLE: Duration = Duration::from_secs(1);
 /// Most deliveries claimed in one statement.
-const CLAIM_BATCH: u32 = 256;
+const CLAIM_BATCH: usize = 256;
+/// Batches of handed-off deliveries that may wait for the engine loop.
+const HANDOFF_DEPTH: usize = 4096;
 
-/// In-flight attempts per webhook, to keep each endpoint within its share.
-#[derive(Default)]
-struct InFlight {
-    per_webhook: Mutex<HashMap<String, usize>>,
-}
-
-impl InFlight {
-    fn saturated(&self, limit: usize) -> Vec<String> {
-        let map = self
-            .per_webhook
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        map.iter()
-            .filter(|(_, n)| **n >= limit)
-            .map(|(k, _)| k.clone())
-            .collect()
-    }
-
-    fn add(&self, webhook: &str) {
-        let mut map = self
-            .per_webhook
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        *map.entry(webhook.to_owned()).or_default() += 1;
-    }
-
-    fn remove(&self, webhook: &str) {
-        let mut map = self
-            .per_webhook
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = map.get_mut(webhook) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(webhook);
-            }
-        }
-    }
-
-    fn count(&self, webhook: &str) -> usize {
-        let map = self
-            .per_webhook
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        map.get(webhook).copied().unwrap_or(0)
-    }
-}
-
-/// The engine, shared by its loop and its attempt tasks.
+/// The engine, shared by the API (hand-offs) and its own loop.
 pub struct Engine {
     store: Store,
     config: Arc<Config>,
     sender: Sender,
     /// This process's lease owner name.
     node: String,
+    /// Woken by other nodes' commits (LISTEN/NOTIFY) and by nothing else.
     wake: Arc<Notify>,
-    /// Signalled whenever an attempt finishes and frees capacity.
-    freed: Notify,
-    global: Arc<Semaphore>,
-    in_flight: InFlight,
+    handoff: mpsc::Sender<Vec<Claimed>>,
+    inbox: std::sync::Mutex<Option<mpsc::Receiver<Vec<Claimed>>>>,
+}
+
+/// Deliveries this node holds a lease on, waiting for their webhook's share of capacity, and
+/// the attempts in flight. Owned by the engine loop alone.
+#[derive(Default)]
+struct Local {
+    queues: HashMap<String, VecDeque<Claimed>>,
+    in_flight: HashMap<String, usize>,
+    total_in_flight: usize,
+    queued: usize,
+}
+
+impl Local {
+    fn push(&mut self, c: Claimed) {
+        self.queued += 1;
+        self.queues
+            .entry(c.webhook.id.clone())
+            .or_default()
+            .push_back(c);
+    }
+
+    /// Webhooks that already hold enough work here: no more claims for them.
+    fn full(&self, per_endpoint: usize) -> Vec<String> {
+        self.queues
+            .iter()
+            .filter(|(id, q)| {
+                q.len() + self.in_flight.get(*id).copied().unwrap_or(0) >= 2 * per_endpoint
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
 }
 
 impl Engine {
-    pub fn new(
-        store: Store,
-        config: Arc<Config>,
-        wake: Arc<Notify>,
-    ) -> Result<Arc<Self>, reqwest::Error> {
+    pub fn new(store: Store, config: Arc<Config>) -> Result<Arc<Self>, reqwest::Error> {
         let sender = Sender::new(
             config.connect_timeout,
             config.request_timeout,
             config.allow_private_targets,
         )?;
+        let (handoff, inbox) = mpsc::channel(HANDOFF_DEPTH);
         Ok(Arc::new(Self {
             store,
-            global: Arc::new(Semaphore::new(config.max_in_flight)),
             config,
             sender,
             node: new_id("node", Timestamp::now()),
-            wake,
-            freed: Notify::new(),
-            in_flight: InFlight::default(),
+            wake: Arc::new(Notify::new()),
+            handoff,
+            inbox: std::sync::Mutex::new(Some(inbox)),
         }))
     }
 
@@ -120,9 +104,34 @@ impl Engine {
             .max(self.config.request_timeout + Duration::from_secs(1))
     }
 
-    /// Runs until `shutdown` turns true, then stops claiming and waits (bounded by the
-    /// configured grace) for in-flight attempts.
+    /// An intake whose deliveries are leased to this node, for a unit of work about to run.
+    pub fn intake(&self) -> Intake {
+        Intake::leased_to(self.node.clone(), Timestamp::now().plus(self.lease()))
+    }
+
+    /// Takes the deliveries a committed unit of work created. If the engine cannot take
+    /// them now, their leases are dropped so that a claim picks them up.
+    pub fn hand_off(&self, intake: Intake) {
+        if intake.claimed.is_empty() {
+            return;
+        }
+        if let Err(e) = self.handoff.try_send(intake.claimed) {
+            let claimed = match e {
+                mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => c,
+            };
+            let (store, node) = (self.store.clone(), self.node.clone());
+            tokio::spawn(async move { release(&store, &node, claimed).await });
+            self.wake.notify_one();
+        }
+    }
+
+    /// Runs until `shutdown` turns true, then stops starting attempts and waits (bounded by
+    /// the configured grace) for those in flight; what it still holds is released.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let Some(mut inbox) = self.inbox.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            tracing::error!("the delivery engine is already running");
+            return;
+        };
         if self.store.releases_all_leases_on_start() {
             match self
                 .store
@@ -138,24 +147,66 @@ impl Engine {
             }
         }
         self.store.subscribe(self.wake.clone());
-        let mut attempts = JoinSet::new();
+        let per_endpoint = self.config.max_in_flight_per_endpoint;
+        let mut local = Local::default();
+        let mut attempts: JoinSet<String> = JoinSet::new();
+        let mut poll = true;
+        let mut next_poll = tokio::time::Instant::now();
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            while attempts.try_join_next().is_some() {}
-            let wait = match self.claim_and_start(&mut attempts).await {
-                Ok(true) => continue,
-                Ok(false) => self.time_to_next_due().await,
-                Err(e) => {
-                    tracing::error!(error = %e, "claiming deliveries failed; retrying shortly");
-                    MAX_IDLE
+            self.start_ready(&mut local, &mut attempts);
+            let room = (2 * self.config.max_in_flight)
+                .saturating_sub(local.queued + local.total_in_flight);
+            if poll && room > 0 {
+                poll = false;
+                match self
+                    .claim(room.min(CLAIM_BATCH), local.full(per_endpoint))
+                    .await
+                {
+                    Ok(claimed) => {
+                        let full = claimed.len() == room.min(CLAIM_BATCH);
+                        for c in claimed {
+                            local.push(c);
+                        }
+                        if full {
+                            poll = true;
+                            continue;
+                        }
+                        next_poll = tokio::time::Instant::now()
+                            + self.time_to_next_due(local.full(per_endpoint)).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "claiming deliveries failed; retrying shortly");
+                        next_poll = tokio::time::Instant::now() + MAX_IDLE;
+                    }
                 }
-            };
+                continue;
+            }
             tokio::select! {
-                () = self.wake.notified() => {}
-                () = self.freed.notified() => {}
-                () = tokio::time::sleep(wait) => {}
+                batch = inbox.recv() => {
+                    for c in batch.into_iter().flatten() {
+                        local.push(c);
+                    }
+                }
+                Some(done) = attempts.join_next(), if !attempts.is_empty() => {
+                    if let Ok(webhook) = done {
+                        local.total_in_flight -= 1;
+                        if let Some(n) = local.in_flight.get_mut(&webhook) {
+                            *n -= 1;
+                            if *n == 0 {
+                                local.in_flight.remove(&webhook);
+                            }
+                        }
+                    }
+                    // Capacity freed: more may be claimable if work was left in the database.
+                    if room == 0 {
+                        poll = true;
+                    }
+                }
+                () = self.wake.notified() => poll = true,
+                () = tokio::time::sleep_until(next_poll) => poll = true,
                 _ = shutdown.changed() => {}
             }
         }
@@ -171,7 +222,8 @@ impl Engine {
             );
             attempts.abort_all();
         }
-        // What this node still holds goes back at once rather than when its lease expires.
+        // What this node still holds (queued or aborted) goes back at once rather than when
+        // its lease expires.
         let node = self.node.clone();
         if let Err(e) = self
             .store
@@ -182,68 +234,54 @@ impl Engine {
         }
     }
 
-    /// Claims what capacity allows and starts the attempts. True when the claim was full, so
-    /// more due work may be waiting.
-    async fn claim_and_start(
-        self: &Arc<Self>,
-        attempts: &mut JoinSet<()>,
-    ) -> Result<bool, StoreError> {
-        let free = self.global.available_permits().min(CLAIM_BATCH as usize) as u32;
-        if free == 0 {
-            return Ok(false);
-        }
-        let skip = self
-            .in_flight
-            .saturated(self.config.max_in_flight_per_endpoint);
+    /// Starts queued deliveries while their webhook and the node have capacity.
+    fn start_ready(self: &Arc<Self>, local: &mut Local, attempts: &mut JoinSet<String>) {
+        let per_endpoint = self.config.max_in_flight_per_endpoint;
+        let now = Timestamp::now();
+        // A queued delivery whose lease would run out during its attempt is left for a claim.
+        let deadline = now.plus(self.config.request_timeout + Duration::from_secs(1));
+        let Local {
+            queues,
+            in_flight,
+            total_in_flight,
+            queued,
+        } = local;
+        queues.retain(|webhook, queue| {
+            while *total_in_flight < self.config.max_in_flight {
+                let busy = in_flight.get(webhook).copied().unwrap_or(0);
+                if busy >= per_endpoint {
+                    break;
+                }
+                let Some(c) = queue.pop_front() else { break };
+                *queued -= 1;
+                if c.lease_until < deadline {
+                    continue;
+                }
+                *in_flight.entry(webhook.clone()).or_default() += 1;
+                *total_in_flight += 1;
+                let engine = self.clone();
+                attempts.spawn(async move {
+                    engine.attempt(&c).await;
+                    c.webhook.id
+                });
+            }
+            !queue.is_empty()
+        });
+    }
+
+    async fn claim(&self, limit: usize, skip: Vec<String>) -> Result<Vec<Claimed>, StoreError> {
         let now = Timestamp::now();
         let until = now.plus(self.lease());
         let node = self.node.clone();
-        let claimed: Vec<Claimed> = self
-            .store
+        let limit = limit as u32;
+        self.store
             .write(move |tx| {
-                Box::pin(async move { tx.claim_due(&node, now, until, free, &skip).await })
+                Box::pin(async move { tx.claim_due(&node, now, until, limit, &skip).await })
             })
-            .await?;
-        let full = claimed.len() as u32 == free;
-        for c in claimed {
-            // A claim may bring more for one webhook than its share; the extra waits its turn
-            // in the next claim, released here so another node (or loop) can take it.
-            if self.in_flight.count(&c.webhook.id) >= self.config.max_in_flight_per_endpoint {
-                self.release(c).await;
-                continue;
-            }
-            let Ok(permit) = self.global.clone().try_acquire_owned() else {
-                self.release(c).await;
-                continue;
-            };
-            self.in_flight.add(&c.webhook.id);
-            let engine = self.clone();
-            attempts.spawn(async move {
-                engine.attempt(&c).await;
-                engine.in_flight.remove(&c.webhook.id);
-                drop(permit);
-                engine.freed.notify_one();
-            });
-        }
-        Ok(full)
+            .await
     }
 
-    async fn release(&self, c: Claimed) {
-        let id = c.delivery.id;
-        let node = self.node.clone();
-        let result = self
-            .store
-            .write(move |tx| Box::pin(async move { tx.release_lease(&id, &node).await }))
-            .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "could not release a lease; it will expire");
-        }
-    }
-
-    async fn time_to_next_due(&self) -> Duration {
-        let skip = self
-            .in_flight
-            .saturated(self.config.max_in_flight_per_endpoint);
+    async fn time_to_next_due(&self, skip: Vec<String>) -> Duration {
         let now = Timestamp::now();
         let next = self
             .store
@@ -252,8 +290,7 @@ impl Engine {
         match next {
             Ok(Some(at)) => Duration::from_millis((at.as_millis() - now.as_millis()).max(0) as u64)
                 .min(MAX_IDLE),
-            Ok(None) => MAX_IDLE,
-            Err(_) => MAX_IDLE,
+            _ => MAX_IDLE,
         }
     }
 
@@ -303,6 +340,29 @@ impl Engine {
                 tracing::error!(delivery = %c.delivery.id, error = %e, "could not record an attempt; it will be retried when its lease expires")
             }
         }
+        if new_status == DeliveryStatus::Pending {
+            // A retry is due later: make sure the loop looks again by then.
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// Drops this node's leases on `claimed` so that any node can claim them at once.
+async fn release(store: &Store, node: &str, claimed: Vec<Claimed>) {
+    let ids: Vec<String> = claimed.into_iter().map(|c| c.delivery.id).collect();
+    let node = node.to_owned();
+    let result = store
+        .write(move |tx| {
+            Box::pin(async move {
+                for id in &ids {
+                    tx.release_lease(id, &node).await?;
+                }
+                Ok::<_, StoreError>(())
+            })
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not release leases; they will expire");
     }
 }
 

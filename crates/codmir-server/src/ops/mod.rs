@@ -13,7 +13,9 @@ use codmir_core::webhook::{Delivery, DeliveryStatus};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::store::{ApiKeyRecord, StoreError, Tx};
+use std::sync::Arc;
+
+use crate::store::{ApiKeyRecord, Claimed, StoreError, Tx};
 
 mod tracker;
 mod webhooks;
@@ -138,12 +140,33 @@ pub async fn authenticate(tx: &mut dyn Tx, presented: &str) -> Result<Option<Pri
     Ok(bool::from(presented_hash.ct_eq(&record.secret_hash)).then_some(principal))
 }
 
+/// Where the deliveries a unit of work creates go. With a lease, they are written already
+/// leased to this node and collected in `claimed`, so that after the commit they are handed
+/// straight to this node's engine (no claim query, no polling); without one they wait for a
+/// claim.
+#[derive(Debug, Default)]
+pub struct Intake {
+    lease: Option<(String, Timestamp)>,
+    pub claimed: Vec<Claimed>,
+}
+
+impl Intake {
+    /// New deliveries will be leased to `owner` until `until`.
+    pub fn leased_to(owner: String, until: Timestamp) -> Self {
+        Self {
+            lease: Some((owner, until)),
+            claimed: Vec::new(),
+        }
+    }
+}
+
 /// Stores `events` and creates one pending delivery, due now, per matching enabled webhook.
 pub(crate) async fn emit(
     tx: &mut dyn Tx,
     workspace_id: &str,
     events: &[Event],
     now: Timestamp,
+    intake: &mut Intake,
 ) -> Result<()> {
     for event in events {
         tx.insert_event(event).await?;
@@ -151,11 +174,12 @@ pub(crate) async fn emit(
     let webhooks = tx.enabled_webhooks(workspace_id).await?;
     let mut any = false;
     for event in events {
+        let mut payload: Option<Arc<str>> = None;
         for webhook in webhooks
             .iter()
             .filter(|w| w.wants(event.event_type, event.project_id.as_deref()))
         {
-            tx.insert_delivery(&Delivery {
+            let delivery = Delivery {
                 id: new_id("dlv", now),
                 workspace_id: workspace_id.to_owned(),
                 webhook_id: webhook.id.clone(),
@@ -166,9 +190,24 @@ pub(crate) async fn emit(
                 next_attempt_at: Some(now),
                 created_at: now,
                 updated_at: now,
-            })
-            .await?;
+            };
+            let lease = intake
+                .lease
+                .as_ref()
+                .map(|(owner, until)| (owner.as_str(), *until));
+            tx.insert_delivery(&delivery, lease).await?;
             any = true;
+            if let Some((_, lease_until)) = intake.lease {
+                let payload = payload
+                    .get_or_insert_with(|| Arc::from(event.payload.as_str()))
+                    .clone();
+                intake.claimed.push(Claimed {
+                    delivery,
+                    webhook: webhook.clone(),
+                    payload,
+                    lease_until,
+                });
+            }
         }
     }
     if any {

@@ -12,7 +12,7 @@ use codmir_core::tracker::{
     TicketPatch, User, UserName,
 };
 
-use super::{Error, Result, emit};
+use super::{Error, Intake, Result, emit};
 use crate::store::Tx;
 
 /// An event of `t` about `project`, caused by `p`.
@@ -56,6 +56,7 @@ pub async fn create_project(
     p: &Principal,
     name: ProjectName,
     now: Timestamp,
+    intake: &mut Intake,
 ) -> Result<Project> {
     let project = Project {
         id: new_id("proj", now),
@@ -71,7 +72,7 @@ pub async fn create_project(
         ..EventData::default()
     };
     let event = event(p, &project, EventType::ProjectCreated, &data, now);
-    emit(tx, &p.workspace_id, &[event], now).await?;
+    emit(tx, &p.workspace_id, &[event], now, intake).await?;
     Ok(project)
 }
 
@@ -84,6 +85,7 @@ pub async fn add_member(
     email: Email,
     role: Role,
     now: Timestamp,
+    intake: &mut Intake,
 ) -> Result<Member> {
     let project = project(tx, p, project_id).await?;
     let user = match tx
@@ -127,7 +129,7 @@ pub async fn add_member(
         ..EventData::default()
     };
     let event = event(p, &project, EventType::MemberAdded, &data, now);
-    emit(tx, &p.workspace_id, &[event], now).await?;
+    emit(tx, &p.workspace_id, &[event], now, intake).await?;
     Ok(member)
 }
 
@@ -157,6 +159,7 @@ pub async fn create_ticket(
     project_id: &str,
     new: NewTicket,
     now: Timestamp,
+    intake: &mut Intake,
 ) -> Result<Ticket> {
     let project = project(tx, p, project_id).await?;
     let assigned = match &new.assignee_id {
@@ -186,7 +189,7 @@ pub async fn create_ticket(
         };
         events.push(event(p, &project, EventType::TicketAssigned, &data, now));
     }
-    emit(tx, &p.workspace_id, &events, now).await?;
+    emit(tx, &p.workspace_id, &events, now, intake).await?;
     Ok(ticket)
 }
 
@@ -198,6 +201,7 @@ pub async fn update_ticket(
     id: &str,
     patch: TicketPatch,
     now: Timestamp,
+    intake: &mut Intake,
 ) -> Result<Ticket> {
     let current = locked_ticket(tx, p, id).await?;
     let assigned = match &patch.assignee_id {
@@ -246,18 +250,24 @@ pub async fn update_ticket(
         };
         events.push(event(p, &project, EventType::TicketAssigned, &data, now));
     }
-    emit(tx, &p.workspace_id, &events, now).await?;
+    emit(tx, &p.workspace_id, &events, now, intake).await?;
     Ok(next)
 }
 
 /// Deletes a ticket: `ticket.deleted` carries the ticket as it was.
-pub async fn delete_ticket(tx: &mut dyn Tx, p: &Principal, id: &str, now: Timestamp) -> Result<()> {
+pub async fn delete_ticket(
+    tx: &mut dyn Tx,
+    p: &Principal,
+    id: &str,
+    now: Timestamp,
+    intake: &mut Intake,
+) -> Result<()> {
     let current = locked_ticket(tx, p, id).await?;
     tx.delete_ticket(&current.id, now).await?;
     let project = project(tx, p, &current.project_id).await?;
     let data = ticket_data(&current, &project, p);
     let event = event(p, &project, EventType::TicketDeleted, &data, now);
-    emit(tx, &p.workspace_id, &[event], now).await
+    emit(tx, &p.workspace_id, &[event], now, intake).await
 }
 
 pub async fn create_comment(
@@ -266,6 +276,7 @@ pub async fn create_comment(
     ticket_id: &str,
     body: CommentBody,
     now: Timestamp,
+    intake: &mut Intake,
 ) -> Result<Comment> {
     let ticket = ticket(tx, p, ticket_id).await?;
     let comment = Comment {
@@ -283,6 +294,6 @@ pub async fn create_comment(
         ..ticket_data(&ticket, &project, p)
     };
     let event = event(p, &project, EventType::CommentCreated, &data, now);
-    emit(tx, &p.workspace_id, &[event], now).await?;
+    emit(tx, &p.workspace_id, &[event], now, intake).await?;
     Ok(comment)
 }

@@ -92,6 +92,8 @@ pub struct Claimed {
     pub delivery: Delivery,
     pub webhook: Webhook,
     pub payload: Arc<str>,
+    /// When this node's lease on the delivery runs out.
+    pub lease_until: Timestamp,
 }
 
 /// What one attempt came to, to be recorded. The write is fenced: it applies only while the
@@ -164,7 +166,12 @@ pub trait Tx: Send {
     async fn update_webhook(&mut self, w: &Webhook) -> StoreResult<()>;
     async fn delete_webhook(&mut self, id: &str) -> StoreResult<()>;
 
-    async fn insert_delivery(&mut self, d: &Delivery) -> StoreResult<()>;
+    /// Inserts a delivery, leased to `lease` (owner, until) when given.
+    async fn insert_delivery(
+        &mut self,
+        d: &Delivery,
+        lease: Option<(&str, Timestamp)>,
+    ) -> StoreResult<()>;
     /// Tells other nodes, once this transaction commits, that new deliveries are due.
     async fn announce_deliveries(&mut self) -> StoreResult<()>;
     /// Cancels the pending deliveries of a webhook; returns how many.
@@ -189,6 +196,7 @@ pub trait Tx: Send {
     /// Drops the leases of `owner`, or every lease when `None`; returns how many.
     async fn release_leases(&mut self, owner: Option<&str>) -> StoreResult<u64>;
     /// Drops one lease of `owner` so the delivery can be claimed again at once.
+    /// (Also used for deliveries handed off in-process that this node cannot take now.)
     async fn release_lease(&mut self, delivery_id: &str, owner: &str) -> StoreResult<()>;
     /// The earliest `next_attempt_at` of a pending delivery that is not leased at `now` and
     /// not of a webhook in `skip`, if any.

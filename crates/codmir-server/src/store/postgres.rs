@@ -800,10 +800,18 @@ impl Tx for PgTx<'_> {
         Ok(())
     }
 
-    async fn insert_delivery(&mut self, d: &Delivery) -> StoreResult<()> {
+    async fn insert_delivery(
+        &mut self,
+        d: &Delivery,
+        lease: Option<(&str, Timestamp)>,
+    ) -> StoreResult<()> {
+        let (owner, until) = (lease.map(|l| l.0), lease.map(|l| l.1.as_millis()));
         let attempts = d.attempt_count as i32;
         self.exec(
-            &format!("INSERT INTO deliveries ({DELIVERY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
+            &format!(
+                "INSERT INTO deliveries ({DELIVERY_COLS}, lease_owner, lease_expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            ),
             &[
                 &d.id,
                 &d.workspace_id,
@@ -815,6 +823,8 @@ impl Tx for PgTx<'_> {
                 &d.next_attempt_at.map(Timestamp::as_millis),
                 &d.created_at.as_millis(),
                 &d.updated_at.as_millis(),
+                &owner,
+                &until,
             ],
         )
         .await?;
@@ -850,6 +860,7 @@ impl Tx for PgTx<'_> {
     ) -> StoreResult<Vec<Claimed>> {
         let skip: Vec<String> = skip.to_vec();
         let (until, now, limit) = (lease_until.as_millis(), now.as_millis(), i64::from(limit));
+        let lease = lease_until;
         let deliveries = self
             .all(
                 &format!(
@@ -901,6 +912,7 @@ impl Tx for PgTx<'_> {
                     delivery,
                     webhook,
                     payload,
+                    lease_until: lease,
                 })
             })
             .collect())

@@ -155,22 +155,27 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
 }
 
 fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn Job>]) -> StoreResult<()> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
+    // Cached statements: the same few are run for every unit of work.
+    fn exec(conn: &Connection, sql: &str) -> StoreResult<()> {
+        conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    }
+    exec(conn, "BEGIN IMMEDIATE")?;
     let result = (|| {
         for job in batch.iter_mut() {
-            conn.execute_batch("SAVEPOINT job")?;
+            exec(conn, "SAVEPOINT job")?;
             let ok = {
                 let mut tx = SqliteTx { conn: &mut *conn };
                 run_ready(job.run(&mut tx)).unwrap_or(false)
             };
             if ok {
-                conn.execute_batch("RELEASE job")?;
+                exec(conn, "RELEASE job")?;
             } else {
-                conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+                exec(conn, "ROLLBACK TO job")?;
+                exec(conn, "RELEASE job")?;
             }
         }
-        conn.execute_batch("COMMIT")?;
-        Ok(())
+        exec(conn, "COMMIT")
     })();
     if result.is_err() {
         let _ = conn.execute_batch("ROLLBACK");
@@ -804,9 +809,17 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    async fn insert_delivery(&mut self, d: &Delivery) -> StoreResult<()> {
+    async fn insert_delivery(
+        &mut self,
+        d: &Delivery,
+        lease: Option<(&str, Timestamp)>,
+    ) -> StoreResult<()> {
+        let (owner, until) = (lease.map(|l| l.0), lease.map(|l| l.1.as_millis()));
         self.exec(
-            &format!("INSERT INTO deliveries ({DELIVERY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+            &format!(
+                "INSERT INTO deliveries ({DELIVERY_COLS}, lease_owner, lease_expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ),
             params![
                 d.id,
                 d.workspace_id,
@@ -817,7 +830,9 @@ impl Tx for SqliteTx<'_> {
                 d.attempt_count,
                 d.next_attempt_at.map(Timestamp::as_millis),
                 d.created_at.as_millis(),
-                d.updated_at.as_millis()
+                d.updated_at.as_millis(),
+                owner,
+                until
             ],
         )?;
         Ok(())
@@ -889,6 +904,7 @@ impl Tx for SqliteTx<'_> {
                 delivery,
                 webhook,
                 payload: payload.into(),
+                lease_until,
             });
         }
         Ok(claimed)

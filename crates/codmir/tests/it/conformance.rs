@@ -49,7 +49,16 @@ async fn projects(store: &Store, p: &Principal, n: usize) -> Vec<String> {
         let (pc, name) = (p.clone(), ProjectName::parse(&format!("p{i}")).unwrap());
         let project = store
             .write(move |tx| {
-                Box::pin(async move { ops::create_project(tx, &pc, name, Timestamp::now()).await })
+                Box::pin(async move {
+                    ops::create_project(
+                        tx,
+                        &pc,
+                        name,
+                        Timestamp::now(),
+                        &mut ops::Intake::default(),
+                    )
+                    .await
+                })
             })
             .await
             .unwrap();
@@ -95,6 +104,7 @@ pub async fn a_failed_unit_of_work_rolls_back_alone(store: Store) {
                     &pc,
                     ProjectName::parse("ghost").unwrap(),
                     Timestamp::now(),
+                    &mut ops::Intake::default(),
                 )
                 .await?;
                 Err(ops::Error::NotFound("injected"))
@@ -184,7 +194,15 @@ pub async fn rows_read_back_as_written(store: Store) {
                     priority: Priority::Urgent,
                     assignee_id: Some(pc.user_id.clone()),
                 };
-                ops::create_ticket(tx, &pc, &project, new, Timestamp::now()).await
+                ops::create_ticket(
+                    tx,
+                    &pc,
+                    &project,
+                    new,
+                    Timestamp::now(),
+                    &mut ops::Intake::default(),
+                )
+                .await
             })
         })
         .await

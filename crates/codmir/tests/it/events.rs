@@ -231,6 +231,7 @@ async fn a_failure_before_commit_leaves_neither_data_nor_event() {
                 &p,
                 ProjectName::parse("Ghost").unwrap(),
                 Timestamp::now(),
+                &mut ops::Intake::default(),
             )
             .await
             .map(drop)
@@ -254,9 +255,16 @@ async fn a_failure_before_commit_leaves_neither_data_nor_event() {
                 priority: Priority::Low,
                 assignee_id: None,
             };
-            ops::create_ticket(tx, &p, &pid, new, Timestamp::now())
-                .await
-                .map(drop)
+            ops::create_ticket(
+                tx,
+                &p,
+                &pid,
+                new,
+                Timestamp::now(),
+                &mut ops::Intake::default(),
+            )
+            .await
+            .map(drop)
         })
     })
     .await;
@@ -267,15 +275,24 @@ async fn a_failure_before_commit_leaves_neither_data_nor_event() {
                 status: Some(TicketStatus::Closed),
                 ..TicketPatch::default()
             };
-            ops::update_ticket(tx, &p, &t, patch, Timestamp::now())
-                .await
-                .map(drop)
+            ops::update_ticket(
+                tx,
+                &p,
+                &t,
+                patch,
+                Timestamp::now(),
+                &mut ops::Intake::default(),
+            )
+            .await
+            .map(drop)
         })
     })
     .await;
     let t = tid.clone();
     fail_after(&app, move |tx, p| {
-        Box::pin(async move { ops::delete_ticket(tx, &p, &t, Timestamp::now()).await })
+        Box::pin(async move {
+            ops::delete_ticket(tx, &p, &t, Timestamp::now(), &mut ops::Intake::default()).await
+        })
     })
     .await;
     let t = tid.clone();
@@ -287,6 +304,7 @@ async fn a_failure_before_commit_leaves_neither_data_nor_event() {
                 &t,
                 CommentBody::parse("ghost").unwrap(),
                 Timestamp::now(),
+                &mut ops::Intake::default(),
             )
             .await
             .map(drop)
@@ -300,9 +318,18 @@ async fn a_failure_before_commit_leaves_neither_data_nor_event() {
                 UserName::parse("Ghost").unwrap(),
                 Email::parse("ghost@example.com").unwrap(),
             );
-            ops::add_member(tx, &p, &pid, n, e, Role::Member, Timestamp::now())
-                .await
-                .map(drop)
+            ops::add_member(
+                tx,
+                &p,
+                &pid,
+                n,
+                e,
+                Role::Member,
+                Timestamp::now(),
+                &mut ops::Intake::default(),
+            )
+            .await
+            .map(drop)
         })
     })
     .await;

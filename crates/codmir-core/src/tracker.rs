@@ -197,6 +197,14 @@ pub struct Comment {
     pub created_at: Timestamp,
 }
 
+/// A validated request to add a member to a project.
+#[derive(Debug, Clone)]
+pub struct NewMember {
+    pub name: UserName,
+    pub email: Email,
+    pub role: Role,
+}
+
 /// A validated request to create a ticket.
 #[derive(Debug, Clone)]
 pub struct NewTicket {

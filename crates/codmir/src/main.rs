@@ -13,6 +13,11 @@ use codmir_server::store::{StoreError, StoreOptions};
 use codmir_server::{Config, Store, ops};
 use tokio::net::TcpListener;
 
+/// mimalloc instead of the system allocator: the hot path allocates many small, short-lived
+/// buffers on several threads, where glibc's malloc showed up as ~12 % of the server's CPU.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// codmir: a ticket tracker that sends signed, reliable webhooks.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]

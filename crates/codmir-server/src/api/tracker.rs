@@ -3,8 +3,8 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use codmir_core::tracker::{
-    Comment, CommentBody, Description, Email, Member, NewTicket, Priority, Project, ProjectName,
-    Role, Ticket, TicketPatch, TicketStatus, TicketTitle, UserName,
+    Comment, CommentBody, Description, Email, Member, NewMember, NewTicket, Priority, Project,
+    ProjectName, Role, Ticket, TicketPatch, TicketStatus, TicketTitle, UserName,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
@@ -253,9 +253,9 @@ pub async fn add_member(
         .unwrap_or(Role::Member);
     let member = s
         .mutate(move |tx, intake| {
-            Box::pin(
-                async move { ops::add_member(tx, &p, &id, name, email, role, now(), intake).await },
-            )
+            Box::pin(async move {
+                ops::add_member(tx, &p, &id, NewMember { name, email, role }, now(), intake).await
+            })
         })
         .await?;
     Ok((StatusCode::CREATED, axum::Json(member.into())))

@@ -189,16 +189,17 @@ impl Engine {
                     for c in batch.into_iter().flatten() {
                         local.push(c);
                     }
+                    // Take whatever else is waiting in one go.
+                    while let Ok(batch) = inbox.try_recv() {
+                        for c in batch {
+                            local.push(c);
+                        }
+                    }
                 }
                 Some(done) = attempts.join_next(), if !attempts.is_empty() => {
-                    if let Ok(webhook) = done {
-                        local.total_in_flight -= 1;
-                        if let Some(n) = local.in_flight.get_mut(&webhook) {
-                            *n -= 1;
-                            if *n == 0 {
-                                local.in_flight.remove(&webhook);
-                            }
-                        }
+                    finished(&mut local, done);
+                    while let Some(done) = attempts.try_join_next() {
+                        finished(&mut local, done);
                     }
                     // Capacity freed: more may be claimable if work was left in the database.
                     if room == 0 {
@@ -343,6 +344,20 @@ impl Engine {
         if new_status == DeliveryStatus::Pending {
             // A retry is due later: make sure the loop looks again by then.
             self.wake.notify_one();
+        }
+    }
+}
+
+/// Accounts for a finished attempt task (which returns its webhook id).
+fn finished(local: &mut Local, done: Result<String, tokio::task::JoinError>) {
+    local.total_in_flight -= 1;
+    // An attempt task does not panic (nothing in it unwraps); if one ever did, its webhook's
+    // share would stay one lower until the node restarts.
+    let Ok(webhook) = done else { return };
+    if let Some(n) = local.in_flight.get_mut(&webhook) {
+        *n -= 1;
+        if *n == 0 {
+            local.in_flight.remove(&webhook);
         }
     }
 }

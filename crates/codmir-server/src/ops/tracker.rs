@@ -8,8 +8,8 @@ use codmir_core::event::{
 use codmir_core::id::new_id;
 use codmir_core::time::Timestamp;
 use codmir_core::tracker::{
-    Comment, CommentBody, Email, Member, NewTicket, Principal, Project, ProjectName, Role, Ticket,
-    TicketPatch, User, UserName,
+    Comment, CommentBody, Member, NewMember, NewTicket, Principal, Project, ProjectName, Ticket,
+    TicketPatch, User,
 };
 
 use super::{Error, Intake, Result, emit};
@@ -81,13 +81,12 @@ pub async fn add_member(
     tx: &mut dyn Tx,
     p: &Principal,
     project_id: &str,
-    name: UserName,
-    email: Email,
-    role: Role,
+    new: NewMember,
     now: Timestamp,
     intake: &mut Intake,
 ) -> Result<Member> {
     let project = project(tx, p, project_id).await?;
+    let NewMember { name, email, role } = new;
     let user = match tx
         .find_user_by_email(&p.workspace_id, email.as_str())
         .await?

@@ -322,9 +322,11 @@ async fn a_failure_before_commit_leaves_neither_data_nor_event() {
                 tx,
                 &p,
                 &pid,
-                n,
-                e,
-                Role::Member,
+                codmir_core::tracker::NewMember {
+                    name: n,
+                    email: e,
+                    role: Role::Member,
+                },
                 Timestamp::now(),
                 &mut ops::Intake::default(),
             )

@@ -148,9 +148,14 @@ impl Engine {
         }
         self.store.subscribe(self.wake.clone());
         let per_endpoint = self.config.max_in_flight_per_endpoint;
+        let low_water = self.config.max_in_flight;
         let mut local = Local::default();
         let mut attempts: JoinSet<String> = JoinSet::new();
-        let mut poll = true;
+        // `poll`: look in the database now. `more`: the last claim was full, so more due work
+        // is likely waiting there. `skipped`: webhooks left out of the last claim because this
+        // node already held enough of their work; when one drains, it is worth a claim.
+        let (mut poll, mut more) = (true, false);
+        let mut skipped: Vec<String> = Vec::new();
         let mut next_poll = tokio::time::Instant::now();
         loop {
             if *shutdown.borrow() {
@@ -158,27 +163,26 @@ impl Engine {
             }
             self.start_ready(&mut local, &mut attempts);
             let room = (2 * self.config.max_in_flight)
-                .saturating_sub(local.queued + local.total_in_flight);
-            if poll && room > 0 {
+                .saturating_sub(local.queued + local.total_in_flight)
+                .min(CLAIM_BATCH);
+            // Claim only while little is queued here, and in batches, not one by one.
+            if (poll || more) && local.queued < low_water && room >= CLAIM_BATCH.min(low_water) {
                 poll = false;
-                match self
-                    .claim(room.min(CLAIM_BATCH), local.full(per_endpoint))
-                    .await
-                {
+                skipped = local.full(per_endpoint);
+                match self.claim(room, skipped.clone()).await {
                     Ok(claimed) => {
-                        let full = claimed.len() == room.min(CLAIM_BATCH);
+                        more = claimed.len() == room;
                         for c in claimed {
                             local.push(c);
                         }
-                        if full {
-                            poll = true;
-                            continue;
+                        if !more {
+                            next_poll = tokio::time::Instant::now()
+                                + self.time_to_next_due(skipped.clone()).await;
                         }
-                        next_poll = tokio::time::Instant::now()
-                            + self.time_to_next_due(local.full(per_endpoint)).await;
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "claiming deliveries failed; retrying shortly");
+                        more = false;
                         next_poll = tokio::time::Instant::now() + MAX_IDLE;
                     }
                 }
@@ -197,12 +201,12 @@ impl Engine {
                     }
                 }
                 Some(done) = attempts.join_next(), if !attempts.is_empty() => {
-                    finished(&mut local, done);
+                    let mut drained = finished(&mut local, done, per_endpoint, &skipped);
                     while let Some(done) = attempts.try_join_next() {
-                        finished(&mut local, done);
+                        drained |= finished(&mut local, done, per_endpoint, &skipped);
                     }
-                    // Capacity freed: more may be claimable if work was left in the database.
-                    if room == 0 {
+                    if drained {
+                        skipped.clear();
                         poll = true;
                     }
                 }
@@ -348,18 +352,31 @@ impl Engine {
     }
 }
 
-/// Accounts for a finished attempt task (which returns its webhook id).
-fn finished(local: &mut Local, done: Result<String, tokio::task::JoinError>) {
+/// Accounts for a finished attempt task (which returns its webhook id). True when that
+/// webhook was left out of the last claim and now has room for more.
+fn finished(
+    local: &mut Local,
+    done: Result<String, tokio::task::JoinError>,
+    per_endpoint: usize,
+    skipped: &[String],
+) -> bool {
     local.total_in_flight -= 1;
     // An attempt task does not panic (nothing in it unwraps); if one ever did, its webhook's
     // share would stay one lower until the node restarts.
-    let Ok(webhook) = done else { return };
-    if let Some(n) = local.in_flight.get_mut(&webhook) {
-        *n -= 1;
-        if *n == 0 {
-            local.in_flight.remove(&webhook);
+    let Ok(webhook) = done else { return false };
+    let busy = match local.in_flight.get_mut(&webhook) {
+        Some(n) => {
+            *n -= 1;
+            let busy = *n;
+            if busy == 0 {
+                local.in_flight.remove(&webhook);
+            }
+            busy
         }
-    }
+        None => 0,
+    };
+    let queued = local.queues.get(&webhook).map_or(0, VecDeque::len);
+    skipped.contains(&webhook) && busy + queued < 2 * per_endpoint
 }
 
 /// Drops this node's leases on `claimed` so that any node can claim them at once.

@@ -641,3 +641,52 @@ async fn graceful_shutdown_waits_for_attempts_in_flight() {
     );
     store.close().await;
 }
+
+/// Regression: with more due work in the database than one webhook's share, the engine used
+/// to wait for its one-second poll after each batch instead of claiming again as the webhook
+/// drained.
+#[tokio::test]
+async fn a_backlog_larger_than_the_bounds_drains_without_waiting_for_the_poll() {
+    let config = codmir_server::Config {
+        max_in_flight: 4,
+        max_in_flight_per_endpoint: 2,
+        ..test_config()
+    };
+    let app = spawn_app_with(config).await;
+    let rx = Receiver::start().await;
+    register(&app, json!({"url": rx.url, "events": ["project.created"]})).await;
+    // Deliveries written without a lease for this node: only claims can pick them up.
+    let key = app.key.clone();
+    app.store
+        .write(move |tx| {
+            Box::pin(async move {
+                let p = codmir_server::ops::authenticate(tx, &key).await?.unwrap();
+                for i in 0..300 {
+                    let name = codmir_core::tracker::ProjectName::parse(&format!("p{i}")).unwrap();
+                    let mut intake = codmir_server::ops::Intake::default();
+                    codmir_server::ops::create_project(
+                        tx,
+                        &p,
+                        name,
+                        codmir_core::time::Timestamp::now(),
+                        &mut intake,
+                    )
+                    .await?;
+                }
+                Ok::<_, codmir_server::ops::Error>(())
+            })
+        })
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    eventually(Duration::from_secs(20), "300 deliveries", || async {
+        rx.count() >= 300
+    })
+    .await;
+    // 300 deliveries, at most 2 at a time: milliseconds each, not a second per claim.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+}

@@ -28,7 +28,10 @@ use super::{
     StoreResult, StoredEvent, Tx,
 };
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres_0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/postgres_0001_init.sql"),
+    include_str!("migrations/postgres_0002_webhook_due.sql"),
+];
 /// Any fixed number: the advisory lock that serializes migrations of nodes starting together.
 const MIGRATION_LOCK: i64 = 0x636f_646d_6972;
 /// The channel commits that create deliveries notify.
@@ -864,13 +867,24 @@ impl Tx for PgTx<'_> {
         let deliveries = self
             .all(
                 &format!(
-                    "WITH due AS ( \
-                       SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $3 \
-                       AND (lease_expires_at IS NULL OR lease_expires_at < $3) \
-                       AND webhook_id <> ALL($5::text[]) \
-                       ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                    "WITH due AS ({}) \
                      UPDATE deliveries d SET lease_owner = $1, lease_expires_at = $2 FROM due WHERE d.id = due.id \
                      RETURNING {}",
+                    if skip.is_empty() {
+                        // The oldest due deliveries of any webhook, by the due index.
+                        "SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $3 \
+                         AND (lease_expires_at IS NULL OR lease_expires_at < $3) AND cardinality($5::text[]) = 0 \
+                         ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED"
+                    } else {
+                        // Some webhooks are busy here: probe each other webhook by the (webhook,
+                        // due) index rather than scan past every delivery of the busy ones.
+                        "SELECT x.id FROM webhooks w CROSS JOIN LATERAL ( \
+                           SELECT id FROM deliveries WHERE webhook_id = w.id AND status = 'pending' \
+                           AND next_attempt_at <= $3 AND (lease_expires_at IS NULL OR lease_expires_at < $3) \
+                           ORDER BY next_attempt_at LIMIT greatest(16, $4 / greatest(1, (SELECT count(*) FROM webhooks))) \
+                           FOR UPDATE SKIP LOCKED) x \
+                         WHERE w.id <> ALL($5::text[]) LIMIT $4"
+                    },
                     DELIVERY_COLS.split(", ").map(|c| format!("d.{c}")).collect::<Vec<_>>().join(", ")
                 ),
                 &[&owner, &until, &now, &limit, &skip],
@@ -983,8 +997,15 @@ impl Tx for PgTx<'_> {
         let skip: Vec<String> = skip.to_vec();
         let rows = self
             .rows(
-                "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending' \
-                 AND (lease_expires_at IS NULL OR lease_expires_at < $1) AND webhook_id <> ALL($2::text[])",
+                if skip.is_empty() {
+                    "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending' \
+                     AND (lease_expires_at IS NULL OR lease_expires_at < $1) AND cardinality($2::text[]) = 0"
+                } else {
+                    // Per webhook, by the (webhook, due) index, as in `claim_due`.
+                    "SELECT min((SELECT min(d.next_attempt_at) FROM deliveries d WHERE d.webhook_id = w.id \
+                       AND d.status = 'pending' AND (d.lease_expires_at IS NULL OR d.lease_expires_at < $1))) \
+                     FROM webhooks w WHERE w.id <> ALL($2::text[])"
+                },
                 &[&now.as_millis(), &skip],
             )
             .await?;

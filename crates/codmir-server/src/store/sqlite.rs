@@ -30,7 +30,10 @@ const MAX_BATCH: usize = 512;
 const QUEUE_DEPTH: usize = 4096;
 const READERS: usize = 4;
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/sqlite_0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/sqlite_0001_init.sql"),
+    include_str!("migrations/sqlite_0002_webhook_due.sql"),
+];
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -865,18 +868,58 @@ impl Tx for SqliteTx<'_> {
         limit: u32,
         skip: &[String],
     ) -> StoreResult<Vec<Claimed>> {
-        let skip = json_list(skip);
+        let ids = if skip.is_empty() {
+            // The common case: the oldest due deliveries of any webhook, by the due index.
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?1 \
+                 AND (lease_expires_at IS NULL OR lease_expires_at < ?1) \
+                 ORDER BY next_attempt_at LIMIT ?2",
+            )?;
+            stmt.query_map(params![now.as_millis(), limit], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            // Some webhooks are busy here. Filtering them out of the due index would scan past
+            // all their deliveries (a large backlog of one webhook makes that every row), so
+            // probe each other webhook by the (webhook, due) index, a fair share each.
+            let others: Vec<String> = self
+                .conn
+                .prepare_cached(
+                    "SELECT id FROM webhooks WHERE id NOT IN (SELECT value FROM json_each(?1))",
+                )?
+                .query_map([json_list(skip)], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let share = (limit as usize / others.len().max(1)).max(16);
+            let mut ids = Vec::new();
+            let mut probe = self.conn.prepare_cached(
+                "SELECT id FROM deliveries WHERE webhook_id = ?1 AND status = 'pending' \
+                 AND next_attempt_at <= ?2 AND (lease_expires_at IS NULL OR lease_expires_at < ?2) \
+                 ORDER BY next_attempt_at LIMIT ?3",
+            )?;
+            for webhook in others {
+                let room = (limit as usize).saturating_sub(ids.len()).min(share);
+                if room == 0 {
+                    break;
+                }
+                let found = probe
+                    .query_map(params![webhook, now.as_millis(), room as i64], |r| {
+                        r.get::<_, String>(0)
+                    })?;
+                for id in found {
+                    ids.push(id?);
+                }
+            }
+            ids
+        };
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let deliveries: Vec<Delivery> = {
             let mut stmt = self.conn.prepare_cached(&format!(
-                "UPDATE deliveries SET lease_owner = ?1, lease_expires_at = ?2 WHERE id IN ( \
-                   SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?3 \
-                   AND (lease_expires_at IS NULL OR lease_expires_at < ?3) \
-                   AND webhook_id NOT IN (SELECT value FROM json_each(?5)) \
-                   ORDER BY next_attempt_at LIMIT ?4) \
-                 RETURNING {DELIVERY_COLS}"
+                "UPDATE deliveries SET lease_owner = ?1, lease_expires_at = ?2 \
+                 WHERE id IN (SELECT value FROM json_each(?3)) RETURNING {DELIVERY_COLS}"
             ))?;
             stmt.query_map(
-                params![owner, lease_until.as_millis(), now.as_millis(), limit, skip],
+                params![owner, lease_until.as_millis(), json_list(&ids)],
                 delivery_row,
             )?
             .collect::<Result<_, _>>()?
@@ -967,13 +1010,19 @@ impl Tx for SqliteTx<'_> {
         now: Timestamp,
         skip: &[String],
     ) -> StoreResult<Option<Timestamp>> {
+        let sql = if skip.is_empty() {
+            "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending' \
+             AND (lease_expires_at IS NULL OR lease_expires_at < ?1) AND ?2 IS NOT NULL"
+        } else {
+            // Per webhook, by the (webhook, due) index, for the reason given in `claim_due`.
+            "SELECT min(due) FROM (SELECT (SELECT min(d.next_attempt_at) FROM deliveries d \
+               WHERE d.webhook_id = w.id AND d.status = 'pending' \
+               AND (d.lease_expires_at IS NULL OR d.lease_expires_at < ?1)) AS due \
+             FROM webhooks w WHERE w.id NOT IN (SELECT value FROM json_each(?2)))"
+        };
         let v: Option<i64> = self
             .conn
-            .prepare_cached(
-                "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending' \
-             AND (lease_expires_at IS NULL OR lease_expires_at < ?1) \
-             AND webhook_id NOT IN (SELECT value FROM json_each(?2))",
-            )?
+            .prepare_cached(sql)?
             .query_row(params![now.as_millis(), json_list(skip)], |r| r.get(0))?;
         Ok(v.map(Timestamp::from_millis))
     }

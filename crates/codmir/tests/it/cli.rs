@@ -38,15 +38,8 @@ async fn keys_create_then_serve_then_a_request_with_the_key() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "same workspace, other user");
-    let events: serde_json::Value = client
-        .get(format!("{base}/v1/events"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let events: serde_json::Value =
+        crate::helpers::get_json(&format!("{base}/v1/events"), &key).await;
     assert_eq!(
         events["data"][0]["data"]["user"]["name"], "alice",
         "the key acts as its user"

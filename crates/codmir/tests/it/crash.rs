@@ -123,35 +123,10 @@ async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_event() {
     )
     .await;
     // Attempts in flight at the kill reached the receiver; the restarted engine settles them.
-    let hooks: serde_json::Value = client
-        .get(format!("{}/v1/webhooks", restarted.base))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let pending_url = format!(
-        "{}/v1/webhooks/{}/deliveries?status=pending",
-        restarted.base,
-        hooks["data"][0]["id"].as_str().unwrap()
-    );
     eventually(
         Duration::from_secs(30),
         "no delivery left pending",
-        || async {
-            let page: serde_json::Value = client
-                .get(&pending_url)
-                .bearer_auth(&key)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            page["data"].as_array().unwrap().is_empty()
-        },
+        || async { crate::helpers::pending_deliveries(&restarted.base, &key).await == 0 },
     )
     .await;
     let all = delivered();

@@ -290,3 +290,28 @@ pub fn client() -> reqwest::Client {
     codmir_server::install_crypto_provider();
     reqwest::Client::new()
 }
+
+/// `GET url` with a key; the JSON body.
+pub async fn get_json(url: &str, key: &str) -> Value {
+    client()
+        .get(url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Deliveries of the workspace's first webhook still pending, through the API at `base`.
+pub async fn pending_deliveries(base: &str, key: &str) -> usize {
+    let hooks = get_json(&format!("{base}/v1/webhooks"), key).await;
+    let wh = hooks["data"][0]["id"].as_str().unwrap();
+    let page = get_json(
+        &format!("{base}/v1/webhooks/{wh}/deliveries?status=pending&limit=100"),
+        key,
+    )
+    .await;
+    page["data"].as_array().unwrap().len()
+}

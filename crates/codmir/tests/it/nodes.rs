@@ -91,32 +91,6 @@ async fn leased_deliveries(url: &str) -> i64 {
     row.get(0)
 }
 
-/// Deliveries of the workspace's first webhook still pending, through the API.
-async fn pending(base: &str, key: &str) -> usize {
-    let hooks: Value = client()
-        .get(format!("{base}/v1/webhooks"))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let wh = hooks["data"][0]["id"].as_str().unwrap();
-    let page: Value = client()
-        .get(format!(
-            "{base}/v1/webhooks/{wh}/deliveries?status=pending&limit=100"
-        ))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    page["data"].as_array().unwrap().len()
-}
-
 fn delivered(rx: &Receiver) -> Vec<String> {
     rx.of_type("ticket.created")
         .iter()
@@ -188,28 +162,16 @@ async fn two_nodes_share_the_work_without_duplicates() {
     assert!(duplicates.is_empty(), "duplicates: {duplicates:?}");
     assert_eq!(all.len(), wanted.len());
     // Both nodes created events, and the log shows one attempt per delivery.
-    let hooks: Value = client()
-        .get(format!("{}/v1/webhooks", b.base))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let hooks: Value = crate::helpers::get_json(&format!("{}/v1/webhooks", b.base), &key).await;
     let wh = hooks["data"][0]["id"].as_str().unwrap();
-    let page: Value = client()
-        .get(format!(
+    let page: Value = crate::helpers::get_json(
+        &format!(
             "{}/v1/webhooks/{wh}/deliveries?limit=100&status=succeeded",
             a.base
-        ))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ),
+        &key,
+    )
+    .await;
     assert!(
         page["data"]
             .as_array()
@@ -297,7 +259,7 @@ async fn a_node_killed_mid_stream_has_its_work_taken_over() {
     eventually(
         Duration::from_secs(40),
         "no delivery left pending",
-        || async { pending(&b.base, &key).await == 0 },
+        || async { crate::helpers::pending_deliveries(&b.base, &key).await == 0 },
     )
     .await;
     let settled_after = killed_at.elapsed();

@@ -166,6 +166,15 @@ fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn Job>]) -> StoreResult<(
     }
     exec(conn, "BEGIN IMMEDIATE")?;
     let result = (|| {
+        if let [job] = batch {
+            // Alone in its transaction, a unit needs no savepoint (whose statement journal
+            // copies every page it touches): a failure rolls the transaction back.
+            let ok = {
+                let mut tx = SqliteTx { conn: &mut *conn };
+                run_ready(job.run(&mut tx)).unwrap_or(false)
+            };
+            return exec(conn, if ok { "COMMIT" } else { "ROLLBACK" });
+        }
         for job in batch.iter_mut() {
             exec(conn, "SAVEPOINT job")?;
             let ok = {

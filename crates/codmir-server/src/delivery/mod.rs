@@ -33,6 +33,10 @@ const MAX_IDLE: Duration = Duration::from_secs(1);
 const CLAIM_BATCH: usize = 256;
 /// Batches of handed-off deliveries that may wait for the engine loop.
 const HANDOFF_DEPTH: usize = 4096;
+/// Outcomes that may wait for the recorder before attempts wait for it.
+const OUTCOME_DEPTH: usize = 4096;
+/// Most outcomes written in one unit of work.
+const OUTCOME_BATCH: usize = 512;
 
 /// The engine, shared by the API (hand-offs) and its own loop.
 pub struct Engine {
@@ -45,6 +49,9 @@ pub struct Engine {
     wake: Arc<Notify>,
     handoff: mpsc::Sender<Vec<Claimed>>,
     inbox: std::sync::Mutex<Option<mpsc::Receiver<Vec<Claimed>>>>,
+    /// Outcomes of finished attempts, written in batches by the recorder task.
+    outcomes: mpsc::Sender<Outcome>,
+    recorded: std::sync::Mutex<Option<mpsc::Receiver<Outcome>>>,
 }
 
 /// Deliveries this node holds a lease on, waiting for their webhook's share of capacity, and
@@ -86,7 +93,10 @@ impl Engine {
             config.allow_private_targets,
         )?;
         let (handoff, inbox) = mpsc::channel(HANDOFF_DEPTH);
+        let (outcomes, recorded) = mpsc::channel(OUTCOME_DEPTH);
         Ok(Arc::new(Self {
+            outcomes,
+            recorded: std::sync::Mutex::new(Some(recorded)),
             store,
             config,
             sender,
@@ -147,6 +157,21 @@ impl Engine {
             }
         }
         self.store.subscribe(self.wake.clone());
+        let recorder = {
+            let recorded = self
+                .recorded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            let (store, wake) = (self.store.clone(), self.wake.clone());
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+            recorded.map(|rx| {
+                (
+                    done_tx,
+                    tokio::spawn(record_outcomes(store, wake, rx, done_rx)),
+                )
+            })
+        };
         let per_endpoint = self.config.max_in_flight_per_endpoint;
         let low_water = self.config.max_in_flight;
         let mut local = Local::default();
@@ -239,6 +264,11 @@ impl Engine {
                 "in-flight deliveries did not finish within the shutdown grace; they will be retried"
             );
             attempts.abort_all();
+        }
+        // The recorder writes what the finished attempts left, then stops.
+        if let Some((done, recorder)) = recorder {
+            let _ = done.send(());
+            let _ = recorder.await;
         }
         // What this node still holds (queued or aborted) goes back at once rather than when
         // its lease expires.
@@ -348,22 +378,74 @@ impl Engine {
             new_status,
             next_attempt_at,
         };
-        match self
-            .store
-            .write(move |tx| Box::pin(async move { tx.record_outcome(&outcome).await }))
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::debug!(delivery = %c.delivery.id, "outcome not recorded: lease lost or delivery cancelled")
+        // Recorded in a batch with other outcomes by `record_outcomes`, which also wakes the
+        // loop for retries. If the recorder is gone (shutdown), the lease expiry retries it.
+        if self.outcomes.send(outcome).await.is_err() {
+            tracing::warn!(delivery = %c.delivery.id, "outcome not recorded: shutting down; it will be retried");
+        }
+    }
+}
+
+/// Writes outcomes in batches: one unit of work for whatever has queued up while the previous
+/// batch was committing. Stops when the engine stops and the queue is empty.
+async fn record_outcomes(
+    store: Store,
+    wake: Arc<Notify>,
+    mut rx: mpsc::Receiver<Outcome>,
+    mut done: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut finishing = false;
+    loop {
+        // Once the engine has no attempts left, take what is queued and stop.
+        let first = if finishing {
+            rx.try_recv().ok()
+        } else {
+            tokio::select! {
+                o = rx.recv() => o,
+                _ = &mut done => {
+                    finishing = true;
+                    continue;
+                }
             }
-            Err(e) => {
-                tracing::error!(delivery = %c.delivery.id, error = %e, "could not record an attempt; it will be retried when its lease expires")
+        };
+        let Some(first) = first else { return };
+        let mut batch = vec![first];
+        while batch.len() < OUTCOME_BATCH {
+            match rx.try_recv() {
+                Ok(o) => batch.push(o),
+                Err(_) => break,
             }
         }
-        if new_status == DeliveryStatus::Pending {
-            // A retry is due later: make sure the loop looks again by then.
-            self.wake.notify_one();
+        let retries = batch
+            .iter()
+            .any(|o| o.new_status == DeliveryStatus::Pending);
+        let count = batch.len();
+        let result = store
+            .write(move |tx| {
+                Box::pin(async move {
+                    let mut fenced = 0;
+                    for o in &batch {
+                        if !tx.record_outcome(o).await? {
+                            fenced += 1;
+                        }
+                    }
+                    Ok::<_, StoreError>(fenced)
+                })
+            })
+            .await;
+        match result {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(
+                outcomes = n,
+                "outcomes not recorded: lease lost or delivery cancelled"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, outcomes = count, "could not record attempts; they will be retried when their leases expire")
+            }
+        }
+        if retries {
+            // Retries are due later: make sure the loop looks again by then.
+            wake.notify_one();
         }
     }
 }

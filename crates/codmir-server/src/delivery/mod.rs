@@ -7,7 +7,7 @@
 //! claim query and no polling. The database is claimed from only for retries coming due, for
 //! work of other nodes whose lease expired, and on start. Architecture invariant: no
 //! transaction is open while a request is in flight — claim or commit (a short write), send,
-//! then record the outcome (another short write, group-committed with others).
+//! then record the outcome (a short write, batched with other outcomes by the recorder).
 
 mod client;
 

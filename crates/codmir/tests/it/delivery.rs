@@ -37,16 +37,32 @@ async fn deliveries(app: &TestApp, webhook: &str) -> Vec<Value> {
 }
 
 async fn wait_status(app: &TestApp, delivery: &str, status: &str) -> Value {
-    let mut last = Value::Null;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::time::Instant::now() < deadline {
-        last = app.get(&format!("/v1/deliveries/{delivery}")).await.body;
-        if last["status"] == status {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("delivery {delivery} never became {status}: {last}");
+    let path = format!("/v1/deliveries/{delivery}");
+    eventually(WAIT, &format!("delivery {delivery} {status}"), || async {
+        app.get(&path).await.body["status"] == status
+    })
+    .await;
+    app.get(&path).await.body
+}
+
+/// Waits until no delivery of `webhook` is pending: from then on nothing more is sent to it
+/// (deliveries are the only source of requests, and events create them in their commit).
+async fn wait_settled(app: &TestApp, webhook: &str) {
+    eventually(WAIT, "every delivery of the webhook settled", || async {
+        deliveries(app, webhook)
+            .await
+            .iter()
+            .all(|d| d["status"] != "pending")
+    })
+    .await;
+}
+
+/// The id of the newest delivery of `webhook`.
+async fn first_delivery(app: &TestApp, webhook: &str) -> String {
+    deliveries(app, webhook).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -86,7 +102,7 @@ async fn the_contract_registration_delivers_signed_exact_bytes() {
         || async { rx.count() >= 2 },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_settled(&app, wh["id"].as_str().unwrap()).await;
     let hits = rx.hits();
     let types: Vec<&str> = hits.iter().map(|h| h.header("x-codmir-event")).collect();
     assert_eq!(
@@ -363,10 +379,7 @@ async fn a_receiver_that_never_succeeds_ends_failed_with_every_attempt_logged() 
     rx.always(Reply::Status(503));
     let wh = register(&app, json!({"url": rx.url, "events": ["*"]})).await;
     app.project("P").await;
-    let id = deliveries(&app, wh["id"].as_str().unwrap()).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = first_delivery(&app, wh["id"].as_str().unwrap()).await;
     let d = wait_status(&app, &id, "failed").await;
     assert_eq!(d["attempt_count"], 3, "one attempt and two retries");
     assert_eq!(d["next_attempt_at"], Value::Null);
@@ -377,7 +390,7 @@ async fn a_receiver_that_never_succeeds_ends_failed_with_every_attempt_logged() 
             .iter()
             .all(|a| a["status_code"] == 503 && a["duration_ms"].is_u64())
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // `failed` is final and each attempt reached the receiver before it was recorded.
     assert_eq!(rx.count(), 3, "nothing after the last retry");
 
     // Connection errors are failures too, logged with their cause.
@@ -387,10 +400,7 @@ async fn a_receiver_that_never_succeeds_ends_failed_with_every_attempt_logged() 
     )
     .await;
     app.project("Q").await;
-    let id = deliveries(&app, dead["id"].as_str().unwrap()).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = first_delivery(&app, dead["id"].as_str().unwrap()).await;
     let d = wait_status(&app, &id, "failed").await;
     assert_eq!(d["attempts"][0]["status_code"], Value::Null);
     assert!(
@@ -413,10 +423,7 @@ async fn redirects_are_failures_and_retry_after_is_honoured() {
     ]);
     let wh = register(&app, json!({"url": rx.url, "events": ["project.created"]})).await;
     app.project("P").await;
-    let id = deliveries(&app, wh["id"].as_str().unwrap()).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = first_delivery(&app, wh["id"].as_str().unwrap()).await;
     let d = wait_status(&app, &id, "succeeded").await;
     let codes: Vec<&Value> = d["attempts"]
         .as_array()
@@ -439,7 +446,7 @@ async fn filters_by_type_and_project_and_only_later_events() {
     let p1 = app.project("One").await; // before any webhook: not delivered
     let p2 = app.project("Two").await;
     let rx = Receiver::start().await;
-    register(
+    let wh = register(
         &app,
         json!({"url": rx.url, "events": ["ticket.*"], "project_ids": [p1]}),
     )
@@ -454,7 +461,7 @@ async fn filters_by_type_and_project_and_only_later_events() {
     app.delete(&format!("/v1/tickets/{}", t["id"].as_str().unwrap()))
         .await;
     eventually(WAIT, "two deliveries", || async { rx.count() >= 2 }).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_settled(&app, wh["id"].as_str().unwrap()).await;
     let types: Vec<String> = rx
         .hits()
         .iter()
@@ -498,14 +505,8 @@ async fn deleting_or_disabling_a_webhook_cancels_its_pending_deliveries() {
         rx_del.count() == 1 && rx_off.count() == 1
     })
     .await;
-    let off_delivery = deliveries(&app, &off).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let del_delivery = deliveries(&app, &del).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let off_delivery = first_delivery(&app, &off).await;
+    let del_delivery = first_delivery(&app, &del).await;
 
     assert_eq!(app.delete(&format!("/v1/webhooks/{del}")).await.status, 204);
     let r = app
@@ -513,13 +514,15 @@ async fn deleting_or_disabling_a_webhook_cancels_its_pending_deliveries() {
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["enabled"], false);
-    wait_status(&app, &off_delivery, "cancelled").await;
-    wait_status(&app, &del_delivery, "cancelled").await;
+    let off_cancelled = wait_status(&app, &off_delivery, "cancelled").await;
+    let del_cancelled = wait_status(&app, &del_delivery, "cancelled").await;
+    // Nothing is due any more: no claim can pick them up again.
+    assert_eq!(off_cancelled["next_attempt_at"], Value::Null);
+    assert_eq!(del_cancelled["next_attempt_at"], Value::Null);
     assert_eq!(app.get(&format!("/v1/webhooks/{del}")).await.status, 404);
 
     // No more attempts, and new events are not delivered to the disabled webhook.
     app.project("Q").await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(rx_del.count(), 1);
     assert_eq!(rx_off.count(), 1);
     assert_eq!(deliveries(&app, &off).await.len(), 1);
@@ -576,10 +579,7 @@ async fn webhooks_of_another_workspace_are_404() {
     let id = wh["id"].as_str().unwrap();
     app.project("P").await;
     eventually(WAIT, "delivered", || async { rx.count() == 1 }).await;
-    let dlv = deliveries(&app, id).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let dlv = first_delivery(&app, id).await;
     let other = crate::helpers::new_key(&app.store, "other", "eve").await;
     let k = Some(other.as_str());
     for (method, path, body) in [
@@ -608,7 +608,8 @@ async fn webhooks_of_another_workspace_are_404() {
     // Another workspace's events are not delivered to this webhook.
     app.request("POST", "/v1/projects", k, Some(json!({"name": "theirs"})))
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Its delivery would have been created in the event's commit: there is none.
+    assert_eq!(deliveries(&app, id).await.len(), 1);
     assert_eq!(rx.count(), 1);
 }
 

@@ -151,7 +151,12 @@ async fn two_nodes_share_the_work_without_duplicates() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(
+        Duration::from_secs(30),
+        "no delivery left pending",
+        || async { crate::helpers::pending_deliveries(&a.base, &key).await == 0 },
+    )
+    .await;
     let all = delivered(&rx);
     // Each event reached the receiver once: no delivery was attempted by both nodes.
     let mut counts: HashMap<&String, usize> = HashMap::new();

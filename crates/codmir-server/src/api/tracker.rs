@@ -6,7 +6,7 @@ use codmir_core::tracker::{
     Comment, CommentBody, Description, Email, Member, NewMember, NewTicket, Priority, Project,
     ProjectName, Role, Ticket, TicketPatch, TicketStatus, TicketTitle, UserName,
 };
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
@@ -92,21 +92,14 @@ pub struct CreateTicket {
 #[serde(deny_unknown_fields)]
 pub struct UpdateTicket {
     pub title: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::extract::present")]
     #[schema(value_type = Option<String>)]
     pub description: Option<Option<String>>,
     pub status: Option<String>,
     pub priority: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::extract::present")]
     #[schema(value_type = Option<String>)]
     pub assignee_id: Option<Option<String>>,
-}
-
-/// Tells a field sent as `null` (`Some(None)`) from a field left out (`None`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Serialize, ToSchema)]

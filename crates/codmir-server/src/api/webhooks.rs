@@ -6,7 +6,7 @@ use codmir_core::sign::signing_secret;
 use codmir_core::webhook::{
     Attempt, Delivery, DeliveryStatus, EndpointUrl, EventFilter, Webhook, WebhookSecret,
 };
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
@@ -36,18 +36,12 @@ pub struct CreateWebhook {
 pub struct UpdateWebhook {
     pub url: Option<String>,
     pub events: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::extract::present")]
     #[schema(value_type = Option<String>)]
     pub description: Option<Option<String>>,
     pub project_ids: Option<Vec<String>>,
     /// `false` stops deliveries: pending ones are cancelled.
     pub enabled: Option<bool>,
-}
-
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -290,6 +284,9 @@ pub async fn update_webhook(
             Box::pin(async move { ops::update_webhook(tx, &p, &id, patch, now()).await })
         })
         .await?;
+    if !w.enabled {
+        s.engine.forget(&w.id);
+    }
     Ok(axum::Json(w.into()))
 }
 
@@ -301,9 +298,11 @@ pub async fn delete_webhook(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = path_id("wh", &id, "webhook")?;
+    let webhook = id.clone();
     s.store
         .write(move |tx| Box::pin(async move { ops::delete_webhook(tx, &p, &id, now()).await }))
         .await?;
+    s.engine.forget(&webhook);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -151,7 +151,7 @@ impl Sender {
             .client
             .post(url)
             .headers(headers)
-            .body(body.to_vec())
+            .body(bytes::Bytes::from_owner(Payload(c.payload.clone())))
             .send()
             .await;
         let mut response = match response {
@@ -192,6 +192,15 @@ impl Sender {
             response_body,
             retry_after,
         }
+    }
+}
+
+/// The stored event bytes, shared with the request body instead of copied per attempt.
+struct Payload(std::sync::Arc<str>);
+
+impl AsRef<[u8]> for Payload {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
     }
 }
 

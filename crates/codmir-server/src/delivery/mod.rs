@@ -49,6 +49,8 @@ pub struct Engine {
     wake: Arc<Notify>,
     handoff: mpsc::Sender<Vec<Claimed>>,
     inbox: std::sync::Mutex<Option<mpsc::Receiver<Vec<Claimed>>>>,
+    /// Webhooks deleted or disabled since the loop last looked: their queued work is dropped.
+    forgotten: std::sync::Mutex<Vec<String>>,
     /// Outcomes of finished attempts, written in batches by the recorder task.
     outcomes: mpsc::Sender<Outcome>,
     recorded: std::sync::Mutex<Option<mpsc::Receiver<Outcome>>>,
@@ -95,6 +97,7 @@ impl Engine {
         let (handoff, inbox) = mpsc::channel(HANDOFF_DEPTH);
         let (outcomes, recorded) = mpsc::channel(OUTCOME_DEPTH);
         Ok(Arc::new(Self {
+            forgotten: std::sync::Mutex::new(Vec::new()),
             outcomes,
             recorded: std::sync::Mutex::new(Some(recorded)),
             store,
@@ -133,6 +136,18 @@ impl Engine {
             tokio::spawn(async move { release(&store, &node, claimed).await });
             self.wake.notify_one();
         }
+    }
+
+    /// Stops sending what this node holds queued for `webhook`, whose pending deliveries were
+    /// just cancelled (it was deleted or disabled). Attempts already in flight finish; their
+    /// outcomes are fenced off by the cancellation. Other nodes' queues are not reached: there
+    /// a queued delivery may still be sent, within its lease.
+    pub fn forget(&self, webhook: &str) {
+        self.forgotten
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(webhook.to_owned());
+        self.wake.notify_one();
     }
 
     /// Runs until `shutdown` turns true, then stops starting attempts and waits (bounded by
@@ -190,6 +205,13 @@ impl Engine {
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            for webhook in
+                std::mem::take(&mut *self.forgotten.lock().unwrap_or_else(|e| e.into_inner()))
+            {
+                if let Some(queue) = local.queues.remove(&webhook) {
+                    local.queued -= queue.len();
+                }
             }
             self.start_ready(&mut local, &mut attempts);
             let room = (2 * self.config.max_in_flight)

@@ -78,11 +78,10 @@ pub struct ApiKeyRecord {
     pub created_at: Timestamp,
 }
 
-/// An event as stored: its type and the exact bytes that are delivered.
+/// An event as stored: the exact bytes that are delivered.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
     pub id: String,
-    pub event_type: String,
     pub payload: String,
 }
 

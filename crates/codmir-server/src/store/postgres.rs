@@ -338,8 +338,7 @@ fn delivery_row(row: &Row) -> StoreResult<Delivery> {
 fn event_row(row: &Row) -> StoreResult<StoredEvent> {
     Ok(StoredEvent {
         id: row.try_get(0)?,
-        event_type: row.try_get(1)?,
-        payload: row.try_get(2)?,
+        payload: row.try_get(1)?,
     })
 }
 
@@ -693,7 +692,7 @@ impl Tx for PgTx<'_> {
 
     async fn get_event(&mut self, ws: &str, id: &str) -> StoreResult<Option<StoredEvent>> {
         self.one(
-            "SELECT id, type, payload FROM events WHERE workspace_id = $1 AND id = $2",
+            "SELECT id, payload FROM events WHERE workspace_id = $1 AND id = $2",
             &[&ws, &id],
             event_row,
         )
@@ -707,7 +706,7 @@ impl Tx for PgTx<'_> {
         page: &PageRequest,
     ) -> StoreResult<Page<StoredEvent>> {
         self.page(
-            "SELECT id, type, payload FROM events WHERE workspace_id = $1 \
+            "SELECT id, payload FROM events WHERE workspace_id = $1 \
              AND ($2::text IS NULL OR type = $2) AND ($3::text IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
             &[&ws, &event_type],
             page,

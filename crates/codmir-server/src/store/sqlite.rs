@@ -400,8 +400,7 @@ fn delivery_row(row: &Row) -> rusqlite::Result<Delivery> {
 fn event_row(row: &Row) -> rusqlite::Result<StoredEvent> {
     Ok(StoredEvent {
         id: row.get(0)?,
-        event_type: row.get(1)?,
-        payload: row.get(2)?,
+        payload: row.get(1)?,
     })
 }
 
@@ -717,7 +716,7 @@ impl Tx for SqliteTx<'_> {
 
     async fn get_event(&mut self, ws: &str, id: &str) -> StoreResult<Option<StoredEvent>> {
         self.one(
-            "SELECT id, type, payload FROM events WHERE workspace_id = ?1 AND id = ?2",
+            "SELECT id, payload FROM events WHERE workspace_id = ?1 AND id = ?2",
             &[&ws, &id],
             event_row,
         )
@@ -731,14 +730,14 @@ impl Tx for SqliteTx<'_> {
     ) -> StoreResult<Page<StoredEvent>> {
         match event_type {
             Some(t) => self.page(
-                "SELECT id, type, payload FROM events WHERE workspace_id = ?1 AND type = ?2 \
+                "SELECT id, payload FROM events WHERE workspace_id = ?1 AND type = ?2 \
                  AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4",
                 &[&ws, &t],
                 page,
                 event_row,
             ),
             None => self.page(
-                "SELECT id, type, payload FROM events WHERE workspace_id = ?1 \
+                "SELECT id, payload FROM events WHERE workspace_id = ?1 \
                  AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3",
                 &[&ws],
                 page,

@@ -151,6 +151,14 @@ mod tempfile_dir {
     }
 }
 
+/// What [`Bench::one_webhook`] set up: `apis` has one entry per node.
+struct Setup {
+    db: Database,
+    servers: Vec<Server>,
+    apis: Vec<Api>,
+    project: String,
+}
+
 /// A fresh database for one scenario and the URL `codmir serve` takes.
 struct Database {
     url: String,
@@ -229,6 +237,27 @@ impl Bench {
             key,
         };
         Ok((servers, api))
+    }
+
+    /// A fresh database, the server node(s), a project and one webhook to receiver path 0.
+    async fn one_webhook(&self) -> Result<Setup> {
+        let db = self.database().await?;
+        let (servers, api) = self.servers(&db, &[]).await?;
+        let apis: Vec<Api> = servers
+            .iter()
+            .map(|s| Api {
+                base: s.base.clone(),
+                ..api.clone()
+            })
+            .collect();
+        let project = api.project().await?;
+        api.webhook(&self.receiver, 0).await?;
+        Ok(Setup {
+            db,
+            servers,
+            apis,
+            project,
+        })
     }
 
     /// The ceiling at this concurrency: direct POSTs of an event-sized body.
@@ -336,17 +365,12 @@ async fn steady(b: &Bench) -> Result<Row> {
     let n = b.args.events;
     let ceiling = b.ceiling(n.min(50_000)).await;
     b.stats.reset();
-    let db = b.database().await?;
-    let (servers, api) = b.servers(&db, &[]).await?;
-    let apis: Vec<Api> = servers
-        .iter()
-        .map(|s| Api {
-            base: s.base.clone(),
-            ..api.clone()
-        })
-        .collect();
-    let project = api.project().await?;
-    api.webhook(&b.receiver, 0).await?;
+    let Setup {
+        db,
+        servers,
+        apis,
+        project,
+    } = b.one_webhook().await?;
     let before: Vec<Usage> = servers.iter().map(Server::usage).collect();
     let start_ns = b.stats.now_ns();
     let began = Instant::now();
@@ -393,17 +417,12 @@ async fn latency(b: &Bench) -> Result<Row> {
         &b.stats,
     )
     .await;
-    let db = b.database().await?;
-    let (servers, api) = b.servers(&db, &[]).await?;
-    let apis: Vec<Api> = servers
-        .iter()
-        .map(|s| Api {
-            base: s.base.clone(),
-            ..api.clone()
-        })
-        .collect();
-    let project = api.project().await?;
-    api.webhook(&b.receiver, 0).await?;
+    let Setup {
+        db,
+        servers,
+        apis,
+        project,
+    } = b.one_webhook().await?;
     b.stats.reset();
     let before: Vec<Usage> = servers.iter().map(Server::usage).collect();
     let began = Instant::now();

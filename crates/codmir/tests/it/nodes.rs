@@ -75,6 +75,37 @@ async fn create_tickets(
     }
 }
 
+/// Two `codmir serve` nodes on `db`, a receiver, a webhook for `ticket.created` to it, and a
+/// project.
+struct Nodes {
+    a: ServerProcess,
+    b: ServerProcess,
+    key: String,
+    rx: Receiver,
+    project: String,
+}
+
+async fn two_nodes(db: &PgDb, flags: &[&str]) -> Nodes {
+    let a = ServerProcess::start(&db.url, flags).await;
+    let key = a.printed_key().expect("the first node bootstraps");
+    let b = ServerProcess::start(&db.url, flags).await;
+    assert_eq!(b.printed_key(), None);
+    let rx = Receiver::start().await;
+    let webhook = json!({"url": rx.url, "events": ["ticket.created"]});
+    post(&a.base, &key, "/v1/webhooks", webhook).await.unwrap();
+    let project = post(&b.base, &key, "/v1/projects", json!({"name": "P"}))
+        .await
+        .unwrap();
+    let project = project["id"].as_str().unwrap().to_owned();
+    Nodes {
+        a,
+        b,
+        key,
+        rx,
+        project,
+    }
+}
+
 /// Deliveries pending under a live lease, read straight from the database.
 async fn leased_deliveries(url: &str) -> i64 {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
@@ -108,23 +139,13 @@ fn delivered(rx: &Receiver) -> Vec<String> {
 async fn two_nodes_share_the_work_without_duplicates() {
     let db = PgDb::create().await;
     let flags = ["--allow-private-targets", "--retry-schedule", "200ms,400ms"];
-    let a = ServerProcess::start(&db.url, &flags).await;
-    let key = a.printed_key().expect("the first node bootstraps");
-    let b = ServerProcess::start(&db.url, &flags).await;
-    assert_eq!(b.printed_key(), None);
-    let rx = Receiver::start().await;
-    post(
-        &a.base,
-        &key,
-        "/v1/webhooks",
-        json!({"url": rx.url, "events": ["ticket.created"]}),
-    )
-    .await
-    .unwrap();
-    let project = post(&b.base, &key, "/v1/projects", json!({"name": "P"}))
-        .await
-        .unwrap();
-    let project = project["id"].as_str().unwrap().to_owned();
+    let Nodes {
+        a,
+        b,
+        key,
+        rx,
+        project,
+    } = two_nodes(&db, &flags).await;
 
     let acked = Arc::new(Mutex::new(Vec::new()));
     let never = Arc::new(AtomicBool::new(false));
@@ -200,24 +221,15 @@ async fn a_node_killed_mid_stream_has_its_work_taken_over() {
         "--retry-schedule",
         "200ms,400ms,800ms",
     ];
-    let mut a = ServerProcess::start(&db.url, &flags).await;
-    let key = a.printed_key().expect("the first node bootstraps");
-    let b = ServerProcess::start(&db.url, &flags).await;
-    let rx = Receiver::start().await;
+    let Nodes {
+        mut a,
+        b,
+        key,
+        rx,
+        project,
+    } = two_nodes(&db, &flags).await;
     // A slow receiver keeps many deliveries in flight, so the killed node holds claims.
     rx.always(Reply::Delay(150, 200));
-    post(
-        &a.base,
-        &key,
-        "/v1/webhooks",
-        json!({"url": rx.url, "events": ["ticket.created"]}),
-    )
-    .await
-    .unwrap();
-    let project = post(&a.base, &key, "/v1/projects", json!({"name": "P"}))
-        .await
-        .unwrap();
-    let project = project["id"].as_str().unwrap().to_owned();
 
     let acked = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));

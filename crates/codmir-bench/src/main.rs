@@ -5,6 +5,7 @@
 mod chart;
 mod load;
 mod receiver;
+mod relay;
 mod server;
 
 use std::path::{Path, PathBuf};
@@ -65,6 +66,12 @@ struct Args {
     /// Where the JSON lines and the chart are written.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
+    /// Internal: serve the two-hop relay on this address instead of benchmarking.
+    #[arg(long, hide = true, requires = "relay_target")]
+    relay_listen: Option<String>,
+    /// Internal: where the relay posts.
+    #[arg(long, hide = true)]
+    relay_target: Option<String>,
 }
 
 /// One line of the report.
@@ -273,6 +280,34 @@ impl Bench {
         .await
     }
 
+    /// The two-hop floor at this concurrency: `n` tickets through the relay (no database, no
+    /// signing), deliveries per second from the first request to the last arrival.
+    async fn relay_floor(&self, n: u64) -> Result<f64> {
+        self.stats.reset();
+        let relay = Server::relay(&format!("{}/h/0", self.receiver)).await?;
+        let api = Api {
+            client: self.client.clone(),
+            base: relay.base.clone(),
+            key: "none".into(),
+        };
+        let start_ns = self.stats.now_ns();
+        let sent = load::tickets(
+            &api,
+            "relay",
+            0..n,
+            self.args.concurrency,
+            None,
+            &self.stats,
+        )
+        .await;
+        let delivered = self.wait_delivered(sent.accepted).await;
+        let last = self.stats.last_arrival.load(Ordering::Relaxed);
+        relay.stop().await;
+        let span =
+            Duration::from_nanos(last.saturating_sub(start_ns)).max(Duration::from_millis(1));
+        Ok(delivered as f64 / span.as_secs_f64())
+    }
+
     /// Waits until `expected` unique deliveries arrived, or nothing arrived for 15 s.
     async fn wait_delivered(&self, expected: u64) -> u64 {
         let mut last = (0, Instant::now());
@@ -364,6 +399,7 @@ async fn tickets_on(
 async fn steady(b: &Bench) -> Result<Row> {
     let n = b.args.events;
     let ceiling = b.ceiling(n.min(50_000)).await;
+    let floor = b.relay_floor(n.min(50_000)).await?;
     b.stats.reset();
     let Setup {
         db,
@@ -391,9 +427,18 @@ async fn steady(b: &Bench) -> Result<Row> {
         delivered,
         duplicates: b.stats.duplicates.load(Ordering::Relaxed),
         note: format!(
-            "{n} events, concurrency {}, API errors {}",
-            b.args.concurrency, sent.errors
+            "{n} events, concurrency {}, API errors {}; two-hop relay floor {:.0}/s ({:.3} of ceiling), codmir at {:.3} of it",
+            b.args.concurrency,
+            sent.errors,
+            floor,
+            floor / ceiling.rate(),
+            delivered as f64 / span.as_secs_f64() / floor
         ),
+        extra: json!({
+            "relay_floor_per_s": round(floor),
+            "relay_floor_to_ceiling": round3(floor / ceiling.rate()),
+            "ratio_to_relay_floor": round3(delivered as f64 / span.as_secs_f64() / floor),
+        }),
         ..Row::default()
     };
     b.latency_into(&mut row);
@@ -829,6 +874,9 @@ fn print_table(rows: &[Row]) {
 async fn main() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
+    if let (Some(listen), Some(target)) = (&args.relay_listen, &args.relay_target) {
+        return relay::serve(listen, target.clone()).await;
+    }
     let binary = args.codmir.clone().unwrap_or_else(server::default_binary);
     anyhow::ensure!(
         binary.exists(),

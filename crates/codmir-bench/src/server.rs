@@ -25,12 +25,9 @@ pub fn default_binary() -> PathBuf {
 
 impl Server {
     pub async fn start(binary: &Path, database_url: &str, extra: &[&str]) -> Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let listen = format!("127.0.0.1:{port}");
-        let began = Instant::now();
-        let mut child = Command::new(binary)
+        let listen = free_address()?;
+        let mut command = Command::new(binary);
+        command
             .args([
                 "serve",
                 "--database-url",
@@ -40,12 +37,30 @@ impl Server {
                 "--allow-private-targets",
             ])
             .args(extra)
-            .env("CODMIR_LOG", "warn")
+            .env("CODMIR_LOG", "warn");
+        Self::launch(command, &listen)
+            .await
+            .with_context(|| format!("starting {}", binary.display()))
+    }
+
+    /// This benchmark's own relay (see `relay.rs`), posting to `target`.
+    pub async fn relay(target: &str) -> Result<Self> {
+        let listen = free_address()?;
+        let mut command = Command::new(std::env::current_exe()?);
+        command.args(["--relay-listen", &listen, "--relay-target", target]);
+        Self::launch(command, &listen)
+            .await
+            .context("starting the relay")
+    }
+
+    /// Spawns `command`, which serves on `listen`, and waits for its first `/healthz` 200.
+    async fn launch(mut command: Command, listen: &str) -> Result<Self> {
+        let began = Instant::now();
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
+            .spawn()?;
         let pid = child.id().context("no pid")?;
         let stdout = child.stdout.take().context("no stdout")?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -67,7 +82,7 @@ impl Server {
                 }
             }
             if Instant::now() > deadline {
-                bail!("codmir did not answer /healthz within 60 s");
+                bail!("{base} did not answer /healthz within 60 s");
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -103,6 +118,14 @@ impl Server {
         let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
         let _ = self.child.kill().await;
     }
+}
+
+/// A loopback address with a port free right now.
+fn free_address() -> Result<String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    Ok(format!("127.0.0.1:{port}"))
 }
 
 /// Memory and CPU of a process from /proc.

@@ -25,16 +25,17 @@ static LAST: Mutex<(u64, u128)> = Mutex::new((0, 0));
 /// A new id with `prefix` (e.g. `"tkt"`) made at `now`. Ids made later in this process sort
 /// after it.
 pub fn new_id(prefix: &str, now: Timestamp) -> String {
-    let mut random = [0u8; 16];
-    random_bytes(&mut random[6..]);
-    let fresh = u128::from_be_bytes(random);
     let millis = now.as_millis().max(0) as u64;
     let (millis, random) = {
         let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+        // Within the last id's millisecond the random part counts up; fresh randomness (a
+        // system call) is drawn only for a new millisecond.
         let next = if millis <= last.0 && last.1 < (1u128 << 80) - 1 {
             (last.0, last.1 + 1)
         } else {
-            (millis.max(last.0), fresh)
+            let mut random = [0u8; 16];
+            random_bytes(&mut random[6..]);
+            (millis.max(last.0), u128::from_be_bytes(random))
         };
         *last = next;
         next

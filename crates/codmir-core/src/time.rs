@@ -35,20 +35,27 @@ impl Timestamp {
 
     /// `2024-01-15T10:30:00.123Z`
     pub fn to_rfc3339_millis(self) -> String {
-        let (date, ms) = self.civil();
-        format!("{date}.{ms:03}Z")
+        let mut out = String::with_capacity(24);
+        self.write_civil(&mut out);
+        let ms = self.0.rem_euclid(1000);
+        out.push('.');
+        push_digits(&mut out, ms, 3);
+        out.push('Z');
+        out
     }
 
     /// `2024-01-15T10:30:00Z`, the form the public contract shows for event timestamps.
     pub fn to_rfc3339_seconds(self) -> String {
-        let (date, _) = self.civil();
-        format!("{date}Z")
+        let mut out = String::with_capacity(20);
+        self.write_civil(&mut out);
+        out.push('Z');
+        out
     }
 
-    /// (`YYYY-MM-DDTHH:MM:SS`, milliseconds), from Howard Hinnant's `civil_from_days`.
-    fn civil(self) -> (String, i64) {
+    /// Appends `YYYY-MM-DDTHH:MM:SS`, from Howard Hinnant's `civil_from_days`. Written digit
+    /// by digit: timestamps are formatted several times per event.
+    fn write_civil(self, out: &mut String) {
         let secs = self.0.div_euclid(1000);
-        let ms = self.0.rem_euclid(1000);
         let days = secs.div_euclid(86_400);
         let sod = secs.rem_euclid(86_400);
         let z = days + 719_468;
@@ -60,15 +67,28 @@ impl Timestamp {
         let day = doy - (153 * mp + 2) / 5 + 1;
         let month = if mp < 10 { mp + 3 } else { mp - 9 };
         let year = yoe + era * 400 + i64::from(month <= 2);
-        (
-            format!(
-                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-                sod / 3600,
-                (sod / 60) % 60,
-                sod % 60
-            ),
-            ms,
-        )
+        push_digits(out, year, 4);
+        out.push('-');
+        push_digits(out, month, 2);
+        out.push('-');
+        push_digits(out, day, 2);
+        out.push('T');
+        push_digits(out, sod / 3600, 2);
+        out.push(':');
+        push_digits(out, (sod / 60) % 60, 2);
+        out.push(':');
+        push_digits(out, sod % 60, 2);
+    }
+}
+
+/// Appends `value` zero-padded to `width` digits (more when it needs them; years before 0
+/// are clamped to 0000, which RFC 3339 cannot express anyway).
+fn push_digits(out: &mut String, value: i64, width: u32) {
+    let value = value.max(0);
+    let digits = value.checked_ilog10().map_or(1, |d| d + 1).max(width);
+    for i in (0..digits).rev() {
+        let d = (value / 10_i64.pow(i)) % 10;
+        out.push(char::from(b'0' + d as u8));
     }
 }
 
@@ -93,6 +113,14 @@ mod tests {
         assert_eq!(
             Timestamp::from_millis(4_102_444_799_999).to_rfc3339_millis(),
             "2099-12-31T23:59:59.999Z"
+        );
+        assert_eq!(
+            Timestamp::from_millis(253_402_300_800_000).to_rfc3339_seconds(),
+            "10000-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            Timestamp::from_millis(1_000_000_000_007).to_rfc3339_millis(),
+            "2001-09-09T01:46:40.007Z"
         );
     }
 }

@@ -723,7 +723,7 @@ async fn backlog(b: &Bench) -> Result<Vec<Row>> {
     let (servers, api) = b.servers(&db, &[]).await?;
     let project = api.project().await?;
     let webhook = api.webhook(&b.receiver, 0).await?;
-    let probe = 5_000;
+    let probe = 20_000;
     let base_seq = n + 1;
     let baseline = load::tickets(
         &api,

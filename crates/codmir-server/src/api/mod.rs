@@ -57,6 +57,7 @@ impl AppState {
             + 'static,
         T: Send + 'static,
     {
+        let _busy = self.engine.api_work();
         let mut intake = self.engine.intake();
         let (value, intake) = self
             .store

@@ -13,6 +13,7 @@ mod client;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use codmir_core::id::new_id;
@@ -37,6 +38,13 @@ const HANDOFF_DEPTH: usize = 4096;
 const OUTCOME_DEPTH: usize = 4096;
 /// Most outcomes written in one unit of work.
 const OUTCOME_BATCH: usize = 512;
+/// Attempts of claimed work (retries, backlog) in flight at once while the API is busy.
+const BUSY_CLAIMED_IN_FLIGHT: usize = 2;
+/// Mutations in progress at once from which the API counts as busy.
+const BUSY_API_IN_FLIGHT: usize = 4;
+/// How long the API stays busy after the last time it was seen busy (so that claimed work
+/// does not burst in between two requests).
+const BUSY_HOLD_MS: i64 = 200;
 
 /// The engine, shared by the API (hand-offs) and its own loop.
 pub struct Engine {
@@ -53,37 +61,138 @@ pub struct Engine {
     forgotten: std::sync::Mutex<Vec<String>>,
     /// Outcomes of finished attempts, written in batches by the recorder task.
     outcomes: mpsc::Sender<Outcome>,
+    /// Mutations of the API in progress on this node.
+    api_in_flight: AtomicUsize,
+    /// Until when (ms since the epoch) the API counts as busy.
+    busy_until: AtomicI64,
     recorded: std::sync::Mutex<Option<mpsc::Receiver<Outcome>>>,
 }
 
 /// Deliveries this node holds a lease on, waiting for their webhook's share of capacity, and
 /// the attempts in flight. Owned by the engine loop alone.
+///
+/// Two lanes: `fresh` holds what this node's API just committed (the fast path) and is always
+/// started first; `claimed` holds what came from the database (retries coming due, a backlog,
+/// other nodes' expired work). While the API is busy, claimed work gets at most
+/// [`BUSY_CLAIMED_IN_FLIGHT`] attempts, so that draining a backlog does not take the CPU and
+/// the writer from the requests being served and from their fresh deliveries.
 #[derive(Default)]
 struct Local {
-    queues: HashMap<String, VecDeque<Claimed>>,
+    fresh: HashMap<String, VecDeque<Claimed>>,
+    claimed: HashMap<String, VecDeque<Claimed>>,
     in_flight: HashMap<String, usize>,
     total_in_flight: usize,
+    claimed_in_flight: usize,
     queued: usize,
 }
 
+/// An API mutation in progress (see [`Engine::api_work`]).
+pub struct ApiWork<'a>(&'a AtomicUsize);
+
+impl Drop for ApiWork<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How many attempts may be in flight: on the node, per webhook, of claimed work; and the
+/// lease a queued delivery must still hold to be started.
+struct Bounds {
+    total: usize,
+    per_endpoint: usize,
+    claimed: usize,
+    lease_deadline: Timestamp,
+}
+
+/// What an attempt task hands back to the loop: its webhook and its lane.
+struct Done {
+    webhook: String,
+    claimed: bool,
+}
+
 impl Local {
-    fn push(&mut self, c: Claimed) {
+    fn push_fresh(&mut self, c: Claimed) {
         self.queued += 1;
-        self.queues
+        self.fresh
             .entry(c.webhook.id.clone())
             .or_default()
             .push_back(c);
     }
 
+    fn push_claimed(&mut self, c: Claimed) {
+        self.queued += 1;
+        self.claimed
+            .entry(c.webhook.id.clone())
+            .or_default()
+            .push_back(c);
+    }
+
+    /// Deliveries of `webhook` queued here, in both lanes.
+    fn queued_for(&self, webhook: &str) -> usize {
+        self.fresh.get(webhook).map_or(0, VecDeque::len)
+            + self.claimed.get(webhook).map_or(0, VecDeque::len)
+    }
+
+    /// Drops what is queued for `webhook`.
+    fn forget(&mut self, webhook: &str) {
+        for lane in [&mut self.fresh, &mut self.claimed] {
+            if let Some(queue) = lane.remove(webhook) {
+                self.queued -= queue.len();
+            }
+        }
+    }
+
+    /// Takes the queued deliveries that may start now within `bounds`, fresh ones first, and
+    /// counts them in flight. Each comes with whether it is claimed work.
+    fn take_ready(&mut self, bounds: &Bounds) -> Vec<(Claimed, bool)> {
+        let mut ready = Vec::new();
+        for claimed in [false, true] {
+            let lane = if claimed {
+                &mut self.claimed
+            } else {
+                &mut self.fresh
+            };
+            lane.retain(|webhook, queue| {
+                while self.total_in_flight < bounds.total
+                    && (!claimed || self.claimed_in_flight < bounds.claimed)
+                {
+                    let busy = self.in_flight.get(webhook).copied().unwrap_or(0);
+                    if busy >= bounds.per_endpoint {
+                        break;
+                    }
+                    let Some(c) = queue.pop_front() else { break };
+                    self.queued -= 1;
+                    if c.lease_until < bounds.lease_deadline {
+                        continue;
+                    }
+                    *self.in_flight.entry(webhook.clone()).or_default() += 1;
+                    self.total_in_flight += 1;
+                    if claimed {
+                        self.claimed_in_flight += 1;
+                    }
+                    ready.push((c, claimed));
+                }
+                !queue.is_empty()
+            });
+        }
+        ready
+    }
+
     /// Webhooks that already hold enough work here: no more claims for them.
     fn full(&self, per_endpoint: usize) -> Vec<String> {
-        self.queues
-            .iter()
-            .filter(|(id, q)| {
-                q.len() + self.in_flight.get(*id).copied().unwrap_or(0) >= 2 * per_endpoint
+        let mut full: Vec<String> = self
+            .fresh
+            .keys()
+            .chain(self.claimed.keys())
+            .filter(|id| {
+                self.queued_for(id) + self.in_flight.get(*id).copied().unwrap_or(0)
+                    >= 2 * per_endpoint
             })
-            .map(|(id, _)| id.clone())
-            .collect()
+            .cloned()
+            .collect();
+        full.sort_unstable();
+        full.dedup();
+        full
     }
 }
 
@@ -99,6 +208,8 @@ impl Engine {
         Ok(Arc::new(Self {
             forgotten: std::sync::Mutex::new(Vec::new()),
             outcomes,
+            api_in_flight: AtomicUsize::new(0),
+            busy_until: AtomicI64::new(0),
             recorded: std::sync::Mutex::new(Some(recorded)),
             store,
             config,
@@ -120,6 +231,20 @@ impl Engine {
     /// An intake whose deliveries are leased to this node, for a unit of work about to run.
     pub fn intake(&self) -> Intake {
         Intake::leased_to(self.node.clone(), Timestamp::now().plus(self.lease()))
+    }
+
+    /// Counts an API mutation as in progress until the guard is dropped. From
+    /// [`BUSY_API_IN_FLIGHT`] at once, the API is busy and claimed work yields to it.
+    pub fn api_work(&self) -> ApiWork<'_> {
+        if self.api_in_flight.fetch_add(1, Ordering::Relaxed) + 1 >= BUSY_API_IN_FLIGHT {
+            let until = Timestamp::now().as_millis() + BUSY_HOLD_MS;
+            self.busy_until.fetch_max(until, Ordering::Relaxed);
+        }
+        ApiWork(&self.api_in_flight)
+    }
+
+    fn api_busy(&self, now: Timestamp) -> bool {
+        now.as_millis() < self.busy_until.load(Ordering::Relaxed)
     }
 
     /// Takes the deliveries a committed unit of work created. If the engine cannot take
@@ -190,7 +315,7 @@ impl Engine {
         let per_endpoint = self.config.max_in_flight_per_endpoint;
         let low_water = self.config.max_in_flight;
         let mut local = Local::default();
-        let mut attempts: JoinSet<String> = JoinSet::new();
+        let mut attempts: JoinSet<Done> = JoinSet::new();
         // `poll`: look in the database now. `more`: the last claim was full, so more due work
         // is likely waiting there. `skipped`: webhooks left out of the last claim because this
         // node already held enough of their work; when one drains, it is worth a claim.
@@ -209,9 +334,7 @@ impl Engine {
             for webhook in
                 std::mem::take(&mut *self.forgotten.lock().unwrap_or_else(|e| e.into_inner()))
             {
-                if let Some(queue) = local.queues.remove(&webhook) {
-                    local.queued -= queue.len();
-                }
+                local.forget(&webhook);
             }
             self.start_ready(&mut local, &mut attempts);
             let room = (2 * self.config.max_in_flight)
@@ -225,7 +348,7 @@ impl Engine {
                     Ok(claimed) => {
                         more = claimed.len() == room;
                         for c in claimed {
-                            local.push(c);
+                            local.push_claimed(c);
                         }
                         if !more {
                             next_poll = tokio::time::Instant::now()
@@ -246,12 +369,12 @@ impl Engine {
             tokio::select! {
                 batch = inbox.recv() => {
                     for c in batch.into_iter().flatten() {
-                        local.push(c);
+                        local.push_fresh(c);
                     }
                     // Take whatever else is waiting in one go.
                     while let Ok(batch) = inbox.try_recv() {
                         for c in batch {
-                            local.push(c);
+                            local.push_fresh(c);
                         }
                     }
                 }
@@ -304,42 +427,35 @@ impl Engine {
         }
     }
 
-    /// Starts queued deliveries while their webhook and the node have capacity.
-    fn start_ready(self: &Arc<Self>, local: &mut Local, attempts: &mut JoinSet<String>) {
+    /// Starts queued deliveries while their webhook and the node have capacity: fresh ones
+    /// first, then claimed ones (fewer of those while the API is busy).
+    fn start_ready(self: &Arc<Self>, local: &mut Local, attempts: &mut JoinSet<Done>) {
         if local.queued == 0 || local.total_in_flight >= self.config.max_in_flight {
             return;
         }
-        let per_endpoint = self.config.max_in_flight_per_endpoint;
         let now = Timestamp::now();
-        // A queued delivery whose lease would run out during its attempt is left for a claim.
-        let deadline = now.plus(self.config.request_timeout + Duration::from_secs(1));
-        let Local {
-            queues,
-            in_flight,
-            total_in_flight,
-            queued,
-        } = local;
-        queues.retain(|webhook, queue| {
-            while *total_in_flight < self.config.max_in_flight {
-                let busy = in_flight.get(webhook).copied().unwrap_or(0);
-                if busy >= per_endpoint {
-                    break;
+        let bounds = Bounds {
+            total: self.config.max_in_flight,
+            per_endpoint: self.config.max_in_flight_per_endpoint,
+            claimed: if self.api_busy(now) {
+                BUSY_CLAIMED_IN_FLIGHT
+            } else {
+                self.config.max_in_flight
+            },
+            // A queued delivery whose lease would run out during its attempt is left for a
+            // claim.
+            lease_deadline: now.plus(self.config.request_timeout + Duration::from_secs(1)),
+        };
+        for (c, claimed) in local.take_ready(&bounds) {
+            let engine = self.clone();
+            attempts.spawn(async move {
+                engine.attempt(&c).await;
+                Done {
+                    webhook: c.webhook.id,
+                    claimed,
                 }
-                let Some(c) = queue.pop_front() else { break };
-                *queued -= 1;
-                if c.lease_until < deadline {
-                    continue;
-                }
-                *in_flight.entry(webhook.clone()).or_default() += 1;
-                *total_in_flight += 1;
-                let engine = self.clone();
-                attempts.spawn(async move {
-                    engine.attempt(&c).await;
-                    c.webhook.id
-                });
-            }
-            !queue.is_empty()
-        });
+            });
+        }
     }
 
     async fn claim(&self, limit: usize, skip: Vec<String>) -> Result<Vec<Claimed>, StoreError> {
@@ -472,18 +588,23 @@ async fn record_outcomes(
     }
 }
 
-/// Accounts for a finished attempt task (which returns its webhook id). True when that
-/// webhook was left out of the last claim and now has room for more.
+/// Accounts for a finished attempt task. True when its webhook was left out of the last
+/// claim and now has room for more.
 fn finished(
     local: &mut Local,
-    done: Result<String, tokio::task::JoinError>,
+    done: Result<Done, tokio::task::JoinError>,
     per_endpoint: usize,
     skipped: &[String],
 ) -> bool {
     local.total_in_flight -= 1;
     // An attempt task does not panic (nothing in it unwraps); if one ever did, its webhook's
     // share would stay one lower until the node restarts.
-    let Ok(webhook) = done else { return false };
+    let Ok(Done { webhook, claimed }) = done else {
+        return false;
+    };
+    if claimed {
+        local.claimed_in_flight -= 1;
+    }
     let busy = match local.in_flight.get_mut(&webhook) {
         Some(n) => {
             *n -= 1;
@@ -495,8 +616,7 @@ fn finished(
         }
         None => 0,
     };
-    let queued = local.queues.get(&webhook).map_or(0, VecDeque::len);
-    skipped.contains(&webhook) && busy + queued < 2 * per_endpoint
+    skipped.contains(&webhook) && busy + local.queued_for(&webhook) < 2 * per_endpoint
 }
 
 /// Drops this node's leases on `claimed` so that any node can claim them at once.
@@ -523,4 +643,114 @@ fn jitter_unit() -> f64 {
     let mut b = [0u8; 4];
     codmir_core::id::random_bytes(&mut b);
     f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use codmir_core::event::EventType;
+    use codmir_core::webhook::{Delivery, EndpointUrl, EventFilter, Webhook, WebhookSecret};
+
+    use super::*;
+
+    fn queued(webhook: &str, n: u32) -> Claimed {
+        let now = Timestamp::from_millis(1_000_000);
+        Claimed {
+            delivery: Delivery {
+                id: format!("dlv_{webhook}_{n}"),
+                workspace_id: "ws".into(),
+                webhook_id: webhook.into(),
+                event_id: format!("evt_{n}"),
+                event_type: EventType::TicketCreated,
+                status: DeliveryStatus::Pending,
+                attempt_count: 0,
+                next_attempt_at: Some(now),
+                created_at: now,
+                updated_at: now,
+            },
+            webhook: Webhook {
+                id: webhook.into(),
+                workspace_id: "ws".into(),
+                url: EndpointUrl::from_stored("https://example.com/hook".into()),
+                events: EventFilter::parse(&["*"]).expect("valid filter"),
+                project_ids: Vec::new(),
+                description: None,
+                secret: WebhookSecret::parse("s3cret-s3cret-s3cret").expect("valid secret"),
+                enabled: true,
+                created_at: now,
+                updated_at: now,
+            },
+            payload: Arc::from("{}"),
+            lease_until: now.plus(Duration::from_secs(60)),
+        }
+    }
+
+    fn bounds(claimed: usize) -> Bounds {
+        Bounds {
+            total: 10,
+            per_endpoint: 4,
+            claimed,
+            lease_deadline: Timestamp::from_millis(1_000_000),
+        }
+    }
+
+    fn ids(ready: &[(Claimed, bool)]) -> Vec<String> {
+        ready.iter().map(|(c, _)| c.delivery.id.clone()).collect()
+    }
+
+    #[test]
+    fn fresh_deliveries_start_before_claimed_ones_of_the_same_webhook() {
+        let mut local = Local::default();
+        for n in 0..3 {
+            local.push_claimed(queued("a", n));
+        }
+        local.push_fresh(queued("a", 9));
+        let ready = local.take_ready(&bounds(10));
+        // Four at most for the webhook: the fresh one first, then three claimed.
+        assert_eq!(ids(&ready), ["dlv_a_9", "dlv_a_0", "dlv_a_1", "dlv_a_2"]);
+        assert_eq!(
+            ready
+                .iter()
+                .map(|(_, claimed)| *claimed)
+                .collect::<Vec<_>>(),
+            [false, true, true, true]
+        );
+        assert_eq!((local.queued, local.claimed_in_flight), (0, 3));
+    }
+
+    #[test]
+    fn claimed_work_is_held_to_its_bound_while_fresh_work_is_not() {
+        let mut local = Local::default();
+        for n in 0..5 {
+            local.push_claimed(queued("a", n));
+            local.push_fresh(queued("b", n));
+        }
+        let ready = local.take_ready(&bounds(1));
+        let claimed = ready.iter().filter(|(_, c)| *c).count();
+        assert_eq!(claimed, 1, "one claimed attempt while the API is busy");
+        assert_eq!(
+            ready.len() - claimed,
+            4,
+            "fresh work up to the webhook's share"
+        );
+        assert_eq!(local.queued, 5);
+        // Nothing more starts until an attempt finishes.
+        assert!(local.take_ready(&bounds(1)).is_empty());
+        let done = Done {
+            webhook: "a".into(),
+            claimed: true,
+        };
+        finished(&mut local, Ok(done), 4, &[]);
+        assert_eq!(ids(&local.take_ready(&bounds(1))), ["dlv_a_1"]);
+    }
+
+    #[test]
+    fn a_delivery_whose_lease_runs_out_is_left_for_a_claim() {
+        let mut local = Local::default();
+        let mut late = queued("a", 0);
+        late.lease_until = Timestamp::from_millis(999_999);
+        local.push_fresh(late);
+        local.push_fresh(queued("a", 1));
+        assert_eq!(ids(&local.take_ready(&bounds(10))), ["dlv_a_1"]);
+        assert_eq!((local.queued, local.total_in_flight), (0, 1));
+    }
 }

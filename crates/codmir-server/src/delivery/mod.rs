@@ -14,7 +14,7 @@ mod client;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use codmir_core::id::new_id;
 use codmir_core::time::Timestamp;
@@ -38,8 +38,10 @@ const HANDOFF_DEPTH: usize = 4096;
 const OUTCOME_DEPTH: usize = 4096;
 /// Most outcomes written in one unit of work.
 const OUTCOME_BATCH: usize = 512;
-/// Attempts of claimed work (retries, backlog) in flight at once while the API is busy.
-const BUSY_CLAIMED_IN_FLIGHT: usize = 2;
+/// Attempts of claimed work (retries, backlog) started per second while the API is busy...
+const BUSY_CLAIMED_PER_SEC: f64 = 1000.0;
+/// ...and how many of them may start at once after a pause.
+const BUSY_CLAIMED_BURST: f64 = 16.0;
 /// Mutations in progress at once from which the API counts as busy.
 const BUSY_API_IN_FLIGHT: usize = 4;
 /// How long the API stays busy after the last time it was seen busy (so that claimed work
@@ -73,17 +75,52 @@ pub struct Engine {
 ///
 /// Two lanes: `fresh` holds what this node's API just committed (the fast path) and is always
 /// started first; `claimed` holds what came from the database (retries coming due, a backlog,
-/// other nodes' expired work). While the API is busy, claimed work gets at most
-/// [`BUSY_CLAIMED_IN_FLIGHT`] attempts, so that draining a backlog does not take the CPU and
-/// the writer from the requests being served and from their fresh deliveries.
+/// other nodes' expired work). While the API is busy, claimed attempts start at most at
+/// [`BUSY_CLAIMED_PER_SEC`] (the [`Budget`]), so that draining a backlog does not take the CPU
+/// and the writer from the requests being served and from their fresh deliveries.
 #[derive(Default)]
 struct Local {
     fresh: HashMap<String, VecDeque<Claimed>>,
     claimed: HashMap<String, VecDeque<Claimed>>,
     in_flight: HashMap<String, usize>,
     total_in_flight: usize,
-    claimed_in_flight: usize,
     queued: usize,
+    budget: Budget,
+}
+
+/// Claimed attempts that may start while the API is busy: a token bucket refilled at
+/// [`BUSY_CLAIMED_PER_SEC`] holding at most [`BUSY_CLAIMED_BURST`].
+struct Budget {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            tokens: BUSY_CLAIMED_BURST,
+            at: Instant::now(),
+        }
+    }
+}
+
+impl Budget {
+    /// Whole tokens available at `now`, after refilling.
+    fn available(&mut self, now: Instant) -> usize {
+        let earned = now.saturating_duration_since(self.at).as_secs_f64() * BUSY_CLAIMED_PER_SEC;
+        self.tokens = (self.tokens + earned).min(BUSY_CLAIMED_BURST);
+        self.at = now;
+        self.tokens.floor() as usize
+    }
+
+    fn spend(&mut self, n: usize) {
+        self.tokens -= n as f64;
+    }
+
+    /// How long until the next whole token.
+    fn wait(&self) -> Duration {
+        Duration::from_secs_f64((1.0 - self.tokens).max(0.0) / BUSY_CLAIMED_PER_SEC)
+    }
 }
 
 /// An API mutation in progress (see [`Engine::api_work`]).
@@ -95,19 +132,13 @@ impl Drop for ApiWork<'_> {
     }
 }
 
-/// How many attempts may be in flight: on the node, per webhook, of claimed work; and the
-/// lease a queued delivery must still hold to be started.
+/// How many attempts may be in flight (on the node, per webhook), how many claimed ones may
+/// start now, and the lease a queued delivery must still hold to be started.
 struct Bounds {
     total: usize,
     per_endpoint: usize,
     claimed: usize,
     lease_deadline: Timestamp,
-}
-
-/// What an attempt task hands back to the loop: its webhook and its lane.
-struct Done {
-    webhook: String,
-    claimed: bool,
 }
 
 impl Local {
@@ -146,6 +177,7 @@ impl Local {
     /// counts them in flight. Each comes with whether it is claimed work.
     fn take_ready(&mut self, bounds: &Bounds) -> Vec<(Claimed, bool)> {
         let mut ready = Vec::new();
+        let mut claimed_started = 0;
         for claimed in [false, true] {
             let lane = if claimed {
                 &mut self.claimed
@@ -154,7 +186,7 @@ impl Local {
             };
             lane.retain(|webhook, queue| {
                 while self.total_in_flight < bounds.total
-                    && (!claimed || self.claimed_in_flight < bounds.claimed)
+                    && (!claimed || claimed_started < bounds.claimed)
                 {
                     let busy = self.in_flight.get(webhook).copied().unwrap_or(0);
                     if busy >= bounds.per_endpoint {
@@ -168,7 +200,7 @@ impl Local {
                     *self.in_flight.entry(webhook.clone()).or_default() += 1;
                     self.total_in_flight += 1;
                     if claimed {
-                        self.claimed_in_flight += 1;
+                        claimed_started += 1;
                     }
                     ready.push((c, claimed));
                 }
@@ -315,7 +347,7 @@ impl Engine {
         let per_endpoint = self.config.max_in_flight_per_endpoint;
         let low_water = self.config.max_in_flight;
         let mut local = Local::default();
-        let mut attempts: JoinSet<Done> = JoinSet::new();
+        let mut attempts: JoinSet<String> = JoinSet::new();
         // `poll`: look in the database now. `more`: the last claim was full, so more due work
         // is likely waiting there. `skipped`: webhooks left out of the last claim because this
         // node already held enough of their work; when one drains, it is worth a claim.
@@ -327,6 +359,10 @@ impl Engine {
         let timer = tokio::time::sleep_until(next_poll);
         tokio::pin!(timer);
         let mut woken = std::pin::pin!(self.wake.notified());
+        // Armed while claimed work waits for the busy API's budget to refill.
+        let refill = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(refill);
+        let mut refill_armed = false;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -336,7 +372,12 @@ impl Engine {
             {
                 local.forget(&webhook);
             }
-            self.start_ready(&mut local, &mut attempts);
+            if let Some(wait) = self.start_ready(&mut local, &mut attempts) {
+                if !refill_armed {
+                    refill.as_mut().reset(tokio::time::Instant::now() + wait);
+                    refill_armed = true;
+                }
+            }
             let room = (2 * self.config.max_in_flight)
                 .saturating_sub(local.queued + local.total_in_flight)
                 .min(CLAIM_BATCH);
@@ -395,6 +436,9 @@ impl Engine {
                 () = timer.as_mut(), if timer.deadline() != next_poll || !timer.is_elapsed() => {
                     poll = true;
                 }
+                () = refill.as_mut(), if refill_armed => {
+                    refill_armed = false;
+                }
                 _ = shutdown.changed() => {}
             }
         }
@@ -428,34 +472,49 @@ impl Engine {
     }
 
     /// Starts queued deliveries while their webhook and the node have capacity: fresh ones
-    /// first, then claimed ones (fewer of those while the API is busy).
-    fn start_ready(self: &Arc<Self>, local: &mut Local, attempts: &mut JoinSet<Done>) {
+    /// first, then claimed ones (at a bounded rate while the API is busy). Returns how long
+    /// to wait before claimed work held back by that rate may start.
+    fn start_ready(
+        self: &Arc<Self>,
+        local: &mut Local,
+        attempts: &mut JoinSet<String>,
+    ) -> Option<Duration> {
         if local.queued == 0 || local.total_in_flight >= self.config.max_in_flight {
-            return;
+            return None;
         }
         let now = Timestamp::now();
+        let busy = self.api_busy(now);
+        let claimed = if busy {
+            local.budget.available(Instant::now())
+        } else {
+            local.budget = Budget::default();
+            usize::MAX
+        };
         let bounds = Bounds {
             total: self.config.max_in_flight,
             per_endpoint: self.config.max_in_flight_per_endpoint,
-            claimed: if self.api_busy(now) {
-                BUSY_CLAIMED_IN_FLIGHT
-            } else {
-                self.config.max_in_flight
-            },
+            claimed,
             // A queued delivery whose lease would run out during its attempt is left for a
             // claim.
             lease_deadline: now.plus(self.config.request_timeout + Duration::from_secs(1)),
         };
-        for (c, claimed) in local.take_ready(&bounds) {
+        let ready = local.take_ready(&bounds);
+        if busy {
+            local
+                .budget
+                .spend(ready.iter().filter(|(_, claimed)| *claimed).count());
+        }
+        for (c, _) in ready {
             let engine = self.clone();
             attempts.spawn(async move {
                 engine.attempt(&c).await;
-                Done {
-                    webhook: c.webhook.id,
-                    claimed,
-                }
+                c.webhook.id
             });
         }
+        let held_back = busy
+            && local.budget.available(Instant::now()) == 0
+            && local.claimed.values().any(|q| !q.is_empty());
+        held_back.then(|| local.budget.wait())
     }
 
     async fn claim(&self, limit: usize, skip: Vec<String>) -> Result<Vec<Claimed>, StoreError> {
@@ -592,19 +651,14 @@ async fn record_outcomes(
 /// claim and now has room for more.
 fn finished(
     local: &mut Local,
-    done: Result<Done, tokio::task::JoinError>,
+    done: Result<String, tokio::task::JoinError>,
     per_endpoint: usize,
     skipped: &[String],
 ) -> bool {
     local.total_in_flight -= 1;
     // An attempt task does not panic (nothing in it unwraps); if one ever did, its webhook's
     // share would stay one lower until the node restarts.
-    let Ok(Done { webhook, claimed }) = done else {
-        return false;
-    };
-    if claimed {
-        local.claimed_in_flight -= 1;
-    }
+    let Ok(webhook) = done else { return false };
     let busy = match local.in_flight.get_mut(&webhook) {
         Some(n) => {
             *n -= 1;
@@ -714,11 +768,11 @@ mod tests {
                 .collect::<Vec<_>>(),
             [false, true, true, true]
         );
-        assert_eq!((local.queued, local.claimed_in_flight), (0, 3));
+        assert_eq!((local.queued, local.total_in_flight), (0, 4));
     }
 
     #[test]
-    fn claimed_work_is_held_to_its_bound_while_fresh_work_is_not() {
+    fn claimed_work_is_held_to_its_budget_while_fresh_work_is_not() {
         let mut local = Local::default();
         for n in 0..5 {
             local.push_claimed(queued("a", n));
@@ -726,21 +780,38 @@ mod tests {
         }
         let ready = local.take_ready(&bounds(1));
         let claimed = ready.iter().filter(|(_, c)| *c).count();
-        assert_eq!(claimed, 1, "one claimed attempt while the API is busy");
+        assert_eq!(claimed, 1, "one claimed attempt for a budget of one");
         assert_eq!(
             ready.len() - claimed,
             4,
             "fresh work up to the webhook's share"
         );
         assert_eq!(local.queued, 5);
-        // Nothing more starts until an attempt finishes.
-        assert!(local.take_ready(&bounds(1)).is_empty());
-        let done = Done {
-            webhook: "a".into(),
-            claimed: true,
+        // With the budget spent, claimed work waits; fresh work waits only for its webhook.
+        assert!(local.take_ready(&bounds(0)).is_empty());
+        finished(&mut local, Ok("b".into()), 4, &[]);
+        assert_eq!(ids(&local.take_ready(&bounds(0))), ["dlv_b_4"]);
+        assert_eq!(ids(&local.take_ready(&bounds(2))), ["dlv_a_1", "dlv_a_2"]);
+    }
+
+    #[test]
+    fn the_budget_refills_at_its_rate_up_to_its_burst() {
+        let start = Instant::now();
+        let mut budget = Budget {
+            tokens: BUSY_CLAIMED_BURST,
+            at: start,
         };
-        finished(&mut local, Ok(done), 4, &[]);
-        assert_eq!(ids(&local.take_ready(&bounds(1))), ["dlv_a_1"]);
+        assert_eq!(budget.available(start), BUSY_CLAIMED_BURST as usize);
+        budget.spend(BUSY_CLAIMED_BURST as usize);
+        assert_eq!(budget.available(start), 0);
+        let one = Duration::from_secs_f64(1.0 / BUSY_CLAIMED_PER_SEC);
+        assert_eq!(budget.wait(), one);
+        assert_eq!(budget.available(start + one * 5), 5);
+        assert_eq!(
+            budget.available(start + Duration::from_secs(60)),
+            BUSY_CLAIMED_BURST as usize,
+            "no more than the burst is saved up"
+        );
     }
 
     #[test]

@@ -51,7 +51,7 @@ struct ServeArgs {
     )]
     database_url: String,
     /// Connections this node keeps to PostgreSQL (plus one for LISTEN). Ignored for SQLite.
-    #[arg(long, env = "CODMIR_DATABASE_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "CODMIR_DATABASE_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     database_pool_size: u16,
     /// Allow webhook URLs on localhost and loopback, private or link-local addresses (for
     /// local development and tests only).

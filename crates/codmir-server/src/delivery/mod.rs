@@ -620,13 +620,8 @@ async fn record_outcomes(
         let result = store
             .write(move |tx| {
                 Box::pin(async move {
-                    let mut fenced = 0;
-                    for o in &batch {
-                        if !tx.record_outcome(o).await? {
-                            fenced += 1;
-                        }
-                    }
-                    Ok::<_, StoreError>(fenced)
+                    let recorded = tx.record_outcomes(&batch).await?;
+                    Ok::<_, StoreError>(batch.len() - recorded)
                 })
             })
             .await;
@@ -683,6 +678,8 @@ async fn release(store: &Store, node: &str, claimed: Vec<Claimed>) {
                 for id in &ids {
                     tx.release_lease(id, &node).await?;
                 }
+                // Any node may take them now.
+                tx.announce_deliveries().await?;
                 Ok::<_, StoreError>(())
             })
         })

@@ -210,7 +210,10 @@ pub(crate) async fn emit(
             }
         }
     }
-    if any {
+    // Deliveries leased to this node go to its engine in-process; waking the other nodes
+    // would only make each of them run a claim that finds nothing (with two PostgreSQL
+    // nodes, one per commit of the other).
+    if any && intake.lease.is_none() {
         tx.announce_deliveries().await?;
     }
     Ok(())

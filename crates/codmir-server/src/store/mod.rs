@@ -192,6 +192,15 @@ pub trait Tx: Send {
     /// Records an attempt and moves the delivery on; false when the fence did not hold (the
     /// lease was lost, or the delivery was cancelled meanwhile) and nothing was written.
     async fn record_outcome(&mut self, o: &Outcome) -> StoreResult<bool>;
+    /// Records a batch of outcomes, each fenced like [`Tx::record_outcome`]; returns how many
+    /// were recorded. A backend may do it in fewer statements than one per outcome.
+    async fn record_outcomes(&mut self, outcomes: &[Outcome]) -> StoreResult<usize> {
+        let mut recorded = 0;
+        for o in outcomes {
+            recorded += usize::from(self.record_outcome(o).await?);
+        }
+        Ok(recorded)
+    }
     /// Drops the leases of `owner`, or every lease when `None`; returns how many.
     async fn release_leases(&mut self, owner: Option<&str>) -> StoreResult<u64>;
     /// Drops one lease of `owner` so the delivery can be claimed again at once.
@@ -283,7 +292,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { pool_size: 16 }
+        Self { pool_size: 8 }
     }
 }
 

@@ -350,6 +350,73 @@ pub async fn outcomes_are_fenced_by_owner_and_attempt(store: Store) {
     assert_eq!(attempts[0].status_code, Some(500));
 }
 
+pub async fn outcomes_recorded_in_a_batch_are_fenced_one_by_one(store: Store) {
+    let (p, _) = setup(&store).await;
+    projects(&store, &p, 4).await;
+    let now = in_a_minute();
+    let ids = claim(&store, "a", now, 10_000, 4, vec![]).await;
+    assert_eq!(ids.len(), 4);
+    let outcome = |id: &str, owner: &str, attempt: u32, status: DeliveryStatus| Outcome {
+        attempt: Attempt {
+            delivery_id: id.to_owned(),
+            attempt,
+            attempted_at: Timestamp::from_millis(now),
+            duration_ms: 7,
+            status_code: (status == DeliveryStatus::Succeeded).then_some(200),
+            error: (status != DeliveryStatus::Succeeded).then(|| "connection failed".into()),
+            response_body: None,
+        },
+        lease_owner: owner.to_owned(),
+        new_status: status,
+        next_attempt_at: (status == DeliveryStatus::Pending)
+            .then(|| Timestamp::from_millis(now + 1_000)),
+    };
+    let batch = vec![
+        outcome(&ids[0], "a", 1, DeliveryStatus::Succeeded),
+        outcome(&ids[1], "b", 1, DeliveryStatus::Succeeded), // another owner
+        outcome(&ids[2], "a", 2, DeliveryStatus::Succeeded), // not the next attempt
+        outcome(&ids[3], "a", 1, DeliveryStatus::Pending),
+    ];
+    let recorded = store
+        .write(move |tx| Box::pin(async move { tx.record_outcomes(&batch).await }))
+        .await
+        .unwrap();
+    assert_eq!(recorded, 2);
+    let (ws, all) = (p.workspace_id.clone(), ids.clone());
+    let seen = store
+        .read(move |tx| {
+            Box::pin(async move {
+                let mut seen = Vec::new();
+                for id in &all {
+                    let d = tx.get_delivery(&ws, id).await?.unwrap();
+                    seen.push((d.status, d.attempt_count, tx.list_attempts(id).await?));
+                }
+                Ok::<_, StoreError>(seen)
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!((seen[0].0, seen[0].1), (DeliveryStatus::Succeeded, 1));
+    assert_eq!(seen[0].2.len(), 1);
+    assert_eq!(seen[0].2[0].status_code, Some(200));
+    assert_eq!(seen[0].2[0].duration_ms, 7);
+    for fenced in &seen[1..3] {
+        assert_eq!((fenced.0, fenced.1), (DeliveryStatus::Pending, 0));
+        assert!(fenced.2.is_empty(), "a fenced outcome writes no attempt");
+    }
+    assert_eq!((seen[3].0, seen[3].1), (DeliveryStatus::Pending, 1));
+    assert_eq!(seen[3].2[0].error.as_deref(), Some("connection failed"));
+    // The retry is due again at now + 1 s, released by the record.
+    let again = claim(&store, "c", now + 1_000, 10_000, 10, vec![]).await;
+    assert!(again.contains(&ids[3]));
+    let empty: Vec<Outcome> = Vec::new();
+    let none = store
+        .write(move |tx| Box::pin(async move { tx.record_outcomes(&empty).await }))
+        .await
+        .unwrap();
+    assert_eq!(none, 0);
+}
+
 pub async fn skips_releases_and_cancellation(store: Store) {
     let (p, webhook) = setup(&store).await;
     projects(&store, &p, 3).await;
@@ -432,5 +499,6 @@ conformance!(
     rows_read_back_as_written,
     claims_are_exclusive_until_the_lease_expires,
     outcomes_are_fenced_by_owner_and_attempt,
+    outcomes_recorded_in_a_batch_are_fenced_one_by_one,
     skips_releases_and_cancellation,
 );

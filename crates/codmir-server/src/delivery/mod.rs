@@ -354,6 +354,10 @@ impl Engine {
         let (mut poll, mut more) = (true, false);
         let mut skipped: Vec<String> = Vec::new();
         let mut next_poll = tokio::time::Instant::now();
+        // Every new `next_poll` arms the timer for exactly one firing, which sets `poll`. (A
+        // guard on `is_elapsed` instead lost firings that happened while the loop was busy
+        // elsewhere, and then the loop never polled again until something else woke it.)
+        let (mut next_poll_changed, mut timer_armed) = (true, false);
         // Both futures live across iterations: re-creating them on every wake-up (a timer
         // registration and a notify registration each time) was ~6 % of the server's CPU.
         let timer = tokio::time::sleep_until(next_poll);
@@ -394,18 +398,21 @@ impl Engine {
                         if !more {
                             next_poll = tokio::time::Instant::now()
                                 + self.time_to_next_due(skipped.clone()).await;
+                            next_poll_changed = true;
                         }
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "claiming deliveries failed; retrying shortly");
                         more = false;
                         next_poll = tokio::time::Instant::now() + MAX_IDLE;
+                        next_poll_changed = true;
                     }
                 }
                 continue;
             }
-            if timer.deadline() != next_poll {
+            if next_poll_changed {
                 timer.as_mut().reset(next_poll);
+                (next_poll_changed, timer_armed) = (false, true);
             }
             tokio::select! {
                 batch = inbox.recv() => {
@@ -433,7 +440,8 @@ impl Engine {
                     woken.set(self.wake.notified());
                     poll = true;
                 }
-                () = timer.as_mut(), if timer.deadline() != next_poll || !timer.is_elapsed() => {
+                () = timer.as_mut(), if timer_armed => {
+                    timer_armed = false;
                     poll = true;
                 }
                 () = refill.as_mut(), if refill_armed => {

@@ -12,3 +12,4 @@ mod helpers;
 mod nodes;
 mod process;
 mod receiver;
+mod tls;

@@ -301,11 +301,14 @@ impl Bench {
         )
         .await;
         let delivered = self.wait_delivered(sent.accepted).await;
-        let last = self.stats.last_arrival.load(Ordering::Relaxed);
         relay.stop().await;
-        let span =
-            Duration::from_nanos(last.saturating_sub(start_ns)).max(Duration::from_millis(1));
-        Ok(delivered as f64 / span.as_secs_f64())
+        Ok(delivered as f64 / self.span_since(start_ns).as_secs_f64())
+    }
+
+    /// From `start_ns` (on the receiver's clock) to the last first arrival of a delivery.
+    fn span_since(&self, start_ns: u64) -> Duration {
+        let last = self.stats.last_arrival.load(Ordering::Relaxed);
+        Duration::from_nanos(last.saturating_sub(start_ns)).max(Duration::from_millis(1))
     }
 
     /// Waits until `expected` unique deliveries arrived, or nothing arrived for 15 s.
@@ -412,8 +415,7 @@ async fn steady(b: &Bench) -> Result<Row> {
     let began = Instant::now();
     let sent = tickets_on(&apis, &project, 0..n, b.args.concurrency, None, &b.stats).await;
     let delivered = b.wait_delivered(sent.accepted).await;
-    let last = b.stats.last_arrival.load(Ordering::Relaxed);
-    let span = Duration::from_nanos(last.saturating_sub(start_ns)).max(Duration::from_millis(1));
+    let rate = delivered as f64 / b.span_since(start_ns).as_secs_f64();
     let mut row = Row {
         scenario: if servers.len() > 1 {
             format!("steady ({} nodes)", servers.len())
@@ -421,7 +423,7 @@ async fn steady(b: &Bench) -> Result<Row> {
             "steady".into()
         },
         events_per_s: sent.rate(),
-        deliveries_per_s: delivered as f64 / span.as_secs_f64(),
+        deliveries_per_s: rate,
         ceiling_per_s: ceiling.rate(),
         expected: sent.accepted,
         delivered,
@@ -432,12 +434,12 @@ async fn steady(b: &Bench) -> Result<Row> {
             sent.errors,
             floor,
             floor / ceiling.rate(),
-            delivered as f64 / span.as_secs_f64() / floor
+            rate / floor
         ),
         extra: json!({
             "relay_floor_per_s": round(floor),
             "relay_floor_to_ceiling": round3(floor / ceiling.rate()),
-            "ratio_to_relay_floor": round3(delivered as f64 / span.as_secs_f64() / floor),
+            "ratio_to_relay_floor": round3(rate / floor),
         }),
         ..Row::default()
     };
@@ -596,16 +598,11 @@ async fn isolation(b: &Bench) -> Result<Vec<Row>> {
         // Only the nine other webhooks are expected to complete.
         let expected = 9 * sent.accepted + if hanging { 0 } else { sent.accepted };
         let delivered = b.wait_delivered(expected).await;
-        let span = Duration::from_nanos(
-            b.stats
-                .last_arrival
-                .load(Ordering::Relaxed)
-                .saturating_sub(start_ns),
-        );
+        let span = b.span_since(start_ns);
         let nine: u64 = (1..10)
             .map(|i| b.stats.per_hook[i].load(Ordering::Relaxed))
             .sum();
-        let rate = nine as f64 / span.as_secs_f64().max(1e-9);
+        let rate = nine as f64 / span.as_secs_f64();
         if !hanging {
             healthy_rate = rate;
         }

@@ -67,14 +67,14 @@ async fn ticket(
         Value::from(title),
         relay.after
     );
-    let relay2 = relay.clone();
+    let response = json!({"id": "tkt_relay", "title": title});
     tokio::spawn(async move {
-        let Ok(_permit) = relay2.permits.acquire().await else {
+        let Ok(_permit) = relay.permits.acquire().await else {
             return;
         };
-        if let Ok(r) = relay2
+        if let Ok(r) = relay
             .client
-            .post(relay2.target.as_str())
+            .post(relay.target.as_str())
             .header("content-type", "application/json")
             .body(payload)
             .send()
@@ -83,8 +83,5 @@ async fn ticket(
             let _ = r.bytes().await;
         }
     });
-    (
-        StatusCode::CREATED,
-        Json(json!({"id": "tkt_relay", "title": title})),
-    )
+    (StatusCode::CREATED, Json(response))
 }

@@ -35,19 +35,21 @@ impl Timestamp {
 
     /// `2024-01-15T10:30:00.123Z`
     pub fn to_rfc3339_millis(self) -> String {
-        let mut out = String::with_capacity(24);
-        self.write_civil(&mut out);
-        let ms = self.0.rem_euclid(1000);
-        out.push('.');
-        push_digits(&mut out, ms, 3);
-        out.push('Z');
-        out
+        self.rfc3339(true)
     }
 
     /// `2024-01-15T10:30:00Z`, the form the public contract shows for event timestamps.
     pub fn to_rfc3339_seconds(self) -> String {
-        let mut out = String::with_capacity(20);
+        self.rfc3339(false)
+    }
+
+    fn rfc3339(self, with_millis: bool) -> String {
+        let mut out = String::with_capacity(24);
         self.write_civil(&mut out);
+        if with_millis {
+            out.push('.');
+            push_digits(&mut out, self.0.rem_euclid(1000), 3);
+        }
         out.push('Z');
         out
     }

@@ -73,19 +73,26 @@ pub struct Engine {
 /// Deliveries this node holds a lease on, waiting for their webhook's share of capacity, and
 /// the attempts in flight. Owned by the engine loop alone.
 ///
-/// Two lanes: `fresh` holds what this node's API just committed (the fast path) and is always
-/// started first; `claimed` holds what came from the database (retries coming due, a backlog,
-/// other nodes' expired work). While the API is busy, claimed attempts start at most at
+/// Two lanes: [`Lane::Fresh`] holds what this node's API just committed (the fast path) and is
+/// always started first; [`Lane::Claimed`] holds what came from the database (retries coming
+/// due, a backlog, other nodes' expired work). While the API is busy, claimed attempts start at most at
 /// [`BUSY_CLAIMED_PER_SEC`] (the [`Budget`]), so that draining a backlog does not take the CPU
 /// and the writer from the requests being served and from their fresh deliveries.
 #[derive(Default)]
 struct Local {
-    fresh: HashMap<String, VecDeque<Claimed>>,
-    claimed: HashMap<String, VecDeque<Claimed>>,
+    /// Per lane, per webhook; a queue is removed once empty.
+    lanes: [HashMap<String, VecDeque<Claimed>>; 2],
     in_flight: HashMap<String, usize>,
     total_in_flight: usize,
     queued: usize,
     budget: Budget,
+}
+
+/// Where a queued delivery came from; the index of its lane in [`Local::lanes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Fresh = 0,
+    Claimed = 1,
 }
 
 /// Claimed attempts that may start while the API is busy: a token bucket refilled at
@@ -142,17 +149,9 @@ struct Bounds {
 }
 
 impl Local {
-    fn push_fresh(&mut self, c: Claimed) {
+    fn push(&mut self, lane: Lane, c: Claimed) {
         self.queued += 1;
-        self.fresh
-            .entry(c.webhook.id.clone())
-            .or_default()
-            .push_back(c);
-    }
-
-    fn push_claimed(&mut self, c: Claimed) {
-        self.queued += 1;
-        self.claimed
+        self.lanes[lane as usize]
             .entry(c.webhook.id.clone())
             .or_default()
             .push_back(c);
@@ -160,13 +159,15 @@ impl Local {
 
     /// Deliveries of `webhook` queued here, in both lanes.
     fn queued_for(&self, webhook: &str) -> usize {
-        self.fresh.get(webhook).map_or(0, VecDeque::len)
-            + self.claimed.get(webhook).map_or(0, VecDeque::len)
+        self.lanes
+            .iter()
+            .map(|lane| lane.get(webhook).map_or(0, VecDeque::len))
+            .sum()
     }
 
     /// Drops what is queued for `webhook`.
     fn forget(&mut self, webhook: &str) {
-        for lane in [&mut self.fresh, &mut self.claimed] {
+        for lane in &mut self.lanes {
             if let Some(queue) = lane.remove(webhook) {
                 self.queued -= queue.len();
             }
@@ -178,13 +179,9 @@ impl Local {
     fn take_ready(&mut self, bounds: &Bounds) -> Vec<(Claimed, bool)> {
         let mut ready = Vec::new();
         let mut claimed_started = 0;
-        for claimed in [false, true] {
-            let lane = if claimed {
-                &mut self.claimed
-            } else {
-                &mut self.fresh
-            };
-            lane.retain(|webhook, queue| {
+        for lane in [Lane::Fresh, Lane::Claimed] {
+            let claimed = lane == Lane::Claimed;
+            self.lanes[lane as usize].retain(|webhook, queue| {
                 while self.total_in_flight < bounds.total
                     && (!claimed || claimed_started < bounds.claimed)
                 {
@@ -212,19 +209,17 @@ impl Local {
 
     /// Webhooks that already hold enough work here: no more claims for them.
     fn full(&self, per_endpoint: usize) -> Vec<String> {
-        let mut full: Vec<String> = self
-            .fresh
+        let [fresh, claimed] = &self.lanes;
+        // Each webhook once: those of the fresh lane, then those only in the claimed lane.
+        fresh
             .keys()
-            .chain(self.claimed.keys())
+            .chain(claimed.keys().filter(|id| !fresh.contains_key(*id)))
             .filter(|id| {
                 self.queued_for(id) + self.in_flight.get(*id).copied().unwrap_or(0)
                     >= 2 * per_endpoint
             })
             .cloned()
-            .collect();
-        full.sort_unstable();
-        full.dedup();
-        full
+            .collect()
     }
 }
 
@@ -393,7 +388,7 @@ impl Engine {
                     Ok(claimed) => {
                         more = claimed.len() == room;
                         for c in claimed {
-                            local.push_claimed(c);
+                            local.push(Lane::Claimed, c);
                         }
                         if !more {
                             next_poll = tokio::time::Instant::now()
@@ -417,12 +412,12 @@ impl Engine {
             tokio::select! {
                 batch = inbox.recv() => {
                     for c in batch.into_iter().flatten() {
-                        local.push_fresh(c);
+                        local.push(Lane::Fresh, c);
                     }
                     // Take whatever else is waiting in one go.
                     while let Ok(batch) = inbox.try_recv() {
                         for c in batch {
-                            local.push_fresh(c);
+                            local.push(Lane::Fresh, c);
                         }
                     }
                 }
@@ -492,10 +487,10 @@ impl Engine {
         }
         let now = Timestamp::now();
         let busy = self.api_busy(now);
+        // The budget refills by itself while the API is quiet, up to its burst.
         let claimed = if busy {
             local.budget.available(Instant::now())
         } else {
-            local.budget = Budget::default();
             usize::MAX
         };
         let bounds = Bounds {
@@ -507,10 +502,9 @@ impl Engine {
             lease_deadline: now.plus(self.config.request_timeout + Duration::from_secs(1)),
         };
         let ready = local.take_ready(&bounds);
+        let started_claimed = ready.iter().filter(|(_, claimed)| *claimed).count();
         if busy {
-            local
-                .budget
-                .spend(ready.iter().filter(|(_, claimed)| *claimed).count());
+            local.budget.spend(started_claimed);
         }
         for (c, _) in ready {
             let engine = self.clone();
@@ -519,9 +513,9 @@ impl Engine {
                 c.webhook.id
             });
         }
-        let held_back = busy
-            && local.budget.available(Instant::now()) == 0
-            && local.claimed.values().any(|q| !q.is_empty());
+        // Claimed work left waiting because the budget ran out: wake when it refills.
+        let held_back =
+            busy && started_claimed == claimed && !local.lanes[Lane::Claimed as usize].is_empty();
         held_back.then(|| local.budget.wait())
     }
 
@@ -760,9 +754,9 @@ mod tests {
     fn fresh_deliveries_start_before_claimed_ones_of_the_same_webhook() {
         let mut local = Local::default();
         for n in 0..3 {
-            local.push_claimed(queued("a", n));
+            local.push(Lane::Claimed, queued("a", n));
         }
-        local.push_fresh(queued("a", 9));
+        local.push(Lane::Fresh, queued("a", 9));
         let ready = local.take_ready(&bounds(10));
         // Four at most for the webhook: the fresh one first, then three claimed.
         assert_eq!(ids(&ready), ["dlv_a_9", "dlv_a_0", "dlv_a_1", "dlv_a_2"]);
@@ -780,8 +774,8 @@ mod tests {
     fn claimed_work_is_held_to_its_budget_while_fresh_work_is_not() {
         let mut local = Local::default();
         for n in 0..5 {
-            local.push_claimed(queued("a", n));
-            local.push_fresh(queued("b", n));
+            local.push(Lane::Claimed, queued("a", n));
+            local.push(Lane::Fresh, queued("b", n));
         }
         let ready = local.take_ready(&bounds(1));
         let claimed = ready.iter().filter(|(_, c)| *c).count();
@@ -824,8 +818,8 @@ mod tests {
         let mut local = Local::default();
         let mut late = queued("a", 0);
         late.lease_until = Timestamp::from_millis(999_999);
-        local.push_fresh(late);
-        local.push_fresh(queued("a", 1));
+        local.push(Lane::Fresh, late);
+        local.push(Lane::Fresh, queued("a", 1));
         assert_eq!(ids(&local.take_ready(&bounds(10))), ["dlv_a_1"]);
         assert_eq!((local.queued, local.total_in_flight), (0, 1));
     }

@@ -1004,7 +1004,21 @@ impl Tx for PgTx<'_> {
         }
         let recorded = self
             .exec(
-                "WITH o AS (                    SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[], $5::int8[],                                         $6::text[], $7::int8[], $8::int8[], $9::int4[], $10::text[], $11::text[])                    AS o(delivery_id, new_status, attempt, next_attempt_at, updated_at, lease_owner,                         attempted_at, duration_ms, status_code, error, response_body)),                  u AS (                    UPDATE deliveries d SET status = o.new_status, attempt_count = o.attempt,                      next_attempt_at = o.next_attempt_at, lease_owner = NULL, lease_expires_at = NULL,                      updated_at = o.updated_at                    FROM o WHERE d.id = o.delivery_id AND d.status = 'pending'                      AND d.attempt_count = o.attempt - 1 AND d.lease_owner = o.lease_owner                    RETURNING d.id)                  INSERT INTO attempts (delivery_id, attempt, attempted_at, duration_ms, status_code, error, response_body)                  SELECT o.delivery_id, o.attempt, o.attempted_at, o.duration_ms, o.status_code, o.error, o.response_body                  FROM o JOIN u ON u.id = o.delivery_id",
+                "WITH o AS ( \
+                   SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[], $5::int8[], \
+                     $6::text[], $7::int8[], $8::int8[], $9::int4[], $10::text[], $11::text[]) \
+                   AS o(delivery_id, new_status, attempt, next_attempt_at, updated_at, lease_owner, \
+                        attempted_at, duration_ms, status_code, error, response_body)), \
+                 u AS ( \
+                   UPDATE deliveries d SET status = o.new_status, attempt_count = o.attempt, \
+                     next_attempt_at = o.next_attempt_at, lease_owner = NULL, lease_expires_at = NULL, \
+                     updated_at = o.updated_at \
+                   FROM o WHERE d.id = o.delivery_id AND d.status = 'pending' \
+                     AND d.attempt_count = o.attempt - 1 AND d.lease_owner = o.lease_owner \
+                   RETURNING d.id) \
+                 INSERT INTO attempts (delivery_id, attempt, attempted_at, duration_ms, status_code, error, response_body) \
+                 SELECT o.delivery_id, o.attempt, o.attempted_at, o.duration_ms, o.status_code, o.error, o.response_body \
+                 FROM o JOIN u ON u.id = o.delivery_id",
                 &[
                     &ids, &statuses, &attempts, &next, &updated, &owners, &attempted, &durations,
                     &codes, &errors, &bodies,

@@ -54,9 +54,9 @@ impl TlsEndpoint {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("https://{}/hook", listener.local_addr().unwrap());
-        let (handshakes, requests) = (Arc::default(), Arc::default());
-        let (h, r): (Arc<AtomicUsize>, Arc<AtomicUsize>) =
-            (Arc::clone(&handshakes), Arc::clone(&requests));
+        let handshakes: Arc<AtomicUsize> = Arc::default();
+        let requests: Arc<AtomicUsize> = Arc::default();
+        let (h, r) = (handshakes.clone(), requests.clone());
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let (acceptor, h, r) = (acceptor.clone(), h.clone(), r.clone());

@@ -976,6 +976,20 @@ impl Tx for PgTx<'_> {
         if outcomes.is_empty() {
             return Ok(0);
         }
+        // One statement sees each delivery once: a delivery twice in a batch (attempted again
+        // after its lease ran out before the first outcome was written) is recorded row by
+        // row, where the second outcome meets the fence the first one moved.
+        let mut seen = std::collections::HashSet::with_capacity(outcomes.len());
+        if !outcomes
+            .iter()
+            .all(|o| seen.insert(o.attempt.delivery_id.as_str()))
+        {
+            let mut recorded = 0;
+            for o in outcomes {
+                recorded += usize::from(self.record_outcome(o).await?);
+            }
+            return Ok(recorded);
+        }
         let n = outcomes.len();
         let mut ids = Vec::with_capacity(n);
         let mut statuses = Vec::with_capacity(n);

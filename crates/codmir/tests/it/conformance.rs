@@ -409,6 +409,30 @@ pub async fn outcomes_recorded_in_a_batch_are_fenced_one_by_one(store: Store) {
     // The retry is due again at now + 1 s, released by the record.
     let again = claim(&store, "c", now + 1_000, 10_000, 10, vec![]).await;
     assert!(again.contains(&ids[3]));
+    // The same delivery twice in one batch (attempted again after its lease ran out): the
+    // first outcome is recorded, the second meets the fence it moved.
+    let again = claim(&store, "d", now + 20_000, 10_000, 10, vec![]).await;
+    assert!(again.contains(&ids[1]));
+    let twice = vec![
+        outcome(&ids[1], "d", 1, DeliveryStatus::Succeeded),
+        outcome(&ids[1], "d", 1, DeliveryStatus::Succeeded),
+    ];
+    let recorded = store
+        .write(move |tx| Box::pin(async move { tx.record_outcomes(&twice).await }))
+        .await
+        .unwrap();
+    assert_eq!(recorded, 1);
+    let (ws, d) = (p.workspace_id.clone(), ids[1].clone());
+    let (status, attempts) = store
+        .read(move |tx| {
+            Box::pin(async move {
+                let status = tx.get_delivery(&ws, &d).await?.unwrap().status;
+                Ok::<_, StoreError>((status, tx.list_attempts(&d).await?.len()))
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!((status, attempts), (DeliveryStatus::Succeeded, 1));
     let empty: Vec<Outcome> = Vec::new();
     let none = store
         .write(move |tx| Box::pin(async move { tx.record_outcomes(&empty).await }))

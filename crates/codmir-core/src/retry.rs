@@ -1,8 +1,33 @@
-//! The retry policy: the delays between attempts, with jitter, and `Retry-After`.
+//! The retry policy: the delays between attempts, with jitter, `Retry-After`, and what an
+//! attempt's result means for its delivery ([`RetrySchedule::verdict`]).
 
 use std::time::Duration;
 
 use crate::ValidationError;
+use crate::time::Timestamp;
+use crate::webhook::DeliveryStatus;
+
+/// What an attempt's result means for its delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A 2xx: delivered.
+    Succeeded,
+    /// Not delivered; try again at this time.
+    RetryAt(Timestamp),
+    /// Not delivered and the schedule is spent.
+    Failed,
+}
+
+impl Verdict {
+    /// The delivery's new status and next attempt time.
+    pub fn status(self) -> (DeliveryStatus, Option<Timestamp>) {
+        match self {
+            Verdict::Succeeded => (DeliveryStatus::Succeeded, None),
+            Verdict::RetryAt(at) => (DeliveryStatus::Pending, Some(at)),
+            Verdict::Failed => (DeliveryStatus::Failed, None),
+        }
+    }
+}
 
 /// The delays between attempts; its length is the number of retries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +88,32 @@ impl RetrySchedule {
         let base = *self.0.get(index)?;
         let factor = 1.0 - JITTER + 2.0 * JITTER * unit.clamp(0.0, 1.0);
         Some(base.mul_f64(factor))
+    }
+}
+
+impl RetrySchedule {
+    /// What attempt number `attempt` (1 for the first) came to, decided at `now`: a success
+    /// settles the delivery; a failure is retried after the schedule's jittered delay (by
+    /// `unit`, a draw in [0, 1)), or later if the endpoint's `Retry-After` asked for more,
+    /// until the schedule is spent.
+    pub fn verdict(
+        &self,
+        succeeded: bool,
+        retry_after: Option<Duration>,
+        attempt: u32,
+        unit: f64,
+        now: Timestamp,
+    ) -> Verdict {
+        if succeeded {
+            return Verdict::Succeeded;
+        }
+        match self.next_delay(attempt, unit) {
+            Some(delay) => {
+                let delay = retry_after.map_or(delay, |asked| asked.max(delay));
+                Verdict::RetryAt(now.plus(delay))
+            }
+            None => Verdict::Failed,
+        }
     }
 }
 
@@ -145,6 +196,53 @@ mod tests {
         assert_eq!(s.next_delay(2, 0.5), Some(Duration::from_secs(20)));
         assert_eq!(s.next_delay(3, 0.5), None);
         assert_eq!(s.next_delay(0, 0.5), None);
+    }
+
+    #[test]
+    fn an_attempts_result_decides_the_delivery() {
+        let s = RetrySchedule::parse("10s,20s").unwrap();
+        let now = Timestamp::from_millis(1_000_000);
+        let at = |secs: u64| Verdict::RetryAt(now.plus(Duration::from_secs(secs)));
+        let secs = |n: u64| Some(Duration::from_secs(n));
+        // (succeeded, Retry-After, attempt number, jitter draw, verdict)
+        let table = [
+            (true, None, 1, 0.5, Verdict::Succeeded),
+            (true, secs(999), 3, 0.5, Verdict::Succeeded),
+            (false, None, 1, 0.5, at(10)),
+            (false, None, 1, 0.0, at(8)),
+            (false, None, 1, 1.0, at(12)),
+            (false, None, 2, 0.5, at(20)),
+            (false, None, 3, 0.5, Verdict::Failed),
+            (false, secs(60), 1, 0.5, at(60)),
+            (false, secs(3), 1, 0.5, at(10)),
+            (false, secs(60), 3, 0.5, Verdict::Failed),
+        ];
+        for (succeeded, retry_after, attempt, unit, expected) in table {
+            assert_eq!(
+                s.verdict(succeeded, retry_after, attempt, unit, now),
+                expected,
+                "succeeded={succeeded} retry_after={retry_after:?} attempt={attempt} unit={unit}"
+            );
+        }
+        assert_eq!(
+            RetrySchedule::parse("")
+                .unwrap()
+                .verdict(false, None, 1, 0.5, now),
+            Verdict::Failed,
+            "no retries: the first failure is final"
+        );
+        assert_eq!(
+            at(10).status(),
+            (
+                DeliveryStatus::Pending,
+                Some(now.plus(Duration::from_secs(10)))
+            )
+        );
+        assert_eq!(Verdict::Failed.status(), (DeliveryStatus::Failed, None));
+        assert_eq!(
+            Verdict::Succeeded.status(),
+            (DeliveryStatus::Succeeded, None)
+        );
     }
 
     #[test]

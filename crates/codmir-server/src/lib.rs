@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 pub use config::Config;
-pub use store::Store;
+pub use store::{Store, chain as error_chain};
 
 /// Makes ring the process's TLS crypto provider, which the delivery client needs. Calling it
 /// again does nothing.
@@ -31,24 +32,56 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    start(listener, store, config, shutdown)?.wait().await
+}
+
+/// A server started by [`start`].
+pub struct Running {
+    engine: delivery::Engine,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// The engine's handle, for what a test or an embedding program observes of it.
+    pub fn engine(&self) -> &delivery::Engine {
+        &self.engine
+    }
+
+    /// Waits until the server has shut down.
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.task
+            .await
+            .map_err(|e| std::io::Error::other(format!("the server task failed: {e}")))?
+    }
+}
+
+/// Like [`run`], in a task of its own; returns at once.
+pub fn start(
+    listener: TcpListener,
+    store: Store,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<Running> {
     let config = Arc::new(config);
-    let engine = delivery::Engine::new(store.clone(), config.clone())
-        .map_err(|e| std::io::Error::other(format!("cannot build the HTTP client: {e}")))?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (engine, engine_task) = delivery::spawn(store.clone(), config.clone(), stop_rx.clone())
+        .map_err(|e| std::io::Error::other(format!("cannot build the HTTP client: {e}")))?;
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let engine_task = tokio::spawn(engine.clone().run(stop_rx.clone()));
-    let state = api::AppState::new(store.clone(), config, engine);
+    let state = api::AppState::new(store.clone(), config, engine.clone());
     let mut api_stop = stop_rx;
-    let served = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(async move {
-            let _ = api_stop.wait_for(|stop| *stop).await;
-        })
-        .await;
-    // The engine sees the same signal and stops claiming; wait for its in-flight attempts.
-    let _ = engine_task.await;
-    store.close().await;
-    served
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(async move {
+                let _ = api_stop.wait_for(|stop| *stop).await;
+            })
+            .await;
+        // The engine sees the same signal and stops claiming; wait for its in-flight attempts.
+        let _ = engine_task.await;
+        store.close().await;
+        served
+    });
+    Ok(Running { engine, task })
 }

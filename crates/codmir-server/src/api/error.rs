@@ -1,6 +1,8 @@
 //! The API's one error type and its one mapping to HTTP: every error is a JSON body
-//! `{"error": {"code", "message", "field"?}}`. A 5xx says nothing internal; its cause is
-//! logged once, here.
+//! `{"error": {"code", "message", "field"?}}`. A 5xx says nothing internal; its cause rides
+//! on the response to [`log_failures`], the layer that logs it once with its cause chain.
+
+use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -9,7 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::ops;
-use crate::store::StoreError;
+use crate::store::{Cause, StoreError, chain};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -35,8 +37,13 @@ pub enum ApiError {
     #[error("the server is shutting down or overloaded; retry later")]
     Unavailable,
     #[error("internal error")]
-    Internal(String),
+    Internal(#[source] Cause),
 }
+
+/// The cause of a 5xx, carried from [`ApiError::into_response`] to [`log_failures`] in the
+/// response's extensions (never in its body).
+#[derive(Clone)]
+struct Failure(Option<Cause>);
 
 /// The body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
@@ -56,6 +63,12 @@ pub struct ErrorDetail {
 }
 
 impl ApiError {
+    /// A 500 whose cause is only a message of ours.
+    pub fn internal(message: impl Into<String>) -> Self {
+        let cause: Box<dyn std::error::Error + Send + Sync> = message.into().into();
+        ApiError::Internal(Arc::from(cause))
+    }
+
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError::Unprocessable {
             field: Some(field.into()),
@@ -86,9 +99,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
-        if let ApiError::Internal(cause) = &self {
-            tracing::error!(%cause, "request failed");
-        }
+        let failure = match &self {
+            ApiError::Internal(cause) => Some(Failure(Some(cause.clone()))),
+            ApiError::Unavailable => Some(Failure(None)),
+            _ => None,
+        };
         let field = match &self {
             ApiError::Unprocessable { field, .. } => field.clone(),
             _ => None,
@@ -100,8 +115,37 @@ impl IntoResponse for ApiError {
                 field,
             },
         };
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(failure) = failure {
+            response.extensions_mut().insert(failure);
+        }
+        response
     }
+}
+
+/// Logs every 5xx once, with its cause chain: `error` for a 500, `warn` for a 503 (shutting
+/// down, overloaded, a request over its time limit).
+pub(super) async fn log_failures(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let mut response = next.run(request).await;
+    let status = response.status();
+    if status.is_server_error() {
+        let cause = response
+            .extensions_mut()
+            .remove::<Failure>()
+            .and_then(|f| f.0)
+            .map(|c| chain(&*c));
+        let cause = cause.as_deref().unwrap_or("-");
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(%method, path, status = status.as_u16(), cause, "request failed");
+        } else {
+            tracing::warn!(%method, path, status = status.as_u16(), cause, "request not served");
+        }
+    }
+    response
 }
 
 impl From<ValidationError> for ApiError {
@@ -118,7 +162,7 @@ impl From<StoreError> for ApiError {
                 code: "conflict",
                 message: "a concurrent request changed the same thing; retry".into(),
             },
-            other => ApiError::Internal(other.to_string()),
+            other => ApiError::Internal(Arc::new(other)),
         }
     }
 }

@@ -10,7 +10,7 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Auth, Query, path_id};
 use crate::ops;
-use crate::store::StoredEvent;
+use crate::store::{StoreError, StoredEvent};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -37,7 +37,7 @@ pub struct EventList {
 
 fn raw(e: &StoredEvent) -> Result<Box<RawValue>, ApiError> {
     RawValue::from_string(e.payload.clone())
-        .map_err(|err| ApiError::Internal(format!("event {}: {err}", e.id)))
+        .map_err(|err| StoreError::Corrupt(format!("events.payload of {}: {err}", e.id)).into())
 }
 
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(EventListParams),

@@ -2,7 +2,8 @@
 //!
 //! Architecture invariant: only this module knows HTTP on the way in; handlers parse the
 //! request into validated domain values, run one unit of work from [`crate::ops`] through the
-//! store, and convert the result to a wire type.
+//! store, and convert the result to a wire type. Every write runs through
+//! [`AppState::mutate`], the only caller of the delivery engine from here.
 
 mod error;
 mod events;
@@ -24,22 +25,21 @@ pub use error::{ApiError, ErrorBody};
 
 use crate::config::Config;
 use crate::delivery::Engine;
-use crate::ops::{self, Intake};
-use crate::store::{BoxFuture, Tx};
-use crate::store::{Page, Store};
+use crate::ops::{self, AfterCommit};
+use crate::store::{BoxFuture, Page, Store, Tx};
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
-    /// Takes the deliveries each committed mutation created.
-    pub engine: Arc<Engine>,
-    pub keys: Arc<extract::KeyCache>,
+    /// Learns what each committed mutation changed for delivery; reached only by `mutate`.
+    engine: Engine,
+    pub(crate) keys: Arc<extract::KeyCache>,
 }
 
 impl AppState {
-    pub fn new(store: Store, config: Arc<Config>, engine: Arc<Engine>) -> Self {
+    pub fn new(store: Store, config: Arc<Config>, engine: Engine) -> Self {
         Self {
             store,
             config,
@@ -48,27 +48,30 @@ impl AppState {
         }
     }
 
-    /// Runs a mutation whose new deliveries are leased to this node, and hands them to the
-    /// delivery engine once the commit holds them.
+    /// The one after-commit path: runs a write as API work, with its new deliveries leased
+    /// to this node, and once the commit holds it tells the engine what it changed (fresh
+    /// deliveries to send, webhooks whose queued work to drop).
     pub async fn mutate<F, T>(&self, work: F) -> Result<T, ApiError>
     where
-        F: for<'t> FnOnce(&'t mut dyn Tx, &'t mut Intake) -> BoxFuture<'t, ops::Result<T>>
+        F: for<'t> FnOnce(&'t mut dyn Tx, &'t mut AfterCommit) -> BoxFuture<'t, ops::Result<T>>
             + Send
             + 'static,
         T: Send + 'static,
     {
         let _busy = self.engine.api_work();
-        let mut intake = self.engine.intake();
-        let (value, intake) = self
+        let mut after = AfterCommit::leased_to(self.engine.lease());
+        let (value, after) = self
             .store
             .write(move |tx| {
                 Box::pin(async move {
-                    let value = work(&mut *tx, &mut intake).await?;
-                    Ok::<_, ops::Error>((value, intake))
+                    let value = work(&mut *tx, &mut after).await?;
+                    Ok::<_, ops::Error>((value, after))
                 })
             })
             .await?;
-        self.engine.hand_off(intake);
+        if !after.is_empty() {
+            self.engine.after_commit(after).await;
+        }
         Ok(value)
     }
 }
@@ -154,7 +157,7 @@ async fn method_not_allowed(method: axum::http::Method) -> ApiError {
     ApiError::MethodNotAllowed(format!("method {method} is not allowed on this route"))
 }
 
-/// How long one API request may take before it is answered with 408.
+/// How long one API request may take before it is answered 503.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Bounds every request: one that takes longer is answered 503 with the JSON error shape.
@@ -216,9 +219,8 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))
         .layer(axum::middleware::from_fn(timeout))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            axum::response::IntoResponse::into_response(ApiError::Internal(
-                "a handler panicked".into(),
-            ))
+            axum::response::IntoResponse::into_response(ApiError::internal("a handler panicked"))
         }))
+        .layer(axum::middleware::from_fn(error::log_failures))
         .with_state(state)
 }

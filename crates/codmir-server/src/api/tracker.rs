@@ -184,8 +184,8 @@ pub async fn create_project(
 ) -> Created<ProjectResponse> {
     let name = ProjectName::parse(&body.name)?;
     let project = s
-        .mutate(move |tx, intake| {
-            Box::pin(async move { ops::create_project(tx, &p, name, now(), intake).await })
+        .mutate(move |tx, after| {
+            Box::pin(async move { ops::create_project(tx, &p, name, now(), after).await })
         })
         .await?;
     Ok((StatusCode::CREATED, axum::Json(project.into())))
@@ -245,9 +245,9 @@ pub async fn add_member(
         .transpose()?
         .unwrap_or(Role::Member);
     let member = s
-        .mutate(move |tx, intake| {
+        .mutate(move |tx, after| {
             Box::pin(async move {
-                ops::add_member(tx, &p, &id, NewMember { name, email, role }, now(), intake).await
+                ops::add_member(tx, &p, &id, NewMember { name, email, role }, now(), after).await
             })
         })
         .await?;
@@ -312,8 +312,8 @@ pub async fn create_ticket(
         assignee_id: parse_assignee(body.assignee_id)?,
     };
     let ticket = s
-        .mutate(move |tx, intake| {
-            Box::pin(async move { ops::create_ticket(tx, &p, &id, new, now(), intake).await })
+        .mutate(move |tx, after| {
+            Box::pin(async move { ops::create_ticket(tx, &p, &id, new, now(), after).await })
         })
         .await?;
     Ok((StatusCode::CREATED, axum::Json(ticket.into())))
@@ -385,8 +385,8 @@ pub async fn update_ticket(
         assignee_id: body.assignee_id.map(parse_assignee).transpose()?,
     };
     let ticket = s
-        .mutate(move |tx, intake| {
-            Box::pin(async move { ops::update_ticket(tx, &p, &id, patch, now(), intake).await })
+        .mutate(move |tx, after| {
+            Box::pin(async move { ops::update_ticket(tx, &p, &id, patch, now(), after).await })
         })
         .await?;
     Ok(axum::Json(ticket.into()))
@@ -400,8 +400,8 @@ pub async fn delete_ticket(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = path_id("tkt", &id, "ticket")?;
-    s.mutate(move |tx, intake| {
-        Box::pin(async move { ops::delete_ticket(tx, &p, &id, now(), intake).await })
+    s.mutate(move |tx, after| {
+        Box::pin(async move { ops::delete_ticket(tx, &p, &id, now(), after).await })
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -419,8 +419,8 @@ pub async fn create_comment(
     let id = path_id("tkt", &id, "ticket")?;
     let body = CommentBody::parse(&body.body)?;
     let comment = s
-        .mutate(move |tx, intake| {
-            Box::pin(async move { ops::create_comment(tx, &p, &id, body, now(), intake).await })
+        .mutate(move |tx, after| {
+            Box::pin(async move { ops::create_comment(tx, &p, &id, body, now(), after).await })
         })
         .await?;
     Ok((StatusCode::CREATED, axum::Json(comment.into())))

@@ -210,8 +210,7 @@ pub async fn create_webhook(
         project_ids: project_ids(body.project_ids.unwrap_or_default())?,
     };
     let webhook = s
-        .store
-        .write(move |tx| Box::pin(async move { ops::create_webhook(tx, &p, new, now()).await }))
+        .mutate(move |tx, _| Box::pin(async move { ops::create_webhook(tx, &p, new, now()).await }))
         .await?;
     let secret = webhook.secret.as_str().to_owned();
     let created = CreatedWebhook {
@@ -279,14 +278,10 @@ pub async fn update_webhook(
         enabled: body.enabled,
     };
     let w = s
-        .store
-        .write(move |tx| {
-            Box::pin(async move { ops::update_webhook(tx, &p, &id, patch, now()).await })
+        .mutate(move |tx, after| {
+            Box::pin(async move { ops::update_webhook(tx, &p, &id, patch, now(), after).await })
         })
         .await?;
-    if !w.enabled {
-        s.engine.forget(&w.id);
-    }
     Ok(axum::Json(w.into()))
 }
 
@@ -298,11 +293,10 @@ pub async fn delete_webhook(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = path_id("wh", &id, "webhook")?;
-    let webhook = id.clone();
-    s.store
-        .write(move |tx| Box::pin(async move { ops::delete_webhook(tx, &p, &id, now()).await }))
-        .await?;
-    s.engine.forget(&webhook);
+    s.mutate(move |tx, after| {
+        Box::pin(async move { ops::delete_webhook(tx, &p, &id, now(), after).await })
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

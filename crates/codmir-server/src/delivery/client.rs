@@ -15,7 +15,7 @@ use codmir_core::webhook::is_private_ip;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
 
-use crate::store::Claimed;
+use crate::store::Leased;
 
 /// Most of a response body read; the rest is discarded unread.
 pub const MAX_RESPONSE_READ: usize = 64 * 1024;
@@ -128,7 +128,7 @@ impl Sender {
     }
 
     /// POSTs the event to the webhook as attempt number `attempt`, signed afresh.
-    pub async fn send(&self, c: &Claimed, attempt: u32, now_secs: i64) -> AttemptResult {
+    pub async fn send(&self, c: &Leased, attempt: u32, now_secs: i64) -> AttemptResult {
         let url = match self.parse(c.webhook.url.as_str()) {
             Ok(u) => u,
             Err(e) => return AttemptResult::failed(format!("invalid URL: {e}")),

@@ -1,27 +1,32 @@
-//! The tracker's units of work: each mutation validates against the current state, writes
-//! its rows and its events, and fans the events out to matching webhooks, all through one
-//! [`Tx`] so that the caller's transaction holds all of it or none of it (the outbox).
+//! The units of work: each validates against the current state and writes its rows, its
+//! events and their deliveries through one [`Tx`], so that the caller's transaction holds all
+//! of it or none of it (the outbox). What the delivery engine must learn from a committed
+//! unit is collected in an [`AfterCommit`].
 //!
 //! Architecture invariant: nothing here knows HTTP or SQL.
+
+use std::sync::Arc;
 
 use codmir_core::ValidationError;
 use codmir_core::event::Event;
 use codmir_core::id::new_id;
 use codmir_core::time::Timestamp;
-use codmir_core::tracker::{Principal, User, UserName, Workspace, WorkspaceName};
 use codmir_core::webhook::{Delivery, DeliveryStatus};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
-use std::sync::Arc;
+use crate::store::{Lease, Leased, StoreError, Tx};
 
-use crate::store::{ApiKeyRecord, Claimed, StoreError, Tx};
-
+mod keys;
 mod tracker;
 mod webhooks;
 
-pub use tracker::*;
-pub use webhooks::*;
+pub use keys::{NewKey, authenticate, bootstrap, create_key};
+pub use tracker::{
+    add_member, create_comment, create_project, create_ticket, delete_ticket, project, ticket,
+    update_ticket,
+};
+pub use webhooks::{
+    NewWebhook, WebhookPatch, create_webhook, delete_webhook, delivery, update_webhook, webhook,
+};
 
 /// Why a unit of work was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -39,124 +44,33 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-const KEY_PREFIX: &str = "cmk_";
-
-/// A freshly made API key: shown once, stored only as a hash.
-#[derive(Debug, Clone)]
-pub struct NewKey {
-    pub key: String,
-    pub principal: Principal,
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    codmir_core::id::random_bytes(&mut buf);
-    hex::encode(buf)
-}
-
-fn hash_secret(secret: &str) -> [u8; 32] {
-    Sha256::digest(secret.as_bytes()).into()
-}
-
-/// Creates the workspace and user if missing (found by name) and a new API key for the user.
-pub async fn create_key(
-    tx: &mut dyn Tx,
-    workspace: &WorkspaceName,
-    user: &UserName,
-    now: Timestamp,
-) -> Result<NewKey> {
-    let ws = match tx.find_workspace_by_name(workspace.as_str()).await? {
-        Some(ws) => ws,
-        None => {
-            let ws = Workspace {
-                id: new_id("ws", now),
-                name: workspace.as_str().to_owned(),
-                created_at: now,
-            };
-            tx.insert_workspace(&ws).await?;
-            ws
-        }
-    };
-    let user = match tx.find_user_by_name(&ws.id, user.as_str()).await? {
-        Some(u) => u,
-        None => {
-            let u = User {
-                id: new_id("usr", now),
-                workspace_id: ws.id.clone(),
-                name: user.as_str().to_owned(),
-                email: None,
-                created_at: now,
-            };
-            tx.insert_user(&u).await?;
-            u
-        }
-    };
-    let key_id = random_hex(8);
-    let secret = random_hex(32);
-    tx.insert_api_key(&ApiKeyRecord {
-        id: key_id.clone(),
-        workspace_id: ws.id.clone(),
-        user_id: user.id.clone(),
-        secret_hash: hash_secret(&secret),
-        created_at: now,
-    })
-    .await?;
-    Ok(NewKey {
-        key: format!("{KEY_PREFIX}{key_id}_{secret}"),
-        principal: Principal {
-            workspace_id: ws.id,
-            user_id: user.id,
-            user_name: user.name,
-        },
-    })
-}
-
-/// On an empty database, creates the `default` workspace, an `admin` user and their key.
-pub async fn bootstrap(tx: &mut dyn Tx, now: Timestamp) -> Result<Option<NewKey>> {
-    if tx.workspace_count().await? > 0 {
-        return Ok(None);
-    }
-    let ws = WorkspaceName::parse("default")?;
-    let user = UserName::parse("admin")?;
-    create_key(tx, &ws, &user, now).await.map(Some)
-}
-
-/// The principal a presented key acts as, or `None` for a malformed or unknown key. The
-/// secret's hash is compared in constant time.
-pub async fn authenticate(tx: &mut dyn Tx, presented: &str) -> Result<Option<Principal>> {
-    let Some((key_id, secret)) = presented
-        .strip_prefix(KEY_PREFIX)
-        .and_then(|r| r.split_once('_'))
-    else {
-        return Ok(None);
-    };
-    if key_id.len() != 16 || !key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Ok(None);
-    }
-    let Some((record, principal)) = tx.get_api_key(key_id).await? else {
-        return Ok(None);
-    };
-    let presented_hash = hash_secret(secret);
-    Ok(bool::from(presented_hash.ct_eq(&record.secret_hash)).then_some(principal))
-}
-
-/// Where the deliveries a unit of work creates go. With a lease, they are written already
-/// leased to this node and collected in `claimed`, so that after the commit they are handed
-/// straight to this node's engine (no claim query, no polling); without one they wait for a
-/// claim.
+/// What the delivery engine must learn from a unit of work once it has committed, collected
+/// while the unit runs and handed to the engine after the commit (by the API's `mutate`, the
+/// one after-commit path). With a lease, new deliveries are written already leased to this
+/// node and collected in `fresh`, to be sent at once (no claim query, no polling); without
+/// one they wait for a claim.
 #[derive(Debug, Default)]
-pub struct Intake {
-    lease: Option<(String, Timestamp)>,
-    pub claimed: Vec<Claimed>,
+pub struct AfterCommit {
+    lease: Option<Lease>,
+    /// Deliveries created leased to this node.
+    pub fresh: Vec<Leased>,
+    /// Webhooks whose pending deliveries were cancelled (deleted or disabled): what the engine
+    /// holds queued for them must not be sent.
+    pub cancelled: Vec<String>,
 }
 
-impl Intake {
-    /// New deliveries will be leased to `owner` until `until`.
-    pub fn leased_to(owner: String, until: Timestamp) -> Self {
+impl AfterCommit {
+    /// New deliveries will be held by `lease`.
+    pub fn leased_to(lease: Lease) -> Self {
         Self {
-            lease: Some((owner, until)),
-            claimed: Vec::new(),
+            lease: Some(lease),
+            ..Self::default()
         }
+    }
+
+    /// Nothing for the engine to learn.
+    pub fn is_empty(&self) -> bool {
+        self.fresh.is_empty() && self.cancelled.is_empty()
     }
 }
 
@@ -166,7 +80,7 @@ pub(crate) async fn emit(
     workspace_id: &str,
     events: &[Event],
     now: Timestamp,
-    intake: &mut Intake,
+    after: &mut AfterCommit,
 ) -> Result<()> {
     for event in events {
         tx.insert_event(event).await?;
@@ -191,21 +105,17 @@ pub(crate) async fn emit(
                 created_at: now,
                 updated_at: now,
             };
-            let lease = intake
-                .lease
-                .as_ref()
-                .map(|(owner, until)| (owner.as_str(), *until));
-            tx.insert_delivery(&delivery, lease).await?;
+            tx.insert_delivery(&delivery, after.lease.as_ref()).await?;
             any = true;
-            if let Some((_, lease_until)) = intake.lease {
+            if let Some(lease) = &after.lease {
                 let payload = payload
                     .get_or_insert_with(|| Arc::from(event.payload.as_str()))
                     .clone();
-                intake.claimed.push(Claimed {
+                after.fresh.push(Leased {
                     delivery,
                     webhook: webhook.clone(),
                     payload,
-                    lease_until,
+                    lease_until: lease.until,
                 });
             }
         }
@@ -213,7 +123,7 @@ pub(crate) async fn emit(
     // Deliveries leased to this node go to its engine in-process; waking the other nodes
     // would only make each of them run a claim that finds nothing (with two PostgreSQL
     // nodes, one per commit of the other).
-    if any && intake.lease.is_none() {
+    if any && after.lease.is_none() {
         tx.announce_deliveries().await?;
     }
     Ok(())

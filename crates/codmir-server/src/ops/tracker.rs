@@ -12,7 +12,7 @@ use codmir_core::tracker::{
     TicketPatch, User,
 };
 
-use super::{Error, Intake, Result, emit};
+use super::{AfterCommit, Error, Result, emit};
 use crate::store::Tx;
 
 /// An event of `t` about `project`, caused by `p`.
@@ -56,7 +56,7 @@ pub async fn create_project(
     p: &Principal,
     name: ProjectName,
     now: Timestamp,
-    intake: &mut Intake,
+    after: &mut AfterCommit,
 ) -> Result<Project> {
     let project = Project {
         id: new_id("proj", now),
@@ -72,7 +72,7 @@ pub async fn create_project(
         ..EventData::default()
     };
     let event = event(p, &project, EventType::ProjectCreated, &data, now);
-    emit(tx, &p.workspace_id, &[event], now, intake).await?;
+    emit(tx, &p.workspace_id, &[event], now, after).await?;
     Ok(project)
 }
 
@@ -83,7 +83,7 @@ pub async fn add_member(
     project_id: &str,
     new: NewMember,
     now: Timestamp,
-    intake: &mut Intake,
+    after: &mut AfterCommit,
 ) -> Result<Member> {
     let project = project(tx, p, project_id).await?;
     let NewMember { name, email, role } = new;
@@ -128,7 +128,7 @@ pub async fn add_member(
         ..EventData::default()
     };
     let event = event(p, &project, EventType::MemberAdded, &data, now);
-    emit(tx, &p.workspace_id, &[event], now, intake).await?;
+    emit(tx, &p.workspace_id, &[event], now, after).await?;
     Ok(member)
 }
 
@@ -158,7 +158,7 @@ pub async fn create_ticket(
     project_id: &str,
     new: NewTicket,
     now: Timestamp,
-    intake: &mut Intake,
+    after: &mut AfterCommit,
 ) -> Result<Ticket> {
     let project = project(tx, p, project_id).await?;
     let assigned = match &new.assignee_id {
@@ -188,7 +188,7 @@ pub async fn create_ticket(
         };
         events.push(event(p, &project, EventType::TicketAssigned, &data, now));
     }
-    emit(tx, &p.workspace_id, &events, now, intake).await?;
+    emit(tx, &p.workspace_id, &events, now, after).await?;
     Ok(ticket)
 }
 
@@ -200,7 +200,7 @@ pub async fn update_ticket(
     id: &str,
     patch: TicketPatch,
     now: Timestamp,
-    intake: &mut Intake,
+    after: &mut AfterCommit,
 ) -> Result<Ticket> {
     let current = locked_ticket(tx, p, id).await?;
     let assigned = match &patch.assignee_id {
@@ -249,7 +249,7 @@ pub async fn update_ticket(
         };
         events.push(event(p, &project, EventType::TicketAssigned, &data, now));
     }
-    emit(tx, &p.workspace_id, &events, now, intake).await?;
+    emit(tx, &p.workspace_id, &events, now, after).await?;
     Ok(next)
 }
 
@@ -259,14 +259,14 @@ pub async fn delete_ticket(
     p: &Principal,
     id: &str,
     now: Timestamp,
-    intake: &mut Intake,
+    after: &mut AfterCommit,
 ) -> Result<()> {
     let current = locked_ticket(tx, p, id).await?;
     tx.delete_ticket(&current.id, now).await?;
     let project = project(tx, p, &current.project_id).await?;
     let data = ticket_data(&current, &project, p);
     let event = event(p, &project, EventType::TicketDeleted, &data, now);
-    emit(tx, &p.workspace_id, &[event], now, intake).await
+    emit(tx, &p.workspace_id, &[event], now, after).await
 }
 
 pub async fn create_comment(
@@ -275,7 +275,7 @@ pub async fn create_comment(
     ticket_id: &str,
     body: CommentBody,
     now: Timestamp,
-    intake: &mut Intake,
+    after: &mut AfterCommit,
 ) -> Result<Comment> {
     let ticket = ticket(tx, p, ticket_id).await?;
     let comment = Comment {
@@ -293,6 +293,6 @@ pub async fn create_comment(
         ..ticket_data(&ticket, &project, p)
     };
     let event = event(p, &project, EventType::CommentCreated, &data, now);
-    emit(tx, &p.workspace_id, &[event], now, intake).await?;
+    emit(tx, &p.workspace_id, &[event], now, after).await?;
     Ok(comment)
 }

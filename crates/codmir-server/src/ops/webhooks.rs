@@ -6,7 +6,7 @@ use codmir_core::time::Timestamp;
 use codmir_core::tracker::Principal;
 use codmir_core::webhook::{Attempt, Delivery, EndpointUrl, EventFilter, Webhook, WebhookSecret};
 
-use super::{Error, Result};
+use super::{AfterCommit, Error, Result};
 use crate::store::Tx;
 
 /// A validated registration.
@@ -80,6 +80,7 @@ pub async fn update_webhook(
     id: &str,
     patch: WebhookPatch,
     now: Timestamp,
+    after: &mut AfterCommit,
 ) -> Result<Webhook> {
     let mut w = tx
         .lock_webhook(&p.workspace_id, id)
@@ -108,6 +109,7 @@ pub async fn update_webhook(
     tx.update_webhook(&w).await?;
     if was_enabled && !w.enabled {
         tx.cancel_pending_deliveries(&w.id, now).await?;
+        after.cancelled.push(w.id.clone());
     }
     Ok(w)
 }
@@ -118,9 +120,11 @@ pub async fn delete_webhook(
     p: &Principal,
     id: &str,
     now: Timestamp,
+    after: &mut AfterCommit,
 ) -> Result<()> {
     let w = webhook(tx, p, id).await?;
     tx.cancel_pending_deliveries(&w.id, now).await?;
+    after.cancelled.push(w.id.clone());
     tx.delete_webhook(&w.id).await?;
     Ok(())
 }

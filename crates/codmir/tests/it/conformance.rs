@@ -10,7 +10,7 @@ use codmir_core::tracker::{
 use codmir_core::webhook::{Attempt, DeliveryStatus, EndpointUrl, EventFilter, WebhookSecret};
 use codmir_server::Store;
 use codmir_server::ops::{self, NewWebhook};
-use codmir_server::store::{Outcome, PageRequest, StoreError};
+use codmir_server::store::{Lease, Leased, Outcome, PageRequest, StoreError};
 
 /// A workspace with a webhook for every event; returns the caller and the webhook id.
 async fn setup(store: &Store) -> (Principal, String) {
@@ -55,7 +55,7 @@ async fn projects(store: &Store, p: &Principal, n: usize) -> Vec<String> {
                         &pc,
                         name,
                         Timestamp::now(),
-                        &mut ops::Intake::default(),
+                        &mut ops::AfterCommit::default(),
                     )
                     .await
                 })
@@ -80,12 +80,15 @@ async fn claim(
         .write(move |tx| {
             Box::pin(async move {
                 let now = Timestamp::from_millis(now);
-                let until = Timestamp::from_millis(now.as_millis() + lease_ms);
-                tx.claim_due(&owner, now, until, limit, &skip).await
+                let lease = Lease {
+                    owner,
+                    until: Timestamp::from_millis(now.as_millis() + lease_ms),
+                };
+                tx.claim_due(&lease, now, limit, &skip).await
             })
         })
         .await
-        .map(|c: Vec<codmir_server::store::Claimed>| c.into_iter().map(|c| c.delivery.id).collect())
+        .map(|c: Vec<Leased>| c.into_iter().map(|c| c.delivery.id).collect())
         .unwrap()
 }
 
@@ -104,7 +107,7 @@ pub async fn a_failed_unit_of_work_rolls_back_alone(store: Store) {
                     &pc,
                     ProjectName::parse("ghost").unwrap(),
                     Timestamp::now(),
-                    &mut ops::Intake::default(),
+                    &mut ops::AfterCommit::default(),
                 )
                 .await?;
                 Err(ops::Error::NotFound("injected"))
@@ -200,7 +203,7 @@ pub async fn rows_read_back_as_written(store: Store) {
                     &project,
                     new,
                     Timestamp::now(),
-                    &mut ops::Intake::default(),
+                    &mut ops::AfterCommit::default(),
                 )
                 .await
             })

@@ -664,7 +664,7 @@ async fn a_backlog_larger_than_the_bounds_drains_without_waiting_for_the_poll() 
                 let p = codmir_server::ops::authenticate(tx, &key).await?.unwrap();
                 for i in 0..300 {
                     let name = codmir_core::tracker::ProjectName::parse(&format!("p{i}")).unwrap();
-                    let mut intake = codmir_server::ops::Intake::default();
+                    let mut intake = codmir_server::ops::AfterCommit::default();
                     codmir_server::ops::create_project(
                         tx,
                         &p,

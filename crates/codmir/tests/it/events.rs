@@ -231,7 +231,7 @@ async fn a_failure_before_commit_leaves_neither_data_nor_event() {
                 &p,
                 ProjectName::parse("Ghost").unwrap(),
                 Timestamp::now(),
-                &mut ops::Intake::default(),
+                &mut ops::AfterCommit::default(),
             )
             .await
             .map(drop)
@@ -261,7 +261,7 @@ async fn a_failure_before_commit_leaves_neither_data_nor_event() {
                 &pid,
                 new,
                 Timestamp::now(),
-                &mut ops::Intake::default(),
+                &mut ops::AfterCommit::default(),
             )
             .await
             .map(drop)
@@ -281,7 +281,7 @@ async fn a_failure_before_commit_leaves_neither_data_nor_event() {
                 &t,
                 patch,
                 Timestamp::now(),
-                &mut ops::Intake::default(),
+                &mut ops::AfterCommit::default(),
             )
             .await
             .map(drop)
@@ -291,7 +291,14 @@ async fn a_failure_before_commit_leaves_neither_data_nor_event() {
     let t = tid.clone();
     fail_after(&app, move |tx, p| {
         Box::pin(async move {
-            ops::delete_ticket(tx, &p, &t, Timestamp::now(), &mut ops::Intake::default()).await
+            ops::delete_ticket(
+                tx,
+                &p,
+                &t,
+                Timestamp::now(),
+                &mut ops::AfterCommit::default(),
+            )
+            .await
         })
     })
     .await;
@@ -304,7 +311,7 @@ async fn a_failure_before_commit_leaves_neither_data_nor_event() {
                 &t,
                 CommentBody::parse("ghost").unwrap(),
                 Timestamp::now(),
-                &mut ops::Intake::default(),
+                &mut ops::AfterCommit::default(),
             )
             .await
             .map(drop)
@@ -328,7 +335,7 @@ async fn a_failure_before_commit_leaves_neither_data_nor_event() {
                     role: Role::Member,
                 },
                 Timestamp::now(),
-                &mut ops::Intake::default(),
+                &mut ops::AfterCommit::default(),
             )
             .await
             .map(drop)

@@ -1,0 +1,66 @@
+//! One attempt: send the delivery, decide what the result means (`RetrySchedule::verdict`),
+//! and queue the outcome for the recorder.
+
+use std::sync::Arc;
+
+use codmir_core::retry::RetrySchedule;
+use codmir_core::time::Timestamp;
+use codmir_core::webhook::Attempt;
+use tokio::sync::mpsc;
+
+use super::client::Sender;
+use crate::store::{Leased, Outcome};
+
+/// What every attempt task needs, shared by all of them.
+pub(super) struct Attempter {
+    pub(super) sender: Sender,
+    pub(super) schedule: RetrySchedule,
+    /// This node's lease owner name: the fence its outcomes are recorded under.
+    pub(super) node: Arc<str>,
+    pub(super) outcomes: mpsc::Sender<Outcome>,
+}
+
+impl Attempter {
+    /// Sends `work` as its next attempt, then hands the outcome and the next attempt time to
+    /// the recorder, which writes it in a batch with others and wakes the loop for retries.
+    pub(super) async fn attempt(&self, work: &Leased) {
+        let number = work.delivery.attempt_count + 1;
+        let started = Timestamp::now();
+        let clock = std::time::Instant::now();
+        let result = self.sender.send(work, number, started.as_secs()).await;
+        let duration_ms = clock.elapsed().as_millis() as u64;
+        let verdict = self.schedule.verdict(
+            result.succeeded(),
+            result.retry_after,
+            number,
+            jitter_unit(),
+            Timestamp::now(),
+        );
+        let (new_status, next_attempt_at) = verdict.status();
+        let outcome = Outcome {
+            attempt: Attempt {
+                delivery_id: work.delivery.id.clone(),
+                attempt: number,
+                attempted_at: started,
+                duration_ms,
+                status_code: result.status_code,
+                error: result.error,
+                response_body: result.response_body,
+            },
+            lease_owner: self.node.to_string(),
+            new_status,
+            next_attempt_at,
+        };
+        // If the recorder is gone (shutdown), the lease's expiry retries the delivery.
+        if self.outcomes.send(outcome).await.is_err() {
+            tracing::warn!(delivery = %work.delivery.id, "outcome not recorded: shutting down; it will be retried");
+        }
+    }
+}
+
+/// A number in [0, 1) for retry jitter.
+fn jitter_unit() -> f64 {
+    let mut b = [0u8; 4];
+    codmir_core::id::random_bytes(&mut b);
+    f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
+}

@@ -1,0 +1,265 @@
+//! The work this node holds a lease on, per webhook, in two lanes, and the attempts in
+//! flight: which queued deliveries may start now, within the per-webhook and node bounds.
+//! Plain data, owned by the engine loop, tested without a runtime.
+
+use std::collections::{HashMap, VecDeque};
+
+use codmir_core::time::Timestamp;
+
+use crate::store::Leased;
+
+/// Deliveries this node holds a lease on, waiting for their webhook's share of capacity, and
+/// the attempts in flight. Owned by the engine loop alone.
+///
+/// Two lanes: [`Lane::Fresh`] holds what this node's API just committed (the fast path) and is
+/// always started first; [`Lane::Claimed`] holds what came from the database (retries coming
+/// due, a backlog, other nodes' expired work). While the API is busy, claimed attempts start at most at
+/// a bounded rate (the budget, `budget.rs`), so that draining a backlog does not take the CPU
+/// and the writer from the requests being served and from their fresh deliveries.
+#[derive(Default)]
+pub(super) struct Local {
+    /// Per lane, per webhook; a queue is removed once empty.
+    lanes: [HashMap<String, VecDeque<Leased>>; 2],
+    in_flight: HashMap<String, usize>,
+    pub(super) total_in_flight: usize,
+    pub(super) queued: usize,
+}
+
+/// Where a queued delivery came from; the index of its lane in [`Local::lanes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lane {
+    Fresh = 0,
+    Claimed = 1,
+}
+
+/// How many attempts may be in flight (on the node, per webhook), how many claimed ones may
+/// start now, and the lease a queued delivery must still hold to be started.
+pub(super) struct Bounds {
+    pub(super) total: usize,
+    pub(super) per_endpoint: usize,
+    pub(super) claimed: usize,
+    pub(super) lease_deadline: Timestamp,
+}
+
+impl Local {
+    pub(super) fn push(&mut self, lane: Lane, c: Leased) {
+        self.queued += 1;
+        self.lanes[lane as usize]
+            .entry(c.webhook.id.clone())
+            .or_default()
+            .push_back(c);
+    }
+
+    /// Deliveries of `webhook` queued here, in both lanes.
+    pub(super) fn queued_for(&self, webhook: &str) -> usize {
+        self.lanes
+            .iter()
+            .map(|lane| lane.get(webhook).map_or(0, VecDeque::len))
+            .sum()
+    }
+
+    /// Drops what is queued for `webhook`.
+    pub(super) fn forget(&mut self, webhook: &str) {
+        for lane in &mut self.lanes {
+            if let Some(queue) = lane.remove(webhook) {
+                self.queued -= queue.len();
+            }
+        }
+    }
+
+    /// Takes the queued deliveries that may start now within `bounds`, fresh ones first, and
+    /// counts them in flight. Each comes with whether it is claimed work.
+    pub(super) fn take_ready(&mut self, bounds: &Bounds) -> Vec<(Leased, bool)> {
+        let mut ready = Vec::new();
+        let mut claimed_started = 0;
+        for lane in [Lane::Fresh, Lane::Claimed] {
+            let claimed = lane == Lane::Claimed;
+            self.lanes[lane as usize].retain(|webhook, queue| {
+                while self.total_in_flight < bounds.total
+                    && (!claimed || claimed_started < bounds.claimed)
+                {
+                    let busy = self.in_flight.get(webhook).copied().unwrap_or(0);
+                    if busy >= bounds.per_endpoint {
+                        break;
+                    }
+                    let Some(c) = queue.pop_front() else { break };
+                    self.queued -= 1;
+                    if c.lease_until < bounds.lease_deadline {
+                        continue;
+                    }
+                    *self.in_flight.entry(webhook.clone()).or_default() += 1;
+                    self.total_in_flight += 1;
+                    if claimed {
+                        claimed_started += 1;
+                    }
+                    ready.push((c, claimed));
+                }
+                !queue.is_empty()
+            });
+        }
+        ready
+    }
+
+    /// Webhooks that already hold enough work here: no more claims for them.
+    pub(super) fn full(&self, per_endpoint: usize) -> Vec<String> {
+        let [fresh, claimed] = &self.lanes;
+        // Each webhook once: those of the fresh lane, then those only in the claimed lane.
+        fresh
+            .keys()
+            .chain(claimed.keys().filter(|id| !fresh.contains_key(*id)))
+            .filter(|id| {
+                self.queued_for(id) + self.in_flight.get(*id).copied().unwrap_or(0)
+                    >= 2 * per_endpoint
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+impl Local {
+    /// Accounts for a finished attempt task. True when its webhook was left out of the last
+    /// claim and now has room for more.
+    pub(super) fn finished(
+        &mut self,
+        done: Result<String, tokio::task::JoinError>,
+        per_endpoint: usize,
+        skipped: &[String],
+    ) -> bool {
+        let local = self;
+        local.total_in_flight -= 1;
+        // An attempt task does not panic (nothing in it unwraps); if one ever did, its webhook's
+        // share would stay one lower until the node restarts.
+        let Ok(webhook) = done else { return false };
+        let busy = match local.in_flight.get_mut(&webhook) {
+            Some(n) => {
+                *n -= 1;
+                let busy = *n;
+                if busy == 0 {
+                    local.in_flight.remove(&webhook);
+                }
+                busy
+            }
+            None => 0,
+        };
+        skipped.contains(&webhook) && busy + local.queued_for(&webhook) < 2 * per_endpoint
+    }
+}
+
+impl Local {
+    /// Whether claimed work is waiting.
+    pub(super) fn claimed_waiting(&self) -> bool {
+        !self.lanes[Lane::Claimed as usize].is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use codmir_core::event::EventType;
+    use codmir_core::webhook::{
+        Delivery, DeliveryStatus, EndpointUrl, EventFilter, Webhook, WebhookSecret,
+    };
+
+    use super::*;
+
+    fn queued(webhook: &str, n: u32) -> Leased {
+        let now = Timestamp::from_millis(1_000_000);
+        Leased {
+            delivery: Delivery {
+                id: format!("dlv_{webhook}_{n}"),
+                workspace_id: "ws".into(),
+                webhook_id: webhook.into(),
+                event_id: format!("evt_{n}"),
+                event_type: EventType::TicketCreated,
+                status: DeliveryStatus::Pending,
+                attempt_count: 0,
+                next_attempt_at: Some(now),
+                created_at: now,
+                updated_at: now,
+            },
+            webhook: Webhook {
+                id: webhook.into(),
+                workspace_id: "ws".into(),
+                url: EndpointUrl::from_stored("https://example.com/hook".into()),
+                events: EventFilter::parse(&["*"]).expect("valid filter"),
+                project_ids: Vec::new(),
+                description: None,
+                secret: WebhookSecret::parse("s3cret-s3cret-s3cret").expect("valid secret"),
+                enabled: true,
+                created_at: now,
+                updated_at: now,
+            },
+            payload: Arc::from("{}"),
+            lease_until: now.plus(Duration::from_secs(60)),
+        }
+    }
+
+    fn bounds(claimed: usize) -> Bounds {
+        Bounds {
+            total: 10,
+            per_endpoint: 4,
+            claimed,
+            lease_deadline: Timestamp::from_millis(1_000_000),
+        }
+    }
+
+    fn ids(ready: &[(Leased, bool)]) -> Vec<String> {
+        ready.iter().map(|(c, _)| c.delivery.id.clone()).collect()
+    }
+
+    #[test]
+    fn fresh_deliveries_start_before_claimed_ones_of_the_same_webhook() {
+        let mut local = Local::default();
+        for n in 0..3 {
+            local.push(Lane::Claimed, queued("a", n));
+        }
+        local.push(Lane::Fresh, queued("a", 9));
+        let ready = local.take_ready(&bounds(10));
+        // Four at most for the webhook: the fresh one first, then three claimed.
+        assert_eq!(ids(&ready), ["dlv_a_9", "dlv_a_0", "dlv_a_1", "dlv_a_2"]);
+        assert_eq!(
+            ready
+                .iter()
+                .map(|(_, claimed)| *claimed)
+                .collect::<Vec<_>>(),
+            [false, true, true, true]
+        );
+        assert_eq!((local.queued, local.total_in_flight), (0, 4));
+    }
+
+    #[test]
+    fn claimed_work_is_held_to_its_budget_while_fresh_work_is_not() {
+        let mut local = Local::default();
+        for n in 0..5 {
+            local.push(Lane::Claimed, queued("a", n));
+            local.push(Lane::Fresh, queued("b", n));
+        }
+        let ready = local.take_ready(&bounds(1));
+        let claimed = ready.iter().filter(|(_, c)| *c).count();
+        assert_eq!(claimed, 1, "one claimed attempt for a budget of one");
+        assert_eq!(
+            ready.len() - claimed,
+            4,
+            "fresh work up to the webhook's share"
+        );
+        assert_eq!(local.queued, 5);
+        // With the budget spent, claimed work waits; fresh work waits only for its webhook.
+        assert!(local.take_ready(&bounds(0)).is_empty());
+        local.finished(Ok("b".into()), 4, &[]);
+        assert_eq!(ids(&local.take_ready(&bounds(0))), ["dlv_b_4"]);
+        assert_eq!(ids(&local.take_ready(&bounds(2))), ["dlv_a_1", "dlv_a_2"]);
+    }
+
+    #[test]
+    fn a_delivery_whose_lease_runs_out_is_left_for_a_claim() {
+        let mut local = Local::default();
+        let mut late = queued("a", 0);
+        late.lease_until = Timestamp::from_millis(999_999);
+        local.push(Lane::Fresh, late);
+        local.push(Lane::Fresh, queued("a", 1));
+        assert_eq!(ids(&local.take_ready(&bounds(10))), ["dlv_a_1"]);
+        assert_eq!((local.queued, local.total_in_flight), (0, 1));
+    }
+}

@@ -1,0 +1,302 @@
+//! The PostgreSQL backend's machinery, for several stateless `codmir serve` nodes on one
+//! database: migrations under an advisory lock, the connection pool, `LISTEN`, and the row
+//! access the queries (`tracker.rs`, `outbox.rs`) share.
+//!
+//! Each unit of work runs in its own transaction on a pooled connection, in a task of its own
+//! so that a caller that goes away cannot leave a connection mid-transaction. Due deliveries
+//! are claimed with `FOR UPDATE SKIP LOCKED` and a lease; commits that create deliveries
+//! `NOTIFY` the other nodes, which `LISTEN` on a dedicated connection.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tokio::sync::Notify;
+use tokio_postgres::types::{FromSql, ToSql, Type};
+use tokio_postgres::{AsyncMessage, NoTls, Row};
+
+use super::rows::{Columns, corrupt};
+use super::{Backend, BoxFuture, Job, Page, PageRequest, StoreError, StoreResult};
+
+mod outbox;
+mod tracker;
+
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/postgres_0001_init.sql"),
+    include_str!("../migrations/postgres_0002_webhook_due.sql"),
+];
+/// Any fixed number: the advisory lock that serializes migrations of nodes starting together.
+const MIGRATION_LOCK: i64 = 0x636f_646d_6972;
+/// The channel commits that create deliveries notify.
+const CHANNEL: &str = "codmir_deliveries";
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.code() {
+            Some(c) if *c == tokio_postgres::error::SqlState::UNIQUE_VIOLATION => {
+                StoreError::Conflict(Arc::new(e))
+            }
+            _ => StoreError::database("PostgreSQL", e),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::database("no database connection", e)
+    }
+}
+
+pub struct PgStore {
+    pool: Pool,
+    config: tokio_postgres::Config,
+}
+
+impl PgStore {
+    pub async fn open(url: &str, pool_size: usize) -> StoreResult<Self> {
+        let config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::database("invalid PostgreSQL URL", e))?;
+        migrate(&config).await?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .build()
+            .map_err(|e| StoreError::database("cannot build the connection pool", e))?;
+        Ok(Self { pool, config })
+    }
+
+    async fn run_job(pool: &Pool, mut job: Box<dyn Job>, begin: &str) {
+        let conn = match pool.get().await {
+            Ok(c) => c,
+            Err(e) => return job.finish(Err(e.into())),
+        };
+        let result: StoreResult<()> = async {
+            conn.batch_execute(begin).await?;
+            let ok = {
+                let mut tx = PgTx { client: &conn };
+                job.run(&mut tx).await
+            };
+            conn.batch_execute(if ok { "COMMIT" } else { "ROLLBACK" })
+                .await?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = conn.batch_execute("ROLLBACK").await;
+        }
+        job.finish(result);
+    }
+}
+
+async fn migrate(config: &tokio_postgres::Config) -> StoreResult<()> {
+    let (client, connection) = config.connect(NoTls).await?;
+    let driver = tokio::spawn(connection);
+    client
+        .query_one("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = async {
+        client
+            .batch_execute("CREATE TABLE IF NOT EXISTS codmir_schema (version INTEGER NOT NULL)")
+            .await?;
+        let row = client.query_one("SELECT coalesce(max(version), 0) FROM codmir_schema", &[]).await?;
+        let version: i32 = row.get(0);
+        let known = MIGRATIONS.len() as i32;
+        if version > known {
+            return Err(StoreError::failed(format!(
+                "the database has schema version {version}, newer than this codmir ({known}); upgrade codmir"
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            let v = i as i32 + 1;
+            client.batch_execute(&format!("BEGIN; {sql}; INSERT INTO codmir_schema VALUES ({v}); COMMIT;")).await?;
+        }
+        Ok(())
+    }
+    .await;
+    let _ = client
+        .query_one("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    drop(client);
+    let _ = driver.await;
+    result
+}
+
+impl Backend for PgStore {
+    fn submit_write(&self, job: Box<dyn Job>) -> BoxFuture<'_, StoreResult<()>> {
+        let pool = self.pool.clone();
+        tokio::spawn(async move { Self::run_job(&pool, job, "BEGIN").await });
+        Box::pin(async { Ok(()) })
+    }
+
+    fn submit_read(&self, job: Box<dyn Job>) -> BoxFuture<'_, StoreResult<()>> {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            Self::run_job(
+                &pool,
+                job,
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            )
+            .await
+        });
+        Box::pin(async { Ok(()) })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        self.pool.close();
+        Box::pin(async {})
+    }
+
+    fn releases_all_leases_on_start(&self) -> bool {
+        false
+    }
+
+    fn subscribe(&self, wake: Arc<Notify>) {
+        let config = self.config.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = listen(&config, &wake).await {
+                    tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                }
+                // Whatever was notified while disconnected is picked up by the engine's poll.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+}
+
+/// Holds a connection that `LISTEN`s and wakes the engine on each notification.
+async fn listen(
+    config: &tokio_postgres::Config,
+    wake: &Notify,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
+            match message {
+                Ok(AsyncMessage::Notification(_)) => {
+                    if tx.send(()).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    });
+    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    while rx.recv().await.is_some() {
+        wake.notify_one();
+    }
+    drop(client);
+    match driver.await {
+        Ok(result) => result,
+        Err(_) => Ok(()),
+    }
+}
+
+struct PgTx<'c> {
+    client: &'c Object,
+}
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// A row decoder shared by both backends (`super::rows`).
+type Decode<T> = fn(&dyn Columns) -> StoreResult<T>;
+
+impl PgTx<'_> {
+    async fn rows(&self, sql: &str, params: Params<'_>) -> StoreResult<Vec<Row>> {
+        let stmt = self.client.prepare_cached(sql).await?;
+        Ok(self.client.query(&stmt, params).await?)
+    }
+
+    async fn one<T>(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+        decode: Decode<T>,
+    ) -> StoreResult<Option<T>> {
+        let stmt = self.client.prepare_cached(sql).await?;
+        self.client
+            .query_opt(&stmt, params)
+            .await?
+            .as_ref()
+            .map(|r| decode(r))
+            .transpose()
+    }
+
+    async fn all<T>(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+        decode: Decode<T>,
+    ) -> StoreResult<Vec<T>> {
+        self.rows(sql, params)
+            .await?
+            .iter()
+            .map(|r| decode(r))
+            .collect()
+    }
+
+    async fn exec(&self, sql: &str, params: Params<'_>) -> StoreResult<u64> {
+        let stmt = self.client.prepare_cached(sql).await?;
+        Ok(self.client.execute(&stmt, params).await?)
+    }
+
+    /// A paged query whose last two parameters are the cursor (`$n::text`) and the limit.
+    async fn page<T>(
+        &self,
+        sql: &str,
+        head: &[&(dyn ToSql + Sync)],
+        page: &PageRequest,
+        decode: Decode<T>,
+    ) -> StoreResult<Page<T>> {
+        let limit = i64::from(page.limit) + 1;
+        let mut params: Vec<&(dyn ToSql + Sync)> = head.to_vec();
+        params.push(&page.after);
+        params.push(&limit);
+        let items = self.all(sql, &params, decode).await?;
+        Ok(Page::from_overfetch(items, page.limit))
+    }
+}
+
+/// A value that is not what the column should hold is corrupt data, not a failed database.
+fn column<'r, T: FromSql<'r>>(row: &'r Row, i: usize) -> StoreResult<T> {
+    row.try_get(i)
+        .map_err(|e| corrupt(&format!("column {i}"), e))
+}
+
+impl Columns for Row {
+    fn text(&self, i: usize) -> StoreResult<String> {
+        column(self, i)
+    }
+    fn opt_text(&self, i: usize) -> StoreResult<Option<String>> {
+        column(self, i)
+    }
+    fn int(&self, i: usize) -> StoreResult<i64> {
+        self.opt_int(i)?
+            .ok_or_else(|| corrupt(&format!("column {i}"), "NULL where a number was expected"))
+    }
+    fn opt_int(&self, i: usize) -> StoreResult<Option<i64>> {
+        // Counts and status codes are INT4, times INT8 (the schema's choice per column).
+        match self.columns().get(i).map(|c| c.type_()) {
+            Some(&Type::INT4) => Ok(column::<Option<i32>>(self, i)?.map(i64::from)),
+            _ => column(self, i),
+        }
+    }
+    fn flag(&self, i: usize) -> StoreResult<bool> {
+        column(self, i)
+    }
+    fn bytes(&self, i: usize) -> StoreResult<Vec<u8>> {
+        column(self, i)
+    }
+}

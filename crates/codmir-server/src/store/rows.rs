@@ -1,0 +1,200 @@
+//! Row decoding, once for both backends: each backend's row type implements [`Columns`], and
+//! the functions here turn a row into a domain value. A value that does not parse (an unknown
+//! status, a column of the wrong type) is [`StoreError::Corrupt`] on either backend.
+//!
+//! The column lists are the same in both dialects, so they live here beside their decoders:
+//! a query selects `USER_COLS` exactly when it decodes with [`user`].
+
+use codmir_core::event::EventType;
+use codmir_core::time::Timestamp;
+use codmir_core::tracker::{
+    Member, Principal, Priority, Project, Role, Ticket, TicketStatus, User, Workspace,
+};
+use codmir_core::webhook::{
+    Attempt, Delivery, DeliveryStatus, EndpointUrl, EventFilter, Webhook, WebhookSecret,
+};
+
+use super::{ApiKeyRecord, StoreError, StoreResult, StoredEvent};
+
+/// The typed reads of one row that the decoders need, by column index.
+pub(super) trait Columns {
+    fn text(&self, i: usize) -> StoreResult<String>;
+    fn opt_text(&self, i: usize) -> StoreResult<Option<String>>;
+    /// Any integer column (SQLite's INTEGER, PostgreSQL's INT4 or INT8).
+    fn int(&self, i: usize) -> StoreResult<i64>;
+    fn opt_int(&self, i: usize) -> StoreResult<Option<i64>>;
+    fn flag(&self, i: usize) -> StoreResult<bool>;
+    fn bytes(&self, i: usize) -> StoreResult<Vec<u8>>;
+}
+
+pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn ts(r: &dyn Columns, i: usize) -> StoreResult<Timestamp> {
+    Ok(Timestamp::from_millis(r.int(i)?))
+}
+
+fn opt_ts(r: &dyn Columns, i: usize) -> StoreResult<Option<Timestamp>> {
+    Ok(r.opt_int(i)?.map(Timestamp::from_millis))
+}
+
+fn count(r: &dyn Columns, i: usize, what: &str) -> StoreResult<u32> {
+    u32::try_from(r.int(i)?).map_err(|e| corrupt(what, e))
+}
+
+pub(super) fn json_list(items: &[String]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+}
+
+pub(super) const WORKSPACE_COLS: &str = "id, name, created_at";
+pub(super) fn workspace(r: &dyn Columns) -> StoreResult<Workspace> {
+    Ok(Workspace {
+        id: r.text(0)?,
+        name: r.text(1)?,
+        created_at: ts(r, 2)?,
+    })
+}
+
+pub(super) const USER_COLS: &str = "id, workspace_id, name, email, created_at";
+pub(super) fn user(r: &dyn Columns) -> StoreResult<User> {
+    user_at(r, 0)
+}
+
+/// A user whose columns (`USER_COLS`) start at `base`.
+fn user_at(r: &dyn Columns, base: usize) -> StoreResult<User> {
+    Ok(User {
+        id: r.text(base)?,
+        workspace_id: r.text(base + 1)?,
+        name: r.text(base + 2)?,
+        email: r.opt_text(base + 3)?,
+        created_at: ts(r, base + 4)?,
+    })
+}
+
+pub(super) const API_KEY_COLS: &str =
+    "k.id, k.workspace_id, k.user_id, k.secret_hash, k.created_at, u.name";
+pub(super) fn api_key(r: &dyn Columns) -> StoreResult<(ApiKeyRecord, Principal)> {
+    let secret_hash: [u8; 32] = r
+        .bytes(3)?
+        .try_into()
+        .map_err(|_| corrupt("api_keys.secret_hash", "not 32 bytes"))?;
+    let key = ApiKeyRecord {
+        id: r.text(0)?,
+        workspace_id: r.text(1)?,
+        user_id: r.text(2)?,
+        secret_hash,
+        created_at: ts(r, 4)?,
+    };
+    let principal = Principal {
+        workspace_id: key.workspace_id.clone(),
+        user_id: key.user_id.clone(),
+        user_name: r.text(5)?,
+    };
+    Ok((key, principal))
+}
+
+pub(super) const PROJECT_COLS: &str = "id, workspace_id, name, created_by, created_at";
+pub(super) fn project(r: &dyn Columns) -> StoreResult<Project> {
+    Ok(Project {
+        id: r.text(0)?,
+        workspace_id: r.text(1)?,
+        name: r.text(2)?,
+        created_by: r.text(3)?,
+        created_at: ts(r, 4)?,
+    })
+}
+
+pub(super) const MEMBER_COLS: &str =
+    "m.project_id, m.role, m.added_at, u.id, u.workspace_id, u.name, u.email, u.created_at";
+pub(super) fn member(r: &dyn Columns) -> StoreResult<Member> {
+    Ok(Member {
+        project_id: r.text(0)?,
+        role: Role::parse(&r.text(1)?).map_err(|e| corrupt("project_members.role", e))?,
+        added_at: ts(r, 2)?,
+        user: user_at(r, 3)?,
+    })
+}
+
+pub(super) const TICKET_COLS: &str = "id, workspace_id, project_id, title, description, status, \
+                                      priority, assignee_id, created_by, created_at, updated_at";
+pub(super) fn ticket(r: &dyn Columns) -> StoreResult<Ticket> {
+    Ok(Ticket {
+        id: r.text(0)?,
+        workspace_id: r.text(1)?,
+        project_id: r.text(2)?,
+        title: r.text(3)?,
+        description: r.opt_text(4)?,
+        status: TicketStatus::parse(&r.text(5)?).map_err(|e| corrupt("tickets.status", e))?,
+        priority: Priority::parse(&r.text(6)?).map_err(|e| corrupt("tickets.priority", e))?,
+        assignee_id: r.opt_text(7)?,
+        created_by: r.text(8)?,
+        created_at: ts(r, 9)?,
+        updated_at: ts(r, 10)?,
+    })
+}
+
+pub(super) const EVENT_COLS: &str = "id, payload";
+pub(super) fn event(r: &dyn Columns) -> StoreResult<StoredEvent> {
+    Ok(StoredEvent {
+        id: r.text(0)?,
+        payload: r.text(1)?,
+    })
+}
+
+pub(super) const WEBHOOK_COLS: &str = "id, workspace_id, url, events, project_ids, description, \
+                                       secret, enabled, created_at, updated_at";
+pub(super) fn webhook(r: &dyn Columns) -> StoreResult<Webhook> {
+    let events: Vec<String> =
+        serde_json::from_str(&r.text(3)?).map_err(|e| corrupt("webhooks.events", e))?;
+    Ok(Webhook {
+        id: r.text(0)?,
+        workspace_id: r.text(1)?,
+        url: EndpointUrl::from_stored(r.text(2)?),
+        events: EventFilter::parse(&events).map_err(|e| corrupt("webhooks.events", e))?,
+        project_ids: serde_json::from_str(&r.text(4)?)
+            .map_err(|e| corrupt("webhooks.project_ids", e))?,
+        description: r.opt_text(5)?,
+        secret: WebhookSecret::parse(&r.text(6)?).map_err(|e| corrupt("webhooks.secret", e))?,
+        enabled: r.flag(7)?,
+        created_at: ts(r, 8)?,
+        updated_at: ts(r, 9)?,
+    })
+}
+
+pub(super) const DELIVERY_COLS: &str = "id, workspace_id, webhook_id, event_id, event_type, \
+                                        status, attempt_count, next_attempt_at, created_at, \
+                                        updated_at";
+pub(super) fn delivery(r: &dyn Columns) -> StoreResult<Delivery> {
+    Ok(Delivery {
+        id: r.text(0)?,
+        workspace_id: r.text(1)?,
+        webhook_id: r.text(2)?,
+        event_id: r.text(3)?,
+        event_type: EventType::parse(&r.text(4)?)
+            .map_err(|e| corrupt("deliveries.event_type", e))?,
+        status: DeliveryStatus::parse(&r.text(5)?).map_err(|e| corrupt("deliveries.status", e))?,
+        attempt_count: count(r, 6, "deliveries.attempt_count")?,
+        next_attempt_at: opt_ts(r, 7)?,
+        created_at: ts(r, 8)?,
+        updated_at: ts(r, 9)?,
+    })
+}
+
+pub(super) const ATTEMPT_COLS: &str =
+    "delivery_id, attempt, attempted_at, duration_ms, status_code, error, response_body";
+pub(super) fn attempt(r: &dyn Columns) -> StoreResult<Attempt> {
+    let status_code = r
+        .opt_int(4)?
+        .map(|s| u16::try_from(s).map_err(|e| corrupt("attempts.status_code", e)))
+        .transpose()?;
+    Ok(Attempt {
+        delivery_id: r.text(0)?,
+        attempt: count(r, 1, "attempts.attempt")?,
+        attempted_at: ts(r, 2)?,
+        duration_ms: r.int(3)?.max(0) as u64,
+        status_code,
+        error: r.opt_text(5)?,
+        response_body: r.opt_text(6)?,
+    })
+}

@@ -1,0 +1,365 @@
+//! The SQLite backend's machinery: opening and migrating the file, one writer thread that
+//! group-commits units of work, a small pool of read connections, and the row access the
+//! queries share. WAL mode, `synchronous=FULL`: a commit is on disk when it returns. The
+//! queries themselves are in `tracker.rs` and `outbox.rs`.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, Row};
+use tokio::sync::{Semaphore, mpsc};
+
+use super::rows::{Columns, corrupt};
+use super::{Backend, BoxFuture, Job, Page, PageRequest, StoreError, StoreResult};
+
+mod outbox;
+mod tracker;
+
+/// Units of work committed together at most; more wait for the next commit.
+const MAX_BATCH: usize = 512;
+/// Queued units of work before callers wait (backpressure).
+const QUEUE_DEPTH: usize = 4096;
+const READERS: usize = 4;
+
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite_0001_init.sql"),
+    include_str!("../migrations/sqlite_0002_webhook_due.sql"),
+];
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::ConstraintViolation) if e.to_string().contains("UNIQUE") => {
+                StoreError::Conflict(std::sync::Arc::new(e))
+            }
+            _ => StoreError::database("SQLite", e),
+        }
+    }
+}
+
+pub struct SqliteStore {
+    writes: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    readers: Arc<Readers>,
+}
+
+struct Readers {
+    conns: Mutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
+}
+
+fn open_connection(path: &Path, read_only: bool) -> StoreResult<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA cache_size = -16000; \
+         PRAGMA temp_store = MEMORY;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    conn.execute_batch("PRAGMA journal_mode = WAL;")?;
+    // IMMEDIATE takes the write lock first, so two processes starting at once migrate in turn.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::failed(format!(
+            "the database has schema version {version}, newer than this codmir ({known}); upgrade codmir"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Polls a future that must be ready at once: every SQLite operation is synchronous, so a
+/// unit of work over [`SqliteTx`] never waits. `None` means it tried to (a bug).
+fn run_ready<F: Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
+
+impl SqliteStore {
+    pub async fn open(path: &str) -> StoreResult<Self> {
+        let path = Path::new(path).to_path_buf();
+        tokio::task::spawn_blocking(move || Self::open_blocking(&path))
+            .await
+            .map_err(|e| StoreError::database("opening the SQLite database", e))?
+    }
+
+    fn open_blocking(path: &Path) -> StoreResult<Self> {
+        let mut writer = open_connection(path, false).map_err(|e| match e {
+            StoreError::Database { source, .. } => StoreError::Database {
+                context: format!("cannot open {}", path.display()),
+                source,
+            },
+            other => other,
+        })?;
+        migrate(&mut writer)?;
+        let conns = (0..READERS)
+            .map(|_| open_connection(path, true))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let handle = std::thread::Builder::new()
+            .name("codmir-sqlite-writer".into())
+            .spawn(move || writer_loop(writer, rx))
+            .map_err(|e| StoreError::database("cannot start the writer thread", e))?;
+        Ok(Self {
+            writes: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+            readers: Arc::new(Readers {
+                conns: Mutex::new(conns),
+                permits: Arc::new(Semaphore::new(READERS)),
+            }),
+        })
+    }
+}
+
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    while let Some(job) = rx.blocking_recv() {
+        batch.push(job);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let result = run_batch(&mut conn, &mut batch);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, size = batch.len(), "a write batch failed to commit");
+        }
+        for job in batch.drain(..) {
+            job.finish(result.clone());
+        }
+    }
+}
+
+fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn Job>]) -> StoreResult<()> {
+    // Cached statements: the same few are run for every unit of work.
+    fn exec(conn: &Connection, sql: &str) -> StoreResult<()> {
+        conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    }
+    exec(conn, "BEGIN IMMEDIATE")?;
+    let result = (|| {
+        if let [job] = batch {
+            // Alone in its transaction, a unit needs no savepoint (whose statement journal
+            // copies every page it touches): a failure rolls the transaction back.
+            let ok = {
+                let mut tx = SqliteTx { conn: &mut *conn };
+                run_ready(job.run(&mut tx)).unwrap_or(false)
+            };
+            return exec(conn, if ok { "COMMIT" } else { "ROLLBACK" });
+        }
+        for job in batch.iter_mut() {
+            exec(conn, "SAVEPOINT job")?;
+            let ok = {
+                let mut tx = SqliteTx { conn: &mut *conn };
+                run_ready(job.run(&mut tx)).unwrap_or(false)
+            };
+            if ok {
+                exec(conn, "RELEASE job")?;
+            } else {
+                exec(conn, "ROLLBACK TO job")?;
+                exec(conn, "RELEASE job")?;
+            }
+        }
+        exec(conn, "COMMIT")
+    })();
+    if result.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    result
+}
+
+impl Backend for SqliteStore {
+    fn submit_write(&self, job: Box<dyn Job>) -> BoxFuture<'_, StoreResult<()>> {
+        let sender = self
+            .writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Box::pin(async move {
+            let sender = sender.ok_or(StoreError::Closed)?;
+            sender.send(job).await.map_err(|_| StoreError::Closed)
+        })
+    }
+
+    fn submit_read(&self, mut job: Box<dyn Job>) -> BoxFuture<'_, StoreResult<()>> {
+        let readers = self.readers.clone();
+        Box::pin(async move {
+            let permit = readers
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            tokio::task::spawn_blocking(move || {
+                let conn = readers
+                    .conns
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .pop();
+                let Some(mut conn) = conn else {
+                    job.finish(Err(StoreError::Closed));
+                    return;
+                };
+                let result = (|| {
+                    conn.execute_batch("BEGIN")?;
+                    let ok = {
+                        let mut tx = SqliteTx { conn: &mut conn };
+                        run_ready(job.run(&mut tx))
+                    };
+                    conn.execute_batch("COMMIT")?;
+                    ok.map(|_| ())
+                        .ok_or_else(|| StoreError::failed("a read did not complete"))
+                })();
+                job.finish(result);
+                readers
+                    .conns
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(conn);
+                drop(permit);
+            });
+            Ok(())
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        // Dropping the sender lets the writer drain what is queued, commit it and stop.
+        self.writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let handle = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        Box::pin(async move {
+            if let Some(handle) = handle {
+                let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+            }
+        })
+    }
+
+    fn releases_all_leases_on_start(&self) -> bool {
+        true
+    }
+}
+
+/// A unit of work's view of the connection, inside the transaction the backend opened.
+struct SqliteTx<'c> {
+    conn: &'c mut Connection,
+}
+
+/// A row decoder shared by both backends (`super::rows`).
+type Decode<T> = fn(&dyn Columns) -> StoreResult<T>;
+
+impl SqliteTx<'_> {
+    fn one<T>(
+        &self,
+        sql: &str,
+        params: &[&dyn rusqlite::ToSql],
+        decode: Decode<T>,
+    ) -> StoreResult<Option<T>> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let mut rows = stmt.query(params)?;
+        rows.next()?.map(|r| decode(r)).transpose()
+    }
+
+    fn all<T>(
+        &self,
+        sql: &str,
+        params: &[&dyn rusqlite::ToSql],
+        decode: Decode<T>,
+    ) -> StoreResult<Vec<T>> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let mut rows = stmt.query(params)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(decode(r)?);
+        }
+        Ok(out)
+    }
+
+    /// Runs a paged query whose last two parameters are the cursor and the limit.
+    fn page<T>(
+        &self,
+        sql: &str,
+        head: &[&dyn rusqlite::ToSql],
+        page: &PageRequest,
+        decode: Decode<T>,
+    ) -> StoreResult<Page<T>> {
+        let limit = i64::from(page.limit) + 1;
+        let mut params: Vec<&dyn rusqlite::ToSql> = head.to_vec();
+        params.push(&page.after);
+        params.push(&limit);
+        let items = self.all(sql, &params, decode)?;
+        Ok(Page::from_overfetch(items, page.limit))
+    }
+
+    fn exec(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> StoreResult<usize> {
+        Ok(self.conn.prepare_cached(sql)?.execute(params)?)
+    }
+}
+
+/// A value that is not what the column should hold is corrupt data, not a failed database.
+fn column<T: rusqlite::types::FromSql>(row: &Row<'_>, i: usize) -> StoreResult<T> {
+    row.get(i).map_err(|e| corrupt(&format!("column {i}"), e))
+}
+
+impl Columns for Row<'_> {
+    fn text(&self, i: usize) -> StoreResult<String> {
+        column(self, i)
+    }
+    fn opt_text(&self, i: usize) -> StoreResult<Option<String>> {
+        column(self, i)
+    }
+    fn int(&self, i: usize) -> StoreResult<i64> {
+        column(self, i)
+    }
+    fn opt_int(&self, i: usize) -> StoreResult<Option<i64>> {
+        column(self, i)
+    }
+    fn flag(&self, i: usize) -> StoreResult<bool> {
+        column(self, i)
+    }
+    fn bytes(&self, i: usize) -> StoreResult<Vec<u8>> {
+        match self
+            .get_ref(i)
+            .map_err(|e| corrupt(&format!("column {i}"), e))?
+        {
+            ValueRef::Blob(b) => Ok(b.to_vec()),
+            other => Err(corrupt(
+                &format!("column {i}"),
+                format!("{:?} where a blob was expected", other.data_type()),
+            )),
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The tracker's queries on SQLite: workspaces, users, API keys, projects, members, tickets
+//! and comments.
+
+use async_trait::async_trait;
+use codmir_core::time::Timestamp;
+use codmir_core::tracker::{Comment, Member, Principal, Project, Ticket, User, Workspace};
+use rusqlite::params;
+
+use super::SqliteTx;
+use crate::store::rows::{
+    self, API_KEY_COLS, MEMBER_COLS, PROJECT_COLS, TICKET_COLS, USER_COLS, WORKSPACE_COLS,
+};
+use crate::store::{ApiKeyRecord, Page, PageRequest, StoreResult, TrackerTx};
+
+#[async_trait]
+impl TrackerTx for SqliteTx<'_> {
+    async fn workspace_count(&mut self) -> StoreResult<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM workspaces", [], |r| r.get(0))?)
+    }
+
+    async fn find_workspace_by_name(&mut self, name: &str) -> StoreResult<Option<Workspace>> {
+        self.one(
+            &format!("SELECT {WORKSPACE_COLS} FROM workspaces WHERE name = ?1"),
+            &[&name],
+            rows::workspace,
+        )
+    }
+
+    async fn insert_workspace(&mut self, w: &Workspace) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO workspaces (id, name, created_at) VALUES (?1, ?2, ?3)",
+            params![w.id, w.name, w.created_at.as_millis()],
+        )?;
+        Ok(())
+    }
+
+    async fn find_user_by_name(&mut self, ws: &str, name: &str) -> StoreResult<Option<User>> {
+        self.one(
+            &format!("SELECT {USER_COLS} FROM users WHERE workspace_id = ?1 AND name = ?2 ORDER BY id LIMIT 1"),
+            &[&ws, &name],
+            rows::user,
+        )
+    }
+
+    async fn find_user_by_email(&mut self, ws: &str, email: &str) -> StoreResult<Option<User>> {
+        self.one(
+            &format!("SELECT {USER_COLS} FROM users WHERE workspace_id = ?1 AND email = ?2"),
+            &[&ws, &email],
+            rows::user,
+        )
+    }
+
+    async fn get_user(&mut self, ws: &str, id: &str) -> StoreResult<Option<User>> {
+        self.one(
+            &format!("SELECT {USER_COLS} FROM users WHERE workspace_id = ?1 AND id = ?2"),
+            &[&ws, &id],
+            rows::user,
+        )
+    }
+
+    async fn insert_user(&mut self, u: &User) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO users (id, workspace_id, name, email, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![u.id, u.workspace_id, u.name, u.email, u.created_at.as_millis()],
+        )?;
+        Ok(())
+    }
+
+    async fn insert_api_key(&mut self, k: &ApiKeyRecord) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO api_keys (id, workspace_id, user_id, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![k.id, k.workspace_id, k.user_id, &k.secret_hash[..], k.created_at.as_millis()],
+        )?;
+        Ok(())
+    }
+
+    async fn get_api_key(&mut self, id: &str) -> StoreResult<Option<(ApiKeyRecord, Principal)>> {
+        self.one(
+            &format!(
+                "SELECT {API_KEY_COLS} FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = ?1"
+            ),
+            &[&id],
+            rows::api_key,
+        )
+    }
+
+    async fn insert_project(&mut self, p: &Project) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO projects (id, workspace_id, name, created_by, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![p.id, p.workspace_id, p.name, p.created_by, p.created_at.as_millis()],
+        )?;
+        Ok(())
+    }
+
+    async fn get_project(&mut self, ws: &str, id: &str) -> StoreResult<Option<Project>> {
+        self.one(
+            &format!("SELECT {PROJECT_COLS} FROM projects WHERE workspace_id = ?1 AND id = ?2"),
+            &[&ws, &id],
+            rows::project,
+        )
+    }
+
+    async fn list_projects(&mut self, ws: &str, page: &PageRequest) -> StoreResult<Page<Project>> {
+        self.page(
+            &format!(
+                "SELECT {PROJECT_COLS} FROM projects WHERE workspace_id = ?1 \
+                 AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3"
+            ),
+            &[&ws],
+            page,
+            rows::project,
+        )
+    }
+
+    async fn get_member(&mut self, project_id: &str, user_id: &str) -> StoreResult<Option<Member>> {
+        self.one(
+            &format!(
+                "SELECT {MEMBER_COLS} FROM project_members m JOIN users u ON u.id = m.user_id \
+                 WHERE m.project_id = ?1 AND m.user_id = ?2"
+            ),
+            &[&project_id, &user_id],
+            rows::member,
+        )
+    }
+
+    async fn insert_member(&mut self, m: &Member) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO project_members (project_id, user_id, role, added_at) VALUES (?1, ?2, ?3, ?4)",
+            params![m.project_id, m.user.id, m.role.as_str(), m.added_at.as_millis()],
+        )?;
+        Ok(())
+    }
+
+    async fn list_members(
+        &mut self,
+        project_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Member>> {
+        self.page(
+            &format!(
+                "SELECT {MEMBER_COLS} FROM project_members m JOIN users u ON u.id = m.user_id \
+                 WHERE m.project_id = ?1 AND (?2 IS NULL OR u.id < ?2) ORDER BY u.id DESC LIMIT ?3"
+            ),
+            &[&project_id],
+            page,
+            rows::member,
+        )
+    }
+
+    async fn insert_ticket(&mut self, t: &Ticket) -> StoreResult<()> {
+        self.exec(
+            &format!("INSERT INTO tickets ({TICKET_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+            params![
+                t.id,
+                t.workspace_id,
+                t.project_id,
+                t.title,
+                t.description,
+                t.status.as_str(),
+                t.priority.as_str(),
+                t.assignee_id,
+                t.created_by,
+                t.created_at.as_millis(),
+                t.updated_at.as_millis()
+            ],
+        )?;
+        Ok(())
+    }
+
+    async fn get_ticket(&mut self, ws: &str, id: &str) -> StoreResult<Option<Ticket>> {
+        self.one(
+            &format!(
+                "SELECT {TICKET_COLS} FROM tickets WHERE workspace_id = ?1 AND id = ?2 AND deleted_at IS NULL"
+            ),
+            &[&ws, &id],
+            rows::ticket,
+        )
+    }
+
+    async fn lock_ticket(&mut self, ws: &str, id: &str) -> StoreResult<Option<Ticket>> {
+        // The single writer already excludes concurrent writers.
+        self.get_ticket(ws, id).await
+    }
+
+    async fn update_ticket(&mut self, t: &Ticket) -> StoreResult<()> {
+        self.exec(
+            "UPDATE tickets SET title = ?2, description = ?3, status = ?4, priority = ?5, \
+             assignee_id = ?6, updated_at = ?7 WHERE id = ?1",
+            params![
+                t.id,
+                t.title,
+                t.description,
+                t.status.as_str(),
+                t.priority.as_str(),
+                t.assignee_id,
+                t.updated_at.as_millis()
+            ],
+        )?;
+        Ok(())
+    }
+
+    async fn delete_ticket(&mut self, id: &str, at: Timestamp) -> StoreResult<()> {
+        self.exec(
+            "UPDATE tickets SET deleted_at = ?2 WHERE id = ?1",
+            params![id, at.as_millis()],
+        )?;
+        Ok(())
+    }
+
+    async fn list_tickets(
+        &mut self,
+        project_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Ticket>> {
+        self.page(
+            &format!(
+                "SELECT {TICKET_COLS} FROM tickets WHERE project_id = ?1 AND deleted_at IS NULL \
+                 AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3"
+            ),
+            &[&project_id],
+            page,
+            rows::ticket,
+        )
+    }
+
+    async fn insert_comment(&mut self, c: &Comment) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO comments (id, workspace_id, ticket_id, author_id, body, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                c.id,
+                c.workspace_id,
+                c.ticket_id,
+                c.author_id,
+                c.body,
+                c.created_at.as_millis()
+            ],
+        )?;
+        Ok(())
+    }
+}

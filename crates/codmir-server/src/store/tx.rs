@@ -1,0 +1,203 @@
+//! What a unit of work sees: the row-level operations of one transaction, by area, and the
+//! records they pass. Every SQL statement is behind one of these methods.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use codmir_core::event::Event;
+use codmir_core::time::Timestamp;
+use codmir_core::tracker::{Comment, Member, Principal, Project, Ticket, User, Workspace};
+use codmir_core::webhook::{Attempt, Delivery, DeliveryStatus, Webhook};
+
+use super::StoreResult;
+
+/// A page request: at most `limit` items older than the cursor `after` (an id), newest first.
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub has_more: bool,
+}
+
+impl<T> Page<T> {
+    /// Trims a list fetched with `limit + 1` rows to `limit` and records whether more exist.
+    pub fn from_overfetch(mut items: Vec<T>, limit: u32) -> Self {
+        let has_more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        Self { items, has_more }
+    }
+}
+
+/// An API key as stored: only the SHA-256 of its secret part is kept.
+#[derive(Debug, Clone)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub workspace_id: String,
+    pub user_id: String,
+    pub secret_hash: [u8; 32],
+    pub created_at: Timestamp,
+}
+
+/// An event as stored: the exact bytes that are delivered.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub id: String,
+    pub payload: String,
+}
+
+/// A node's hold on a delivery: while `until` is in the future, no other node claims it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The node's name (`node_…`), unique per process.
+    pub owner: String,
+    pub until: Timestamp,
+}
+
+/// A delivery this node holds a lease on, with everything needed to send it: fresh work
+/// written leased by a commit of this node, or work claimed from the database.
+#[derive(Debug, Clone)]
+pub struct Leased {
+    pub delivery: Delivery,
+    pub webhook: Webhook,
+    pub payload: Arc<str>,
+    /// When this node's lease on the delivery runs out.
+    pub lease_until: Timestamp,
+}
+
+/// What one attempt came to, to be recorded. The write is fenced: it applies only while the
+/// delivery is still pending, has `attempt - 1` attempts and is leased by `lease_owner`.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub attempt: Attempt,
+    pub lease_owner: String,
+    pub new_status: DeliveryStatus,
+    pub next_attempt_at: Option<Timestamp>,
+}
+
+/// The tracker's rows: workspaces, users and their API keys, projects, members, tickets and
+/// comments.
+#[async_trait]
+pub trait TrackerTx: Send {
+    async fn workspace_count(&mut self) -> StoreResult<i64>;
+    async fn find_workspace_by_name(&mut self, name: &str) -> StoreResult<Option<Workspace>>;
+    async fn insert_workspace(&mut self, w: &Workspace) -> StoreResult<()>;
+
+    async fn find_user_by_name(&mut self, ws: &str, name: &str) -> StoreResult<Option<User>>;
+    async fn find_user_by_email(&mut self, ws: &str, email: &str) -> StoreResult<Option<User>>;
+    async fn get_user(&mut self, ws: &str, id: &str) -> StoreResult<Option<User>>;
+    async fn insert_user(&mut self, u: &User) -> StoreResult<()>;
+
+    async fn insert_api_key(&mut self, k: &ApiKeyRecord) -> StoreResult<()>;
+    async fn get_api_key(&mut self, id: &str) -> StoreResult<Option<(ApiKeyRecord, Principal)>>;
+
+    async fn insert_project(&mut self, p: &Project) -> StoreResult<()>;
+    async fn get_project(&mut self, ws: &str, id: &str) -> StoreResult<Option<Project>>;
+    async fn list_projects(&mut self, ws: &str, page: &PageRequest) -> StoreResult<Page<Project>>;
+
+    async fn get_member(&mut self, project_id: &str, user_id: &str) -> StoreResult<Option<Member>>;
+    async fn insert_member(&mut self, m: &Member) -> StoreResult<()>;
+    async fn list_members(
+        &mut self,
+        project_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Member>>;
+
+    async fn insert_ticket(&mut self, t: &Ticket) -> StoreResult<()>;
+    async fn get_ticket(&mut self, ws: &str, id: &str) -> StoreResult<Option<Ticket>>;
+    /// Like `get_ticket`, and holds the row against concurrent writers until commit.
+    async fn lock_ticket(&mut self, ws: &str, id: &str) -> StoreResult<Option<Ticket>>;
+    async fn update_ticket(&mut self, t: &Ticket) -> StoreResult<()>;
+    async fn delete_ticket(&mut self, id: &str, at: Timestamp) -> StoreResult<()>;
+    async fn list_tickets(
+        &mut self,
+        project_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Ticket>>;
+
+    async fn insert_comment(&mut self, c: &Comment) -> StoreResult<()>;
+}
+
+/// The outbox: events, webhooks, the delivery queue with its leases, and the attempt log.
+#[async_trait]
+pub trait OutboxTx: Send {
+    async fn insert_event(&mut self, e: &Event) -> StoreResult<()>;
+    async fn get_event(&mut self, ws: &str, id: &str) -> StoreResult<Option<StoredEvent>>;
+    async fn list_events(
+        &mut self,
+        ws: &str,
+        event_type: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<StoredEvent>>;
+
+    async fn insert_webhook(&mut self, w: &Webhook) -> StoreResult<()>;
+    async fn get_webhook(&mut self, ws: &str, id: &str) -> StoreResult<Option<Webhook>>;
+    /// Like `get_webhook`, and holds the row against concurrent writers until commit.
+    async fn lock_webhook(&mut self, ws: &str, id: &str) -> StoreResult<Option<Webhook>>;
+    async fn list_webhooks(&mut self, ws: &str, page: &PageRequest) -> StoreResult<Page<Webhook>>;
+    /// Every enabled webhook of the workspace, for fan-out.
+    async fn enabled_webhooks(&mut self, ws: &str) -> StoreResult<Vec<Webhook>>;
+    async fn update_webhook(&mut self, w: &Webhook) -> StoreResult<()>;
+    async fn delete_webhook(&mut self, id: &str) -> StoreResult<()>;
+
+    /// Inserts a delivery, held by `lease` when given.
+    async fn insert_delivery(&mut self, d: &Delivery, lease: Option<&Lease>) -> StoreResult<()>;
+    /// Tells other nodes, once this transaction commits, that new deliveries are due.
+    async fn announce_deliveries(&mut self) -> StoreResult<()>;
+    /// Cancels the pending deliveries of a webhook; returns how many.
+    async fn cancel_pending_deliveries(
+        &mut self,
+        webhook_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<u64>;
+    /// Leases up to `limit` pending deliveries that are due at `now` and not held by a live
+    /// lease, skipping the webhooks in `skip`, to `lease`.
+    async fn claim_due(
+        &mut self,
+        lease: &Lease,
+        now: Timestamp,
+        limit: u32,
+        skip: &[String],
+    ) -> StoreResult<Vec<Leased>>;
+    /// Records an attempt and moves the delivery on; false when the fence did not hold (the
+    /// lease was lost, or the delivery was cancelled meanwhile) and nothing was written.
+    async fn record_outcome(&mut self, o: &Outcome) -> StoreResult<bool>;
+    /// Records a batch of outcomes, each fenced like [`OutboxTx::record_outcome`]; returns
+    /// how many were recorded. A backend may do it in fewer statements than one per outcome.
+    async fn record_outcomes(&mut self, outcomes: &[Outcome]) -> StoreResult<usize> {
+        let mut recorded = 0;
+        for o in outcomes {
+            recorded += usize::from(self.record_outcome(o).await?);
+        }
+        Ok(recorded)
+    }
+    /// Drops the leases of `owner`, or every lease when `None`; returns how many.
+    async fn release_leases(&mut self, owner: Option<&str>) -> StoreResult<u64>;
+    /// Drops one lease of `owner` so the delivery can be claimed again at once.
+    /// (Also used for deliveries handed off in-process that this node cannot take now.)
+    async fn release_lease(&mut self, delivery_id: &str, owner: &str) -> StoreResult<()>;
+    /// The earliest `next_attempt_at` of a pending delivery that is not leased at `now` and
+    /// not of a webhook in `skip`, if any.
+    async fn next_due_at(
+        &mut self,
+        now: Timestamp,
+        skip: &[String],
+    ) -> StoreResult<Option<Timestamp>>;
+    async fn get_delivery(&mut self, ws: &str, id: &str) -> StoreResult<Option<Delivery>>;
+    async fn list_deliveries(
+        &mut self,
+        webhook_id: &str,
+        status: Option<DeliveryStatus>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Delivery>>;
+    async fn list_attempts(&mut self, delivery_id: &str) -> StoreResult<Vec<Attempt>>;
+}
+
+/// One transaction's operations, all areas: what a unit of work takes as `&mut dyn Tx`.
+pub trait Tx: TrackerTx + OutboxTx + Send {}
+
+impl<T: TrackerTx + OutboxTx + Send> Tx for T {}

@@ -538,6 +538,91 @@ async fn deleting_or_disabling_a_webhook_cancels_its_pending_deliveries() {
     .await;
 }
 
+/// Deliveries the engine holds queued (behind one in flight, the webhook's whole share) are
+/// dropped when their webhook is deleted or disabled: the commit's after-commit value tells
+/// the engine, and none of them is sent.
+#[tokio::test]
+async fn deleting_or_disabling_a_webhook_drops_what_the_engine_holds_queued_for_it() {
+    let config = codmir_server::Config {
+        max_in_flight_per_endpoint: 1,
+        ..test_config()
+    };
+    let app = spawn_app_with(config).await;
+    let (rx_del, rx_off, rx_ctl) = (
+        Receiver::start().await,
+        Receiver::start().await,
+        Receiver::start().await,
+    );
+    rx_del.script([Reply::Delay(500, 200)]);
+    rx_off.script([Reply::Delay(500, 200)]);
+    // The control webhook's first answer comes last: once its queue has drained, the other
+    // two would have sent theirs too.
+    rx_ctl.script([Reply::Delay(800, 200)]);
+    let mut ids = Vec::new();
+    for rx in [&rx_del, &rx_off, &rx_ctl] {
+        let w = register(&app, json!({"url": rx.url, "events": ["project.created"]})).await;
+        ids.push(w["id"].as_str().unwrap().to_owned());
+    }
+    for i in 0..5 {
+        app.project(&format!("P{i}")).await;
+    }
+    eventually(WAIT, "one attempt in flight to each webhook", || async {
+        rx_del.count() == 1 && rx_off.count() == 1 && rx_ctl.count() == 1
+    })
+    .await;
+    // Four deliveries of each webhook are queued in the engine behind the one in flight.
+    assert_eq!(
+        app.delete(&format!("/v1/webhooks/{}", ids[0])).await.status,
+        204
+    );
+    let r = app
+        .patch(
+            &format!("/v1/webhooks/{}", ids[1]),
+            json!({"enabled": false}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    eventually(WAIT, "the control webhook's five deliveries", || async {
+        rx_ctl.count() == 5
+    })
+    .await;
+    assert_eq!(
+        rx_del.count(),
+        1,
+        "nothing queued for the deleted webhook was sent"
+    );
+    assert_eq!(
+        rx_off.count(),
+        1,
+        "nothing queued for the disabled webhook was sent"
+    );
+    let off = deliveries(&app, &ids[1]).await;
+    assert_eq!(off.len(), 5);
+    assert!(off.iter().all(|d| d["status"] == "cancelled"), "{off:?}");
+}
+
+/// Webhook writes are API work like every other mutation (the engine's claimed work yields to
+/// them while the API is busy); reads are not.
+#[tokio::test]
+async fn webhook_writes_are_counted_as_api_work() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    let before = app.engine.api_mutations();
+    let w = register(&app, json!({"url": rx.url, "events": ["*"]})).await;
+    let id = w["id"].as_str().unwrap();
+    assert_eq!(app.get(&format!("/v1/webhooks/{id}")).await.status, 200);
+    let r = app
+        .patch(&format!("/v1/webhooks/{id}"), json!({"description": "d"}))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(app.delete(&format!("/v1/webhooks/{id}")).await.status, 204);
+    assert_eq!(
+        app.engine.api_mutations() - before,
+        3,
+        "create, update and delete counted; the read not"
+    );
+}
+
 #[tokio::test]
 async fn a_hanging_endpoint_does_not_slow_a_healthy_one() {
     let app = spawn_app().await; // request timeout 3 s

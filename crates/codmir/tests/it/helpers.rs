@@ -15,6 +15,8 @@ pub struct TestApp {
     pub store: Store,
     pub client: reqwest::Client,
     pub db_url: String,
+    /// The server's delivery engine, for what tests observe of it.
+    pub engine: codmir_server::delivery::Engine,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     pub dir: tempfile::TempDir,
@@ -128,15 +130,19 @@ pub async fn spawn_on(dir: tempfile::TempDir, db_url: String, config: Config) ->
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(codmir_server::run(listener, store.clone(), config, async {
+    let running = codmir_server::start(listener, store.clone(), config, async {
         let _ = rx.await;
-    }));
+    })
+    .unwrap();
+    let engine = running.engine().clone();
+    let server = tokio::spawn(running.wait());
     TestApp {
         base,
         key,
         store,
         client: client(),
         db_url,
+        engine,
         shutdown: Some(tx),
         server: Some(server),
         dir,

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-pub struct Bar {
+pub(crate) struct Bar {
     pub label: String,
     pub codmir: f64,
     pub ceiling: f64,
@@ -16,7 +16,7 @@ fn finite(v: f64) -> f64 {
 }
 
 /// Two panels of horizontal bars: deliveries/s (codmir and ceiling), and p50/p99 in ms.
-pub fn svg(bars: &[Bar]) -> String {
+pub(crate) fn svg(bars: &[Bar]) -> String {
     let row_h = 34.0;
     let label_w = 260.0;
     let panel_w = 330.0;

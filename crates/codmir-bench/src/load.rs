@@ -13,14 +13,14 @@ use crate::receiver::Stats;
 
 /// An API caller with a key.
 #[derive(Clone)]
-pub struct Api {
+pub(crate) struct Api {
     pub client: reqwest::Client,
     pub base: String,
     pub key: String,
 }
 
 impl Api {
-    pub async fn post(&self, path: &str, body: Value) -> Result<Value> {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Result<Value> {
         let r = self
             .client
             .post(format!("{}{path}", self.base))
@@ -36,13 +36,13 @@ impl Api {
         Ok(serde_json::from_str(&text)?)
     }
 
-    pub async fn project(&self) -> Result<String> {
+    pub(crate) async fn project(&self) -> Result<String> {
         let p = self.post("/v1/projects", json!({"name": "bench"})).await?;
         p["id"].as_str().map(str::to_owned).context("project id")
     }
 
     /// Registers webhook number `index` of the receiver for `ticket.created`.
-    pub async fn webhook(&self, receiver: &str, index: usize) -> Result<String> {
+    pub(crate) async fn webhook(&self, receiver: &str, index: usize) -> Result<String> {
         let w = self
             .post(
                 "/v1/webhooks",
@@ -55,7 +55,7 @@ impl Api {
 
 /// What a load run measured on the sending side.
 #[derive(Debug, Clone, Default)]
-pub struct Sent {
+pub(crate) struct Sent {
     pub accepted: u64,
     pub errors: u64,
     pub elapsed: Duration,
@@ -64,13 +64,13 @@ pub struct Sent {
 }
 
 impl Sent {
-    pub fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.accepted as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 }
 
 /// Creates tickets `seqs` through the API: as fast as `concurrency` allows, or at `rate`/s.
-pub async fn tickets(
+pub(crate) async fn tickets(
     api: &Api,
     project: &str,
     seqs: std::ops::Range<u64>,
@@ -104,7 +104,7 @@ pub async fn tickets(
 }
 
 /// The ceiling: the same client posts an event-sized body straight to the receiver.
-pub async fn direct(
+pub(crate) async fn direct(
     client: &reqwest::Client,
     receiver: &str,
     n: u64,
@@ -145,7 +145,7 @@ async fn ok_body(r: reqwest::Result<reqwest::Response>, status: u16) -> bool {
 }
 
 /// A body the size and shape of a `ticket.created` delivery.
-pub fn sample_payload() -> String {
+pub(crate) fn sample_payload() -> String {
     codmir_core::event::example(codmir_core::event::EventType::TicketCreated).to_string()
 }
 
@@ -236,7 +236,7 @@ where
 }
 
 /// Percentile `p` (0–100) of `values` in µs, as ms.
-pub fn percentile_ms(values: &mut [u32], p: f64) -> f64 {
+pub(crate) fn percentile_ms(values: &mut [u32], p: f64) -> f64 {
     if values.is_empty() {
         return f64::NAN;
     }

@@ -150,7 +150,7 @@ struct Bench {
 
 mod tempfile_dir {
     //! A scratch directory removed at exit.
-    pub struct Dir(pub std::path::PathBuf);
+    pub(crate) struct Dir(pub std::path::PathBuf);
     impl Drop for Dir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);

@@ -12,18 +12,18 @@ use axum::http::StatusCode;
 use axum::routing::post;
 
 /// Most webhooks a scenario registers.
-pub const MAX_HOOKS: usize = 1024;
+pub(crate) const MAX_HOOKS: usize = 1024;
 
 /// How the receiver answers one webhook's deliveries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Mode {
+pub(crate) enum Mode {
     Ok = 0,
     Unavailable = 1,
     Hang = 2,
 }
 
-pub struct Stats {
+pub(crate) struct Stats {
     start: Instant,
     /// When event `seq` was sent to the API, in ns since `start` plus one (0: not sent).
     pub sent: Vec<AtomicU64>,
@@ -40,7 +40,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn new(capacity: usize) -> Arc<Self> {
+    pub(crate) fn new(capacity: usize) -> Arc<Self> {
         Arc::new(Self {
             start: Instant::now(),
             sent: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
@@ -57,22 +57,22 @@ impl Stats {
         })
     }
 
-    pub fn now_ns(&self) -> u64 {
+    pub(crate) fn now_ns(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
     }
 
-    pub fn mark_sent(&self, seq: u64) {
+    pub(crate) fn mark_sent(&self, seq: u64) {
         if let Some(slot) = self.sent.get(seq as usize) {
             slot.store(self.now_ns() + 1, Ordering::Relaxed);
         }
     }
 
-    pub fn set_mode(&self, hook: usize, mode: Mode) {
+    pub(crate) fn set_mode(&self, hook: usize, mode: Mode) {
         self.modes[hook].store(mode as u8, Ordering::Relaxed);
     }
 
     /// Forgets everything received, for the next scenario (sent times are overwritten anyway).
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         self.hits.store(0, Ordering::Relaxed);
         self.duplicates.store(0, Ordering::Relaxed);
         self.direct_hits.store(0, Ordering::Relaxed);
@@ -93,7 +93,7 @@ impl Stats {
             .clear();
     }
 
-    pub fn unique(&self) -> usize {
+    pub(crate) fn unique(&self) -> usize {
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
@@ -157,7 +157,7 @@ async fn direct(State(stats): State<Arc<Stats>>, _body: Bytes) -> StatusCode {
 }
 
 /// Starts the receiver on 127.0.0.1; returns its base URL.
-pub async fn start(stats: Arc<Stats>) -> anyhow::Result<String> {
+pub(crate) async fn start(stats: Arc<Stats>) -> anyhow::Result<String> {
     let app = axum::Router::new()
         .route("/h/{index}", post(hook))
         .route("/direct", post(direct))

@@ -30,7 +30,7 @@ struct Relay {
 }
 
 /// Serves the relay on `listen` until the process is killed.
-pub async fn serve(listen: &str, target: String) -> Result<()> {
+pub(crate) async fn serve(listen: &str, target: String) -> Result<()> {
     let sample = crate::load::sample_payload();
     let (before, after) = sample
         .split_once(EXAMPLE_TITLE)

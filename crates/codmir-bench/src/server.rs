@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-pub struct Server {
+pub(crate) struct Server {
     child: Child,
     pub base: String,
     pub key: Option<String>,
@@ -18,13 +18,13 @@ pub struct Server {
 }
 
 /// The `codmir` binary next to this one (both are built by `cargo build --release`).
-pub fn default_binary() -> PathBuf {
+pub(crate) fn default_binary() -> PathBuf {
     let me = std::env::current_exe().unwrap_or_default();
     me.with_file_name("codmir")
 }
 
 impl Server {
-    pub async fn start(binary: &Path, database_url: &str, extra: &[&str]) -> Result<Self> {
+    pub(crate) async fn start(binary: &Path, database_url: &str, extra: &[&str]) -> Result<Self> {
         let listen = free_address()?;
         let mut command = Command::new(binary);
         command
@@ -44,7 +44,7 @@ impl Server {
     }
 
     /// This benchmark's own relay (see `relay.rs`), posting to `target`.
-    pub async fn relay(target: &str) -> Result<Self> {
+    pub(crate) async fn relay(target: &str) -> Result<Self> {
         let listen = free_address()?;
         let mut command = Command::new(std::env::current_exe()?);
         command.args(["--relay-listen", &listen, "--relay-target", target]);
@@ -104,11 +104,11 @@ impl Server {
         })
     }
 
-    pub fn usage(&self) -> Usage {
+    pub(crate) fn usage(&self) -> Usage {
         Usage::of(self.pid)
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
             let _ = Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
@@ -130,7 +130,7 @@ fn free_address() -> Result<String> {
 
 /// Memory and CPU of a process from /proc.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Usage {
+pub(crate) struct Usage {
     pub rss_kib: u64,
     pub peak_rss_kib: u64,
     /// User plus system CPU time in seconds.
@@ -138,7 +138,7 @@ pub struct Usage {
 }
 
 impl Usage {
-    pub fn of(pid: u32) -> Self {
+    pub(crate) fn of(pid: u32) -> Self {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let field = |name: &str| {
             status

@@ -15,7 +15,7 @@ use crate::store::{StoreError, StoredEvent};
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct EventListParams {
+pub(super) struct EventListParams {
     /// Only events of this type, e.g. `ticket.created`.
     #[serde(rename = "type")]
     #[param(rename = "type")]
@@ -28,7 +28,7 @@ pub struct EventListParams {
 
 /// A page of events, each exactly as it is delivered.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct EventList {
+pub(super) struct EventList {
     #[schema(value_type = Vec<Object>)]
     pub data: Vec<Box<RawValue>>,
     pub has_more: bool,
@@ -42,7 +42,7 @@ fn raw(e: &StoredEvent) -> Result<Box<RawValue>, ApiError> {
 
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(EventListParams),
     responses((status = 200, body = EventList), (status = 422, body = ErrorBody)), security(("api_key" = [])))]
-pub async fn list_events(
+pub(super) async fn list_events(
     State(s): State<AppState>,
     Auth(p): Auth,
     Query(q): Query<EventListParams>,
@@ -79,7 +79,7 @@ pub async fn list_events(
 #[utoipa::path(get, path = "/v1/events/{id}", tag = "events",
     responses((status = 200, description = "The event exactly as delivered", body = Object), (status = 404, body = ErrorBody)),
     security(("api_key" = [])))]
-pub async fn get_event(
+pub(super) async fn get_event(
     State(s): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
@@ -99,7 +99,7 @@ pub async fn get_event(
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct EventTypeInfo {
+pub(super) struct EventTypeInfo {
     pub name: &'static str,
     pub description: &'static str,
     #[schema(value_type = Object)]
@@ -107,14 +107,14 @@ pub struct EventTypeInfo {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct EventTypeList {
+pub(super) struct EventTypeList {
     pub data: Vec<EventTypeInfo>,
 }
 
 /// The catalog of event types, with an example payload of each.
 #[utoipa::path(get, path = "/v1/event-types", tag = "events", responses((status = 200, body = EventTypeList)),
     security(("api_key" = [])))]
-pub async fn event_types(_caller: Auth) -> axum::Json<EventTypeList> {
+pub(super) async fn event_types(_caller: Auth) -> axum::Json<EventTypeList> {
     let data = EventType::ALL
         .into_iter()
         .map(|t| EventTypeInfo {

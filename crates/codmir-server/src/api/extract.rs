@@ -17,11 +17,11 @@ use crate::ops;
 use crate::store::PageRequest;
 
 /// The largest request body accepted.
-pub const MAX_BODY: usize = 1 << 20;
+pub(super) const MAX_BODY: usize = 1 << 20;
 
 /// A JSON request body. Malformed JSON is a 400; a well-formed body with unknown fields,
 /// missing fields or values of the wrong type is a 422 naming the field.
-pub struct Json<T>(pub T);
+pub(super) struct Json<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
@@ -47,7 +47,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     }
 }
 
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -68,7 +68,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 
 /// For PATCH bodies: tells a field sent as `null` (`Some(None)`, clear it) from a field left
 /// out (`None`, keep it). Use with `#[serde(default, deserialize_with = "present")]`.
-pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+pub(super) fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: serde::Deserialize<'de>,
@@ -77,7 +77,7 @@ where
 }
 
 /// A query string, parsed strictly: a bad value is a 422 naming the parameter.
-pub struct Query<T>(pub T);
+pub(super) struct Query<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
@@ -101,19 +101,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct ListParams {
+pub(super) struct ListParams {
     /// Items per page, 1–100 (default 20).
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
-pub const DEFAULT_LIMIT: u32 = 20;
-pub const MAX_LIMIT: u32 = 100;
+pub(super) const DEFAULT_LIMIT: u32 = 20;
+pub(super) const MAX_LIMIT: u32 = 100;
 
 impl ListParams {
     /// Validates the page size and that the cursor is an id of the listed kind.
-    pub fn page(&self, id_prefix: &str) -> Result<PageRequest, ApiError> {
+    pub(super) fn page(&self, id_prefix: &str) -> Result<PageRequest, ApiError> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
             return Err(ApiError::invalid(
@@ -140,11 +140,11 @@ impl ListParams {
 /// skip the database. An entry lives [`KEY_CACHE_TTL`]; keys cannot be revoked yet, and when
 /// they can, the TTL bounds how long a revoked key keeps working on a node.
 #[derive(Default)]
-pub struct KeyCache {
+pub(crate) struct KeyCache {
     entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], (Principal, std::time::Instant)>>,
 }
 
-pub const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+pub(super) const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 const KEY_CACHE_MAX: usize = 10_000;
 
 impl KeyCache {
@@ -172,7 +172,7 @@ impl KeyCache {
 }
 
 /// The caller, from `Authorization: Bearer <key>`.
-pub struct Auth(pub Principal);
+pub(super) struct Auth(pub Principal);
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
@@ -216,7 +216,7 @@ impl FromRequestParts<AppState> for Auth {
 
 /// Checks that a path id has the shape of an id of its kind; a malformed id cannot exist, so
 /// it is a 404 like an unknown one.
-pub fn path_id(prefix: &str, id: &str, what: &'static str) -> Result<String, ApiError> {
+pub(super) fn path_id(prefix: &str, id: &str, what: &'static str) -> Result<String, ApiError> {
     if codmir_core::id::is_valid(prefix, id) {
         Ok(id.to_owned())
     } else {
@@ -224,6 +224,6 @@ pub fn path_id(prefix: &str, id: &str, what: &'static str) -> Result<String, Api
     }
 }
 
-pub fn now() -> Timestamp {
+pub(super) fn now() -> Timestamp {
     Timestamp::now()
 }

@@ -16,13 +16,13 @@ use crate::ops;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateProject {
+pub(super) struct CreateProject {
     /// 1–200 characters.
     pub name: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ProjectResponse {
+pub(super) struct ProjectResponse {
     pub id: String,
     pub name: String,
     pub created_by: String,
@@ -42,7 +42,7 @@ impl From<Project> for ProjectResponse {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct AddMember {
+pub(super) struct AddMember {
     pub name: String,
     pub email: String,
     /// `admin`, `member` (default) or `viewer`.
@@ -50,7 +50,7 @@ pub struct AddMember {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct MemberResponse {
+pub(super) struct MemberResponse {
     /// The member's user id.
     pub id: String,
     pub project_id: String,
@@ -75,7 +75,7 @@ impl From<Member> for MemberResponse {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateTicket {
+pub(super) struct CreateTicket {
     /// 1–500 characters.
     pub title: String,
     pub description: Option<String>,
@@ -90,7 +90,7 @@ pub struct CreateTicket {
 /// Every field is optional; `description` and `assignee_id` may be `null` to clear them.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct UpdateTicket {
+pub(super) struct UpdateTicket {
     pub title: Option<String>,
     #[serde(default, deserialize_with = "super::extract::present")]
     #[schema(value_type = Option<String>)]
@@ -103,7 +103,7 @@ pub struct UpdateTicket {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct TicketResponse {
+pub(super) struct TicketResponse {
     pub id: String,
     pub project_id: String,
     pub title: String,
@@ -135,13 +135,13 @@ impl From<Ticket> for TicketResponse {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateComment {
+pub(super) struct CreateComment {
     /// 1–20,000 characters.
     pub body: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CommentResponse {
+pub(super) struct CommentResponse {
     pub id: String,
     pub ticket_id: String,
     pub author_id: String,
@@ -177,7 +177,7 @@ fn parse_assignee(raw: Option<String>) -> Result<Option<String>, ApiError> {
 #[utoipa::path(post, path = "/v1/projects", tag = "projects", request_body = CreateProject,
     responses((status = 201, body = ProjectResponse), (status = 422, body = ErrorBody)),
     security(("api_key" = [])))]
-pub async fn create_project(
+pub(super) async fn create_project(
     State(s): State<AppState>,
     Auth(p): Auth,
     Json(body): Json<CreateProject>,
@@ -193,7 +193,7 @@ pub async fn create_project(
 
 #[utoipa::path(get, path = "/v1/projects", tag = "projects", params(ListParams),
     responses((status = 200, body = ListResponse<ProjectResponse>)), security(("api_key" = [])))]
-pub async fn list_projects(
+pub(super) async fn list_projects(
     State(s): State<AppState>,
     Auth(p): Auth,
     Query(q): Query<ListParams>,
@@ -213,7 +213,7 @@ pub async fn list_projects(
 
 #[utoipa::path(get, path = "/v1/projects/{id}", tag = "projects",
     responses((status = 200, body = ProjectResponse), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
-pub async fn get_project(
+pub(super) async fn get_project(
     State(s): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
@@ -229,7 +229,7 @@ pub async fn get_project(
 #[utoipa::path(post, path = "/v1/projects/{id}/members", tag = "projects", request_body = AddMember,
     responses((status = 201, body = MemberResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("api_key" = [])))]
-pub async fn add_member(
+pub(super) async fn add_member(
     State(s): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
@@ -256,7 +256,7 @@ pub async fn add_member(
 
 #[utoipa::path(get, path = "/v1/projects/{id}/members", tag = "projects", params(ListParams),
     responses((status = 200, body = ListResponse<MemberResponse>), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
-pub async fn list_members(
+pub(super) async fn list_members(
     State(s): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
@@ -283,7 +283,7 @@ pub async fn list_members(
 #[utoipa::path(post, path = "/v1/projects/{id}/tickets", tag = "tickets", request_body = CreateTicket,
     responses((status = 201, body = TicketResponse), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("api_key" = [])))]
-pub async fn create_ticket(
+pub(super) async fn create_ticket(
     State(s): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
@@ -321,7 +321,7 @@ pub async fn create_ticket(
 
 #[utoipa::path(get, path = "/v1/projects/{id}/tickets", tag = "tickets", params(ListParams),
     responses((status = 200, body = ListResponse<TicketResponse>), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
-pub async fn list_tickets(
+pub(super) async fn list_tickets(
     State(s): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
@@ -347,7 +347,7 @@ pub async fn list_tickets(
 
 #[utoipa::path(get, path = "/v1/tickets/{id}", tag = "tickets",
     responses((status = 200, body = TicketResponse), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
-pub async fn get_ticket(
+pub(super) async fn get_ticket(
     State(s): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
@@ -363,7 +363,7 @@ pub async fn get_ticket(
 #[utoipa::path(patch, path = "/v1/tickets/{id}", tag = "tickets", request_body = UpdateTicket,
     responses((status = 200, body = TicketResponse), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("api_key" = [])))]
-pub async fn update_ticket(
+pub(super) async fn update_ticket(
     State(s): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
@@ -394,7 +394,7 @@ pub async fn update_ticket(
 
 #[utoipa::path(delete, path = "/v1/tickets/{id}", tag = "tickets",
     responses((status = 204), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
-pub async fn delete_ticket(
+pub(super) async fn delete_ticket(
     State(s): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
@@ -410,7 +410,7 @@ pub async fn delete_ticket(
 #[utoipa::path(post, path = "/v1/tickets/{id}/comments", tag = "tickets", request_body = CreateComment,
     responses((status = 201, body = CommentResponse), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("api_key" = [])))]
-pub async fn create_comment(
+pub(super) async fn create_comment(
     State(s): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,

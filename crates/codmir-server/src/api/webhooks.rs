@@ -19,7 +19,7 @@ const MAX_PROJECT_IDS: usize = 100;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateWebhook {
+pub(super) struct CreateWebhook {
     /// Absolute http(s) URL that receives POSTs, at most 2048 characters.
     pub url: String,
     /// Event types (`ticket.created`), families (`ticket.*`) or `*` for all.
@@ -33,7 +33,7 @@ pub struct CreateWebhook {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct UpdateWebhook {
+pub(super) struct UpdateWebhook {
     pub url: Option<String>,
     pub events: Option<Vec<String>>,
     #[serde(default, deserialize_with = "super::extract::present")]
@@ -45,7 +45,7 @@ pub struct UpdateWebhook {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct WebhookResponse {
+pub(super) struct WebhookResponse {
     pub id: String,
     pub url: String,
     pub events: Vec<String>,
@@ -76,7 +76,7 @@ impl From<Webhook> for WebhookResponse {
 
 /// The webhook with its secret: returned once, by the create call.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CreatedWebhook {
+pub(super) struct CreatedWebhook {
     #[serde(flatten)]
     pub webhook: WebhookResponse,
     /// The secret as registered: key of `X-Codmir-Signature`.
@@ -86,7 +86,7 @@ pub struct CreatedWebhook {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct DeliveryResponse {
+pub(super) struct DeliveryResponse {
     pub id: String,
     pub webhook_id: String,
     pub event_id: String,
@@ -117,7 +117,7 @@ impl From<Delivery> for DeliveryResponse {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct AttemptResponse {
+pub(super) struct AttemptResponse {
     pub attempt: u32,
     pub attempted_at: String,
     pub duration_ms: u64,
@@ -142,7 +142,7 @@ impl From<Attempt> for AttemptResponse {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct DeliveryDetail {
+pub(super) struct DeliveryDetail {
     #[serde(flatten)]
     pub delivery: DeliveryResponse,
     pub attempts: Vec<AttemptResponse>,
@@ -151,7 +151,7 @@ pub struct DeliveryDetail {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct DeliveryListParams {
+pub(super) struct DeliveryListParams {
     /// `pending`, `succeeded`, `failed` or `cancelled`.
     pub status: Option<String>,
     /// Items per page, 1–100 (default 20).
@@ -194,7 +194,7 @@ fn project_ids(raw: Vec<String>) -> Result<Vec<String>, ApiError> {
 
 #[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = CreateWebhook,
     responses((status = 201, body = CreatedWebhook), (status = 422, body = ErrorBody)), security(("api_key" = [])))]
-pub async fn create_webhook(
+pub(super) async fn create_webhook(
     State(s): State<AppState>,
     Auth(p): Auth,
     Json(body): Json<CreateWebhook>,
@@ -223,7 +223,7 @@ pub async fn create_webhook(
 
 #[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", params(ListParams),
     responses((status = 200, body = ListResponse<WebhookResponse>)), security(("api_key" = [])))]
-pub async fn list_webhooks(
+pub(super) async fn list_webhooks(
     State(s): State<AppState>,
     Auth(p): Auth,
     Query(q): Query<ListParams>,
@@ -243,7 +243,7 @@ pub async fn list_webhooks(
 
 #[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks",
     responses((status = 200, body = WebhookResponse), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
-pub async fn get_webhook(
+pub(super) async fn get_webhook(
     State(s): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
@@ -259,7 +259,7 @@ pub async fn get_webhook(
 #[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", request_body = UpdateWebhook,
     responses((status = 200, body = WebhookResponse), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("api_key" = [])))]
-pub async fn update_webhook(
+pub(super) async fn update_webhook(
     State(s): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
@@ -287,7 +287,7 @@ pub async fn update_webhook(
 
 #[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks",
     responses((status = 204), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
-pub async fn delete_webhook(
+pub(super) async fn delete_webhook(
     State(s): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
@@ -302,7 +302,7 @@ pub async fn delete_webhook(
 
 #[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", params(DeliveryListParams),
     responses((status = 200, body = ListResponse<DeliveryResponse>), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
-pub async fn list_deliveries(
+pub(super) async fn list_deliveries(
     State(s): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
@@ -333,7 +333,7 @@ pub async fn list_deliveries(
 
 #[utoipa::path(get, path = "/v1/deliveries/{id}", tag = "webhooks",
     responses((status = 200, body = DeliveryDetail), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
-pub async fn get_delivery(
+pub(super) async fn get_delivery(
     State(s): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,

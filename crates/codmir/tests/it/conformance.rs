@@ -96,7 +96,7 @@ fn in_a_minute() -> i64 {
     Timestamp::now().as_millis() + 60_000
 }
 
-pub async fn a_failed_unit_of_work_rolls_back_alone(store: Store) {
+pub(crate) async fn a_failed_unit_of_work_rolls_back_alone(store: Store) {
     let (p, _) = setup(&store).await;
     let pc = p.clone();
     let failed: Result<(), ops::Error> = store
@@ -136,7 +136,7 @@ pub async fn a_failed_unit_of_work_rolls_back_alone(store: Store) {
     assert_eq!(events.len(), 1);
 }
 
-pub async fn lists_page_newest_first_by_cursor(store: Store) {
+pub(crate) async fn lists_page_newest_first_by_cursor(store: Store) {
     let (p, _) = setup(&store).await;
     let mut ids = projects(&store, &p, 5).await;
     ids.reverse();
@@ -162,7 +162,7 @@ pub async fn lists_page_newest_first_by_cursor(store: Store) {
     assert_eq!(seen, ids);
 }
 
-pub async fn a_duplicate_is_a_conflict(store: Store) {
+pub(crate) async fn a_duplicate_is_a_conflict(store: Store) {
     let w = codmir_core::tracker::Workspace {
         id: "ws_x".into(),
         name: "same".into(),
@@ -183,7 +183,7 @@ pub async fn a_duplicate_is_a_conflict(store: Store) {
     assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
 }
 
-pub async fn rows_read_back_as_written(store: Store) {
+pub(crate) async fn rows_read_back_as_written(store: Store) {
     let (p, _) = setup(&store).await;
     let project = projects(&store, &p, 1).await.remove(0);
     let pc = p.clone();
@@ -253,7 +253,7 @@ pub async fn rows_read_back_as_written(store: Store) {
     );
 }
 
-pub async fn claims_are_exclusive_until_the_lease_expires(store: Store) {
+pub(crate) async fn claims_are_exclusive_until_the_lease_expires(store: Store) {
     let (p, _) = setup(&store).await;
     projects(&store, &p, 20).await;
     let now = in_a_minute();
@@ -287,7 +287,7 @@ pub async fn claims_are_exclusive_until_the_lease_expires(store: Store) {
     );
 }
 
-pub async fn outcomes_are_fenced_by_owner_and_attempt(store: Store) {
+pub(crate) async fn outcomes_are_fenced_by_owner_and_attempt(store: Store) {
     let (p, _) = setup(&store).await;
     projects(&store, &p, 1).await;
     let now = in_a_minute();
@@ -353,7 +353,7 @@ pub async fn outcomes_are_fenced_by_owner_and_attempt(store: Store) {
     assert_eq!(attempts[0].status_code, Some(500));
 }
 
-pub async fn outcomes_recorded_in_a_batch_are_fenced_one_by_one(store: Store) {
+pub(crate) async fn outcomes_recorded_in_a_batch_are_fenced_one_by_one(store: Store) {
     let (p, _) = setup(&store).await;
     projects(&store, &p, 4).await;
     let now = in_a_minute();
@@ -444,7 +444,7 @@ pub async fn outcomes_recorded_in_a_batch_are_fenced_one_by_one(store: Store) {
     assert_eq!(none, 0);
 }
 
-pub async fn skips_releases_and_cancellation(store: Store) {
+pub(crate) async fn skips_releases_and_cancellation(store: Store) {
     let (p, webhook) = setup(&store).await;
     projects(&store, &p, 3).await;
     let now = in_a_minute();

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-pub struct TestApp {
+pub(crate) struct TestApp {
     pub base: String,
     pub key: String,
     pub store: Store,
@@ -25,7 +25,7 @@ pub struct TestApp {
 }
 
 /// A config for tests: private targets allowed (receivers are on loopback), short retries.
-pub fn test_config() -> Config {
+pub(crate) fn test_config() -> Config {
     Config {
         allow_private_targets: true,
         retry_schedule: codmir_core::retry::RetrySchedule::parse("100ms,200ms").unwrap(),
@@ -36,16 +36,16 @@ pub fn test_config() -> Config {
     }
 }
 
-pub async fn spawn_app() -> TestApp {
+pub(crate) async fn spawn_app() -> TestApp {
     spawn_app_with(test_config()).await
 }
 
 /// The backend the integration tests run on: SQLite unless `CODMIR_TEST_BACKEND=postgres`.
-pub fn on_postgres() -> bool {
+pub(crate) fn on_postgres() -> bool {
     std::env::var("CODMIR_TEST_BACKEND").is_ok_and(|b| b == "postgres")
 }
 
-pub async fn spawn_app_with(config: Config) -> TestApp {
+pub(crate) async fn spawn_app_with(config: Config) -> TestApp {
     codmir_server::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     if on_postgres() {
@@ -59,7 +59,7 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
 }
 
 /// A fresh PostgreSQL database for one test, dropped when the test is done.
-pub struct PgDb {
+pub(crate) struct PgDb {
     pub url: String,
     name: String,
 }
@@ -79,7 +79,7 @@ async fn admin() -> tokio_postgres::Client {
 }
 
 impl PgDb {
-    pub async fn create() -> Self {
+    pub(crate) async fn create() -> Self {
         let mut suffix = [0u8; 8];
         codmir_core::id::random_bytes(&mut suffix);
         let name = format!("codmir_test_{}", hex::encode(suffix));
@@ -116,7 +116,7 @@ impl Drop for PgDb {
 }
 
 /// Starts a server on an existing database directory (for restart tests).
-pub async fn spawn_on(dir: tempfile::TempDir, db_url: String, config: Config) -> TestApp {
+pub(crate) async fn spawn_on(dir: tempfile::TempDir, db_url: String, config: Config) -> TestApp {
     codmir_server::install_crypto_provider();
     let store = Store::open(&db_url).await.unwrap();
     let key = match store
@@ -150,7 +150,7 @@ pub async fn spawn_on(dir: tempfile::TempDir, db_url: String, config: Config) ->
     }
 }
 
-pub async fn new_key(store: &Store, workspace: &str, user: &str) -> String {
+pub(crate) async fn new_key(store: &Store, workspace: &str, user: &str) -> String {
     let ws = WorkspaceName::parse(workspace).unwrap();
     let user = UserName::parse(user).unwrap();
     store
@@ -164,14 +164,14 @@ pub async fn new_key(store: &Store, workspace: &str, user: &str) -> String {
 
 /// A JSON response: status and body.
 #[derive(Debug)]
-pub struct Resp {
+pub(crate) struct Resp {
     pub status: u16,
     pub body: Value,
     pub text: String,
 }
 
 impl TestApp {
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         method: &str,
         path: &str,
@@ -195,33 +195,33 @@ impl TestApp {
         Resp { status, body, text }
     }
 
-    pub async fn get(&self, path: &str) -> Resp {
+    pub(crate) async fn get(&self, path: &str) -> Resp {
         self.request("GET", path, Some(&self.key), None).await
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> Resp {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Resp {
         self.request("POST", path, Some(&self.key), Some(body))
             .await
     }
 
-    pub async fn patch(&self, path: &str, body: Value) -> Resp {
+    pub(crate) async fn patch(&self, path: &str, body: Value) -> Resp {
         self.request("PATCH", path, Some(&self.key), Some(body))
             .await
     }
 
-    pub async fn delete(&self, path: &str) -> Resp {
+    pub(crate) async fn delete(&self, path: &str) -> Resp {
         self.request("DELETE", path, Some(&self.key), None).await
     }
 
     /// Creates a project and returns its id.
-    pub async fn project(&self, name: &str) -> String {
+    pub(crate) async fn project(&self, name: &str) -> String {
         let r = self.post("/v1/projects", json!({ "name": name })).await;
         assert_eq!(r.status, 201, "{}", r.text);
         r.body["id"].as_str().unwrap().to_owned()
     }
 
     /// Creates a ticket and returns it.
-    pub async fn ticket(&self, project: &str, body: Value) -> Value {
+    pub(crate) async fn ticket(&self, project: &str, body: Value) -> Value {
         let r = self
             .post(&format!("/v1/projects/{project}/tickets"), body)
             .await;
@@ -230,7 +230,7 @@ impl TestApp {
     }
 
     /// Every event of the workspace, oldest first.
-    pub async fn events(&self) -> Vec<Value> {
+    pub(crate) async fn events(&self) -> Vec<Value> {
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
@@ -251,7 +251,7 @@ impl TestApp {
     }
 
     /// Stops the server gracefully and waits for it.
-    pub async fn stop(mut self) -> Stopped {
+    pub(crate) async fn stop(mut self) -> Stopped {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -267,14 +267,14 @@ impl TestApp {
 }
 
 /// What is left of a stopped server: its database.
-pub struct Stopped {
+pub(crate) struct Stopped {
     pub dir: tempfile::TempDir,
     pub db_url: String,
     pub pg: Option<PgDb>,
 }
 
 /// Waits until `check` holds, polling every 20 ms, for at most `timeout`.
-pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+pub(crate) async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -292,13 +292,13 @@ where
 }
 
 /// An HTTP client for tests (the TLS provider must be chosen before any client is built).
-pub fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     codmir_server::install_crypto_provider();
     reqwest::Client::new()
 }
 
 /// `GET url` with a key; the JSON body.
-pub async fn get_json(url: &str, key: &str) -> Value {
+pub(crate) async fn get_json(url: &str, key: &str) -> Value {
     client()
         .get(url)
         .bearer_auth(key)
@@ -311,7 +311,7 @@ pub async fn get_json(url: &str, key: &str) -> Value {
 }
 
 /// Deliveries of the workspace's first webhook still pending, through the API at `base`.
-pub async fn pending_deliveries(base: &str, key: &str) -> usize {
+pub(crate) async fn pending_deliveries(base: &str, key: &str) -> usize {
     let hooks = get_json(&format!("{base}/v1/webhooks"), key).await;
     let wh = hooks["data"][0]["id"].as_str().unwrap();
     let page = get_json(

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use crate::helpers::{client, eventually};
 
-pub fn codmir() -> Command {
+pub(crate) fn codmir() -> Command {
     Command::new(env!("CARGO_BIN_EXE_codmir"))
 }
 
 /// `codmir keys create …` on `db`; returns the key from the last line of stdout.
-pub fn create_key(db: &str, workspace: &str, user: &str) -> String {
+pub(crate) fn create_key(db: &str, workspace: &str, user: &str) -> String {
     let out = codmir()
         .args([
             "keys",
@@ -37,7 +37,7 @@ pub fn create_key(db: &str, workspace: &str, user: &str) -> String {
     key
 }
 
-pub struct ServerProcess {
+pub(crate) struct ServerProcess {
     pub child: Child,
     pub base: String,
     stdout: Arc<Mutex<Vec<String>>>,
@@ -45,7 +45,7 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `codmir serve` on `db` and a free port with `extra` flags; returns once it answers.
-    pub async fn start(db: &str, extra: &[&str]) -> Self {
+    pub(crate) async fn start(db: &str, extra: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -81,17 +81,17 @@ impl ServerProcess {
     }
 
     /// What the server printed on stdout so far.
-    pub fn stdout(&self) -> Vec<String> {
+    pub(crate) fn stdout(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()
     }
 
     /// The API key printed on a first start, if any.
-    pub fn printed_key(&self) -> Option<String> {
+    pub(crate) fn printed_key(&self) -> Option<String> {
         self.stdout().into_iter().find(|l| l.starts_with("cmk_"))
     }
 
     /// Sends a signal (`TERM`, `INT`, `KILL`) and waits for the exit.
-    pub fn stop_with(&mut self, signal: &str) -> Option<ExitStatus> {
+    pub(crate) fn stop_with(&mut self, signal: &str) -> Option<ExitStatus> {
         let pid = self.child.id().to_string();
         assert!(
             Command::new("kill")

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 /// How the receiver answers one request.
 #[derive(Debug, Clone)]
-pub enum Reply {
+pub(crate) enum Reply {
     Status(u16),
     /// A status with a `Retry-After` header.
     RetryAfter(u16, u64),
@@ -23,21 +23,21 @@ pub enum Reply {
 }
 
 #[derive(Debug, Clone)]
-pub struct Hit {
+pub(crate) struct Hit {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub at: Instant,
 }
 
 impl Hit {
-    pub fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
     }
 
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap()
     }
 }
@@ -50,7 +50,7 @@ struct Inner {
 }
 
 #[derive(Clone)]
-pub struct Receiver {
+pub(crate) struct Receiver {
     pub url: String,
     inner: Arc<Inner>,
 }
@@ -90,7 +90,7 @@ async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
 }
 
 impl Receiver {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let inner = Arc::new(Inner::default());
         let app = axum::Router::new()
             .fallback(handle)
@@ -102,24 +102,24 @@ impl Receiver {
     }
 
     /// Answers the next requests with `replies`, in order, then with the default.
-    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+    pub(crate) fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.inner.script.lock().unwrap().extend(replies);
     }
 
-    pub fn always(&self, reply: Reply) {
+    pub(crate) fn always(&self, reply: Reply) {
         *self.inner.default.lock().unwrap() = Some(reply);
     }
 
-    pub fn hits(&self) -> Vec<Hit> {
+    pub(crate) fn hits(&self) -> Vec<Hit> {
         self.inner.hits.lock().unwrap().clone()
     }
 
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.inner.hits.lock().unwrap().len()
     }
 
     /// Hits whose `X-Codmir-Event` is `event_type`.
-    pub fn of_type(&self, event_type: &str) -> Vec<Hit> {
+    pub(crate) fn of_type(&self, event_type: &str) -> Vec<Hit> {
         self.hits()
             .into_iter()
             .filter(|h| h.header("x-codmir-event") == event_type)

@@ -1,0 +1,79 @@
+//! The bulk path of the `backlog` scenario: events and deliveries written straight into the
+//! SQLite file while no server runs.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+/// Writes `n` pending `ticket.created` deliveries to `webhook` straight into the SQLite file
+/// (the bulk path: the API would take minutes to make a million).
+pub(crate) fn bulk_backlog(path: &Path, webhook: &str, n: u64, status: &str) -> Result<()> {
+    use codmir_core::event::{Event, EventData, EventType, Ref, TicketView};
+    use codmir_core::id::new_id;
+    use codmir_core::time::Timestamp;
+    let mut conn = rusqlite::Connection::open(path)?;
+    let tx = conn.transaction()?;
+    let (ws, project): (String, String) =
+        tx.query_row("SELECT workspace_id, id FROM projects LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    let now = Timestamp::now();
+    {
+        let mut ev = tx.prepare("INSERT INTO events (id, workspace_id, project_id, type, created_at, payload) VALUES (?1, ?2, ?3, 'ticket.created', ?4, ?5)")?;
+        let mut dl = tx.prepare(
+            "INSERT INTO deliveries (id, workspace_id, webhook_id, event_id, event_type, status, attempt_count, next_attempt_at, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, 'ticket.created', ?5, ?6, ?7, ?8, ?8)",
+        )?;
+        for seq in 0..n {
+            let ticket = TicketView {
+                id: new_id("tkt", now),
+                project_id: project.clone(),
+                title: format!("b{seq}"),
+                description: None,
+                status: "open",
+                priority: "medium",
+                assignee_id: None,
+                created_by: "usr_bench".into(),
+                created_at: now.to_rfc3339_millis(),
+                updated_at: now.to_rfc3339_millis(),
+            };
+            let data = EventData {
+                ticket: Some(ticket),
+                project: Some(Ref {
+                    id: project.clone(),
+                    name: "bench".into(),
+                }),
+                user: Some(Ref {
+                    id: "usr_bench".into(),
+                    name: "bench".into(),
+                }),
+                ..EventData::default()
+            };
+            let e = Event::new(&ws, Some(&project), EventType::TicketCreated, now, &data);
+            ev.execute(rusqlite::params![
+                e.id,
+                ws,
+                project,
+                now.as_millis(),
+                e.payload
+            ])?;
+            let (attempts, next) = if status == "pending" {
+                (0, Some(now.as_millis()))
+            } else {
+                (1, None)
+            };
+            dl.execute(rusqlite::params![
+                new_id("dlv", now),
+                ws,
+                webhook,
+                e.id,
+                status,
+                attempts,
+                next,
+                now.as_millis()
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}

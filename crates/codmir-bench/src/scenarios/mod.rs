@@ -1,0 +1,15 @@
+//! The scenarios, one file each; each returns its rows of the report.
+
+mod backlog;
+mod fanout;
+mod idle;
+mod isolation;
+mod latency;
+mod steady;
+
+pub(crate) use backlog::backlog;
+pub(crate) use fanout::fanout;
+pub(crate) use idle::idle;
+pub(crate) use isolation::isolation;
+pub(crate) use latency::latency;
+pub(crate) use steady::steady;

@@ -1,5 +1,5 @@
 //! Load through the public API (the real path: request → transaction → event → fan-out →
-//! delivery), and the same client posting straight to the receiver (the ceiling).
+//! delivery), and the same client posting straight to the receiver (the reqwest ceiling).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,5 +1,7 @@
-//! The `codmir` command: runs the server and manages API keys. Only argument parsing and
-//! wiring live here; everything else is in `codmir-server`.
+//! The `codmir` command: runs the server and manages API keys. Argument parsing and wiring
+//! live here, with two checks of `serve`'s own (the lease must outlast a request; a
+//! concurrent bootstrap by another node is not an error); everything else is in
+//! `codmir-server`.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -3,15 +3,16 @@
 //! Architecture invariant: only this module knows HTTP on the way in; handlers parse the
 //! request into validated domain values, run one unit of work from [`crate::ops`] through the
 //! store, and convert the result to a wire type. Every write runs through
-//! [`AppState::mutate`], the only caller of the delivery engine from here.
+//! [`AppState::mutate`], the only caller of the delivery engine from here (`state.rs`, where
+//! the engine is a private field).
 
 mod error;
 mod events;
 mod extract;
+mod state;
 mod tracker;
 mod webhooks;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -22,59 +23,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 pub use error::{ApiError, ErrorBody};
+pub use state::AppState;
 
-use crate::config::Config;
-use crate::delivery::Engine;
-use crate::ops::{self, AfterCommit};
-use crate::store::{BoxFuture, Page, Store, Tx};
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Store,
-    pub config: Arc<Config>,
-    /// Learns what each committed mutation changed for delivery; reached only by `mutate`.
-    engine: Engine,
-    pub(crate) keys: Arc<extract::KeyCache>,
-}
-
-impl AppState {
-    pub fn new(store: Store, config: Arc<Config>, engine: Engine) -> Self {
-        Self {
-            store,
-            config,
-            engine,
-            keys: Arc::new(extract::KeyCache::default()),
-        }
-    }
-
-    /// The one after-commit path: runs a write as API work, with its new deliveries leased
-    /// to this node, and once the commit holds it tells the engine what it changed (fresh
-    /// deliveries to send, webhooks whose queued work to drop).
-    pub async fn mutate<F, T>(&self, work: F) -> Result<T, ApiError>
-    where
-        F: for<'t> FnOnce(&'t mut dyn Tx, &'t mut AfterCommit) -> BoxFuture<'t, ops::Result<T>>
-            + Send
-            + 'static,
-        T: Send + 'static,
-    {
-        let _busy = self.engine.api_work();
-        let mut after = AfterCommit::leased_to(self.engine.lease());
-        let (value, after) = self
-            .store
-            .write(move |tx| {
-                Box::pin(async move {
-                    let value = work(&mut *tx, &mut after).await?;
-                    Ok::<_, ops::Error>((value, after))
-                })
-            })
-            .await?;
-        if !after.is_empty() {
-            self.engine.after_commit(after).await;
-        }
-        Ok(value)
-    }
-}
+use crate::store::Page;
 
 /// The page shape of every list: `{"data": [...], "has_more", "next_cursor"}`.
 #[derive(Debug, Serialize, ToSchema)]

@@ -1,8 +1,8 @@
 //! The store: one interface over SQLite and PostgreSQL that every query goes through.
 //!
 //! Callers describe a unit of work as a closure over [`Tx`], the row-level operations (by
-//! area: [`TrackerTx`], [`OutboxTx`]), and
-//! hand it to [`Store::write`] or [`Store::read`]. A backend runs each write in its own
+//! area: [`TrackerTx`], [`OutboxTx`]), and hand it to [`Store::write`] or [`Store::read`].
+//! A backend runs each write in its own
 //! transaction scope and may group many of them into one commit (group commit): a caller's
 //! future resolves only after the commit that made its work durable, and a unit of work that
 //! returns an error is rolled back alone, leaving the others of its batch intact.

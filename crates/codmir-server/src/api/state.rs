@@ -1,0 +1,61 @@
+//! What every handler can reach, and the one after-commit path into the delivery engine.
+//!
+//! The engine is a private field here, in a module of its own, so that no handler can call
+//! it except through [`AppState::mutate`].
+
+use std::sync::Arc;
+
+use super::error::ApiError;
+use super::extract;
+use crate::config::Config;
+use crate::delivery::Engine;
+use crate::ops::{self, AfterCommit};
+use crate::store::{BoxFuture, Store, Tx};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    /// Learns what each committed mutation changed for delivery; reached only by `mutate`.
+    engine: Engine,
+    pub(crate) keys: Arc<extract::KeyCache>,
+}
+
+impl AppState {
+    pub fn new(store: Store, config: Arc<Config>, engine: Engine) -> Self {
+        Self {
+            store,
+            config,
+            engine,
+            keys: Arc::new(extract::KeyCache::default()),
+        }
+    }
+
+    /// The one after-commit path: runs a write as API work, with its new deliveries leased
+    /// to this node, and once the commit holds it tells the engine what it changed (fresh
+    /// deliveries to send, webhooks whose queued work to drop).
+    pub async fn mutate<F, T>(&self, work: F) -> Result<T, ApiError>
+    where
+        F: for<'t> FnOnce(&'t mut dyn Tx, &'t mut AfterCommit) -> BoxFuture<'t, ops::Result<T>>
+            + Send
+            + 'static,
+        T: Send + 'static,
+    {
+        let _busy = self.engine.api_work();
+        let mut after = AfterCommit::leased_to(self.engine.lease());
+        let (value, after) = self
+            .store
+            .write(move |tx| {
+                Box::pin(async move {
+                    let value = work(&mut *tx, &mut after).await?;
+                    Ok::<_, ops::Error>((value, after))
+                })
+            })
+            .await?;
+        if !after.is_empty() {
+            self.engine.after_commit(after).await;
+        }
+        Ok(value)
+    }
+}

@@ -140,9 +140,9 @@ pub(super) async fn log_failures(
             .map(|c| chain(&*c));
         let cause = cause.as_deref().unwrap_or("-");
         if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(%method, path, status = status.as_u16(), cause, "request failed");
+            tracing::error!(%method, %path, status = status.as_u16(), cause, "request failed");
         } else {
-            tracing::warn!(%method, path, status = status.as_u16(), cause, "request not served");
+            tracing::warn!(%method, %path, status = status.as_u16(), cause, "request not served");
         }
     }
     response

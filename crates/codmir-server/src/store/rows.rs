@@ -198,3 +198,97 @@ pub(super) fn attempt(r: &dyn Columns) -> StoreResult<Attempt> {
         response_body: r.opt_text(6)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row as plain values, to test the decoders without a database.
+    enum V {
+        T(&'static str),
+        I(i64),
+        Null,
+    }
+
+    struct Plain(Vec<V>);
+
+    impl Columns for Plain {
+        fn text(&self, i: usize) -> StoreResult<String> {
+            match self.0.get(i) {
+                Some(V::T(t)) => Ok((*t).to_owned()),
+                _ => Err(corrupt(&format!("column {i}"), "not text")),
+            }
+        }
+        fn opt_text(&self, i: usize) -> StoreResult<Option<String>> {
+            match self.0.get(i) {
+                Some(V::Null) => Ok(None),
+                _ => self.text(i).map(Some),
+            }
+        }
+        fn int(&self, i: usize) -> StoreResult<i64> {
+            match self.0.get(i) {
+                Some(V::I(n)) => Ok(*n),
+                _ => Err(corrupt(&format!("column {i}"), "not an integer")),
+            }
+        }
+        fn opt_int(&self, i: usize) -> StoreResult<Option<i64>> {
+            match self.0.get(i) {
+                Some(V::Null) => Ok(None),
+                _ => self.int(i).map(Some),
+            }
+        }
+        fn flag(&self, i: usize) -> StoreResult<bool> {
+            self.int(i).map(|n| n != 0)
+        }
+        fn bytes(&self, i: usize) -> StoreResult<Vec<u8>> {
+            self.text(i).map(String::into_bytes)
+        }
+    }
+
+    fn ticket_row(status: &'static str, created_at: V) -> Plain {
+        use V::*;
+        Plain(vec![
+            T("tkt_1"),
+            T("ws_1"),
+            T("proj_1"),
+            T("title"),
+            Null,
+            T(status),
+            T("high"),
+            Null,
+            T("usr_1"),
+            created_at,
+            I(2),
+        ])
+    }
+
+    #[test]
+    fn rows_decode_and_bad_values_are_corrupt() {
+        let t = ticket(&ticket_row("open", V::I(1))).unwrap();
+        assert_eq!((t.status, t.priority), (TicketStatus::Open, Priority::High));
+        assert_eq!(t.description, None);
+        // (row, what the error must name)
+        let bad = [
+            (ticket_row("on_fire", V::I(1)), "tickets.status"),
+            (ticket_row("open", V::T("yesterday")), "column 9"),
+        ];
+        for (row, names) in bad {
+            match ticket(&row) {
+                Err(StoreError::Corrupt(m)) => assert!(m.contains(names), "{m}"),
+                other => panic!("expected Corrupt naming {names}, got {other:?}"),
+            }
+        }
+        let negative = Plain(vec![
+            V::T("d"),
+            V::I(-1),
+            V::I(0),
+            V::I(0),
+            V::Null,
+            V::Null,
+            V::Null,
+        ]);
+        assert!(
+            matches!(attempt(&negative), Err(StoreError::Corrupt(m)) if m.contains("attempts.attempt"))
+        );
+    }
+}

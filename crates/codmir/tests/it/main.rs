@@ -8,6 +8,7 @@ mod conformance;
 mod crash;
 mod delivery;
 mod events;
+mod failures;
 mod helpers;
 mod nodes;
 mod process;

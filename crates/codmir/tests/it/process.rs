@@ -41,6 +41,16 @@ pub(crate) struct ServerProcess {
     pub child: Child,
     pub base: String,
     stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+/// Collects the lines of `pipe` into `lines` on a thread of its own.
+fn collect_lines(pipe: impl std::io::Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            lines.lock().unwrap().push(line);
+        }
+    });
 }
 
 impl ServerProcess {
@@ -56,16 +66,12 @@ impl ServerProcess {
             .args(["serve", "--database-url", db, "--listen", &listen])
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let (pipe, lines) = (child.stdout.take().unwrap(), stdout.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
+        let (stdout, stderr) = (Arc::default(), Arc::default());
+        collect_lines(child.stdout.take().unwrap(), Arc::clone(&stdout));
+        collect_lines(child.stderr.take().unwrap(), Arc::clone(&stderr));
         let base = format!("http://{listen}");
         let c = client();
         eventually(Duration::from_secs(10), "server up", || {
@@ -77,7 +83,13 @@ impl ServerProcess {
             child,
             base,
             stdout,
+            stderr,
         }
+    }
+
+    /// What the server logged on stderr so far.
+    pub(crate) fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
     }
 
     /// What the server printed on stdout so far.

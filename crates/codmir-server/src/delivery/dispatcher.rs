@@ -114,50 +114,14 @@ impl Dispatcher {
                 && s.local.queued < low_water
                 && room >= CLAIM_BATCH.min(low_water)
             {
-                s.timer.claiming();
-                s.skipped = s.local.full(per_endpoint);
-                match claims.claim(room, s.skipped.clone()).await {
-                    Ok(claimed) => {
-                        let full = claimed.len() == room;
-                        s.timer.claimed(full);
-                        for work in claimed {
-                            s.local.push(Lane::Claimed, work);
-                        }
-                        if !full {
-                            let wait = claims.time_to_next_due(s.skipped.clone()).await;
-                            s.timer.look_at(tokio::time::Instant::now() + wait);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %chain(&e), "claiming deliveries failed; retrying shortly");
-                        s.timer.failed(tokio::time::Instant::now() + MAX_IDLE);
-                    }
-                }
+                claim(&mut s, &claims, room, per_endpoint).await;
                 continue;
             }
             if let Some(at) = s.timer.take_reset() {
                 timer.as_mut().reset(at);
             }
             tokio::select! {
-                first = inbox.recv() => {
-                    // Take whatever else is waiting in one go.
-                    let mut next = first;
-                    while let Some(handoff) = next {
-                        match handoff {
-                            Handoff::Fresh(work) => {
-                                for w in work {
-                                    s.local.push(Lane::Fresh, w);
-                                }
-                            }
-                            Handoff::Cancelled(webhooks) => {
-                                for webhook in webhooks {
-                                    s.local.forget(&webhook);
-                                }
-                            }
-                        }
-                        next = inbox.try_recv().ok();
-                    }
-                }
+                first = inbox.recv() => take_handoffs(&mut s.local, first, &mut inbox),
                 Some(done) = s.attempts.join_next(), if !s.attempts.is_empty() => {
                     let mut drained = s.local.finished(done, per_endpoint, &s.skipped);
                     while let Some(done) = s.attempts.try_join_next() {
@@ -185,15 +149,63 @@ impl Dispatcher {
         // The recorder writes what the finished attempts left, then stops.
         let _ = recorder_done.send(());
         let _ = recorder.await;
-        // What this node still holds (queued or aborted) goes back at once rather than when
-        // its lease expires.
-        let owner = node.to_string();
-        if let Err(e) = store
-            .write(move |tx| Box::pin(async move { tx.release_leases(Some(&owner)).await }))
-            .await
-        {
-            tracing::warn!(error = %chain(&e), "could not release this node's leases; they will expire");
+        release_own(&store, &node).await;
+    }
+}
+
+/// Claims up to `room` due deliveries into the claimed lane, leaving out the webhooks this
+/// node already holds enough of, and tells the timer when to look again.
+async fn claim(s: &mut State, claims: &Claims<'_>, room: usize, per_endpoint: usize) {
+    s.timer.claiming();
+    s.skipped = s.local.full(per_endpoint);
+    match claims.claim(room, s.skipped.clone()).await {
+        Ok(claimed) => {
+            let full = claimed.len() == room;
+            s.timer.claimed(full);
+            for work in claimed {
+                s.local.push(Lane::Claimed, work);
+            }
+            if !full {
+                let wait = claims.time_to_next_due(s.skipped.clone()).await;
+                s.timer.look_at(tokio::time::Instant::now() + wait);
+            }
         }
+        Err(e) => {
+            tracing::error!(error = %chain(&e), "claiming deliveries failed; retrying shortly");
+            s.timer.failed(tokio::time::Instant::now() + MAX_IDLE);
+        }
+    }
+}
+
+/// Applies `first` and whatever other hand-offs are waiting, in commit order.
+fn take_handoffs(local: &mut Local, first: Option<Handoff>, inbox: &mut mpsc::Receiver<Handoff>) {
+    let mut next = first;
+    while let Some(handoff) = next {
+        match handoff {
+            Handoff::Fresh(work) => {
+                for w in work {
+                    local.push(Lane::Fresh, w);
+                }
+            }
+            Handoff::Cancelled(webhooks) => {
+                for webhook in webhooks {
+                    local.forget(&webhook);
+                }
+            }
+        }
+        next = inbox.try_recv().ok();
+    }
+}
+
+/// Gives back what this node still holds (queued or aborted) at once, rather than when its
+/// leases expire.
+async fn release_own(store: &Store, node: &str) {
+    let owner = node.to_owned();
+    if let Err(e) = store
+        .write(move |tx| Box::pin(async move { tx.release_leases(Some(&owner)).await }))
+        .await
+    {
+        tracing::warn!(error = %chain(&e), "could not release this node's leases; they will expire");
     }
 }
 

@@ -135,18 +135,20 @@ impl Store {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let (reply, rx) = oneshot::channel();
-        let job = Box::new(TypedJob {
-            work: Some(work),
-            outcome: None,
-            reply,
-        });
-        self.backend.submit_write(job).await?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.submit(work, true).await
     }
 
     /// Runs `work` on a read-only snapshot.
     pub async fn read<F, T, E>(&self, work: F) -> Result<T, E>
+    where
+        F: for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        self.submit(work, false).await
+    }
+
+    async fn submit<F, T, E>(&self, work: F, write: bool) -> Result<T, E>
     where
         F: for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Result<T, E>> + Send + 'static,
         T: Send + 'static,
@@ -158,7 +160,11 @@ impl Store {
             outcome: None,
             reply,
         });
-        self.backend.submit_read(job).await?;
+        if write {
+            self.backend.submit_write(job).await?;
+        } else {
+            self.backend.submit_read(job).await?;
+        }
         rx.await.map_err(|_| StoreError::Closed)?
     }
 

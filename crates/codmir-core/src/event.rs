@@ -217,7 +217,9 @@ impl Event {
         let payload = Payload {
             id: &id,
             event_type: event_type.as_str(),
-            timestamp: now.to_rfc3339_seconds(),
+            // Milliseconds: events of one burst, and the two events of one PATCH, would
+            // otherwise share a timestamp, and receivers order by it.
+            timestamp: now.to_rfc3339_millis(),
             data,
         };
         // Serializing plain structs of strings and JSON values cannot fail.
@@ -336,7 +338,7 @@ pub fn example(event_type: EventType) -> Value {
     let payload = Payload {
         id: "evt_abc123",
         event_type: event_type.as_str(),
-        timestamp: at.to_rfc3339_seconds(),
+        timestamp: at.to_rfc3339_millis(),
         data: &data,
     };
     serde_json::to_value(&payload).unwrap_or(Value::Null)
@@ -367,7 +369,7 @@ mod tests {
             &data,
         );
         let expected = format!(
-            r#"{{"id":"{}","type":"project.created","timestamp":"2024-01-15T10:30:00Z","data":{{"project":{{"id":"proj_1","name":"Main App"}},"user":{{"id":"usr_1","name":"John"}}}}}}"#,
+            r#"{{"id":"{}","type":"project.created","timestamp":"2024-01-15T10:30:00.999Z","data":{{"project":{{"id":"proj_1","name":"Main App"}},"user":{{"id":"usr_1","name":"John"}}}}}}"#,
             e.id
         );
         assert_eq!(e.payload, expected);

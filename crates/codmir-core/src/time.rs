@@ -83,6 +83,79 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// Parses an RFC 3339 date-time: `2024-01-15T10:30:00Z`, with optional fractional
+    /// seconds (kept to the millisecond) and a `Z` or `±HH:MM` offset; `field` names the
+    /// input in the error.
+    pub fn parse_rfc3339(raw: &str, field: &'static str) -> Result<Self, crate::ValidationError> {
+        let err = || {
+            crate::ValidationError::new(
+                field,
+                format!("`{raw}` is not an RFC 3339 time like 2024-01-15T10:30:00Z"),
+            )
+        };
+        let b = raw.as_bytes();
+        let num = |from: usize, len: usize| -> Result<i64, crate::ValidationError> {
+            let part = b.get(from..from + len).ok_or_else(err)?;
+            if !part.iter().all(u8::is_ascii_digit) {
+                return Err(err());
+            }
+            Ok(part.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0')))
+        };
+        let sep = |at: usize, allowed: &[u8]| b.get(at).is_some_and(|c| allowed.contains(c));
+        if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
+            return Err(err());
+        }
+        let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+        let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        let days_in_month = match month {
+            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+            4 | 6 | 9 | 11 => 30,
+            2 if leap => 29,
+            2 => 28,
+            _ => return Err(err()),
+        };
+        if day < 1 || day > days_in_month || hour > 23 || minute > 59 || second > 60 {
+            return Err(err());
+        }
+        let mut at = 19;
+        let mut millis = 0;
+        if b.get(at) == Some(&b'.') {
+            at += 1;
+            let start = at;
+            while b.get(at).is_some_and(u8::is_ascii_digit) {
+                at += 1;
+            }
+            if at == start {
+                return Err(err());
+            }
+            // Milliseconds: the first three digits, padded.
+            let digits = &raw[start..at.min(start + 3)];
+            millis =
+                digits.parse::<i64>().map_err(|_| err())? * 10_i64.pow(3 - digits.len() as u32);
+        }
+        let offset_min = match b.get(at) {
+            Some(b'Z' | b'z') if at + 1 == b.len() => 0,
+            Some(sign @ (b'+' | b'-')) if at + 6 == b.len() && sep(at + 3, b":") => {
+                let m = num(at + 1, 2)? * 60 + num(at + 4, 2)?;
+                if *sign == b'-' { -m } else { m }
+            }
+            _ => return Err(err()),
+        };
+        // Howard Hinnant's `days_from_civil`.
+        let y = if month <= 2 { year - 1 } else { year };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (month + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        let secs = days * 86_400 + hour * 3600 + minute * 60 + second.min(59) - offset_min * 60;
+        Ok(Self(secs * 1000 + millis))
+    }
+}
+
 /// Appends `value` zero-padded to `width` digits (more when it needs them; years before 0
 /// are clamped to 0000, which RFC 3339 cannot express anyway).
 fn push_digits(out: &mut String, value: i64, width: u32) {
@@ -97,6 +170,44 @@ fn push_digits(out: &mut String, value: i64, width: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_rfc3339_and_round_trips() {
+        let table = [
+            ("2024-01-15T10:30:00Z", 1_705_314_600_000),
+            ("2024-01-15T10:30:00.123Z", 1_705_314_600_123),
+            ("2024-01-15T10:30:00.1234567Z", 1_705_314_600_123),
+            ("2024-01-15T10:30:00.5Z", 1_705_314_600_500),
+            ("2024-01-15T12:30:00+02:00", 1_705_314_600_000),
+            ("2024-01-15t10:30:00z", 1_705_314_600_000),
+            ("1970-01-01T00:00:00Z", 0),
+            ("2024-02-29T00:00:00Z", 1_709_164_800_000),
+        ];
+        for (raw, millis) in table {
+            assert_eq!(
+                Timestamp::parse_rfc3339(raw, "since").map(Timestamp::as_millis),
+                Ok(millis),
+                "{raw}"
+            );
+        }
+        for bad in [
+            "",
+            "2024-01-15",
+            "2024-01-15T10:30:00",
+            "2024-13-01T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2024-01-15T24:00:00Z",
+            "2024-01-15T10:30:00.Z",
+            "2024-01-15T10:30:00+0200",
+            "2024-01-15T10:30:00Zjunk",
+            "yesterday",
+        ] {
+            let e = Timestamp::parse_rfc3339(bad, "since").unwrap_err();
+            assert_eq!(e.field, "since", "{bad}");
+        }
+        let t = Timestamp::from_millis(1_709_208_000_123);
+        assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339_millis(), "t"), Ok(t));
+    }
 
     #[test]
     fn formats_known_instants() {

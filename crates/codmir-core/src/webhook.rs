@@ -244,8 +244,43 @@ pub struct Delivery {
     pub status: DeliveryStatus,
     pub attempt_count: u32,
     pub next_attempt_at: Option<Timestamp>,
+    /// The delivery this one sends again (`POST /v1/deliveries/{id}/redeliver`, replays).
+    pub redelivery_of: Option<String>,
+    /// The latest attempt's time, status code and error, so that a list says why without
+    /// opening each delivery.
+    pub last_attempt_at: Option<Timestamp>,
+    pub last_status_code: Option<u16>,
+    pub last_error: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+impl Delivery {
+    /// A new pending delivery of `event` to `webhook`, due at `now`.
+    pub fn new(
+        workspace_id: &str,
+        webhook_id: &str,
+        event_id: &str,
+        event_type: EventType,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            id: crate::id::new_id("dlv", now),
+            workspace_id: workspace_id.to_owned(),
+            webhook_id: webhook_id.to_owned(),
+            event_id: event_id.to_owned(),
+            event_type,
+            status: DeliveryStatus::Pending,
+            attempt_count: 0,
+            next_attempt_at: Some(now),
+            redelivery_of: None,
+            last_attempt_at: None,
+            last_status_code: None,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
 }
 
 /// One HTTP attempt of a delivery, as the log keeps it.

@@ -10,16 +10,43 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Auth, Query, path_id};
 use crate::ops;
-use crate::store::{StoreError, StoredEvent};
+use crate::store::{EventQuery, StoreError, StoredEvent};
+
+/// An event type or pattern from a query string (`type=ticket.*`), checked as webhooks'
+/// patterns are.
+pub(super) fn type_pattern(raw: &str) -> Result<String, ApiError> {
+    codmir_core::webhook::EventFilter::parse(&[raw])
+        .map(|_| raw.to_owned())
+        .map_err(|e| ApiError::invalid("type", e.message))
+}
+
+/// An optional RFC 3339 time from a query string.
+pub(super) fn time_param(
+    raw: Option<&str>,
+    field: &'static str,
+) -> Result<Option<codmir_core::time::Timestamp>, ApiError> {
+    raw.map(|r| codmir_core::time::Timestamp::parse_rfc3339(r, field))
+        .transpose()
+        .map_err(ApiError::from)
+}
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(super) struct EventListParams {
-    /// Only events of this type, e.g. `ticket.created`.
+    /// Only events of this type or pattern, as webhooks take them: `ticket.created`,
+    /// `ticket.*` or `*`.
     #[serde(rename = "type")]
     #[param(rename = "type")]
     pub event_type: Option<String>,
+    /// Only events of this project.
+    pub project_id: Option<String>,
+    /// Only events created at or after this RFC 3339 time.
+    pub since: Option<String>,
+    /// Only events created before this RFC 3339 time.
+    pub until: Option<String>,
+    /// `desc` (newest first, the default) or `asc` (oldest first, to read the log forward).
+    pub order: Option<String>,
     /// Items per page, 1–100 (default 20).
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
@@ -47,7 +74,34 @@ pub(super) async fn list_events(
     Auth(p): Auth,
     Query(q): Query<EventListParams>,
 ) -> Result<axum::Json<EventList>, ApiError> {
-    let event_type = q.event_type.as_deref().map(EventType::parse).transpose()?;
+    let query = EventQuery {
+        event_type: q.event_type.as_deref().map(type_pattern).transpose()?,
+        project_id: q
+            .project_id
+            .map(|id| {
+                if codmir_core::id::is_valid("proj", &id) {
+                    Ok(id)
+                } else {
+                    Err(ApiError::invalid(
+                        "project_id",
+                        format!("`{id}` is not a project id (proj_…)"),
+                    ))
+                }
+            })
+            .transpose()?,
+        since: time_param(q.since.as_deref(), "since")?,
+        until: time_param(q.until.as_deref(), "until")?,
+        ascending: match q.order.as_deref() {
+            None | Some("desc") => false,
+            Some("asc") => true,
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "order",
+                    format!("`{other}` is not one of: asc, desc"),
+                ));
+            }
+        },
+    };
     let page = super::extract::ListParams {
         limit: q.limit,
         cursor: q.cursor,
@@ -56,10 +110,7 @@ pub(super) async fn list_events(
     let page = s
         .store
         .read(move |tx| {
-            Box::pin(async move {
-                tx.list_events(&p.workspace_id, event_type.map(EventType::as_str), &page)
-                    .await
-            })
+            Box::pin(async move { tx.list_events(&p.workspace_id, &query, &page).await })
         })
         .await
         .map_err(ApiError::from)?;

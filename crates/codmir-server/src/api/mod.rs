@@ -76,10 +76,11 @@ impl Modify for BearerAuth {
         tracker::add_member, tracker::list_members,
         tracker::create_ticket, tracker::list_tickets, tracker::get_ticket,
         tracker::update_ticket, tracker::delete_ticket, tracker::create_comment,
+        tracker::list_comments, tracker::me,
         events::list_events, events::get_event, events::event_types,
         webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook,
         webhooks::update_webhook, webhooks::delete_webhook, webhooks::list_deliveries,
-        webhooks::get_delivery,
+        webhooks::get_delivery, webhooks::list_workspace_deliveries,
     ),
     modifiers(&BearerAuth),
 )]
@@ -149,7 +150,11 @@ pub fn router(state: AppState) -> Router {
                 .patch(tracker::update_ticket)
                 .delete(tracker::delete_ticket),
         )
-        .route("/v1/tickets/{id}/comments", post(tracker::create_comment))
+        .route(
+            "/v1/tickets/{id}/comments",
+            post(tracker::create_comment).get(tracker::list_comments),
+        )
+        .route("/v1/me", get(tracker::me))
         .route(
             "/v1/webhooks",
             post(webhooks::create_webhook).get(webhooks::list_webhooks),
@@ -164,6 +169,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/webhooks/{id}/deliveries",
             get(webhooks::list_deliveries),
         )
+        .route("/v1/deliveries", get(webhooks::list_workspace_deliveries))
         .route("/v1/deliveries/{id}", get(webhooks::get_delivery))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

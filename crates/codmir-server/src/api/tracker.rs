@@ -425,3 +425,71 @@ pub(super) async fn create_comment(
         .await?;
     Ok((StatusCode::CREATED, axum::Json(comment.into())))
 }
+
+#[utoipa::path(get, path = "/v1/tickets/{id}/comments", tag = "tracker", params(ListParams),
+    responses((status = 200, body = ListResponse<CommentResponse>), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub(super) async fn list_comments(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Query(q): Query<ListParams>,
+) -> Found<ListResponse<CommentResponse>> {
+    let id = path_id("tkt", &id, "ticket")?;
+    let page = q.page("cmt")?;
+    let page = s
+        .store
+        .read(move |tx| {
+            Box::pin(async move {
+                let t = ops::ticket(tx, &p, &id).await?;
+                Ok::<_, ops::Error>(tx.list_comments(&t.id, &page).await?)
+            })
+        })
+        .await?;
+    Ok(axum::Json(ListResponse::from_page(
+        page,
+        |c| c.id.clone(),
+        CommentResponse::from,
+    )))
+}
+
+/// `{"id", "name"}` of the caller's user or workspace.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct NamedRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// Who the API key acts as.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Me {
+    pub user: NamedRef,
+    pub workspace: NamedRef,
+}
+
+/// The key's user and workspace: what a script checks before it acts.
+#[utoipa::path(get, path = "/v1/me", tag = "tracker",
+    responses((status = 200, body = Me), (status = 401, body = ErrorBody)), security(("api_key" = [])))]
+pub(super) async fn me(State(s): State<AppState>, Auth(p): Auth) -> Found<Me> {
+    let ws = p.workspace_id.clone();
+    let workspace = s
+        .store
+        .read(move |tx| {
+            Box::pin(async move {
+                tx.get_workspace(&ws)
+                    .await?
+                    .ok_or(ops::Error::NotFound("workspace"))
+            })
+        })
+        .await?;
+    Ok(axum::Json(Me {
+        user: NamedRef {
+            id: p.user_id,
+            name: p.user_name,
+        },
+        workspace: NamedRef {
+            id: workspace.id,
+            name: workspace.name,
+        },
+    }))
+}

@@ -13,6 +13,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{Auth, Json, ListParams, Query, now, path_id};
 use super::{AppState, ListResponse};
 use crate::ops::{self, NewWebhook, WebhookPatch};
+use crate::store::DeliveryQuery;
 
 const MAX_DESCRIPTION: usize = 500;
 const MAX_PROJECT_IDS: usize = 100;
@@ -96,6 +97,14 @@ pub(super) struct DeliveryResponse {
     pub attempt_count: u32,
     /// When the next attempt is due; `null` once the delivery is settled.
     pub next_attempt_at: Option<String>,
+    /// The delivery this one sends again (a redelivery or a replay); `null` otherwise.
+    pub redelivery_of: Option<String>,
+    /// When the latest attempt was made; `null` before the first.
+    pub last_attempt_at: Option<String>,
+    /// The latest attempt's HTTP status; `null` when no response came or before the first.
+    pub last_status_code: Option<u16>,
+    /// Why the latest attempt failed without a response (timeout, refused, …).
+    pub last_error: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -110,6 +119,10 @@ impl From<Delivery> for DeliveryResponse {
             status: d.status.as_str(),
             attempt_count: d.attempt_count,
             next_attempt_at: d.next_attempt_at.map(|t| t.to_rfc3339_millis()),
+            redelivery_of: d.redelivery_of,
+            last_attempt_at: d.last_attempt_at.map(|t| t.to_rfc3339_millis()),
+            last_status_code: d.last_status_code,
+            last_error: d.last_error,
             created_at: d.created_at.to_rfc3339_millis(),
             updated_at: d.updated_at.to_rfc3339_millis(),
         }
@@ -324,6 +337,83 @@ pub(super) async fn list_deliveries(
             })
         })
         .await?;
+    Ok(axum::Json(ListResponse::from_page(
+        page,
+        |d| d.id.clone(),
+        DeliveryResponse::from,
+    )))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct WorkspaceDeliveryParams {
+    /// `pending`, `succeeded`, `failed` or `cancelled`.
+    pub status: Option<String>,
+    /// An event type or pattern: `ticket.created`, `ticket.*`, `*`.
+    pub event_type: Option<String>,
+    /// Only deliveries to this webhook.
+    pub webhook_id: Option<String>,
+    /// Only deliveries created at or after this RFC 3339 time.
+    pub since: Option<String>,
+    /// Only deliveries created before this RFC 3339 time.
+    pub until: Option<String>,
+    /// Items per page, 1–100 (default 20).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// The workspace's deliveries across its webhooks, newest first: what failed, where and why.
+#[utoipa::path(get, path = "/v1/deliveries", tag = "webhooks", params(WorkspaceDeliveryParams),
+    responses((status = 200, body = ListResponse<DeliveryResponse>), (status = 422, body = ErrorBody)), security(("api_key" = [])))]
+pub(super) async fn list_workspace_deliveries(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Query(q): Query<WorkspaceDeliveryParams>,
+) -> Result<axum::Json<ListResponse<DeliveryResponse>>, ApiError> {
+    let webhook_id = match q.webhook_id {
+        Some(id) if !codmir_core::id::is_valid("wh", &id) => {
+            return Err(ApiError::invalid(
+                "webhook_id",
+                format!("`{id}` is not a webhook id (wh_…)"),
+            ));
+        }
+        other => other,
+    };
+    let query = DeliveryQuery {
+        webhook_id,
+        status: q.status.as_deref().map(DeliveryStatus::parse).transpose()?,
+        event_type: q
+            .event_type
+            .as_deref()
+            .map(|t| {
+                super::events::type_pattern(t).map_err(|_| {
+                    ApiError::invalid(
+                        "event_type",
+                        format!("`{t}` is not an event type or pattern; see GET /v1/event-types"),
+                    )
+                })
+            })
+            .transpose()?,
+        since: super::events::time_param(q.since.as_deref(), "since")?,
+        until: super::events::time_param(q.until.as_deref(), "until")?,
+    };
+    let page = ListParams {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .page("dlv")?;
+    let page = s
+        .store
+        .read(move |tx| {
+            Box::pin(async move {
+                tx.list_workspace_deliveries(&p.workspace_id, &query, &page)
+                    .await
+            })
+        })
+        .await
+        .map_err(ApiError::from)?;
     Ok(axum::Json(ListResponse::from_page(
         page,
         |d| d.id.clone(),

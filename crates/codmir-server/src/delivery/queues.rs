@@ -158,9 +158,7 @@ mod tests {
     use std::time::Duration;
 
     use codmir_core::event::EventType;
-    use codmir_core::webhook::{
-        Delivery, DeliveryStatus, EndpointUrl, EventFilter, Webhook, WebhookSecret,
-    };
+    use codmir_core::webhook::{Delivery, EndpointUrl, EventFilter, Webhook, WebhookSecret};
 
     use super::*;
 
@@ -169,15 +167,13 @@ mod tests {
         Leased {
             delivery: Delivery {
                 id: format!("dlv_{webhook}_{n}"),
-                workspace_id: "ws".into(),
-                webhook_id: webhook.into(),
-                event_id: format!("evt_{n}"),
-                event_type: EventType::TicketCreated,
-                status: DeliveryStatus::Pending,
-                attempt_count: 0,
-                next_attempt_at: Some(now),
-                created_at: now,
-                updated_at: now,
+                ..Delivery::new(
+                    "ws",
+                    webhook,
+                    &format!("evt_{n}"),
+                    EventType::TicketCreated,
+                    now,
+                )
             },
             webhook: Webhook {
                 id: webhook.into(),

@@ -9,9 +9,8 @@ use std::sync::Arc;
 
 use codmir_core::ValidationError;
 use codmir_core::event::Event;
-use codmir_core::id::new_id;
 use codmir_core::time::Timestamp;
-use codmir_core::webhook::{Delivery, DeliveryStatus};
+use codmir_core::webhook::Delivery;
 
 use crate::store::{Lease, Leased, StoreError, Tx};
 
@@ -93,18 +92,8 @@ pub(crate) async fn emit(
             .iter()
             .filter(|w| w.wants(event.event_type, event.project_id.as_deref()))
         {
-            let delivery = Delivery {
-                id: new_id("dlv", now),
-                workspace_id: workspace_id.to_owned(),
-                webhook_id: webhook.id.clone(),
-                event_id: event.id.clone(),
-                event_type: event.event_type,
-                status: DeliveryStatus::Pending,
-                attempt_count: 0,
-                next_attempt_at: Some(now),
-                created_at: now,
-                updated_at: now,
-            };
+            let delivery =
+                Delivery::new(workspace_id, &webhook.id, &event.id, event.event_type, now);
             tx.insert_delivery(&delivery, after.lease.as_ref()).await?;
             any = true;
             if let Some(lease) = &after.lease {

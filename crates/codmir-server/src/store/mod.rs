@@ -26,7 +26,8 @@ pub use error::{Cause, StoreError, StoreResult, chain};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use tx::{
-    ApiKeyRecord, Lease, Leased, OutboxTx, Outcome, Page, PageRequest, StoredEvent, TrackerTx, Tx,
+    ApiKeyRecord, DeliveryQuery, EventQuery, Lease, Leased, OutboxTx, Outcome, Page, PageRequest,
+    StoredEvent, TrackerTx, Tx,
 };
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -8,7 +8,7 @@
 use codmir_core::event::EventType;
 use codmir_core::time::Timestamp;
 use codmir_core::tracker::{
-    Member, Principal, Priority, Project, Role, Ticket, TicketStatus, User, Workspace,
+    Comment, Member, Principal, Priority, Project, Role, Ticket, TicketStatus, User, Workspace,
 };
 use codmir_core::webhook::{
     Attempt, Delivery, DeliveryStatus, EndpointUrl, EventFilter, Webhook, WebhookSecret,
@@ -134,6 +134,18 @@ pub(super) fn ticket(r: &dyn Columns) -> StoreResult<Ticket> {
     })
 }
 
+pub(super) const COMMENT_COLS: &str = "id, workspace_id, ticket_id, author_id, body, created_at";
+pub(super) fn comment(r: &dyn Columns) -> StoreResult<Comment> {
+    Ok(Comment {
+        id: r.text(0)?,
+        workspace_id: r.text(1)?,
+        ticket_id: r.text(2)?,
+        author_id: r.text(3)?,
+        body: r.text(4)?,
+        created_at: ts(r, 5)?,
+    })
+}
+
 pub(super) const EVENT_COLS: &str = "id, payload";
 pub(super) fn event(r: &dyn Columns) -> StoreResult<StoredEvent> {
     Ok(StoredEvent {
@@ -164,7 +176,13 @@ pub(super) fn webhook(r: &dyn Columns) -> StoreResult<Webhook> {
 
 pub(super) const DELIVERY_COLS: &str = "id, workspace_id, webhook_id, event_id, event_type, \
                                         status, attempt_count, next_attempt_at, created_at, \
-                                        updated_at";
+                                        updated_at, redelivery_of, last_attempt_at, \
+                                        last_status_code, last_error";
+/// The columns an insert of a delivery sets, in this order (the `last_*` start empty).
+pub(super) const DELIVERY_INSERT_COLS: &str = "id, workspace_id, webhook_id, event_id, \
+                                               event_type, status, attempt_count, \
+                                               next_attempt_at, created_at, updated_at, \
+                                               redelivery_of, lease_owner, lease_expires_at";
 pub(super) fn delivery(r: &dyn Columns) -> StoreResult<Delivery> {
     Ok(Delivery {
         id: r.text(0)?,
@@ -178,6 +196,13 @@ pub(super) fn delivery(r: &dyn Columns) -> StoreResult<Delivery> {
         next_attempt_at: opt_ts(r, 7)?,
         created_at: ts(r, 8)?,
         updated_at: ts(r, 9)?,
+        redelivery_of: r.opt_text(10)?,
+        last_attempt_at: opt_ts(r, 11)?,
+        last_status_code: r
+            .opt_int(12)?
+            .map(|s| u16::try_from(s).map_err(|e| corrupt("deliveries.last_status_code", e)))
+            .transpose()?,
+        last_error: r.opt_text(13)?,
     })
 }
 

@@ -33,6 +33,54 @@ impl<T> Page<T> {
     }
 }
 
+/// Which events a list shows: by type (exact, `family.*` or `*`), project and creation time
+/// (`since` inclusive, `until` exclusive), newest first unless `ascending`.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// A pattern as webhooks take them; `None` or `*` for every type.
+    pub event_type: Option<String>,
+    pub project_id: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub ascending: bool,
+}
+
+impl EventQuery {
+    /// The `type` filter as a SQL `LIKE` pattern (`ticket.%` for `ticket.*`), if any.
+    pub(crate) fn type_like(&self) -> Option<String> {
+        match self.event_type.as_deref() {
+            None | Some("*") => None,
+            Some(p) => Some(match p.strip_suffix(".*") {
+                Some(family) => format!("{family}.%"),
+                None => p.to_owned(),
+            }),
+        }
+    }
+}
+
+/// Which deliveries a workspace-wide list shows.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryQuery {
+    pub webhook_id: Option<String>,
+    pub status: Option<DeliveryStatus>,
+    /// A pattern as webhooks take them; `None` or `*` for every type.
+    pub event_type: Option<String>,
+    /// Created at or after.
+    pub since: Option<Timestamp>,
+    /// Created before.
+    pub until: Option<Timestamp>,
+}
+
+impl DeliveryQuery {
+    pub(crate) fn type_like(&self) -> Option<String> {
+        EventQuery {
+            event_type: self.event_type.clone(),
+            ..EventQuery::default()
+        }
+        .type_like()
+    }
+}
+
 /// An API key as stored: only the SHA-256 of its secret part is kept.
 #[derive(Debug, Clone)]
 pub struct ApiKeyRecord {
@@ -84,6 +132,7 @@ pub struct Outcome {
 #[async_trait]
 pub trait TrackerTx: Send {
     async fn workspace_count(&mut self) -> StoreResult<i64>;
+    async fn get_workspace(&mut self, id: &str) -> StoreResult<Option<Workspace>>;
     async fn find_workspace_by_name(&mut self, name: &str) -> StoreResult<Option<Workspace>>;
     async fn insert_workspace(&mut self, w: &Workspace) -> StoreResult<()>;
 
@@ -120,6 +169,12 @@ pub trait TrackerTx: Send {
     ) -> StoreResult<Page<Ticket>>;
 
     async fn insert_comment(&mut self, c: &Comment) -> StoreResult<()>;
+    /// The comments of a ticket, newest first.
+    async fn list_comments(
+        &mut self,
+        ticket_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Comment>>;
 }
 
 /// The outbox: events, webhooks, the delivery queue with its leases, and the attempt log.
@@ -127,10 +182,11 @@ pub trait TrackerTx: Send {
 pub trait OutboxTx: Send {
     async fn insert_event(&mut self, e: &Event) -> StoreResult<()>;
     async fn get_event(&mut self, ws: &str, id: &str) -> StoreResult<Option<StoredEvent>>;
+    /// The workspace's events matching `q`; with `q.ascending` the cursor pages forward.
     async fn list_events(
         &mut self,
         ws: &str,
-        event_type: Option<&str>,
+        q: &EventQuery,
         page: &PageRequest,
     ) -> StoreResult<Page<StoredEvent>>;
 
@@ -192,6 +248,13 @@ pub trait OutboxTx: Send {
         &mut self,
         webhook_id: &str,
         status: Option<DeliveryStatus>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Delivery>>;
+    /// The workspace's deliveries matching `q`, across its webhooks, newest first.
+    async fn list_workspace_deliveries(
+        &mut self,
+        ws: &str,
+        q: &DeliveryQuery,
         page: &PageRequest,
     ) -> StoreResult<Page<Delivery>>;
     async fn list_attempts(&mut self, delivery_id: &str) -> StoreResult<Vec<Attempt>>;

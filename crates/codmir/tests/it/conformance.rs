@@ -10,7 +10,7 @@ use codmir_core::tracker::{
 use codmir_core::webhook::{Attempt, DeliveryStatus, EndpointUrl, EventFilter, WebhookSecret};
 use codmir_server::Store;
 use codmir_server::ops::{self, NewWebhook};
-use codmir_server::store::{Lease, Leased, Outcome, PageRequest, StoreError};
+use codmir_server::store::{EventQuery, Lease, Leased, Outcome, PageRequest, StoreError};
 
 /// A workspace with a webhook for every event; returns the caller and the webhook id.
 async fn setup(store: &Store) -> (Principal, String) {
@@ -125,7 +125,7 @@ pub(crate) async fn a_failed_unit_of_work_rolls_back_alone(store: Store) {
                     after: None,
                 };
                 let projects = tx.list_projects(&ws, &page).await?;
-                let events = tx.list_events(&ws, None, &page).await?;
+                let events = tx.list_events(&ws, &EventQuery::default(), &page).await?;
                 Ok::<_, StoreError>((projects.items, events.items))
             })
         })
@@ -233,7 +233,10 @@ pub(crate) async fn rows_read_back_as_written(store: Store) {
             Box::pin(async move {
                 tx.list_events(
                     &ws,
-                    Some("ticket.created"),
+                    &EventQuery {
+                        event_type: Some("ticket.created".into()),
+                        ..EventQuery::default()
+                    },
                     &PageRequest {
                         limit: 5,
                         after: None,

@@ -19,9 +19,10 @@ fn envelope<'a>(event: &'a Value, event_type: &str) -> &'a Value {
     assert_eq!(event["type"], event_type);
     assert!(event["id"].as_str().unwrap().starts_with("evt_"));
     let ts = event["timestamp"].as_str().unwrap();
+    // RFC 3339 in UTC with `Z`, to the millisecond: `2024-01-15T10:30:00.123Z`.
     assert!(
-        ts.ends_with('Z') && ts.len() == 20,
-        "RFC 3339 UTC with Z: {ts}"
+        ts.ends_with('Z') && ts.len() == 24 && ts.as_bytes()[19] == b'.',
+        "RFC 3339 UTC with Z and milliseconds: {ts}"
     );
     &event["data"]
 }

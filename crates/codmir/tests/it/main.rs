@@ -11,6 +11,7 @@ mod events;
 mod failures;
 mod helpers;
 mod nodes;
+mod operations;
 mod process;
 mod receiver;
 mod tls;

@@ -9,8 +9,13 @@ use codmir_core::time::Timestamp;
 use codmir_core::webhook::{Attempt, Delivery, DeliveryStatus, Webhook};
 
 use super::{CHANNEL, PgTx};
-use crate::store::rows::{self, ATTEMPT_COLS, DELIVERY_COLS, EVENT_COLS, WEBHOOK_COLS, json_list};
-use crate::store::{Lease, Leased, OutboxTx, Outcome, Page, PageRequest, StoreResult, StoredEvent};
+use crate::store::rows::{
+    self, ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_INSERT_COLS, EVENT_COLS, WEBHOOK_COLS, json_list,
+};
+use crate::store::{
+    DeliveryQuery, EventQuery, Lease, Leased, OutboxTx, Outcome, Page, PageRequest, StoreResult,
+    StoredEvent,
+};
 
 #[async_trait]
 impl OutboxTx for PgTx<'_> {
@@ -43,13 +48,25 @@ impl OutboxTx for PgTx<'_> {
     async fn list_events(
         &mut self,
         ws: &str,
-        event_type: Option<&str>,
+        q: &EventQuery,
         page: &PageRequest,
     ) -> StoreResult<Page<StoredEvent>> {
+        let sql = if q.ascending {
+            "SELECT id, payload FROM events WHERE workspace_id = $1 AND ($2::text IS NULL OR type LIKE $2) \
+             AND ($3::text IS NULL OR project_id = $3) AND ($4::int8 IS NULL OR created_at >= $4) \
+             AND ($5::int8 IS NULL OR created_at < $5) AND ($6::text IS NULL OR id > $6) ORDER BY id LIMIT $7"
+        } else {
+            "SELECT id, payload FROM events WHERE workspace_id = $1 AND ($2::text IS NULL OR type LIKE $2) \
+             AND ($3::text IS NULL OR project_id = $3) AND ($4::int8 IS NULL OR created_at >= $4) \
+             AND ($5::int8 IS NULL OR created_at < $5) AND ($6::text IS NULL OR id < $6) ORDER BY id DESC LIMIT $7"
+        };
+        let (since, until) = (
+            q.since.map(Timestamp::as_millis),
+            q.until.map(Timestamp::as_millis),
+        );
         self.page(
-            "SELECT id, payload FROM events WHERE workspace_id = $1 \
-             AND ($2::text IS NULL OR type = $2) AND ($3::text IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
-            &[&ws, &event_type],
+            sql,
+            &[&ws, &q.type_like(), &q.project_id, &since, &until],
             page,
             rows::event,
         )
@@ -151,8 +168,8 @@ impl OutboxTx for PgTx<'_> {
         let attempts = d.attempt_count as i32;
         self.exec(
             &format!(
-                "INSERT INTO deliveries ({DELIVERY_COLS}, lease_owner, lease_expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                "INSERT INTO deliveries ({DELIVERY_INSERT_COLS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
             ),
             &[
                 &d.id,
@@ -165,6 +182,7 @@ impl OutboxTx for PgTx<'_> {
                 &d.next_attempt_at.map(Timestamp::as_millis),
                 &d.created_at.as_millis(),
                 &d.updated_at.as_millis(),
+                &d.redelivery_of,
                 &owner,
                 &until,
             ],
@@ -273,10 +291,12 @@ impl OutboxTx for PgTx<'_> {
     async fn record_outcome(&mut self, o: &Outcome) -> StoreResult<bool> {
         let a = &o.attempt;
         let attempt = a.attempt as i32;
+        let status_code = a.status_code.map(i32::from);
         let updated = self
             .exec(
                 "UPDATE deliveries SET status = $2, attempt_count = $3, next_attempt_at = $4, \
-                 lease_owner = NULL, lease_expires_at = NULL, updated_at = $5 \
+                 lease_owner = NULL, lease_expires_at = NULL, updated_at = $5, last_attempt_at = $7, \
+                 last_status_code = $8, last_error = $9 \
                  WHERE id = $1 AND status = 'pending' AND attempt_count = $3 - 1 AND lease_owner = $6",
                 &[
                     &a.delivery_id,
@@ -285,13 +305,15 @@ impl OutboxTx for PgTx<'_> {
                     &o.next_attempt_at.map(Timestamp::as_millis),
                     &(a.attempted_at.as_millis() + a.duration_ms as i64),
                     &o.lease_owner,
+                    &a.attempted_at.as_millis(),
+                    &status_code,
+                    &a.error,
                 ],
             )
             .await?;
         if updated == 0 {
             return Ok(false);
         }
-        let status_code = a.status_code.map(i32::from);
         self.exec(
             "INSERT INTO attempts (delivery_id, attempt, attempted_at, duration_ms, status_code, error, response_body) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -365,7 +387,8 @@ impl OutboxTx for PgTx<'_> {
                  u AS ( \
                    UPDATE deliveries d SET status = o.new_status, attempt_count = o.attempt, \
                      next_attempt_at = o.next_attempt_at, lease_owner = NULL, lease_expires_at = NULL, \
-                     updated_at = o.updated_at \
+                     updated_at = o.updated_at, last_attempt_at = o.attempted_at, \
+                     last_status_code = o.status_code, last_error = o.error \
                    FROM o WHERE d.id = o.delivery_id AND d.status = 'pending' \
                      AND d.attempt_count = o.attempt - 1 AND d.lease_owner = o.lease_owner \
                    RETURNING d.id) \
@@ -447,6 +470,38 @@ impl OutboxTx for PgTx<'_> {
                  AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
             ),
             &[&webhook_id, &status],
+            page,
+            rows::delivery,
+        )
+        .await
+    }
+
+    async fn list_workspace_deliveries(
+        &mut self,
+        ws: &str,
+        q: &DeliveryQuery,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Delivery>> {
+        let (since, until) = (
+            q.since.map(Timestamp::as_millis),
+            q.until.map(Timestamp::as_millis),
+        );
+        self.page(
+            &format!(
+                "SELECT {DELIVERY_COLS} FROM deliveries WHERE workspace_id = $1 \
+                 AND ($2::text IS NULL OR webhook_id = $2) AND ($3::text IS NULL OR status = $3) \
+                 AND ($4::text IS NULL OR event_type LIKE $4) AND ($5::int8 IS NULL OR created_at >= $5) \
+                 AND ($6::int8 IS NULL OR created_at < $6) AND ($7::text IS NULL OR id < $7) \
+                 ORDER BY id DESC LIMIT $8"
+            ),
+            &[
+                &ws,
+                &q.webhook_id,
+                &q.status.map(DeliveryStatus::as_str),
+                &q.type_like(),
+                &since,
+                &until,
+            ],
             page,
             rows::delivery,
         )

@@ -7,7 +7,8 @@ use codmir_core::tracker::{Comment, Member, Principal, Project, Ticket, User, Wo
 
 use super::PgTx;
 use crate::store::rows::{
-    self, API_KEY_COLS, MEMBER_COLS, PROJECT_COLS, TICKET_COLS, USER_COLS, WORKSPACE_COLS,
+    self, API_KEY_COLS, COMMENT_COLS, MEMBER_COLS, PROJECT_COLS, TICKET_COLS, USER_COLS,
+    WORKSPACE_COLS,
 };
 use crate::store::{ApiKeyRecord, Page, PageRequest, StoreResult, TrackerTx};
 
@@ -16,6 +17,15 @@ impl TrackerTx for PgTx<'_> {
     async fn workspace_count(&mut self) -> StoreResult<i64> {
         let rows = self.rows("SELECT count(*) FROM workspaces", &[]).await?;
         Ok(rows.first().map(|r| r.get(0)).unwrap_or(0))
+    }
+
+    async fn get_workspace(&mut self, id: &str) -> StoreResult<Option<Workspace>> {
+        self.one(
+            &format!("SELECT {WORKSPACE_COLS} FROM workspaces WHERE id = $1"),
+            &[&id],
+            rows::workspace,
+        )
+        .await
     }
 
     async fn find_workspace_by_name(&mut self, name: &str) -> StoreResult<Option<Workspace>> {
@@ -261,5 +271,22 @@ impl TrackerTx for PgTx<'_> {
         )
         .await?;
         Ok(())
+    }
+
+    async fn list_comments(
+        &mut self,
+        ticket_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Comment>> {
+        self.page(
+            &format!(
+                "SELECT {COMMENT_COLS} FROM comments WHERE ticket_id = $1 \
+                 AND ($2::text IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+            ),
+            &[&ticket_id],
+            page,
+            rows::comment,
+        )
+        .await
     }
 }

@@ -28,6 +28,7 @@ const READERS: usize = 4;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite_0001_init.sql"),
     include_str!("../migrations/sqlite_0002_webhook_due.sql"),
+    include_str!("../migrations/sqlite_0003_operations.sql"),
 ];
 
 impl From<rusqlite::Error> for StoreError {

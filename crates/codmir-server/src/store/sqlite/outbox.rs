@@ -8,8 +8,13 @@ use codmir_core::webhook::{Attempt, Delivery, DeliveryStatus, Webhook};
 use rusqlite::params;
 
 use super::SqliteTx;
-use crate::store::rows::{self, ATTEMPT_COLS, DELIVERY_COLS, EVENT_COLS, WEBHOOK_COLS, json_list};
-use crate::store::{Lease, Leased, OutboxTx, Outcome, Page, PageRequest, StoreResult, StoredEvent};
+use crate::store::rows::{
+    self, ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_INSERT_COLS, EVENT_COLS, WEBHOOK_COLS, json_list,
+};
+use crate::store::{
+    DeliveryQuery, EventQuery, Lease, Leased, OutboxTx, Outcome, Page, PageRequest, StoreResult,
+    StoredEvent,
+};
 
 #[async_trait]
 impl OutboxTx for SqliteTx<'_> {
@@ -40,25 +45,28 @@ impl OutboxTx for SqliteTx<'_> {
     async fn list_events(
         &mut self,
         ws: &str,
-        event_type: Option<&str>,
+        q: &EventQuery,
         page: &PageRequest,
     ) -> StoreResult<Page<StoredEvent>> {
-        match event_type {
-            Some(t) => self.page(
-                "SELECT id, payload FROM events WHERE workspace_id = ?1 AND type = ?2 \
-                 AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4",
-                &[&ws, &t],
-                page,
-                rows::event,
-            ),
-            None => self.page(
-                "SELECT id, payload FROM events WHERE workspace_id = ?1 \
-                 AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3",
-                &[&ws],
-                page,
-                rows::event,
-            ),
-        }
+        let sql = if q.ascending {
+            "SELECT id, payload FROM events WHERE workspace_id = ?1 AND (?2 IS NULL OR type LIKE ?2) \
+             AND (?3 IS NULL OR project_id = ?3) AND (?4 IS NULL OR created_at >= ?4) \
+             AND (?5 IS NULL OR created_at < ?5) AND (?6 IS NULL OR id > ?6) ORDER BY id LIMIT ?7"
+        } else {
+            "SELECT id, payload FROM events WHERE workspace_id = ?1 AND (?2 IS NULL OR type LIKE ?2) \
+             AND (?3 IS NULL OR project_id = ?3) AND (?4 IS NULL OR created_at >= ?4) \
+             AND (?5 IS NULL OR created_at < ?5) AND (?6 IS NULL OR id < ?6) ORDER BY id DESC LIMIT ?7"
+        };
+        let (since, until) = (
+            q.since.map(Timestamp::as_millis),
+            q.until.map(Timestamp::as_millis),
+        );
+        self.page(
+            sql,
+            params![ws, q.type_like(), q.project_id, since, until],
+            page,
+            rows::event,
+        )
     }
 
     async fn insert_webhook(&mut self, w: &Webhook) -> StoreResult<()> {
@@ -142,8 +150,8 @@ impl OutboxTx for SqliteTx<'_> {
         );
         self.exec(
             &format!(
-                "INSERT INTO deliveries ({DELIVERY_COLS}, lease_owner, lease_expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                "INSERT INTO deliveries ({DELIVERY_INSERT_COLS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
             ),
             params![
                 d.id,
@@ -156,6 +164,7 @@ impl OutboxTx for SqliteTx<'_> {
                 d.next_attempt_at.map(Timestamp::as_millis),
                 d.created_at.as_millis(),
                 d.updated_at.as_millis(),
+                d.redelivery_of,
                 owner,
                 until
             ],
@@ -275,7 +284,8 @@ impl OutboxTx for SqliteTx<'_> {
         let a = &o.attempt;
         let updated = self.exec(
             "UPDATE deliveries SET status = ?2, attempt_count = ?3, next_attempt_at = ?4, \
-             lease_owner = NULL, lease_expires_at = NULL, updated_at = ?5 \
+             lease_owner = NULL, lease_expires_at = NULL, updated_at = ?5, last_attempt_at = ?7, \
+             last_status_code = ?8, last_error = ?9 \
              WHERE id = ?1 AND status = 'pending' AND attempt_count = ?3 - 1 AND lease_owner = ?6",
             params![
                 a.delivery_id,
@@ -283,7 +293,10 @@ impl OutboxTx for SqliteTx<'_> {
                 a.attempt,
                 o.next_attempt_at.map(Timestamp::as_millis),
                 a.attempted_at.as_millis() + a.duration_ms as i64,
-                o.lease_owner
+                o.lease_owner,
+                a.attempted_at.as_millis(),
+                a.status_code,
+                a.error
             ],
         )?;
         if updated == 0 {
@@ -365,6 +378,37 @@ impl OutboxTx for SqliteTx<'_> {
                  AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
             ),
             &[&webhook_id, &status],
+            page,
+            rows::delivery,
+        )
+    }
+
+    async fn list_workspace_deliveries(
+        &mut self,
+        ws: &str,
+        q: &DeliveryQuery,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Delivery>> {
+        let (since, until) = (
+            q.since.map(Timestamp::as_millis),
+            q.until.map(Timestamp::as_millis),
+        );
+        self.page(
+            &format!(
+                "SELECT {DELIVERY_COLS} FROM deliveries WHERE workspace_id = ?1 \
+                 AND (?2 IS NULL OR webhook_id = ?2) AND (?3 IS NULL OR status = ?3) \
+                 AND (?4 IS NULL OR event_type LIKE ?4) AND (?5 IS NULL OR created_at >= ?5) \
+                 AND (?6 IS NULL OR created_at < ?6) AND (?7 IS NULL OR id < ?7) \
+                 ORDER BY id DESC LIMIT ?8"
+            ),
+            params![
+                ws,
+                q.webhook_id,
+                q.status.map(DeliveryStatus::as_str),
+                q.type_like(),
+                since,
+                until
+            ],
             page,
             rows::delivery,
         )

@@ -8,7 +8,8 @@ use rusqlite::params;
 
 use super::SqliteTx;
 use crate::store::rows::{
-    self, API_KEY_COLS, MEMBER_COLS, PROJECT_COLS, TICKET_COLS, USER_COLS, WORKSPACE_COLS,
+    self, API_KEY_COLS, COMMENT_COLS, MEMBER_COLS, PROJECT_COLS, TICKET_COLS, USER_COLS,
+    WORKSPACE_COLS,
 };
 use crate::store::{ApiKeyRecord, Page, PageRequest, StoreResult, TrackerTx};
 
@@ -18,6 +19,14 @@ impl TrackerTx for SqliteTx<'_> {
         Ok(self
             .conn
             .query_row("SELECT count(*) FROM workspaces", [], |r| r.get(0))?)
+    }
+
+    async fn get_workspace(&mut self, id: &str) -> StoreResult<Option<Workspace>> {
+        self.one(
+            &format!("SELECT {WORKSPACE_COLS} FROM workspaces WHERE id = ?1"),
+            &[&id],
+            rows::workspace,
+        )
     }
 
     async fn find_workspace_by_name(&mut self, name: &str) -> StoreResult<Option<Workspace>> {
@@ -239,5 +248,21 @@ impl TrackerTx for SqliteTx<'_> {
             ],
         )?;
         Ok(())
+    }
+
+    async fn list_comments(
+        &mut self,
+        ticket_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Comment>> {
+        self.page(
+            &format!(
+                "SELECT {COMMENT_COLS} FROM comments WHERE ticket_id = ?1 \
+                 AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3"
+            ),
+            &[&ticket_id],
+            page,
+            rows::comment,
+        )
     }
 }

@@ -1,0 +1,227 @@
+//! The operator's tools for a bad day: queries that find what failed and why, the event log
+//! read forward, and (as they land) redelivery, replay, pings, disabling and rotation.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, eventually, spawn_app};
+use crate::receiver::{Receiver, Reply};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn register(app: &TestApp, body: Value) -> String {
+    let r = app.post("/v1/webhooks", body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+/// The `data` of a GET that must answer 200.
+async fn list(app: &TestApp, path: &str) -> Vec<Value> {
+    let r = app.get(path).await;
+    assert_eq!(r.status, 200, "{path}: {}", r.text);
+    r.body["data"].as_array().unwrap().clone()
+}
+
+fn ids(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_delivery_list_spans_webhooks_filters_and_says_why_each_failed() {
+    let app = spawn_app().await; // retries 100 ms, 200 ms: three attempts in all
+    let (bad, good) = (Receiver::start().await, Receiver::start().await);
+    bad.always(Reply::Status(500));
+    let bad_id = register(&app, json!({"url": bad.url, "events": ["project.*"]})).await;
+    let good_id = register(&app, json!({"url": good.url, "events": ["*"]})).await;
+    app.project("P").await;
+    eventually(WAIT, "both deliveries settled", || async {
+        let all = list(&app, "/v1/deliveries?limit=100").await;
+        all.len() == 2 && all.iter().all(|d| d["status"] != "pending")
+    })
+    .await;
+
+    let failed = list(&app, "/v1/deliveries?status=failed").await;
+    assert_eq!(failed.len(), 1);
+    let f = &failed[0];
+    assert_eq!(f["webhook_id"], bad_id.as_str());
+    assert_eq!(f["attempt_count"], 3);
+    assert_eq!(f["last_status_code"], 500, "the list says why: {f}");
+    assert_eq!(f["last_error"], Value::Null);
+    assert!(f["last_attempt_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(f["redelivery_of"], Value::Null);
+
+    let ok = list(&app, &format!("/v1/deliveries?webhook_id={good_id}")).await;
+    assert_eq!(ok.len(), 1);
+    assert_eq!(ok[0]["status"], "succeeded");
+    assert_eq!(ok[0]["last_status_code"], 200);
+    assert_eq!(
+        list(&app, "/v1/deliveries?event_type=project.*")
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(
+        list(&app, "/v1/deliveries?event_type=project.created")
+            .await
+            .len(),
+        2
+    );
+    assert!(
+        list(&app, "/v1/deliveries?event_type=ticket.*")
+            .await
+            .is_empty()
+    );
+    assert!(
+        list(&app, "/v1/deliveries?since=2999-01-01T00:00:00Z")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        list(&app, "/v1/deliveries?until=2999-01-01T00:00:00Z")
+            .await
+            .len(),
+        2
+    );
+    // Pages like every list.
+    let first = app.get("/v1/deliveries?limit=1").await;
+    assert_eq!(first.body["has_more"], true);
+    let cursor = first.body["next_cursor"].as_str().unwrap();
+    let second = list(&app, &format!("/v1/deliveries?limit=1&cursor={cursor}")).await;
+    assert_eq!(second.len(), 1);
+    assert_ne!(second[0]["id"], first.body["data"][0]["id"]);
+
+    for (query, field) in [
+        ("since=yesterday", "since"),
+        ("until=2024-13-01T00:00:00Z", "until"),
+        ("status=lost", "status"),
+        ("event_type=ticket.exploded", "event_type"),
+        ("webhook_id=nope", "webhook_id"),
+    ] {
+        let r = app.get(&format!("/v1/deliveries?{query}")).await;
+        assert_eq!(r.status, 422, "{query}: {}", r.text);
+        assert_eq!(r.body["error"]["field"], field, "{query}");
+    }
+    // Another workspace sees none of them.
+    let other = crate::helpers::new_key(&app.store, "other", "eve").await;
+    let r = app
+        .request("GET", "/v1/deliveries", Some(&other), None)
+        .await;
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn the_event_log_filters_by_pattern_project_and_time_and_reads_forward() {
+    let app = spawn_app().await;
+    let p1 = app.project("One").await;
+    let p2 = app.project("Two").await;
+    for (p, title) in [(&p1, "a"), (&p2, "b"), (&p1, "c")] {
+        app.ticket(p, json!({"title": title})).await;
+    }
+    // Newest first by default; `order=asc` reads the log forward, page by page.
+    let all = list(&app, "/v1/events?limit=100").await;
+    assert_eq!(all.len(), 5);
+    let mut forward = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/events?order=asc&limit=2&cursor={c}"),
+            None => "/v1/events?order=asc&limit=2".to_owned(),
+        };
+        let r = app.get(&path).await;
+        forward.extend(r.body["data"].as_array().unwrap().clone());
+        match r.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let mut reversed = ids(&all);
+    reversed.reverse();
+    assert_eq!(ids(&forward), reversed, "ascending is the log forward");
+
+    let tickets = list(&app, "/v1/events?type=ticket.*").await;
+    assert_eq!(tickets.len(), 3);
+    assert!(tickets.iter().all(|e| e["type"] == "ticket.created"));
+    let of_p1 = list(
+        &app,
+        &format!("/v1/events?project_id={p1}&type=ticket.created"),
+    )
+    .await;
+    assert_eq!(of_p1.len(), 2);
+    assert_eq!(
+        list(&app, &format!("/v1/events?project_id={p2}"))
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(list(&app, "/v1/events?type=*").await.len(), 5);
+    // A time window: since the second event's timestamp, until the fourth's (exclusive).
+    let ts = |e: &Value| e["timestamp"].as_str().unwrap().to_owned();
+    let (from, to) = (ts(&forward[1]), ts(&forward[3]));
+    let window = list(
+        &app,
+        &format!("/v1/events?order=asc&since={from}&until={to}"),
+    )
+    .await;
+    assert!(!window.is_empty());
+    assert!(
+        window.iter().all(|e| ts(e) >= from && ts(e) < to),
+        "{window:?}"
+    );
+    assert!(
+        list(&app, "/v1/events?since=2999-01-01T00:00:00Z")
+            .await
+            .is_empty()
+    );
+    for (query, field) in [
+        ("type=ticket.exploded", "type"),
+        ("order=sideways", "order"),
+        ("since=2024-01-15", "since"),
+        ("project_id=p1", "project_id"),
+    ] {
+        let r = app.get(&format!("/v1/events?{query}")).await;
+        assert_eq!(r.status, 422, "{query}: {}", r.text);
+        assert_eq!(r.body["error"]["field"], field, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn comments_are_listed_newest_first_and_me_names_the_key() {
+    let app = spawn_app().await;
+    let p = app.project("P").await;
+    let t = app.ticket(&p, json!({"title": "T"})).await;
+    let t = t["id"].as_str().unwrap();
+    let mut made = Vec::new();
+    for body in ["first", "second", "third"] {
+        let r = app
+            .post(&format!("/v1/tickets/{t}/comments"), json!({"body": body}))
+            .await;
+        assert_eq!(r.status, 201);
+        made.push(r.body["id"].as_str().unwrap().to_owned());
+    }
+    let page = app.get(&format!("/v1/tickets/{t}/comments?limit=2")).await;
+    assert_eq!(page.status, 200);
+    let bodies: Vec<&str> = page.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, ["third", "second"]);
+    assert_eq!(page.body["has_more"], true);
+    let missing = app
+        .get("/v1/tickets/tkt_01m8mfwv1zhaevqnr82bqc78pm/comments")
+        .await;
+    assert_eq!(missing.status, 404);
+
+    let me = app.get("/v1/me").await;
+    assert_eq!(me.status, 200);
+    assert_eq!(me.body["user"]["name"], "admin");
+    assert!(me.body["user"]["id"].as_str().unwrap().starts_with("usr_"));
+    assert_eq!(me.body["workspace"]["name"], "default");
+    let anonymous = app.request("GET", "/v1/me", Some("cmk_nope"), None).await;
+    assert_eq!(anonymous.status, 401);
+}

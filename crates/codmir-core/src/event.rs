@@ -11,7 +11,7 @@ use crate::id::new_id;
 use crate::time::Timestamp;
 use crate::tracker::{Comment, FieldChange, Member, Project, Ticket, User};
 
-/// The eight event types of the public contract.
+/// The eight event types of the public contract, and two of codmir's own about webhooks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventType {
     TicketCreated,
@@ -22,10 +22,15 @@ pub enum EventType {
     CommentCreated,
     ProjectCreated,
     MemberAdded,
+    /// A test ping, sent to one webhook on request (`POST /v1/webhooks/{id}/ping`).
+    WebhookPing,
+    /// A webhook was disabled automatically; delivered to the workspace's other webhooks.
+    WebhookDisabled,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 8] = [
+    /// Every type, the contract's eight first: the catalog's order.
+    pub const ALL: [EventType; 10] = [
         EventType::TicketCreated,
         EventType::TicketUpdated,
         EventType::TicketDeleted,
@@ -34,6 +39,8 @@ impl EventType {
         EventType::CommentCreated,
         EventType::ProjectCreated,
         EventType::MemberAdded,
+        EventType::WebhookPing,
+        EventType::WebhookDisabled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +53,8 @@ impl EventType {
             EventType::CommentCreated => "comment.created",
             EventType::ProjectCreated => "project.created",
             EventType::MemberAdded => "member.added",
+            EventType::WebhookPing => "webhook.ping",
+            EventType::WebhookDisabled => "webhook.disabled",
         }
     }
 
@@ -60,10 +69,14 @@ impl EventType {
             EventType::CommentCreated => "A comment was added to a ticket",
             EventType::ProjectCreated => "A new project was created",
             EventType::MemberAdded => "A member was added to a project",
+            EventType::WebhookPing => "A test ping, sent to one webhook on request",
+            EventType::WebhookDisabled => {
+                "A webhook was disabled automatically after failing deliveries"
+            }
         }
     }
 
-    /// The family before the dot: `ticket`, `comment`, `project` or `member`.
+    /// The family before the dot: `ticket`, `comment`, `project`, `member` or `webhook`.
     pub fn family(self) -> &'static str {
         self.as_str().split('.').next().unwrap_or_default()
     }
@@ -162,6 +175,19 @@ impl From<&Member> for MemberView {
     }
 }
 
+/// A webhook as its own events show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookView {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    /// Why it was disabled (`webhook.disabled` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_at: Option<String>,
+}
+
 /// `data` of an event. Absent parts are left out, so each type carries only what applies.
 /// Field order is the contract's: the subject first, then `project` and `user`.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -181,6 +207,8 @@ pub struct EventData {
     /// `{"field": {"from": …, "to": …}}` for updates.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changes: Option<Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookView>,
 }
 
 #[derive(Serialize)]
@@ -296,6 +324,13 @@ pub fn example(event_type: EventType) -> Value {
         user: Some(user.clone()),
         ..EventData::default()
     };
+    let webhook = WebhookView {
+        id: "wh_pqr901".into(),
+        url: "https://your-app.com/webhooks/codmir".into(),
+        events: vec!["ticket.created".into(), "ticket.updated".into()],
+        disabled_reason: None,
+        disabled_at: None,
+    };
     match event_type {
         EventType::TicketCreated | EventType::TicketDeleted => data.ticket = Some(ticket),
         EventType::TicketUpdated => {
@@ -333,6 +368,25 @@ pub fn example(event_type: EventType) -> Value {
                 role: "member",
                 added_at: at.to_rfc3339_millis(),
             });
+        }
+        EventType::WebhookPing => {
+            data = EventData {
+                webhook: Some(webhook),
+                ..EventData::default()
+            };
+        }
+        EventType::WebhookDisabled => {
+            data = EventData {
+                webhook: Some(WebhookView {
+                    disabled_reason: Some(
+                        "every delivery failed for 5 days (20 in a row); the last answered 500"
+                            .into(),
+                    ),
+                    disabled_at: Some(at.to_rfc3339_millis()),
+                    ..webhook
+                }),
+                ..EventData::default()
+            };
         }
     }
     let payload = Payload {

@@ -130,6 +130,84 @@ impl WebhookSecret {
     }
 }
 
+/// Static headers a webhook's requests carry besides codmir's own: at most
+/// [`CustomHeaders::MAX`], names that are HTTP tokens, values of visible ASCII. Headers that
+/// belong to the connection, the body or the signatures are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CustomHeaders(Vec<(String, String)>);
+
+impl CustomHeaders {
+    pub const MAX: usize = 20;
+    const MAX_NAME: usize = 64;
+    const MAX_VALUE: usize = 1024;
+
+    /// Headers codmir sets, or that describe the connection or the body.
+    fn reserved(lower: &str) -> bool {
+        const EXACT: [&str; 11] = [
+            "connection",
+            "keep-alive",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "host",
+            "user-agent",
+        ];
+        EXACT.contains(&lower)
+            || lower.starts_with("content-")
+            || lower.starts_with("x-codmir-")
+            || lower.starts_with("webhook-")
+            || lower.contains("signature")
+    }
+
+    /// Parses `(name, value)` pairs; each error names the header at fault.
+    pub fn parse<N: AsRef<str>, V: AsRef<str>>(pairs: &[(N, V)]) -> Result<Self, ValidationError> {
+        let err = |m: String| ValidationError::new("headers", m);
+        if pairs.len() > Self::MAX {
+            return Err(err(format!("at most {} headers", Self::MAX)));
+        }
+        let mut out: Vec<(String, String)> = Vec::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            let (name, value) = (name.as_ref(), value.as_ref());
+            let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+            if name.is_empty() || name.len() > Self::MAX_NAME || !name.chars().all(token) {
+                return Err(err(format!(
+                    "`{name}` is not a header name (letters, digits and !#$%&'*+-.^_`|~, at most {} characters)",
+                    Self::MAX_NAME
+                )));
+            }
+            let lower = name.to_ascii_lowercase();
+            if Self::reserved(&lower) {
+                return Err(err(format!(
+                    "`{name}` cannot be set: codmir sets it, or it belongs to the connection or the body"
+                )));
+            }
+            if value.len() > Self::MAX_VALUE
+                || !value
+                    .chars()
+                    .all(|c| c == ' ' || c == '\t' || c.is_ascii_graphic())
+            {
+                return Err(err(format!(
+                    "the value of `{name}` must be visible ASCII, at most {} characters",
+                    Self::MAX_VALUE
+                )));
+            }
+            if out.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                return Err(err(format!("`{name}` is given twice")));
+            }
+            out.push((name.to_owned(), value.to_owned()));
+        }
+        Ok(Self(out))
+    }
+
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+}
+
 /// Which event types a webhook receives: exact names, `family.*` or `*`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventFilter(Vec<String>);
@@ -186,11 +264,59 @@ pub struct Webhook {
     pub description: Option<String>,
     pub secret: WebhookSecret,
     pub enabled: bool,
+    /// Why and when it was disabled automatically; cleared when it is enabled again.
+    pub disabled_reason: Option<String>,
+    pub disabled_at: Option<Timestamp>,
+    /// Most attempts in flight to it at once, below the server-wide per-endpoint bound.
+    pub max_in_flight: Option<u32>,
+    /// Most attempts started per second.
+    pub rate_limit_per_second: Option<u32>,
+    pub headers: CustomHeaders,
+    /// During a secret rotation's grace period: the secret being replaced, and when it stops
+    /// signing.
+    pub previous_secret: Option<(WebhookSecret, Timestamp)>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
 
 impl Webhook {
+    /// A new, enabled webhook with no per-webhook settings.
+    pub fn new(
+        id: String,
+        workspace_id: String,
+        url: EndpointUrl,
+        events: EventFilter,
+        secret: WebhookSecret,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            id,
+            workspace_id,
+            url,
+            events,
+            project_ids: Vec::new(),
+            description: None,
+            secret,
+            enabled: true,
+            disabled_reason: None,
+            disabled_at: None,
+            max_in_flight: None,
+            rate_limit_per_second: None,
+            headers: CustomHeaders::default(),
+            previous_secret: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// The secret that was replaced, while it still signs at `now`.
+    pub fn previous_secret_at(&self, now: Timestamp) -> Option<&WebhookSecret> {
+        self.previous_secret
+            .as_ref()
+            .filter(|(_, until)| now < *until)
+            .map(|(s, _)| s)
+    }
+
     /// True when an event of `t` in `project_id` goes to this webhook.
     pub fn wants(&self, t: EventType, project_id: Option<&str>) -> bool {
         self.enabled
@@ -343,6 +469,38 @@ mod tests {
         assert!(e.message.contains("ticket.exploded"));
         assert!(EventFilter::parse::<&str>(&[]).is_err());
         assert!(EventFilter::parse(&["nope.*"]).is_err());
+    }
+
+    #[test]
+    fn custom_headers_are_validated_and_reserved_ones_refused() {
+        let ok =
+            CustomHeaders::parse(&[("X-Tenant", "acme"), ("Authorization", "Bearer t")]).unwrap();
+        assert_eq!(ok.pairs().len(), 2);
+        for bad in [
+            "Host",
+            "content-type",
+            "Content-Length",
+            "Transfer-Encoding",
+            "Connection",
+            "X-Codmir-Event",
+            "webhook-id",
+            "X-Hub-Signature",
+            "User-Agent",
+            "bad name",
+            "",
+        ] {
+            let e = CustomHeaders::parse(&[(bad, "v")]).unwrap_err();
+            assert_eq!(e.field, "headers");
+            assert!(
+                e.message.contains(&format!("`{bad}`")),
+                "{bad}: {}",
+                e.message
+            );
+        }
+        assert!(CustomHeaders::parse(&[("X-A", "line\nbreak")]).is_err());
+        assert!(CustomHeaders::parse(&[("X-A", "1"), ("x-a", "2")]).is_err());
+        let many: Vec<(String, String)> = (0..21).map(|i| (format!("X-{i}"), "v".into())).collect();
+        assert!(CustomHeaders::parse(&many).is_err());
     }
 
     #[test]

@@ -4,7 +4,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use codmir_core::sign::signing_secret;
 use codmir_core::webhook::{
-    Attempt, Delivery, DeliveryStatus, EndpointUrl, EventFilter, Webhook, WebhookSecret,
+    Attempt, CustomHeaders, Delivery, DeliveryStatus, EndpointUrl, EventFilter, Webhook,
+    WebhookSecret,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -30,6 +31,14 @@ pub(super) struct CreateWebhook {
     pub description: Option<String>,
     /// Only events of these projects; all projects when left out or empty.
     pub project_ids: Option<Vec<String>>,
+    /// Most attempts in flight to this webhook at once, from 1 to the server's
+    /// `--max-in-flight-per-endpoint` (64 by default, also the default here).
+    pub max_in_flight: Option<u32>,
+    /// Most attempts started per second (1–10,000); unlimited when left out.
+    pub rate_limit_per_second: Option<u32>,
+    /// Static headers every request carries, `{"X-Tenant": "acme"}` (at most 20).
+    #[schema(value_type = Option<Object>)]
+    pub headers: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -41,8 +50,20 @@ pub(super) struct UpdateWebhook {
     #[schema(value_type = Option<String>)]
     pub description: Option<Option<String>>,
     pub project_ids: Option<Vec<String>>,
-    /// `false` stops deliveries: pending ones are cancelled.
+    /// `false` stops deliveries: pending ones are cancelled. `true` turns a disabled webhook
+    /// back on (what it missed comes back only through a replay).
     pub enabled: Option<bool>,
+    /// `null` goes back to the server's bound.
+    #[serde(default, deserialize_with = "super::extract::present")]
+    #[schema(value_type = Option<u32>)]
+    pub max_in_flight: Option<Option<u32>>,
+    /// `null` removes the limit.
+    #[serde(default, deserialize_with = "super::extract::present")]
+    #[schema(value_type = Option<u32>)]
+    pub rate_limit_per_second: Option<Option<u32>>,
+    /// Replaces every custom header; `{}` removes them.
+    #[schema(value_type = Option<Object>)]
+    pub headers: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -53,8 +74,20 @@ pub(super) struct WebhookResponse {
     pub project_ids: Vec<String>,
     pub description: Option<String>,
     pub enabled: bool,
-    /// Always true: a secret is set. Its value is shown only when the webhook is created.
+    /// Why it was disabled automatically (`null` while enabled, or when a user disabled it).
+    pub disabled_reason: Option<String>,
+    pub disabled_at: Option<String>,
+    /// `null`: the server's per-endpoint bound.
+    pub max_in_flight: Option<u32>,
+    /// `null`: no limit.
+    pub rate_limit_per_second: Option<u32>,
+    #[schema(value_type = Object)]
+    pub headers: serde_json::Map<String, serde_json::Value>,
+    /// Always true: a secret is set. Its value is shown only when the webhook is created or
+    /// its secret rotated.
     pub secret_set: bool,
+    /// While a rotation's grace period runs: when the previous secret stops signing.
+    pub previous_secret_expires_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -68,7 +101,22 @@ impl From<Webhook> for WebhookResponse {
             project_ids: w.project_ids,
             description: w.description,
             enabled: w.enabled,
+            disabled_reason: w.disabled_reason,
+            disabled_at: w.disabled_at.map(|t| t.to_rfc3339_millis()),
+            max_in_flight: w.max_in_flight,
+            rate_limit_per_second: w.rate_limit_per_second,
+            headers: w
+                .headers
+                .pairs()
+                .iter()
+                .map(|(n, v)| (n.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
             secret_set: true,
+            previous_secret_expires_at: w
+                .previous_secret
+                .as_ref()
+                .filter(|(_, until)| codmir_core::time::Timestamp::now() < *until)
+                .map(|(_, until)| until.to_rfc3339_millis()),
             created_at: w.created_at.to_rfc3339_millis(),
             updated_at: w.updated_at.to_rfc3339_millis(),
         }
@@ -183,6 +231,45 @@ fn description(raw: Option<String>) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// The most attempts per second a webhook may be limited to.
+const MAX_RATE: u32 = 10_000;
+
+fn max_in_flight(raw: u32, server: usize) -> Result<u32, ApiError> {
+    if raw == 0 || raw as usize > server {
+        return Err(ApiError::invalid(
+            "max_in_flight",
+            format!("must be between 1 and {server} (the server's --max-in-flight-per-endpoint)"),
+        ));
+    }
+    Ok(raw)
+}
+
+fn rate_limit(raw: u32) -> Result<u32, ApiError> {
+    if raw == 0 || raw > MAX_RATE {
+        return Err(ApiError::invalid(
+            "rate_limit_per_second",
+            format!("must be between 1 and {MAX_RATE}; leave it out (or null) for no limit"),
+        ));
+    }
+    Ok(raw)
+}
+
+fn headers(raw: serde_json::Map<String, serde_json::Value>) -> Result<CustomHeaders, ApiError> {
+    let mut pairs = Vec::with_capacity(raw.len());
+    for (name, value) in raw {
+        match value {
+            serde_json::Value::String(v) => pairs.push((name, v)),
+            _ => {
+                return Err(ApiError::invalid(
+                    "headers",
+                    format!("the value of `{name}` must be a string"),
+                ));
+            }
+        }
+    }
+    Ok(CustomHeaders::parse(&pairs)?)
+}
+
 fn project_ids(raw: Vec<String>) -> Result<Vec<String>, ApiError> {
     if raw.len() > MAX_PROJECT_IDS {
         return Err(ApiError::invalid(
@@ -221,6 +308,12 @@ pub(super) async fn create_webhook(
         },
         description: description(body.description)?,
         project_ids: project_ids(body.project_ids.unwrap_or_default())?,
+        max_in_flight: body
+            .max_in_flight
+            .map(|n| max_in_flight(n, s.config.max_in_flight_per_endpoint))
+            .transpose()?,
+        rate_limit_per_second: body.rate_limit_per_second.map(rate_limit).transpose()?,
+        headers: body.headers.map(headers).transpose()?.unwrap_or_default(),
     };
     let webhook = s
         .mutate(move |tx, _| Box::pin(async move { ops::create_webhook(tx, &p, new, now()).await }))
@@ -289,6 +382,18 @@ pub(super) async fn update_webhook(
         description: body.description.map(description).transpose()?,
         project_ids: body.project_ids.map(project_ids).transpose()?,
         enabled: body.enabled,
+        max_in_flight: body
+            .max_in_flight
+            .map(|n| {
+                n.map(|n| max_in_flight(n, s.config.max_in_flight_per_endpoint))
+                    .transpose()
+            })
+            .transpose()?,
+        rate_limit_per_second: body
+            .rate_limit_per_second
+            .map(|n| n.map(rate_limit).transpose())
+            .transpose()?,
+        headers: body.headers.map(headers).transpose()?,
     };
     let w = s
         .mutate(move |tx, after| {

@@ -27,7 +27,7 @@ impl Attempter {
         let number = work.delivery.attempt_count + 1;
         let started = Timestamp::now();
         let clock = std::time::Instant::now();
-        let result = self.sender.send(work, number, started.as_secs()).await;
+        let result = self.sender.send(work, number, started).await;
         let duration_ms = clock.elapsed().as_millis() as u64;
         let verdict = self.schedule.verdict(
             result.succeeded(),

@@ -15,6 +15,8 @@ use codmir_core::webhook::is_private_ip;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
 
+use codmir_core::time::Timestamp;
+
 use crate::store::Leased;
 
 /// Most of a response body read; the rest is discarded unread.
@@ -127,8 +129,8 @@ impl Sender {
         Ok(url)
     }
 
-    /// POSTs the event to the webhook as attempt number `attempt`, signed afresh.
-    pub async fn send(&self, c: &Leased, attempt: u32, now_secs: i64) -> AttemptResult {
+    /// POSTs the event to the webhook as attempt number `attempt`, signed afresh at `now`.
+    pub async fn send(&self, c: &Leased, attempt: u32, now: Timestamp) -> AttemptResult {
         let url = match self.parse(c.webhook.url.as_str()) {
             Ok(u) => u,
             Err(e) => return AttemptResult::failed(format!("invalid URL: {e}")),
@@ -148,23 +150,48 @@ impl Sender {
         }
         let body = c.payload.as_bytes();
         let secret = c.webhook.secret.as_str();
-        let mut headers = HeaderMap::with_capacity(10);
+        let now_secs = now.as_secs();
+        let mut headers = HeaderMap::with_capacity(10 + c.webhook.headers.pairs().len());
+        // The webhook's own headers first: none of them can be one of ours (they are refused
+        // when registered), and ours are inserted after them regardless.
+        for (name, value) in c.webhook.headers.pairs() {
+            if let (Ok(n), Ok(v)) = (
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::try_from(value.as_str()),
+            ) {
+                headers.insert(n, v);
+            }
+        }
         let mut put = |name: &'static str, value: String| {
             if let Ok(v) = HeaderValue::try_from(value) {
                 headers.insert(name, v);
             }
         };
-        put("x-codmir-signature", codmir_signature(secret, body));
+        // During a rotation's grace period the contract's header, which holds one value, stays
+        // on the previous secret; `webhook-signature` carries both (new first).
+        let previous = c.webhook.previous_secret_at(now).map(|s| s.as_str());
+        put(
+            "x-codmir-signature",
+            codmir_signature(previous.unwrap_or(secret), body),
+        );
         put("x-codmir-event", c.delivery.event_type.as_str().to_owned());
         put("x-codmir-delivery", c.delivery.id.clone());
         put("x-codmir-webhook-id", c.webhook.id.clone());
         put("x-codmir-attempt", attempt.to_string());
         put("webhook-id", c.delivery.event_id.clone());
         put("webhook-timestamp", now_secs.to_string());
-        put(
-            "webhook-signature",
-            standard_signature(&standard_key(secret), &c.delivery.event_id, now_secs, body),
-        );
+        let mut signature =
+            standard_signature(&standard_key(secret), &c.delivery.event_id, now_secs, body);
+        if let Some(old) = previous {
+            signature.push(' ');
+            signature.push_str(&standard_signature(
+                &standard_key(old),
+                &c.delivery.event_id,
+                now_secs,
+                body,
+            ));
+        }
+        put("webhook-signature", signature);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
 

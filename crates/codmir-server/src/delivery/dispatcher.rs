@@ -92,18 +92,20 @@ impl Dispatcher {
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
         let mut woken = std::pin::pin!(wake.notified());
-        // Armed while claimed work waits for the busy API's budget to refill.
+        // Armed while claimed work waits for the busy API's budget to refill, or a webhook for
+        // its rate limit's next slot; `refill_at` is its deadline.
         let refill = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(refill);
-        let mut refill_armed = false;
+        let mut refill_at: Option<tokio::time::Instant> = None;
         loop {
             if *shutdown.borrow() {
                 break;
             }
             if let Some(wait) = start_ready(&mut s, &config, &load, &attempter) {
-                if !refill_armed {
-                    refill.as_mut().reset(tokio::time::Instant::now() + wait);
-                    refill_armed = true;
+                let at = tokio::time::Instant::now() + wait;
+                if refill_at.is_none_or(|armed| at < armed) {
+                    refill.as_mut().reset(at);
+                    refill_at = Some(at);
                 }
             }
             let room = (2 * config.max_in_flight)
@@ -139,8 +141,8 @@ impl Dispatcher {
                 () = timer.as_mut(), if s.timer.armed() => {
                     s.timer.fired();
                 }
-                () = refill.as_mut(), if refill_armed => {
-                    refill_armed = false;
+                () = refill.as_mut(), if refill_at.is_some() => {
+                    refill_at = None;
                 }
                 _ = shutdown.changed() => {}
             }
@@ -211,7 +213,7 @@ async fn release_own(store: &Store, node: &str) {
 
 /// Starts queued deliveries while their webhook and the node have capacity: fresh ones
 /// first, then claimed ones (at a bounded rate while the API is busy). Returns how long to
-/// wait before claimed work held back by that rate may start.
+/// wait before work held back by that rate, or by a webhook's own rate limit, may start.
 fn start_ready(
     s: &mut State,
     config: &Config,
@@ -222,10 +224,11 @@ fn start_ready(
         return None;
     }
     let now = Timestamp::now();
+    let instant = Instant::now();
     let busy = load.busy(now);
     // The budget refills by itself while the API is quiet, up to its burst.
     let claimed = if busy {
-        s.budget.available(Instant::now())
+        s.budget.available(instant)
     } else {
         usize::MAX
     };
@@ -235,6 +238,7 @@ fn start_ready(
         claimed,
         // A queued delivery whose lease would run out during its attempt is left for a claim.
         lease_deadline: now.plus(config.request_timeout + Duration::from_secs(1)),
+        now: instant,
     };
     let ready = s.local.take_ready(&bounds);
     let started_claimed = ready.iter().filter(|(_, claimed)| *claimed).count();
@@ -248,9 +252,18 @@ fn start_ready(
             work.webhook.id
         });
     }
-    // Claimed work left waiting because the budget ran out: wake when it refills.
+    // Claimed work left waiting because the budget ran out: wake when it refills; a webhook
+    // held back by its rate limit: wake when its next slot comes.
     let held_back = busy && started_claimed == claimed && s.local.claimed_waiting();
-    held_back.then(|| s.budget.wait())
+    let budget = held_back.then(|| s.budget.wait());
+    let rate = s
+        .local
+        .rate_wait
+        .map(|at| at.saturating_duration_since(instant));
+    match (budget, rate) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// The loop's two reads of the queue in the database.

@@ -3,6 +3,7 @@
 //! Plain data, owned by the engine loop, tested without a runtime.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use codmir_core::time::Timestamp;
 
@@ -23,6 +24,11 @@ pub(super) struct Local {
     in_flight: HashMap<String, usize>,
     pub(super) total_in_flight: usize,
     pub(super) queued: usize,
+    /// Per rate-limited webhook, the earliest instant its next attempt may start.
+    next_slot: HashMap<String, Instant>,
+    /// The earliest instant a webhook held back by its rate limit may start again, as of the
+    /// last `take_ready`.
+    pub(super) rate_wait: Option<Instant>,
 }
 
 /// Where a queued delivery came from; the index of its lane in [`Local::lanes`].
@@ -39,6 +45,8 @@ pub(super) struct Bounds {
     pub(super) per_endpoint: usize,
     pub(super) claimed: usize,
     pub(super) lease_deadline: Timestamp,
+    /// Now, for the per-webhook rate limits.
+    pub(super) now: Instant,
 }
 
 impl Local {
@@ -68,19 +76,40 @@ impl Local {
     }
 
     /// Takes the queued deliveries that may start now within `bounds`, fresh ones first, and
-    /// counts them in flight. Each comes with whether it is claimed work.
+    /// counts them in flight. Each comes with whether it is claimed work. A webhook's own
+    /// `max_in_flight` lowers the per-endpoint bound for it, and its `rate_limit_per_second`
+    /// spaces its attempts by at least 1/rate (no bursts); [`Local::rate_wait`] says when the
+    /// first one held back by a rate may start.
     pub(super) fn take_ready(&mut self, bounds: &Bounds) -> Vec<(Leased, bool)> {
         let mut ready = Vec::new();
         let mut claimed_started = 0;
+        let mut rate_wait: Option<Instant> = None;
         for lane in [Lane::Fresh, Lane::Claimed] {
             let claimed = lane == Lane::Claimed;
             self.lanes[lane as usize].retain(|webhook, queue| {
                 while self.total_in_flight < bounds.total
                     && (!claimed || claimed_started < bounds.claimed)
                 {
+                    let Some(front) = queue.front() else { break };
+                    let cap = front
+                        .webhook
+                        .max_in_flight
+                        .map_or(bounds.per_endpoint, |m| {
+                            (m as usize).min(bounds.per_endpoint)
+                        });
                     let busy = self.in_flight.get(webhook).copied().unwrap_or(0);
-                    if busy >= bounds.per_endpoint {
+                    if busy >= cap {
                         break;
+                    }
+                    if let Some(rate) = front.webhook.rate_limit_per_second {
+                        let slot = self.next_slot.get(webhook).copied();
+                        if let Some(at) = slot.filter(|at| *at > bounds.now) {
+                            rate_wait = Some(rate_wait.map_or(at, |w| w.min(at)));
+                            break;
+                        }
+                        let spacing = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+                        let from = slot.map_or(bounds.now, |at| at.max(bounds.now));
+                        self.next_slot.insert(webhook.clone(), from + spacing);
                     }
                     let Some(c) = queue.pop_front() else { break };
                     self.queued -= 1;
@@ -97,6 +126,7 @@ impl Local {
                 !queue.is_empty()
             });
         }
+        self.rate_wait = rate_wait;
         ready
     }
 
@@ -175,18 +205,14 @@ mod tests {
                     now,
                 )
             },
-            webhook: Webhook {
-                id: webhook.into(),
-                workspace_id: "ws".into(),
-                url: EndpointUrl::from_stored("https://example.com/hook".into()),
-                events: EventFilter::parse(&["*"]).expect("valid filter"),
-                project_ids: Vec::new(),
-                description: None,
-                secret: WebhookSecret::parse("s3cret-s3cret-s3cret").expect("valid secret"),
-                enabled: true,
-                created_at: now,
-                updated_at: now,
-            },
+            webhook: Webhook::new(
+                webhook.into(),
+                "ws".into(),
+                EndpointUrl::from_stored("https://example.com/hook".into()),
+                EventFilter::parse(&["*"]).expect("valid filter"),
+                WebhookSecret::parse("s3cret-s3cret-s3cret").expect("valid secret"),
+                now,
+            ),
             payload: Arc::from("{}"),
             lease_until: now.plus(Duration::from_secs(60)),
         }
@@ -198,6 +224,7 @@ mod tests {
             per_endpoint: 4,
             claimed,
             lease_deadline: Timestamp::from_millis(1_000_000),
+            now: Instant::now(),
         }
     }
 

@@ -4,7 +4,9 @@ use codmir_core::ValidationError;
 use codmir_core::id::new_id;
 use codmir_core::time::Timestamp;
 use codmir_core::tracker::Principal;
-use codmir_core::webhook::{Attempt, Delivery, EndpointUrl, EventFilter, Webhook, WebhookSecret};
+use codmir_core::webhook::{
+    Attempt, CustomHeaders, Delivery, EndpointUrl, EventFilter, Webhook, WebhookSecret,
+};
 
 use super::{AfterCommit, Error, Result};
 use crate::store::Tx;
@@ -17,9 +19,12 @@ pub struct NewWebhook {
     pub secret: WebhookSecret,
     pub description: Option<String>,
     pub project_ids: Vec<String>,
+    pub max_in_flight: Option<u32>,
+    pub rate_limit_per_second: Option<u32>,
+    pub headers: CustomHeaders,
 }
 
-/// A validated change; `None` leaves a field alone, `Some(None)` clears the description.
+/// A validated change; `None` leaves a field alone, `Some(None)` clears it.
 #[derive(Debug, Clone, Default)]
 pub struct WebhookPatch {
     pub url: Option<EndpointUrl>,
@@ -27,6 +32,9 @@ pub struct WebhookPatch {
     pub description: Option<Option<String>>,
     pub project_ids: Option<Vec<String>>,
     pub enabled: Option<bool>,
+    pub max_in_flight: Option<Option<u32>>,
+    pub rate_limit_per_second: Option<Option<u32>>,
+    pub headers: Option<CustomHeaders>,
 }
 
 pub async fn webhook(tx: &mut dyn Tx, p: &Principal, id: &str) -> Result<Webhook> {
@@ -57,16 +65,19 @@ pub async fn create_webhook(
 ) -> Result<Webhook> {
     check_projects(tx, p, &new.project_ids).await?;
     let webhook = Webhook {
-        id: new_id("wh", now),
-        workspace_id: p.workspace_id.clone(),
-        url: new.url,
-        events: new.events,
         project_ids: new.project_ids,
         description: new.description,
-        secret: new.secret,
-        enabled: true,
-        created_at: now,
-        updated_at: now,
+        max_in_flight: new.max_in_flight,
+        rate_limit_per_second: new.rate_limit_per_second,
+        headers: new.headers,
+        ..Webhook::new(
+            new_id("wh", now),
+            p.workspace_id.clone(),
+            new.url,
+            new.events,
+            new.secret,
+            now,
+        )
     };
     tx.insert_webhook(&webhook).await?;
     Ok(webhook)
@@ -104,6 +115,20 @@ pub async fn update_webhook(
     }
     if let Some(enabled) = patch.enabled {
         w.enabled = enabled;
+    }
+    if w.enabled {
+        // Enabled (again): the reason it was disabled no longer holds.
+        w.disabled_reason = None;
+        w.disabled_at = None;
+    }
+    if let Some(n) = patch.max_in_flight {
+        w.max_in_flight = n;
+    }
+    if let Some(n) = patch.rate_limit_per_second {
+        w.rate_limit_per_second = n;
+    }
+    if let Some(h) = patch.headers {
+        w.headers = h;
     }
     w.updated_at = now;
     tx.update_webhook(&w).await?;

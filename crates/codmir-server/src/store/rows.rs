@@ -11,7 +11,8 @@ use codmir_core::tracker::{
     Comment, Member, Principal, Priority, Project, Role, Ticket, TicketStatus, User, Workspace,
 };
 use codmir_core::webhook::{
-    Attempt, Delivery, DeliveryStatus, EndpointUrl, EventFilter, Webhook, WebhookSecret,
+    Attempt, CustomHeaders, Delivery, DeliveryStatus, EndpointUrl, EventFilter, Webhook,
+    WebhookSecret,
 };
 
 use super::{ApiKeyRecord, StoreError, StoreResult, StoredEvent};
@@ -155,7 +156,30 @@ pub(super) fn event(r: &dyn Columns) -> StoreResult<StoredEvent> {
 }
 
 pub(super) const WEBHOOK_COLS: &str = "id, workspace_id, url, events, project_ids, description, \
-                                       secret, enabled, created_at, updated_at";
+                                       secret, enabled, created_at, updated_at, disabled_reason, \
+                                       disabled_at, max_in_flight, rate_limit_per_second, \
+                                       headers, previous_secret, previous_secret_until";
+
+/// A webhook's custom headers as stored: a JSON array of `[name, value]` pairs.
+pub(super) fn headers_json(h: &CustomHeaders) -> String {
+    serde_json::to_string(h.pairs()).unwrap_or_else(|_| "[]".into())
+}
+
+fn headers_from(raw: &str) -> StoreResult<CustomHeaders> {
+    // The column's default for rows written before headers existed is `{}`.
+    if raw == "{}" {
+        return Ok(CustomHeaders::default());
+    }
+    let pairs: Vec<(String, String)> =
+        serde_json::from_str(raw).map_err(|e| corrupt("webhooks.headers", e))?;
+    CustomHeaders::parse(&pairs).map_err(|e| corrupt("webhooks.headers", e))
+}
+
+fn opt_count(r: &dyn Columns, i: usize, what: &str) -> StoreResult<Option<u32>> {
+    r.opt_int(i)?
+        .map(|n| u32::try_from(n).map_err(|e| corrupt(what, e)))
+        .transpose()
+}
 pub(super) fn webhook(r: &dyn Columns) -> StoreResult<Webhook> {
     let events: Vec<String> =
         serde_json::from_str(&r.text(3)?).map_err(|e| corrupt("webhooks.events", e))?;
@@ -171,6 +195,18 @@ pub(super) fn webhook(r: &dyn Columns) -> StoreResult<Webhook> {
         enabled: r.flag(7)?,
         created_at: ts(r, 8)?,
         updated_at: ts(r, 9)?,
+        disabled_reason: r.opt_text(10)?,
+        disabled_at: opt_ts(r, 11)?,
+        max_in_flight: opt_count(r, 12, "webhooks.max_in_flight")?,
+        rate_limit_per_second: opt_count(r, 13, "webhooks.rate_limit_per_second")?,
+        headers: headers_from(&r.text(14)?)?,
+        previous_secret: match (r.opt_text(15)?, opt_ts(r, 16)?) {
+            (Some(s), Some(until)) => Some((
+                WebhookSecret::parse(&s).map_err(|e| corrupt("webhooks.previous_secret", e))?,
+                until,
+            )),
+            _ => None,
+        },
     })
 }
 

@@ -31,6 +31,9 @@ async fn setup(store: &Store) -> (Principal, String) {
         secret: WebhookSecret::generate(),
         description: None,
         project_ids: Vec::new(),
+        max_in_flight: None,
+        rate_limit_per_second: None,
+        headers: Default::default(),
     };
     let pc = p.clone();
     let wh = store

@@ -159,7 +159,7 @@ async fn a_ticket_created_with_an_assignee_is_also_assigned() {
 }
 
 #[tokio::test]
-async fn the_catalog_lists_the_eight_types_with_examples() {
+async fn the_catalog_lists_the_contracts_eight_types_then_codmirs_two_with_examples() {
     let app = spawn_app().await;
     assert_eq!(
         app.request("GET", "/v1/event-types", None, None)
@@ -180,8 +180,19 @@ async fn the_catalog_lists_the_eight_types_with_examples() {
             "ticket.assigned",
             "comment.created",
             "project.created",
-            "member.added"
+            "member.added",
+            "webhook.ping",
+            "webhook.disabled"
         ]
+    );
+    assert_eq!(
+        data[8]["example"]["data"]["webhook"]["url"],
+        "https://your-app.com/webhooks/codmir"
+    );
+    assert!(
+        data[9]["example"]["data"]["webhook"]["disabled_reason"]
+            .as_str()
+            .is_some()
     );
     for t in data {
         assert_eq!(t["example"]["type"], t["name"]);

@@ -10,7 +10,8 @@ use codmir_core::webhook::{Attempt, Delivery, DeliveryStatus, Webhook};
 
 use super::{CHANNEL, PgTx};
 use crate::store::rows::{
-    self, ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_INSERT_COLS, EVENT_COLS, WEBHOOK_COLS, json_list,
+    self, ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_INSERT_COLS, EVENT_COLS, WEBHOOK_COLS,
+    headers_json, json_list,
 };
 use crate::store::{
     DeliveryQuery, EventQuery, Lease, Leased, OutboxTx, Outcome, Page, PageRequest, StoreResult,
@@ -75,7 +76,10 @@ impl OutboxTx for PgTx<'_> {
 
     async fn insert_webhook(&mut self, w: &Webhook) -> StoreResult<()> {
         self.exec(
-            &format!("INSERT INTO webhooks ({WEBHOOK_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
+            &format!(
+                "INSERT INTO webhooks ({WEBHOOK_COLS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+            ),
             &[
                 &w.id,
                 &w.workspace_id,
@@ -87,6 +91,13 @@ impl OutboxTx for PgTx<'_> {
                 &w.enabled,
                 &w.created_at.as_millis(),
                 &w.updated_at.as_millis(),
+                &w.disabled_reason,
+                &w.disabled_at.map(Timestamp::as_millis),
+                &w.max_in_flight.map(|n| n as i32),
+                &w.rate_limit_per_second.map(|n| n as i32),
+                &headers_json(&w.headers),
+                &w.previous_secret.as_ref().map(|(s, _)| s.as_str()),
+                &w.previous_secret.as_ref().map(|(_, t)| t.as_millis()),
             ],
         )
         .await?;
@@ -138,7 +149,9 @@ impl OutboxTx for PgTx<'_> {
     async fn update_webhook(&mut self, w: &Webhook) -> StoreResult<()> {
         self.exec(
             "UPDATE webhooks SET url = $2, events = $3, project_ids = $4, description = $5, \
-             secret = $6, enabled = $7, updated_at = $8 WHERE id = $1",
+             secret = $6, enabled = $7, updated_at = $8, disabled_reason = $9, disabled_at = $10, \
+             max_in_flight = $11, rate_limit_per_second = $12, headers = $13, previous_secret = $14, \
+             previous_secret_until = $15 WHERE id = $1",
             &[
                 &w.id,
                 &w.url.as_str(),
@@ -148,6 +161,13 @@ impl OutboxTx for PgTx<'_> {
                 &w.secret.as_str(),
                 &w.enabled,
                 &w.updated_at.as_millis(),
+                &w.disabled_reason,
+                &w.disabled_at.map(Timestamp::as_millis),
+                &w.max_in_flight.map(|n| n as i32),
+                &w.rate_limit_per_second.map(|n| n as i32),
+                &headers_json(&w.headers),
+                &w.previous_secret.as_ref().map(|(s, _)| s.as_str()),
+                &w.previous_secret.as_ref().map(|(_, t)| t.as_millis()),
             ],
         )
         .await?;

@@ -9,7 +9,8 @@ use rusqlite::params;
 
 use super::SqliteTx;
 use crate::store::rows::{
-    self, ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_INSERT_COLS, EVENT_COLS, WEBHOOK_COLS, json_list,
+    self, ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_INSERT_COLS, EVENT_COLS, WEBHOOK_COLS,
+    headers_json, json_list,
 };
 use crate::store::{
     DeliveryQuery, EventQuery, Lease, Leased, OutboxTx, Outcome, Page, PageRequest, StoreResult,
@@ -71,7 +72,10 @@ impl OutboxTx for SqliteTx<'_> {
 
     async fn insert_webhook(&mut self, w: &Webhook) -> StoreResult<()> {
         self.exec(
-            &format!("INSERT INTO webhooks ({WEBHOOK_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+            &format!(
+                "INSERT INTO webhooks ({WEBHOOK_COLS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+            ),
             params![
                 w.id,
                 w.workspace_id,
@@ -82,7 +86,14 @@ impl OutboxTx for SqliteTx<'_> {
                 w.secret.as_str(),
                 w.enabled,
                 w.created_at.as_millis(),
-                w.updated_at.as_millis()
+                w.updated_at.as_millis(),
+                w.disabled_reason,
+                w.disabled_at.map(Timestamp::as_millis),
+                w.max_in_flight,
+                w.rate_limit_per_second,
+                headers_json(&w.headers),
+                w.previous_secret.as_ref().map(|(s, _)| s.as_str()),
+                w.previous_secret.as_ref().map(|(_, t)| t.as_millis())
             ],
         )?;
         Ok(())
@@ -123,7 +134,9 @@ impl OutboxTx for SqliteTx<'_> {
     async fn update_webhook(&mut self, w: &Webhook) -> StoreResult<()> {
         self.exec(
             "UPDATE webhooks SET url = ?2, events = ?3, project_ids = ?4, description = ?5, \
-             secret = ?6, enabled = ?7, updated_at = ?8 WHERE id = ?1",
+             secret = ?6, enabled = ?7, updated_at = ?8, disabled_reason = ?9, disabled_at = ?10, \
+             max_in_flight = ?11, rate_limit_per_second = ?12, headers = ?13, previous_secret = ?14, \
+             previous_secret_until = ?15 WHERE id = ?1",
             params![
                 w.id,
                 w.url.as_str(),
@@ -132,7 +145,14 @@ impl OutboxTx for SqliteTx<'_> {
                 w.description,
                 w.secret.as_str(),
                 w.enabled,
-                w.updated_at.as_millis()
+                w.updated_at.as_millis(),
+                w.disabled_reason,
+                w.disabled_at.map(Timestamp::as_millis),
+                w.max_in_flight,
+                w.rate_limit_per_second,
+                headers_json(&w.headers),
+                w.previous_secret.as_ref().map(|(s, _)| s.as_str()),
+                w.previous_secret.as_ref().map(|(_, t)| t.as_millis())
             ],
         )?;
         Ok(())

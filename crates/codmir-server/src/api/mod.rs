@@ -80,7 +80,8 @@ impl Modify for BearerAuth {
         events::list_events, events::get_event, events::event_types,
         webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook,
         webhooks::update_webhook, webhooks::delete_webhook, webhooks::list_deliveries,
-        webhooks::get_delivery, webhooks::list_workspace_deliveries,
+        webhooks::get_delivery, webhooks::list_workspace_deliveries, webhooks::redeliver,
+        webhooks::retry_pending, webhooks::ping,
     ),
     modifiers(&BearerAuth),
 )]
@@ -170,6 +171,12 @@ pub fn router(state: AppState) -> Router {
             get(webhooks::list_deliveries),
         )
         .route("/v1/deliveries", get(webhooks::list_workspace_deliveries))
+        .route("/v1/deliveries/{id}/redeliver", post(webhooks::redeliver))
+        .route(
+            "/v1/webhooks/{id}/retry-pending",
+            post(webhooks::retry_pending),
+        )
+        .route("/v1/webhooks/{id}/ping", post(webhooks::ping))
         .route("/v1/deliveries/{id}", get(webhooks::get_delivery))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

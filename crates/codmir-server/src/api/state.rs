@@ -1,7 +1,8 @@
 //! What every handler can reach, and the one after-commit path into the delivery engine.
 //!
 //! The engine is a private field here, in a module of its own, so that no handler can call
-//! it except through [`AppState::mutate`].
+//! it except through [`AppState::mutate`] (and [`AppState::attempt_now`], the synchronous
+//! attempt of a test ping).
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use super::extract;
 use crate::config::Config;
 use crate::delivery::Engine;
 use crate::ops::{self, AfterCommit};
-use crate::store::{BoxFuture, Store, Tx};
+use crate::store::{BoxFuture, Leased, Outcome, Store, Tx};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -57,5 +58,11 @@ impl AppState {
             self.engine.after_commit(after).await;
         }
         Ok(value)
+    }
+
+    /// Attempts a delivery that a committed unit of work leased to this node (a ping) now,
+    /// and answers with its recorded outcome.
+    pub async fn attempt_now(&self, work: Leased) -> Result<Outcome, ApiError> {
+        Ok(self.engine.attempt_now(work).await?)
     }
 }

@@ -543,3 +543,91 @@ pub(super) async fn get_delivery(
         attempts: attempts.into_iter().map(AttemptResponse::from).collect(),
     }))
 }
+
+/// Sends a delivery again: a new delivery of the same event bytes, linked to the original,
+/// sent now whatever the original's status.
+#[utoipa::path(post, path = "/v1/deliveries/{id}/redeliver", tag = "webhooks",
+    responses((status = 202, body = DeliveryResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub(super) async fn redeliver(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, axum::Json<DeliveryResponse>), ApiError> {
+    let id = path_id("dlv", &id, "delivery")?;
+    let d = s
+        .mutate(move |tx, after| {
+            Box::pin(async move { ops::redeliver(tx, &p, &id, now(), after).await })
+        })
+        .await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(d.into())))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct RetryPending {
+    /// Pending deliveries that were due later and are due now.
+    pub due_now: u64,
+}
+
+/// Makes every pending delivery of the webhook due now, for a receiver back from an outage.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/retry-pending", tag = "webhooks",
+    responses((status = 202, body = RetryPending), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub(super) async fn retry_pending(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, axum::Json<RetryPending>), ApiError> {
+    let id = path_id("wh", &id, "webhook")?;
+    let due_now = s
+        .mutate(move |tx, after| {
+            Box::pin(async move { ops::retry_pending(tx, &p, &id, now(), after).await })
+        })
+        .await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(RetryPending { due_now })))
+}
+
+/// What a test ping came to, as the endpoint answered it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct PingResult {
+    /// Whether the endpoint answered 2xx.
+    pub succeeded: bool,
+    /// The ping's delivery, in the delivery log with its attempt.
+    pub delivery_id: String,
+    pub event_id: String,
+    pub status_code: Option<u16>,
+    pub duration_ms: u64,
+    /// Why no response came (timeout, refused, TLS, …).
+    pub error: Option<String>,
+    /// The first 4 KiB of the response body.
+    pub response_body: Option<String>,
+}
+
+/// Sends a signed `webhook.ping` event to the webhook now (also when it is disabled, to check
+/// a fix before enabling it) and answers with the endpoint's answer. Never retried.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/ping", tag = "webhooks",
+    responses((status = 200, body = PingResult), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
+pub(super) async fn ping(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<axum::Json<PingResult>, ApiError> {
+    let id = path_id("wh", &id, "webhook")?;
+    let work = s
+        .mutate(move |tx, after| {
+            Box::pin(async move { ops::ping(tx, &p, &id, now(), after).await })
+        })
+        .await?;
+    let (delivery_id, event_id) = (work.delivery.id.clone(), work.delivery.event_id.clone());
+    let outcome = s.attempt_now(work).await?;
+    let a = outcome.attempt;
+    Ok(axum::Json(PingResult {
+        succeeded: a.status_code.is_some_and(|c| (200..300).contains(&c)),
+        delivery_id,
+        event_id,
+        status_code: a.status_code,
+        duration_ms: a.duration_ms,
+        error: a.error,
+        response_body: a.response_body,
+    }))
+}

@@ -24,12 +24,27 @@ impl Attempter {
     /// Sends `work` as its next attempt, then hands the outcome and the next attempt time to
     /// the recorder, which writes it in a batch with others and wakes the loop for retries.
     pub(super) async fn attempt(&self, work: &Leased) {
+        let outcome = self.send(work, &self.schedule).await;
+        // If the recorder is gone (shutdown), the lease's expiry retries the delivery.
+        if self.outcomes.send(outcome).await.is_err() {
+            tracing::warn!(delivery = %work.delivery.id, "outcome not recorded: shutting down; it will be retried");
+        }
+    }
+
+    /// One attempt whose outcome the caller records itself, never retried: a test ping.
+    pub(super) async fn probe(&self, work: &Leased) -> Outcome {
+        self.send(work, &RetrySchedule::parse("").unwrap_or_default())
+            .await
+    }
+
+    /// Sends `work` as its next attempt and decides, by `schedule`, what the result means.
+    async fn send(&self, work: &Leased, schedule: &RetrySchedule) -> Outcome {
         let number = work.delivery.attempt_count + 1;
         let started = Timestamp::now();
         let clock = std::time::Instant::now();
         let result = self.sender.send(work, number, started).await;
         let duration_ms = clock.elapsed().as_millis() as u64;
-        let verdict = self.schedule.verdict(
+        let verdict = schedule.verdict(
             result.succeeded(),
             result.retry_after,
             number,
@@ -37,7 +52,7 @@ impl Attempter {
             Timestamp::now(),
         );
         let (new_status, next_attempt_at) = verdict.status();
-        let outcome = Outcome {
+        Outcome {
             attempt: Attempt {
                 delivery_id: work.delivery.id.clone(),
                 attempt: number,
@@ -50,10 +65,6 @@ impl Attempter {
             lease_owner: self.node.to_string(),
             new_status,
             next_attempt_at,
-        };
-        // If the recorder is gone (shutdown), the lease's expiry retries the delivery.
-        if self.outcomes.send(outcome).await.is_err() {
-            tracing::warn!(delivery = %work.delivery.id, "outcome not recorded: shutting down; it will be retried");
         }
     }
 }

@@ -7,9 +7,10 @@ use std::time::Duration;
 use codmir_core::time::Timestamp;
 use tokio::sync::{Notify, mpsc};
 
+use super::attempt::Attempter;
 use super::budget::{ApiLoad, ApiWork};
 use crate::ops::AfterCommit;
-use crate::store::{Lease, Leased, Store, StoreError, chain};
+use crate::store::{Lease, Leased, Outcome, Store, StoreError, chain};
 
 /// What the handle tells the loop, in commit order.
 #[derive(Debug)]
@@ -32,6 +33,8 @@ pub struct Engine {
     /// Wakes the loop: released work, another node's commit (LISTEN/NOTIFY), a recorded retry.
     pub(super) wake: Arc<Notify>,
     pub(super) load: Arc<ApiLoad>,
+    /// For attempts made at a caller's request and answered synchronously (pings).
+    pub(super) attempter: Arc<Attempter>,
 }
 
 impl Engine {
@@ -54,6 +57,17 @@ impl Engine {
         self.load.started()
     }
 
+    /// Attempts `work` (leased to this node, not queued) now, records the outcome, and returns
+    /// it: a test ping, answered to its caller with what the endpoint said. It is not retried.
+    pub async fn attempt_now(&self, work: Leased) -> Result<Outcome, StoreError> {
+        let outcome = self.attempter.probe(&work).await;
+        let recorded = outcome.clone();
+        self.store
+            .write(move |tx| Box::pin(async move { tx.record_outcome(&recorded).await }))
+            .await?;
+        Ok(outcome)
+    }
+
     /// Tells the loop what a committed unit of work changed for it. Cancellations always
     /// arrive (the call waits for room), so that a deleted or disabled webhook's queued work is
     /// not sent; attempts already in flight finish and their outcomes are fenced off by the
@@ -62,8 +76,14 @@ impl Engine {
     /// dropped instead, so that a claim picks them up.
     pub async fn after_commit(&self, after: AfterCommit) {
         let AfterCommit {
-            fresh, cancelled, ..
+            fresh,
+            cancelled,
+            wake,
+            ..
         } = after;
+        if wake {
+            self.wake.notify_one();
+        }
         if !cancelled.is_empty()
             && self
                 .inbox

@@ -70,6 +70,12 @@ pub fn spawn(
     let (outcomes, recorded) = mpsc::channel(recorder::OUTCOME_DEPTH);
     let wake = Arc::new(Notify::new());
     let load = Arc::new(budget::ApiLoad::default());
+    let attempter = Arc::new(attempt::Attempter {
+        sender,
+        schedule: config.retry_schedule.clone(),
+        node: node.clone(),
+        outcomes,
+    });
     let engine = Engine {
         store: store.clone(),
         node: node.clone(),
@@ -77,14 +83,10 @@ pub fn spawn(
         inbox: inbox_tx,
         wake: wake.clone(),
         load: load.clone(),
+        attempter: attempter.clone(),
     };
     let dispatcher = dispatcher::Dispatcher {
-        attempter: Arc::new(attempt::Attempter {
-            sender,
-            schedule: config.retry_schedule.clone(),
-            node: node.clone(),
-            outcomes,
-        }),
+        attempter,
         store,
         config,
         node,

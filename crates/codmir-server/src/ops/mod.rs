@@ -10,15 +10,17 @@ use std::sync::Arc;
 use codmir_core::ValidationError;
 use codmir_core::event::Event;
 use codmir_core::time::Timestamp;
-use codmir_core::webhook::Delivery;
+use codmir_core::webhook::{Delivery, Webhook};
 
 use crate::store::{Lease, Leased, StoreError, Tx};
 
 mod keys;
+mod recovery;
 mod tracker;
 mod webhooks;
 
 pub use keys::{NewKey, authenticate, bootstrap, create_key};
+pub use recovery::{ping, redeliver, retry_pending};
 pub use tracker::{
     add_member, create_comment, create_project, create_ticket, delete_ticket, project, ticket,
     update_ticket,
@@ -56,6 +58,9 @@ pub struct AfterCommit {
     /// Webhooks whose pending deliveries were cancelled (deleted or disabled): what the engine
     /// holds queued for them must not be sent.
     pub cancelled: Vec<String>,
+    /// Deliveries became due that no lease of this node holds (`retry-pending`): the engine
+    /// should look in the database now rather than at its next poll.
+    pub wake: bool,
 }
 
 impl AfterCommit {
@@ -69,7 +74,7 @@ impl AfterCommit {
 
     /// Nothing for the engine to learn.
     pub fn is_empty(&self) -> bool {
-        self.fresh.is_empty() && self.cancelled.is_empty()
+        self.fresh.is_empty() && self.cancelled.is_empty() && !self.wake
     }
 }
 
@@ -94,25 +99,46 @@ pub(crate) async fn emit(
         {
             let delivery =
                 Delivery::new(workspace_id, &webhook.id, &event.id, event.event_type, now);
-            tx.insert_delivery(&delivery, after.lease.as_ref()).await?;
+            let payload = payload
+                .get_or_insert_with(|| Arc::from(event.payload.as_str()))
+                .clone();
+            enqueue(tx, delivery, webhook, payload, after).await?;
             any = true;
-            if let Some(lease) = &after.lease {
-                let payload = payload
-                    .get_or_insert_with(|| Arc::from(event.payload.as_str()))
-                    .clone();
-                after.fresh.push(Leased {
-                    delivery,
-                    webhook: webhook.clone(),
-                    payload,
-                    lease_until: lease.until,
-                });
-            }
         }
     }
-    // Deliveries leased to this node go to its engine in-process; waking the other nodes
-    // would only make each of them run a claim that finds nothing (with two PostgreSQL
-    // nodes, one per commit of the other).
-    if any && after.lease.is_none() {
+    if any {
+        announce(tx, after).await?;
+    }
+    Ok(())
+}
+
+/// Writes a new delivery; with a lease it is also collected in `after.fresh`, to be sent by
+/// this node's engine once committed.
+pub(crate) async fn enqueue(
+    tx: &mut dyn Tx,
+    delivery: Delivery,
+    webhook: &Webhook,
+    payload: Arc<str>,
+    after: &mut AfterCommit,
+) -> Result<()> {
+    tx.insert_delivery(&delivery, after.lease.as_ref()).await?;
+    if let Some(lease) = &after.lease {
+        after.fresh.push(Leased {
+            delivery,
+            webhook: webhook.clone(),
+            payload,
+            lease_until: lease.until,
+        });
+    }
+    Ok(())
+}
+
+/// Tells other nodes that deliveries they may take are due, unless they are all leased to
+/// this node: those go to its engine in-process, and waking the other nodes would only make
+/// each of them run a claim that finds nothing (with two PostgreSQL nodes, one per commit of
+/// the other).
+pub(crate) async fn announce(tx: &mut dyn Tx, after: &AfterCommit) -> Result<()> {
+    if after.lease.is_none() {
         tx.announce_deliveries().await?;
     }
     Ok(())

@@ -204,6 +204,9 @@ pub trait OutboxTx: Send {
     async fn insert_delivery(&mut self, d: &Delivery, lease: Option<&Lease>) -> StoreResult<()>;
     /// Tells other nodes, once this transaction commits, that new deliveries are due.
     async fn announce_deliveries(&mut self) -> StoreResult<()>;
+    /// Makes the pending deliveries of a webhook that are due later due at `now`; returns how
+    /// many.
+    async fn make_due_now(&mut self, webhook_id: &str, now: Timestamp) -> StoreResult<u64>;
     /// Cancels the pending deliveries of a webhook; returns how many.
     async fn cancel_pending_deliveries(
         &mut self,

@@ -3,10 +3,45 @@
 
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
+use sha2::Sha256;
 
-use crate::helpers::{TestApp, eventually, spawn_app};
-use crate::receiver::{Receiver, Reply};
+use crate::helpers::{TestApp, eventually, spawn_app, spawn_app_with, test_config};
+use crate::receiver::{Hit, Receiver, Reply};
+
+fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    m.update(msg);
+    m.finalize().into_bytes().to_vec()
+}
+
+/// The contract's `verifySignature`: the whole header against HMAC-SHA256 hex of the body.
+fn contract_verifies(hit: &Hit, secret: &str) -> bool {
+    let expected = format!("sha256={}", hex::encode(hmac(secret.as_bytes(), &hit.body)));
+    hit.header("x-codmir-signature") == expected
+}
+
+/// Standard Webhooks: one of the space-separated `v1,` signatures is the HMAC of
+/// `{id}.{timestamp}.{body}` under the base64 key of `whsec_…`.
+fn standard_verifies(hit: &Hit, signing_secret: &str) -> bool {
+    let key = STANDARD
+        .decode(signing_secret.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut msg = format!(
+        "{}.{}.",
+        hit.header("webhook-id"),
+        hit.header("webhook-timestamp")
+    )
+    .into_bytes();
+    msg.extend_from_slice(&hit.body);
+    let expected = format!("v1,{}", STANDARD.encode(hmac(&key, &msg)));
+    hit.header("webhook-signature")
+        .split(' ')
+        .any(|s| s == expected)
+}
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -347,4 +382,181 @@ async fn custom_headers_arrive_and_reserved_ones_are_refused() {
         assert_eq!(r.status, 422, "{body}: {}", r.text);
         assert_eq!(r.body["error"]["field"], field, "{body}");
     }
+}
+
+/// Registers a webhook and returns the whole create response (with the secrets).
+async fn register_full(app: &TestApp, body: Value) -> Value {
+    let r = app.post("/v1/webhooks", body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.body
+}
+
+#[tokio::test]
+async fn redeliver_sends_the_same_bytes_as_a_new_linked_delivery_signed_afresh() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    let w = register_full(
+        &app,
+        json!({"url": rx.url, "events": ["project.created"], "secret": "your-webhook-secret"}),
+    )
+    .await;
+    let (secret, signing) = (
+        w["secret"].as_str().unwrap().to_owned(),
+        w["signing_secret"].as_str().unwrap().to_owned(),
+    );
+    let wid = w["id"].as_str().unwrap().to_owned();
+    app.project("P").await;
+    eventually(WAIT, "first delivery", || async { rx.count() == 1 }).await;
+    let original = list(&app, &format!("/v1/deliveries?webhook_id={wid}")).await[0].clone();
+    let original_id = original["id"].as_str().unwrap().to_owned();
+    // A second later, so that a fresh signature timestamp shows.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = app
+        .post(
+            &format!("/v1/deliveries/{original_id}/redeliver"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let new_id = r.body["id"].as_str().unwrap().to_owned();
+    assert_ne!(new_id, original_id);
+    assert_eq!(r.body["redelivery_of"], original_id.as_str());
+    assert_eq!(r.body["event_id"], original["event_id"]);
+    eventually(WAIT, "redelivered", || async { rx.count() == 2 }).await;
+    let hits = rx.hits();
+    let (first, again) = (&hits[0], &hits[1]);
+    assert_eq!(first.body, again.body, "the same event bytes");
+    assert_eq!(again.header("webhook-id"), first.header("webhook-id"));
+    assert_eq!(again.header("x-codmir-delivery"), new_id.as_str());
+    assert!(
+        again.header("webhook-timestamp").parse::<u64>().unwrap()
+            > first.header("webhook-timestamp").parse::<u64>().unwrap(),
+        "a fresh signature timestamp"
+    );
+    for hit in [first, again] {
+        assert!(contract_verifies(hit, &secret));
+        assert!(standard_verifies(hit, &signing));
+    }
+    eventually(WAIT, "the redelivery recorded", || async {
+        app.get(&format!("/v1/deliveries/{new_id}")).await.body["status"] == "succeeded"
+    })
+    .await;
+    let d = app.get(&format!("/v1/deliveries/{new_id}")).await;
+    assert_eq!(d.body["redelivery_of"], original_id.as_str());
+
+    let missing = app
+        .post(
+            "/v1/deliveries/dlv_01m8mfwv1zhaevqnr82bqc78pm/redeliver",
+            json!({}),
+        )
+        .await;
+    assert_eq!(missing.status, 404);
+    app.patch(&format!("/v1/webhooks/{wid}"), json!({"enabled": false}))
+        .await;
+    let off = app
+        .post(
+            &format!("/v1/deliveries/{original_id}/redeliver"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(off.status, 409, "{}", off.text);
+    assert_eq!(off.body["error"]["code"], "webhook_disabled");
+}
+
+#[tokio::test]
+async fn retry_pending_delivers_at_once_what_was_minutes_away() {
+    let config = codmir_server::Config {
+        retry_schedule: codmir_core::retry::RetrySchedule::parse("10m").unwrap(),
+        ..test_config()
+    };
+    let app = spawn_app_with(config).await;
+    let rx = Receiver::start().await;
+    rx.script([Reply::Status(503)]);
+    let wid = register(&app, json!({"url": rx.url, "events": ["project.created"]})).await;
+    app.project("P").await;
+    eventually(WAIT, "the first attempt failed", || async {
+        let d = list(&app, &format!("/v1/deliveries?webhook_id={wid}")).await;
+        d.first().is_some_and(|d| d["attempt_count"] == 1)
+    })
+    .await;
+    let d = list(&app, &format!("/v1/deliveries?webhook_id={wid}")).await[0].clone();
+    assert_eq!(d["status"], "pending");
+    let r = app
+        .post(&format!("/v1/webhooks/{wid}/retry-pending"), json!({}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.body["due_now"], 1);
+    eventually(
+        Duration::from_secs(5),
+        "delivered now, not in 10 minutes",
+        || async { rx.count() == 2 },
+    )
+    .await;
+    let path = format!("/v1/deliveries/{}", d["id"].as_str().unwrap());
+    eventually(WAIT, "recorded", || async {
+        app.get(&path).await.body["status"] == "succeeded"
+    })
+    .await;
+    let again = app
+        .post(&format!("/v1/webhooks/{wid}/retry-pending"), json!({}))
+        .await;
+    assert_eq!(again.body["due_now"], 0, "nothing left to hurry");
+}
+
+#[tokio::test]
+async fn a_ping_answers_with_the_endpoints_reply_and_is_in_the_log() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    let w = register_full(&app, json!({"url": rx.url, "events": ["ticket.created"]})).await;
+    let wid = w["id"].as_str().unwrap().to_owned();
+    let r = app
+        .post(&format!("/v1/webhooks/{wid}/ping"), json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["succeeded"], true);
+    assert_eq!(r.body["status_code"], 200);
+    assert_eq!(r.body["response_body"], "answered 200");
+    assert_eq!(rx.count(), 1, "answered after the endpoint did");
+    let hit = &rx.hits()[0];
+    assert_eq!(hit.header("x-codmir-event"), "webhook.ping");
+    let body = hit.json();
+    assert_eq!(body["type"], "webhook.ping");
+    assert_eq!(body["data"]["webhook"]["id"], wid.as_str());
+    assert_eq!(body["data"]["webhook"]["url"], rx.url.as_str());
+    assert_eq!(body["data"]["webhook"]["events"], json!(["ticket.created"]));
+    assert!(standard_verifies(
+        hit,
+        w["signing_secret"].as_str().unwrap()
+    ));
+    let d = app
+        .get(&format!(
+            "/v1/deliveries/{}",
+            r.body["delivery_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(d.body["status"], "succeeded");
+    assert_eq!(d.body["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(d.body["event_type"], "webhook.ping");
+
+    // A failing endpoint: the answer says so, and the ping is not retried.
+    rx.always(Reply::Status(500));
+    let r = app
+        .post(&format!("/v1/webhooks/{wid}/ping"), json!({}))
+        .await;
+    assert_eq!(r.body["succeeded"], false);
+    assert_eq!(r.body["status_code"], 500);
+    let d = app
+        .get(&format!(
+            "/v1/deliveries/{}",
+            r.body["delivery_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(d.body["status"], "failed");
+    assert_eq!(d.body["attempt_count"], 1);
+    assert_eq!(
+        app.post("/v1/webhooks/wh_01m8mfwv1zhaevqnr82bqc78pm/ping", json!({}))
+            .await
+            .status,
+        404
+    );
 }

@@ -197,6 +197,15 @@ impl OutboxTx for SqliteTx<'_> {
         Ok(())
     }
 
+    async fn make_due_now(&mut self, webhook_id: &str, now: Timestamp) -> StoreResult<u64> {
+        let n = self.exec(
+            "UPDATE deliveries SET next_attempt_at = ?2, updated_at = ?2 \
+             WHERE webhook_id = ?1 AND status = 'pending' AND next_attempt_at > ?2",
+            params![webhook_id, now.as_millis()],
+        )?;
+        Ok(n as u64)
+    }
+
     async fn cancel_pending_deliveries(
         &mut self,
         webhook_id: &str,

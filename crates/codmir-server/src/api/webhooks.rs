@@ -631,3 +631,82 @@ pub(super) async fn ping(
         response_body: a.response_body,
     }))
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReplayRequest {
+    /// Events created at or after this RFC 3339 time.
+    pub since: String,
+    /// Events created before this RFC 3339 time; now when left out.
+    pub until: Option<String>,
+    /// `failed` (default): events whose deliveries failed; `cancelled`: cancelled by deleting
+    /// or disabling; `any`: every event the webhook got a delivery for.
+    pub status: Option<String>,
+    /// Also events the webhook matches but never got a delivery for (it was disabled at the
+    /// time), created since the webhook was.
+    pub include_missed: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ReplayResponse {
+    /// New deliveries queued, in event order.
+    pub queued: u64,
+    /// Events left alone because a delivery of them to this webhook is still pending (from an
+    /// earlier replay, or retrying): a second replay of the same window queues nothing new.
+    pub skipped_pending: u64,
+    /// When one call's bound (10,000 deliveries) cut the window: call again with this `since`.
+    pub next_since: Option<String>,
+}
+
+/// Sends again, as new deliveries in event order, what a window of time did not deliver to
+/// the webhook.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/replay", tag = "webhooks", request_body = ReplayRequest,
+    responses((status = 202, body = ReplayResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub(super) async fn replay(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Json(body): Json<ReplayRequest>,
+) -> Result<(StatusCode, axum::Json<ReplayResponse>), ApiError> {
+    let id = path_id("wh", &id, "webhook")?;
+    let since = codmir_core::time::Timestamp::parse_rfc3339(&body.since, "since")?;
+    let until = match body.until.as_deref() {
+        Some(u) => codmir_core::time::Timestamp::parse_rfc3339(u, "until")?,
+        None => now(),
+    };
+    if until <= since {
+        return Err(ApiError::invalid("until", "must be later than `since`"));
+    }
+    let status = match body.status.as_deref() {
+        None | Some("failed") => ops::ReplayStatus::Failed,
+        Some("cancelled") => ops::ReplayStatus::Cancelled,
+        Some("any") => ops::ReplayStatus::Any,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "status",
+                format!("`{other}` is not one of: failed, cancelled, any"),
+            ));
+        }
+    };
+    let request = ops::Replay {
+        since,
+        until,
+        status,
+        include_missed: body.include_missed.unwrap_or(false),
+    };
+    let done = s
+        .mutate(move |tx, after| {
+            Box::pin(async move { ops::replay(tx, &p, &id, request, now(), after).await })
+        })
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(ReplayResponse {
+            queued: done.queued,
+            skipped_pending: done.skipped_pending,
+            next_since: done.next_since.map(|t| t.to_rfc3339_millis()),
+        }),
+    ))
+}

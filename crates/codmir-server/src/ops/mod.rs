@@ -20,7 +20,9 @@ mod tracker;
 mod webhooks;
 
 pub use keys::{NewKey, authenticate, bootstrap, create_key};
-pub use recovery::{ping, redeliver, retry_pending};
+pub use recovery::{
+    MAX_REPLAY, Replay, ReplayStatus, Replayed, ping, redeliver, replay, retry_pending,
+};
 pub use tracker::{
     add_member, create_comment, create_project, create_ticket, delete_ticket, project, ticket,
     update_ticket,

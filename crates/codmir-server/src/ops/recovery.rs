@@ -1,12 +1,12 @@
-//! Units of work for a bad day: send one delivery again, hurry a webhook's pending retries,
-//! and a test ping.
+//! Units of work for a bad day: send one delivery again, replay a window, hurry a webhook's
+//! pending retries, and a test ping.
 
 use std::sync::Arc;
 
 use codmir_core::event::{Event, EventData, EventType, WebhookView};
 use codmir_core::time::Timestamp;
 use codmir_core::tracker::Principal;
-use codmir_core::webhook::{Delivery, Webhook};
+use codmir_core::webhook::{Delivery, DeliveryStatus, Webhook};
 
 use super::{AfterCommit, Error, Result, announce, enqueue, webhook};
 use crate::store::{Leased, StoreError, Tx};
@@ -131,4 +131,129 @@ pub async fn ping(
         payload: Arc::from(event.payload),
         lease_until: lease.until,
     })
+}
+
+/// Which of a webhook's past deliveries a replay sends again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayStatus {
+    /// Events whose deliveries to the webhook ended failed (none succeeded).
+    Failed,
+    /// Events whose deliveries were cancelled (by deleting or disabling; none succeeded).
+    Cancelled,
+    /// Every event the webhook got a delivery for, whatever came of it.
+    Any,
+}
+
+/// A validated replay request: events created in `[since, until)`.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub since: Timestamp,
+    pub until: Timestamp,
+    pub status: ReplayStatus,
+    /// Also the events the webhook matches but never got a delivery for (it was disabled,
+    /// or filtered them out at the time), created since the webhook was.
+    pub include_missed: bool,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default)]
+pub struct Replayed {
+    pub queued: u64,
+    /// Events left alone because a delivery of them to this webhook is still pending (a
+    /// previous replay, or retries): replaying twice queues nothing new.
+    pub skipped_pending: u64,
+    /// The window holds more to replay than one call queues: call again from `next_since`.
+    pub next_since: Option<Timestamp>,
+}
+
+/// The most deliveries one replay queues.
+pub const MAX_REPLAY: u64 = 10_000;
+/// Events read per step of a replay.
+const REPLAY_BATCH: u32 = 500;
+
+/// Queues a new delivery, in event order, of every event of the window that `r` selects
+/// and that has no pending delivery to the webhook.
+pub async fn replay(
+    tx: &mut dyn Tx,
+    p: &Principal,
+    webhook_id: &str,
+    r: Replay,
+    now: Timestamp,
+    after: &mut AfterCommit,
+) -> Result<Replayed> {
+    let webhook = sendable(webhook(tx, p, webhook_id).await?)?;
+    let mut out = Replayed::default();
+    let mut cursor: Option<String> = None;
+    'window: loop {
+        let events = tx
+            .events_between(
+                &p.workspace_id,
+                r.since,
+                r.until,
+                cursor.as_deref(),
+                REPLAY_BATCH,
+            )
+            .await?;
+        let Some(last) = events.last() else { break };
+        cursor = Some(last.id.clone());
+        let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+        let states = tx.delivery_states(&webhook.id, &ids).await?;
+        let done = events.len() < REPLAY_BATCH as usize;
+        for event in events {
+            let mine: Vec<_> = states.iter().filter(|(e, _, _)| *e == event.id).collect();
+            let has = |s: DeliveryStatus| mine.iter().any(|(_, _, st)| *st == s);
+            if has(DeliveryStatus::Pending) {
+                out.skipped_pending += 1;
+                continue;
+            }
+            let selected = if mine.is_empty() {
+                r.include_missed
+                    && event.created_at >= webhook.created_at
+                    && webhook.events.matches(event.event_type)
+                    && (webhook.project_ids.is_empty()
+                        || event
+                            .project_id
+                            .as_ref()
+                            .is_some_and(|id| webhook.project_ids.contains(id)))
+            } else {
+                match r.status {
+                    ReplayStatus::Failed => {
+                        has(DeliveryStatus::Failed) && !has(DeliveryStatus::Succeeded)
+                    }
+                    ReplayStatus::Cancelled => {
+                        has(DeliveryStatus::Cancelled) && !has(DeliveryStatus::Succeeded)
+                    }
+                    ReplayStatus::Any => true,
+                }
+            };
+            if !selected {
+                continue;
+            }
+            if out.queued == MAX_REPLAY {
+                out.next_since = Some(event.created_at);
+                break 'window;
+            }
+            // Linked to the latest delivery it replays (ids sort by creation).
+            let latest = mine.iter().map(|(_, d, _)| d.clone()).max();
+            let delivery = Delivery {
+                redelivery_of: latest,
+                ..Delivery::new(
+                    &p.workspace_id,
+                    &webhook.id,
+                    &event.id,
+                    event.event_type,
+                    now,
+                )
+            };
+            enqueue(tx, delivery, &webhook, Arc::from(event.payload), after).await?;
+            out.queued += 1;
+        }
+        if done {
+            break;
+        }
+    }
+    if out.queued > 0 {
+        announce(tx, after).await?;
+    }
+    Ok(out)
 }

@@ -5,7 +5,7 @@
 //! The column lists are the same in both dialects, so they live here beside their decoders:
 //! a query selects `USER_COLS` exactly when it decodes with [`user`].
 
-use codmir_core::event::EventType;
+use codmir_core::event::{Event, EventType};
 use codmir_core::time::Timestamp;
 use codmir_core::tracker::{
     Comment, Member, Principal, Priority, Project, Role, Ticket, TicketStatus, User, Workspace,
@@ -145,6 +145,27 @@ pub(super) fn comment(r: &dyn Columns) -> StoreResult<Comment> {
         body: r.text(4)?,
         created_at: ts(r, 5)?,
     })
+}
+
+pub(super) const EVENT_FULL_COLS: &str = "id, workspace_id, project_id, type, created_at, payload";
+pub(super) fn event_full(r: &dyn Columns) -> StoreResult<Event> {
+    Ok(Event {
+        id: r.text(0)?,
+        workspace_id: r.text(1)?,
+        project_id: r.opt_text(2)?,
+        event_type: EventType::parse(&r.text(3)?).map_err(|e| corrupt("events.type", e))?,
+        created_at: ts(r, 4)?,
+        payload: r.text(5)?,
+    })
+}
+
+/// `(event_id, delivery_id, status)` of a delivery.
+pub(super) fn delivery_state(r: &dyn Columns) -> StoreResult<(String, String, DeliveryStatus)> {
+    Ok((
+        r.text(0)?,
+        r.text(1)?,
+        DeliveryStatus::parse(&r.text(2)?).map_err(|e| corrupt("deliveries.status", e))?,
+    ))
 }
 
 pub(super) const EVENT_COLS: &str = "id, payload";

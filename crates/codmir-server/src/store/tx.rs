@@ -182,6 +182,23 @@ pub trait TrackerTx: Send {
 pub trait OutboxTx: Send {
     async fn insert_event(&mut self, e: &Event) -> StoreResult<()>;
     async fn get_event(&mut self, ws: &str, id: &str) -> StoreResult<Option<StoredEvent>>;
+    /// Up to `limit` events of the workspace created in `[since, until)` with ids after
+    /// `after`, oldest first, whole (type, project, payload): what a replay walks.
+    async fn events_between(
+        &mut self,
+        ws: &str,
+        since: Timestamp,
+        until: Timestamp,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>>;
+    /// The statuses of the webhook's deliveries of each of `event_ids`, as
+    /// `(event_id, delivery_id, status)`.
+    async fn delivery_states(
+        &mut self,
+        webhook_id: &str,
+        event_ids: &[String],
+    ) -> StoreResult<Vec<(String, String, DeliveryStatus)>>;
     /// The workspace's events matching `q`; with `q.ascending` the cursor pages forward.
     async fn list_events(
         &mut self,

@@ -428,6 +428,7 @@ async fn openapi_lists_every_route_and_healthz_answers() {
         ("post", "/v1/deliveries/{id}/redeliver"),
         ("post", "/v1/webhooks/{id}/retry-pending"),
         ("post", "/v1/webhooks/{id}/ping"),
+        ("post", "/v1/webhooks/{id}/replay"),
         ("post", "/v1/webhooks"),
         ("get", "/v1/webhooks"),
         ("get", "/v1/webhooks/{id}"),

@@ -560,3 +560,152 @@ async fn a_ping_answers_with_the_endpoints_reply_and_is_in_the_log() {
         404
     );
 }
+
+/// The event ids of what `rx` received, in arrival order, from hit `from` on.
+fn event_ids_from(rx: &Receiver, from: usize) -> Vec<String> {
+    let mut hits = rx.hits();
+    hits.sort_by_key(|h| h.at);
+    hits[from..]
+        .iter()
+        .map(|h| h.header("webhook-id").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_replay_of_an_outage_brings_every_failed_event_once_more_in_order() {
+    let config = codmir_server::Config {
+        retry_schedule: codmir_core::retry::RetrySchedule::parse("").unwrap(),
+        ..test_config()
+    };
+    let app = spawn_app_with(config).await;
+    let rx = Receiver::start().await;
+    rx.always(Reply::Status(503));
+    let wid = register(
+        &app,
+        json!({"url": rx.url, "events": ["project.created"], "max_in_flight": 1}),
+    )
+    .await;
+    let since = codmir_core::time::Timestamp::now().to_rfc3339_millis();
+    for i in 0..5 {
+        app.project(&format!("P{i}")).await;
+    }
+    eventually(WAIT, "five deliveries failed", || async {
+        list(
+            &app,
+            &format!("/v1/deliveries?webhook_id={wid}&status=failed"),
+        )
+        .await
+        .len()
+            == 5
+    })
+    .await;
+    let events: Vec<String> = {
+        let mut e = ids(&list(&app, "/v1/events?type=project.created&order=asc").await);
+        e.truncate(5);
+        e
+    };
+    // The receiver is back, slowly: the replay's deliveries stay pending for a while.
+    rx.always(Reply::Delay(150, 200));
+    let path = format!("/v1/webhooks/{wid}/replay");
+    let r = app.post(&path, json!({"since": since})).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.body["queued"], 5);
+    assert_eq!(r.body["next_since"], Value::Null);
+    let again = app.post(&path, json!({"since": since})).await;
+    assert_eq!(
+        again.body["queued"], 0,
+        "nothing new while the first is pending: {}",
+        again.text
+    );
+    assert!(
+        again.body["skipped_pending"].as_u64().unwrap() >= 4,
+        "{}",
+        again.text
+    );
+    eventually(WAIT, "five failed, then five replayed", || async {
+        rx.count() == 10
+    })
+    .await;
+    assert_eq!(
+        event_ids_from(&rx, 5),
+        events,
+        "once more each, in event order"
+    );
+    eventually(WAIT, "the replay recorded", || async {
+        list(
+            &app,
+            &format!("/v1/deliveries?webhook_id={wid}&status=succeeded"),
+        )
+        .await
+        .len()
+            == 5
+    })
+    .await;
+    let replayed = list(
+        &app,
+        &format!("/v1/deliveries?webhook_id={wid}&status=succeeded"),
+    )
+    .await;
+    assert!(
+        replayed.iter().all(|d| d["redelivery_of"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("dlv_"))),
+        "each linked to the delivery it replays"
+    );
+    // Everything delivered: a replay of failures now has nothing to do.
+    let after = app.post(&path, json!({"since": since})).await;
+    assert_eq!(after.body["queued"], 0);
+    assert_eq!(after.body["skipped_pending"], 0);
+    for (body, field) in [
+        (json!({"since": "yesterday"}), "since"),
+        (json!({"since": since, "until": since}), "until"),
+        (json!({"since": since, "status": "lost"}), "status"),
+    ] {
+        let r = app.post(&path, body.clone()).await;
+        assert_eq!(r.status, 422, "{body}: {}", r.text);
+        assert_eq!(r.body["error"]["field"], field, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn disable_fix_enable_replay_loses_nothing() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    let wid = register(&app, json!({"url": rx.url, "events": ["project.created"]})).await;
+    let since = codmir_core::time::Timestamp::now().to_rfc3339_millis();
+    app.project("before").await;
+    eventually(WAIT, "delivered", || async { rx.count() == 1 }).await;
+    let w = format!("/v1/webhooks/{wid}");
+    app.patch(&w, json!({"enabled": false})).await;
+    app.project("while-off-1").await;
+    app.project("while-off-2").await;
+    let r = app.patch(&w, json!({"enabled": true})).await;
+    assert_eq!(r.body["enabled"], true);
+    app.project("after").await;
+    eventually(WAIT, "the new event delivered", || async {
+        rx.count() == 2
+    })
+    .await;
+    // Without include_missed there is nothing to replay: nothing failed.
+    let path = format!("{w}/replay");
+    let r = app.post(&path, json!({"since": since})).await;
+    assert_eq!(r.body["queued"], 0, "{}", r.text);
+    let r = app
+        .post(&path, json!({"since": since, "include_missed": true}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.body["queued"], 2, "{}", r.text);
+    eventually(WAIT, "the missed events", || async { rx.count() == 4 }).await;
+    let mut names: Vec<String> = rx
+        .hits()
+        .iter()
+        .map(|h| {
+            h.json()["data"]["project"]["name"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["after", "before", "while-off-1", "while-off-2"]);
+}

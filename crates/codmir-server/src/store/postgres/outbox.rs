@@ -10,8 +10,8 @@ use codmir_core::webhook::{Attempt, Delivery, DeliveryStatus, Webhook};
 
 use super::{CHANNEL, PgTx};
 use crate::store::rows::{
-    self, ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_INSERT_COLS, EVENT_COLS, WEBHOOK_COLS,
-    headers_json, json_list,
+    self, ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_INSERT_COLS, EVENT_COLS, EVENT_FULL_COLS,
+    WEBHOOK_COLS, headers_json, json_list,
 };
 use crate::store::{
     DeliveryQuery, EventQuery, Lease, Leased, OutboxTx, Outcome, Page, PageRequest, StoreResult,
@@ -42,6 +42,44 @@ impl OutboxTx for PgTx<'_> {
             "SELECT id, payload FROM events WHERE workspace_id = $1 AND id = $2",
             &[&ws, &id],
             rows::event,
+        )
+        .await
+    }
+
+    async fn events_between(
+        &mut self,
+        ws: &str,
+        since: Timestamp,
+        until: Timestamp,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        self.all(
+            &format!(
+                "SELECT {EVENT_FULL_COLS} FROM events WHERE workspace_id = $1 AND created_at >= $2 \
+                 AND created_at < $3 AND ($4::text IS NULL OR id > $4) ORDER BY id LIMIT $5"
+            ),
+            &[
+                &ws,
+                &since.as_millis(),
+                &until.as_millis(),
+                &after,
+                &i64::from(limit),
+            ],
+            rows::event_full,
+        )
+        .await
+    }
+
+    async fn delivery_states(
+        &mut self,
+        webhook_id: &str,
+        event_ids: &[String],
+    ) -> StoreResult<Vec<(String, String, DeliveryStatus)>> {
+        self.all(
+            "SELECT event_id, id, status FROM deliveries WHERE webhook_id = $1 AND event_id = ANY($2)",
+            &[&webhook_id, &event_ids],
+            rows::delivery_state,
         )
         .await
     }

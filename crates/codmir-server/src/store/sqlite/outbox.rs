@@ -9,8 +9,8 @@ use rusqlite::params;
 
 use super::SqliteTx;
 use crate::store::rows::{
-    self, ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_INSERT_COLS, EVENT_COLS, WEBHOOK_COLS,
-    headers_json, json_list,
+    self, ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_INSERT_COLS, EVENT_COLS, EVENT_FULL_COLS,
+    WEBHOOK_COLS, headers_json, json_list,
 };
 use crate::store::{
     DeliveryQuery, EventQuery, Lease, Leased, OutboxTx, Outcome, Page, PageRequest, StoreResult,
@@ -40,6 +40,37 @@ impl OutboxTx for SqliteTx<'_> {
             &format!("SELECT {EVENT_COLS} FROM events WHERE workspace_id = ?1 AND id = ?2"),
             &[&ws, &id],
             rows::event,
+        )
+    }
+
+    async fn events_between(
+        &mut self,
+        ws: &str,
+        since: Timestamp,
+        until: Timestamp,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        self.all(
+            &format!(
+                "SELECT {EVENT_FULL_COLS} FROM events WHERE workspace_id = ?1 AND created_at >= ?2 \
+                 AND created_at < ?3 AND (?4 IS NULL OR id > ?4) ORDER BY id LIMIT ?5"
+            ),
+            params![ws, since.as_millis(), until.as_millis(), after, limit],
+            rows::event_full,
+        )
+    }
+
+    async fn delivery_states(
+        &mut self,
+        webhook_id: &str,
+        event_ids: &[String],
+    ) -> StoreResult<Vec<(String, String, DeliveryStatus)>> {
+        self.all(
+            "SELECT event_id, id, status FROM deliveries WHERE webhook_id = ?1 \
+             AND event_id IN (SELECT value FROM json_each(?2))",
+            params![webhook_id, json_list(event_ids)],
+            rows::delivery_state,
         )
     }
 

@@ -81,7 +81,7 @@ impl Modify for BearerAuth {
         webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook,
         webhooks::update_webhook, webhooks::delete_webhook, webhooks::list_deliveries,
         webhooks::get_delivery, webhooks::list_workspace_deliveries, webhooks::redeliver,
-        webhooks::retry_pending, webhooks::ping, webhooks::replay,
+        webhooks::retry_pending, webhooks::ping, webhooks::replay, webhooks::rotate_secret,
     ),
     modifiers(&BearerAuth),
 )]
@@ -178,6 +178,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/webhooks/{id}/ping", post(webhooks::ping))
         .route("/v1/webhooks/{id}/replay", post(webhooks::replay))
+        .route(
+            "/v1/webhooks/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
         .route("/v1/deliveries/{id}", get(webhooks::get_delivery))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

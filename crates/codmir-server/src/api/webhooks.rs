@@ -710,3 +710,50 @@ pub(super) async fn replay(
         }),
     ))
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RotateSecret {
+    /// The new secret, 16–512 printable characters; generated (`whsec_…`) when left out.
+    pub secret: Option<String>,
+    /// How long the previous secret keeps signing too: 0 to 604,800 (7 days); 86,400 when
+    /// left out.
+    pub grace_period_seconds: Option<u64>,
+}
+
+/// Replaces the webhook's secret; the new one is shown this once. During the grace period
+/// `webhook-signature` carries a signature with each key (new first) and
+/// `X-Codmir-Signature` stays on the previous key, which then moves to the new one.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks", request_body = RotateSecret,
+    responses((status = 200, body = CreatedWebhook), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub(super) async fn rotate_secret(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Json(body): Json<RotateSecret>,
+) -> Result<axum::Json<CreatedWebhook>, ApiError> {
+    let id = path_id("wh", &id, "webhook")?;
+    let secret = match &body.secret {
+        Some(secret) => WebhookSecret::parse(secret)?,
+        None => WebhookSecret::generate(),
+    };
+    let grace = std::time::Duration::from_secs(body.grace_period_seconds.unwrap_or(86_400));
+    if grace > ops::MAX_GRACE {
+        return Err(ApiError::invalid(
+            "grace_period_seconds",
+            format!("must be at most {} (7 days)", ops::MAX_GRACE.as_secs()),
+        ));
+    }
+    let webhook = s
+        .mutate(move |tx, _| {
+            Box::pin(async move { ops::rotate_secret(tx, &p, &id, secret, grace, now()).await })
+        })
+        .await?;
+    let secret = webhook.secret.as_str().to_owned();
+    Ok(axum::Json(CreatedWebhook {
+        signing_secret: signing_secret(&secret),
+        secret,
+        webhook: webhook.into(),
+    }))
+}

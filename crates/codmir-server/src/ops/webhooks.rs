@@ -167,3 +167,29 @@ pub async fn delivery(
     let attempts = tx.list_attempts(&d.id).await?;
     Ok((d, attempts))
 }
+
+/// The longest grace period a rotation may give the previous secret.
+pub const MAX_GRACE: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+/// Replaces the webhook's secret. For `grace`, the previous secret keeps signing beside it
+/// (a second `webhook-signature`, and `X-Codmir-Signature` stays on it until the period
+/// ends); a zero grace ends it at once. A rotation during another's grace period drops the
+/// secret before the previous one.
+pub async fn rotate_secret(
+    tx: &mut dyn Tx,
+    p: &Principal,
+    id: &str,
+    secret: WebhookSecret,
+    grace: std::time::Duration,
+    now: Timestamp,
+) -> Result<Webhook> {
+    let mut w = tx
+        .lock_webhook(&p.workspace_id, id)
+        .await?
+        .ok_or(Error::NotFound("webhook"))?;
+    let old = std::mem::replace(&mut w.secret, secret);
+    w.previous_secret = (!grace.is_zero()).then(|| (old, now.plus(grace)));
+    w.updated_at = now;
+    tx.update_webhook(&w).await?;
+    Ok(w)
+}

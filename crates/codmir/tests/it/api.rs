@@ -429,6 +429,7 @@ async fn openapi_lists_every_route_and_healthz_answers() {
         ("post", "/v1/webhooks/{id}/retry-pending"),
         ("post", "/v1/webhooks/{id}/ping"),
         ("post", "/v1/webhooks/{id}/replay"),
+        ("post", "/v1/webhooks/{id}/rotate-secret"),
         ("post", "/v1/webhooks"),
         ("get", "/v1/webhooks"),
         ("get", "/v1/webhooks/{id}"),

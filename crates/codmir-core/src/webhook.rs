@@ -326,6 +326,62 @@ impl Webhook {
     }
 }
 
+/// When a failing webhook is disabled automatically: after every attempt to it failed for
+/// `period`, and at least `failures` attempts in a row did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DisablePolicy {
+    pub period: std::time::Duration,
+    pub failures: u32,
+}
+
+impl Default for DisablePolicy {
+    /// Five days and twenty attempts: longer than the default retry schedule (about three
+    /// days), so that one bad day never disables a webhook.
+    fn default() -> Self {
+        Self {
+            period: std::time::Duration::from_secs(5 * 86_400),
+            failures: 20,
+        }
+    }
+}
+
+impl DisablePolicy {
+    /// Whether a run of `consecutive` failed attempts that began at `failing_since` disables
+    /// the webhook at `now`.
+    pub fn disables(&self, failing_since: Timestamp, consecutive: u32, now: Timestamp) -> bool {
+        consecutive >= self.failures && failing_since.plus(self.period) <= now
+    }
+
+    /// The reason recorded on a webhook it disables.
+    pub fn reason(&self, consecutive: u32, last: Option<u16>) -> String {
+        let last = match last {
+            Some(code) => format!("the last answered {code}"),
+            None => "the last got no answer".to_owned(),
+        };
+        format!(
+            "every attempt failed for {} ({consecutive} in a row); {last}",
+            human(self.period)
+        )
+    }
+}
+
+/// `5 days`, `3 hours`, `90 seconds`: a period as the disabling reason says it.
+fn human(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    let (n, unit) = if s >= 86_400 && s % 86_400 == 0 {
+        (s / 86_400, "day")
+    } else if s >= 3600 && s % 3600 == 0 {
+        (s / 3600, "hour")
+    } else if s >= 60 && s % 60 == 0 {
+        (s / 60, "minute")
+    } else if s >= 1 {
+        (s, "second")
+    } else {
+        return format!("{} ms", d.as_millis());
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
 /// Where a delivery is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeliveryStatus {
@@ -501,6 +557,41 @@ mod tests {
         assert!(CustomHeaders::parse(&[("X-A", "1"), ("x-a", "2")]).is_err());
         let many: Vec<(String, String)> = (0..21).map(|i| (format!("X-{i}"), "v".into())).collect();
         assert!(CustomHeaders::parse(&many).is_err());
+    }
+
+    #[test]
+    fn a_webhook_is_disabled_after_the_period_and_the_count_both_pass() {
+        let policy = DisablePolicy::default();
+        let t0 = Timestamp::from_millis(1_700_000_000_000);
+        let day = std::time::Duration::from_secs(86_400);
+        // (failures in a row, time since the run began, disabled)
+        let table = [
+            (20, day * 5, true),
+            (200, day * 6, true),
+            (19, day * 10, false),
+            (20, day * 5 - std::time::Duration::from_millis(1), false),
+            (1_000, day, false),
+            (0, day * 30, false),
+        ];
+        for (n, since, disabled) in table {
+            assert_eq!(
+                policy.disables(t0, n, t0.plus(since)),
+                disabled,
+                "{n} failures over {since:?}"
+            );
+        }
+        assert_eq!(
+            policy.reason(20, Some(500)),
+            "every attempt failed for 5 days (20 in a row); the last answered 500"
+        );
+        let short = DisablePolicy {
+            period: std::time::Duration::from_millis(300),
+            failures: 3,
+        };
+        assert_eq!(
+            short.reason(3, None),
+            "every attempt failed for 300 ms (3 in a row); the last got no answer"
+        );
     }
 
     #[test]

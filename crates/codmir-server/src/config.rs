@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use codmir_core::retry::RetrySchedule;
+use codmir_core::webhook::DisablePolicy;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -21,6 +22,8 @@ pub struct Config {
     /// How long a claimed delivery stays leased to this node. Must exceed `request_timeout`:
     /// when a node dies, others take its claimed deliveries over once their leases expire.
     pub lease_duration: Duration,
+    /// When a failing webhook is disabled automatically.
+    pub disable_policy: DisablePolicy,
 }
 
 impl Default for Config {
@@ -34,6 +37,7 @@ impl Default for Config {
             max_in_flight_per_endpoint: 64,
             max_in_flight: 512,
             lease_duration: Duration::from_secs(60),
+            disable_policy: DisablePolicy::default(),
         }
     }
 }

@@ -80,6 +80,12 @@ struct ServeArgs {
     /// When a node dies, the others take its claimed deliveries over once their leases expire.
     #[arg(long, env = "CODMIR_DELIVERY_LEASE", default_value = "60s", value_parser = parse_time)]
     delivery_lease: Duration,
+    /// Disable a webhook automatically once every attempt to it has failed for this long...
+    #[arg(long, env = "CODMIR_DISABLE_AFTER", default_value = "5d", value_parser = parse_time)]
+    disable_after: Duration,
+    /// ...and at least this many attempts in a row failed. A 410 Gone disables it at once.
+    #[arg(long, env = "CODMIR_DISABLE_AFTER_FAILURES", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    disable_after_failures: u32,
 }
 
 #[derive(Subcommand)]
@@ -188,6 +194,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         max_in_flight_per_endpoint: args.max_in_flight_per_endpoint.into(),
         max_in_flight: args.max_in_flight.into(),
         lease_duration: args.delivery_lease,
+        disable_policy: codmir_core::webhook::DisablePolicy {
+            period: args.disable_after,
+            failures: args.disable_after_failures,
+        },
         ..Config::default()
     };
     codmir_server::run(listener, store, config, shutdown_signal()).await?;

@@ -9,6 +9,7 @@ use codmir_core::webhook::Attempt;
 use tokio::sync::mpsc;
 
 use super::client::Sender;
+use crate::ops::Observed;
 use crate::store::{Leased, Outcome};
 
 /// What every attempt task needs, shared by all of them.
@@ -17,14 +18,18 @@ pub(super) struct Attempter {
     pub(super) schedule: RetrySchedule,
     /// This node's lease owner name: the fence its outcomes are recorded under.
     pub(super) node: Arc<str>,
-    pub(super) outcomes: mpsc::Sender<Outcome>,
+    pub(super) outcomes: mpsc::Sender<Observed>,
 }
 
 impl Attempter {
     /// Sends `work` as its next attempt, then hands the outcome and the next attempt time to
     /// the recorder, which writes it in a batch with others and wakes the loop for retries.
     pub(super) async fn attempt(&self, work: &Leased) {
-        let outcome = self.send(work, &self.schedule).await;
+        let outcome = Observed {
+            outcome: self.send(work, &self.schedule).await,
+            workspace_id: work.delivery.workspace_id.clone(),
+            webhook_id: work.webhook.id.clone(),
+        };
         // If the recorder is gone (shutdown), the lease's expiry retries the delivery.
         if self.outcomes.send(outcome).await.is_err() {
             tracing::warn!(delivery = %work.delivery.id, "outcome not recorded: shutting down; it will be retried");

@@ -8,6 +8,7 @@ use codmir_core::time::Timestamp;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+use super::Engine;
 use super::attempt::Attempter;
 use super::budget::{ApiLoad, Budget};
 use super::handle::Handoff;
@@ -15,7 +16,8 @@ use super::poll::PollTimer;
 use super::queues::{Bounds, Lane, Local};
 use super::recorder::record_outcomes;
 use crate::config::Config;
-use crate::store::{Lease, Leased, Outcome, Store, StoreError, chain};
+use crate::ops::Observed;
+use crate::store::{Lease, Leased, Store, StoreError, chain};
 
 /// The longest the engine sleeps without looking for due work.
 const MAX_IDLE: Duration = Duration::from_secs(1);
@@ -33,7 +35,9 @@ pub(super) struct Dispatcher {
     pub(super) load: Arc<ApiLoad>,
     pub(super) attempter: Arc<Attempter>,
     /// Where attempts' outcomes go; handed to the recorder when the loop starts.
-    pub(super) recorded: mpsc::Receiver<Outcome>,
+    pub(super) recorded: mpsc::Receiver<Observed>,
+    /// The engine's own handle, for the recorder's after-commit values.
+    pub(super) engine: Engine,
 }
 
 /// What the loop owns while it runs.
@@ -61,6 +65,7 @@ impl Dispatcher {
             load,
             attempter,
             recorded,
+            engine,
         } = self;
         if store.releases_all_leases_on_start() {
             release_all(&store).await;
@@ -69,7 +74,8 @@ impl Dispatcher {
         let (recorder_done, done_rx) = oneshot::channel::<()>();
         let recorder = tokio::spawn(record_outcomes(
             store.clone(),
-            wake.clone(),
+            engine,
+            config.disable_policy,
             recorded,
             done_rx,
         ));

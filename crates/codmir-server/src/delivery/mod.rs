@@ -95,6 +95,7 @@ pub fn spawn(
         wake,
         load,
         recorded,
+        engine: engine.clone(),
     };
     let task = tokio::spawn(dispatcher.run(shutdown));
     Ok((engine, task))

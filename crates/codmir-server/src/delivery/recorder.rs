@@ -1,27 +1,38 @@
 //! The recorder: one task that writes attempts' outcomes in batches, one unit of work for
-//! whatever queued up while the previous batch was committing.
+//! whatever queued up while the previous batch was committing, and hands what the batch
+//! changed (a webhook disabled automatically) to the engine.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
-use codmir_core::webhook::DeliveryStatus;
-use tokio::sync::{Notify, mpsc, oneshot};
+use codmir_core::time::Timestamp;
+use codmir_core::webhook::{DeliveryStatus, DisablePolicy};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{Outcome, Store, StoreError, chain};
+use super::Engine;
+use crate::ops::{self, AfterCommit, Observed};
+use crate::store::{Store, chain};
 
 /// Outcomes that may wait for the recorder before attempts wait for it.
 pub(super) const OUTCOME_DEPTH: usize = 4096;
 /// Most outcomes written in one unit of work.
 const OUTCOME_BATCH: usize = 512;
+/// How long the recorder trusts that a webhook has no run of failures, so that its successes
+/// write nothing: another node may have recorded failures of it since.
+const CLEAN_FOR: Duration = Duration::from_secs(10);
 
 /// Writes outcomes from `rx` until `done` fires and the queue is empty. Wakes the loop after
 /// a batch holding retries, so that it sets its timer for them.
 pub(super) async fn record_outcomes(
     store: Store,
-    wake: Arc<Notify>,
-    mut rx: mpsc::Receiver<Outcome>,
+    engine: Engine,
+    policy: DisablePolicy,
+    mut rx: mpsc::Receiver<Observed>,
     mut done: oneshot::Receiver<()>,
 ) {
     let mut finishing = false;
+    // Webhooks known, until the instant, to have no run of failures.
+    let mut clean: HashMap<String, Instant> = HashMap::new();
     loop {
         // Once the engine has no attempts left, take what is queued and stop.
         let first = if finishing {
@@ -45,22 +56,55 @@ pub(super) async fn record_outcomes(
         }
         let retries = batch
             .iter()
-            .any(|o| o.new_status == DeliveryStatus::Pending);
+            .any(|o| o.outcome.new_status == DeliveryStatus::Pending);
         let count = batch.len();
+        let now = Instant::now();
+        clean.retain(|_, until| *until > now);
+        let known: HashSet<String> = batch
+            .iter()
+            .filter(|o| clean.contains_key(&o.webhook_id))
+            .map(|o| o.webhook_id.clone())
+            .collect();
         let result = store
             .write(move |tx| {
                 Box::pin(async move {
-                    let recorded = tx.record_outcomes(&batch).await?;
-                    Ok::<_, StoreError>(batch.len() - recorded)
+                    let mut after = AfterCommit::default();
+                    let r = ops::record_outcomes(
+                        tx,
+                        &batch,
+                        &policy,
+                        &known,
+                        Timestamp::now(),
+                        &mut after,
+                    )
+                    .await?;
+                    Ok::<_, ops::Error>((r, after))
                 })
             })
             .await;
         match result {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(
-                outcomes = n,
-                "outcomes not recorded: lease lost or delivery cancelled"
-            ),
+            Ok((recorded, mut after)) => {
+                if recorded.not_recorded > 0 {
+                    tracing::debug!(
+                        outcomes = recorded.not_recorded,
+                        "outcomes not recorded: lease lost or delivery cancelled"
+                    );
+                }
+                for w in recorded.clean {
+                    clean.insert(w, now + CLEAN_FOR);
+                }
+                for w in recorded.failing {
+                    clean.remove(&w);
+                }
+                // While stopping, the loop no longer reads hand-offs (and releases what it
+                // holds anyway).
+                if !after.is_empty() && !finishing {
+                    // A webhook disabled: its queued work dropped; its event's deliveries are
+                    // not leased to anyone, so the engine looks for them now.
+                    after.wake = true;
+                    engine.after_commit(after).await;
+                }
+            }
             Err(e) => tracing::error!(
                 error = %chain(&e),
                 outcomes = count,
@@ -68,7 +112,7 @@ pub(super) async fn record_outcomes(
             ),
         }
         if retries {
-            wake.notify_one();
+            engine.wake.notify_one();
         }
     }
 }

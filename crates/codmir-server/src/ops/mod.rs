@@ -15,11 +15,13 @@ use codmir_core::webhook::{Delivery, Webhook};
 use crate::store::{Lease, Leased, StoreError, Tx};
 
 mod keys;
+mod outcomes;
 mod recovery;
 mod tracker;
 mod webhooks;
 
 pub use keys::{NewKey, authenticate, bootstrap, create_key};
+pub use outcomes::{Observed, Recorded, disable, record_outcomes};
 pub use recovery::{
     MAX_REPLAY, Replay, ReplayStatus, Replayed, ping, redeliver, replay, retry_pending,
 };

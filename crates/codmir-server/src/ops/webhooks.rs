@@ -116,8 +116,9 @@ pub async fn update_webhook(
     if let Some(enabled) = patch.enabled {
         w.enabled = enabled;
     }
-    if w.enabled {
-        // Enabled (again): the reason it was disabled no longer holds.
+    if w.enabled && !was_enabled {
+        // Enabled again: the reason it was disabled no longer holds, and its run of failures
+        // starts afresh.
         w.disabled_reason = None;
         w.disabled_at = None;
     }
@@ -132,6 +133,9 @@ pub async fn update_webhook(
     }
     w.updated_at = now;
     tx.update_webhook(&w).await?;
+    if w.enabled && !was_enabled {
+        tx.update_failure_run(&w.id, true, 0, None).await?;
+    }
     if was_enabled && !w.enabled {
         tx.cancel_pending_deliveries(&w.id, now).await?;
         after.cancelled.push(w.id.clone());

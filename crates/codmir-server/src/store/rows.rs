@@ -159,6 +159,11 @@ pub(super) fn event_full(r: &dyn Columns) -> StoreResult<Event> {
     })
 }
 
+/// `(failing_since, consecutive_failures)` of a webhook.
+pub(super) fn failure_run(r: &dyn Columns) -> StoreResult<(Option<Timestamp>, u32)> {
+    Ok((opt_ts(r, 0)?, count(r, 1, "webhooks.consecutive_failures")?))
+}
+
 /// `(event_id, delivery_id, status)` of a delivery.
 pub(super) fn delivery_state(r: &dyn Columns) -> StoreResult<(String, String, DeliveryStatus)> {
     Ok((

@@ -224,6 +224,18 @@ pub trait OutboxTx: Send {
     /// Makes the pending deliveries of a webhook that are due later due at `now`; returns how
     /// many.
     async fn make_due_now(&mut self, webhook_id: &str, now: Timestamp) -> StoreResult<u64>;
+    /// Moves an enabled webhook's run of failed attempts on: with `reset` (an attempt
+    /// succeeded) the run restarts with the `failures` that came after the success, otherwise
+    /// they are added to it; `first_failure_at` starts a run that had none. Returns the run as
+    /// it now stands, `(failing_since, consecutive_failures)`, or `None` when the webhook is
+    /// gone or disabled.
+    async fn update_failure_run(
+        &mut self,
+        webhook_id: &str,
+        reset: bool,
+        failures: u32,
+        first_failure_at: Option<Timestamp>,
+    ) -> StoreResult<Option<(Option<Timestamp>, u32)>>;
     /// Cancels the pending deliveries of a webhook; returns how many.
     async fn cancel_pending_deliveries(
         &mut self,

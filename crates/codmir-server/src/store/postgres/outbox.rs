@@ -264,6 +264,30 @@ impl OutboxTx for PgTx<'_> {
         .await
     }
 
+    async fn update_failure_run(
+        &mut self,
+        webhook_id: &str,
+        reset: bool,
+        failures: u32,
+        first_failure_at: Option<Timestamp>,
+    ) -> StoreResult<Option<(Option<Timestamp>, u32)>> {
+        self.one(
+            "UPDATE webhooks SET \
+               consecutive_failures = CASE WHEN $2 THEN $3 ELSE consecutive_failures + $3 END, \
+               failing_since = CASE WHEN $2 AND $3 = 0 THEN NULL \
+                 WHEN $2 OR failing_since IS NULL THEN $4 ELSE failing_since END \
+             WHERE id = $1 AND enabled RETURNING failing_since, consecutive_failures",
+            &[
+                &webhook_id,
+                &reset,
+                &(failures as i32),
+                &first_failure_at.map(Timestamp::as_millis),
+            ],
+            rows::failure_run,
+        )
+        .await
+    }
+
     async fn cancel_pending_deliveries(
         &mut self,
         webhook_id: &str,

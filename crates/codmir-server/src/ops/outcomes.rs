@@ -1,0 +1,152 @@
+//! The unit of work of the delivery recorder: a batch of attempts' outcomes, and what they
+//! say about each webhook — a run of failures that disables it automatically, or a `410 Gone`
+//! that disables it at once.
+
+use std::collections::HashSet;
+
+use codmir_core::event::{Event, EventData, EventType, WebhookView};
+use codmir_core::time::Timestamp;
+use codmir_core::webhook::{DeliveryStatus, DisablePolicy};
+
+use super::{AfterCommit, Result, emit};
+use crate::store::{Outcome, Tx};
+
+/// An attempt's outcome with the webhook it went to.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub outcome: Outcome,
+    pub workspace_id: String,
+    pub webhook_id: String,
+}
+
+/// What a batch came to.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// Outcomes the fence refused (lease lost, delivery cancelled meanwhile).
+    pub not_recorded: usize,
+    /// Webhooks whose run of failures is now empty.
+    pub clean: Vec<String>,
+    /// Webhooks with failures in this batch.
+    pub failing: Vec<String>,
+    /// Webhooks this batch disabled, with the reason.
+    pub disabled: Vec<(String, String)>,
+}
+
+/// Records `batch` (each outcome fenced) and moves each webhook's run of failures on. Every
+/// attempt counts, recorded or fenced off: each is something the endpoint answered. Webhooks
+/// in `clean` are known to have no run, so their successes write nothing.
+pub async fn record_outcomes(
+    tx: &mut dyn Tx,
+    batch: &[Observed],
+    policy: &DisablePolicy,
+    clean: &HashSet<String>,
+    now: Timestamp,
+    after: &mut AfterCommit,
+) -> Result<Recorded> {
+    let outcomes: Vec<Outcome> = batch.iter().map(|o| o.outcome.clone()).collect();
+    let recorded = tx.record_outcomes(&outcomes).await?;
+    let mut out = Recorded {
+        not_recorded: outcomes.len() - recorded,
+        ..Recorded::default()
+    };
+    // Each webhook of the batch once, in the order first seen.
+    let mut webhooks: Vec<(&str, &str)> = Vec::new();
+    for o in batch {
+        if !webhooks.iter().any(|(w, _)| *w == o.webhook_id) {
+            webhooks.push((&o.webhook_id, &o.workspace_id));
+        }
+    }
+    for (webhook, workspace) in webhooks {
+        let mine: Vec<&Outcome> = batch
+            .iter()
+            .filter(|o| o.webhook_id == webhook)
+            .map(|o| &o.outcome)
+            .collect();
+        if let Some(gone) = mine.iter().find(|o| o.attempt.status_code == Some(410)) {
+            let reason = format!(
+                "the endpoint answered 410 Gone (delivery {})",
+                gone.attempt.delivery_id
+            );
+            if disable(tx, workspace, webhook, &reason, now, after).await? {
+                out.disabled.push((webhook.to_owned(), reason));
+            }
+            continue;
+        }
+        let ok = |o: &&Outcome| o.new_status == DeliveryStatus::Succeeded;
+        let last_ok = mine.iter().rposition(ok);
+        let failures_after = &mine[last_ok.map_or(0, |i| i + 1)..];
+        if failures_after.is_empty() {
+            if !clean.contains(webhook) {
+                tx.update_failure_run(webhook, true, 0, None).await?;
+            }
+            out.clean.push(webhook.to_owned());
+            continue;
+        }
+        out.failing.push(webhook.to_owned());
+        let first = failures_after[0].attempt.attempted_at;
+        let run = tx
+            .update_failure_run(
+                webhook,
+                last_ok.is_some(),
+                failures_after.len() as u32,
+                Some(first),
+            )
+            .await?;
+        let Some((Some(since), consecutive)) = run else {
+            continue;
+        };
+        if policy.disables(since, consecutive, now) {
+            let last = failures_after.last().and_then(|o| o.attempt.status_code);
+            let reason = policy.reason(consecutive, last);
+            if disable(tx, workspace, webhook, &reason, now, after).await? {
+                out.disabled.push((webhook.to_owned(), reason));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Disables an enabled webhook with `reason`: its pending deliveries are cancelled (the engine
+/// drops what it holds queued), and a `webhook.disabled` event goes to the workspace's other
+/// webhooks that subscribe to it. False when it was already disabled or is gone.
+pub async fn disable(
+    tx: &mut dyn Tx,
+    workspace: &str,
+    webhook: &str,
+    reason: &str,
+    now: Timestamp,
+    after: &mut AfterCommit,
+) -> Result<bool> {
+    let Some(mut w) = tx.lock_webhook(workspace, webhook).await? else {
+        return Ok(false);
+    };
+    if !w.enabled {
+        return Ok(false);
+    }
+    w.enabled = false;
+    w.disabled_reason = Some(reason.to_owned());
+    w.disabled_at = Some(now);
+    w.updated_at = now;
+    tx.update_webhook(&w).await?;
+    tx.cancel_pending_deliveries(&w.id, now).await?;
+    after.cancelled.push(w.id.clone());
+    let data = EventData {
+        webhook: Some(WebhookView {
+            id: w.id.clone(),
+            url: w.url.as_str().to_owned(),
+            events: w.events.patterns().to_vec(),
+            disabled_reason: w.disabled_reason.clone(),
+            disabled_at: Some(now.to_rfc3339_millis()),
+        }),
+        ..EventData::default()
+    };
+    let event = Event::new(workspace, None, EventType::WebhookDisabled, now, &data);
+    tracing::warn!(
+        webhook_id = %w.id,
+        event_id = %event.id,
+        reason,
+        "webhook disabled automatically"
+    );
+    emit(tx, workspace, &[event], now, after).await?;
+    Ok(true)
+}

@@ -61,6 +61,12 @@ fn encode(prefix: &str, millis: u64, random: [u8; 10]) -> String {
     out
 }
 
+/// The smallest id with `prefix` made at `at`: every id made earlier sorts below it, every id
+/// made at or after it sorts at or above (retention deletes by id ranges).
+pub fn floor(prefix: &str, at: Timestamp) -> String {
+    encode(prefix, at.as_millis().max(0) as u64, [0; 10])
+}
+
 /// True when `id` has the shape of an id with `prefix`. Used to reject malformed cursors and
 /// path ids early; an id of the right shape may still not exist.
 pub fn is_valid(prefix: &str, id: &str) -> bool {
@@ -73,6 +79,17 @@ pub fn is_valid(prefix: &str, id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_floor_of_a_time_splits_ids_made_before_it_from_those_made_after() {
+        let at = Timestamp::from_millis(1_700_000_000_500);
+        let floor = floor("dlv", at);
+        assert!(is_valid("dlv", &floor));
+        for (made, below) in [(499, true), (500, false), (501, false)] {
+            let id = new_id("dlv", Timestamp::from_millis(1_700_000_000_000 + made));
+            assert_eq!(id < floor, below, "{made}: {id} vs {floor}");
+        }
+    }
 
     #[test]
     fn ids_sort_by_time_and_have_the_prefix() {

@@ -24,6 +24,12 @@ pub struct Config {
     pub lease_duration: Duration,
     /// When a failing webhook is disabled automatically.
     pub disable_policy: DisablePolicy,
+    /// How long events, deliveries and attempts are kept; `None` keeps them forever.
+    pub retention: Option<Duration>,
+    /// How often retention looks for old rows...
+    pub retention_interval: Duration,
+    /// ...and how many of each kind it deletes per unit of work.
+    pub retention_batch: u32,
 }
 
 impl Default for Config {
@@ -38,6 +44,9 @@ impl Default for Config {
             max_in_flight: 512,
             lease_duration: Duration::from_secs(60),
             disable_policy: DisablePolicy::default(),
+            retention: Some(Duration::from_secs(30 * 86_400)),
+            retention_interval: Duration::from_secs(600),
+            retention_batch: 1000,
         }
     }
 }

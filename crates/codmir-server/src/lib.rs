@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod delivery;
 pub mod ops;
+mod retention;
 pub mod store;
 
 use std::future::Future;
@@ -70,6 +71,15 @@ pub fn start(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    if let Some(keep) = config.retention {
+        tokio::spawn(retention::run(
+            store.clone(),
+            keep,
+            config.retention_interval,
+            config.retention_batch,
+            stop_rx.clone(),
+        ));
+    }
     let state = api::AppState::new(store.clone(), config, engine.clone());
     let mut api_stop = stop_rx;
     let task = tokio::spawn(async move {

@@ -86,6 +86,23 @@ struct ServeArgs {
     /// ...and at least this many attempts in a row failed. A 410 Gone disables it at once.
     #[arg(long, env = "CODMIR_DISABLE_AFTER_FAILURES", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     disable_after_failures: u32,
+    /// Delete events, deliveries and attempts older than this (pending deliveries and their
+    /// events are kept), in small batches in the background; `off` keeps everything.
+    #[arg(long, env = "CODMIR_RETENTION", default_value = "30d", value_parser = parse_retention)]
+    retention: Retention,
+}
+
+/// `--retention`: a duration, or `off`.
+#[derive(Debug, Clone, Copy)]
+struct Retention(Option<Duration>);
+
+fn parse_retention(raw: &str) -> Result<Retention, String> {
+    if raw == "off" {
+        return Ok(Retention(None));
+    }
+    parse_duration(raw)
+        .map(|d| Retention(Some(d)))
+        .map_err(|e| format!("{} (or `off`)", e.message))
 }
 
 #[derive(Subcommand)]
@@ -198,6 +215,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             period: args.disable_after,
             failures: args.disable_after_failures,
         },
+        retention: args.retention.0,
         ..Config::default()
     };
     codmir_server::run(listener, store, config, shutdown_signal()).await?;

@@ -199,6 +199,15 @@ pub trait OutboxTx: Send {
         webhook_id: &str,
         event_ids: &[String],
     ) -> StoreResult<Vec<(String, String, DeliveryStatus)>>;
+    /// Deletes up to `limit` settled deliveries with ids below `delivery_floor`, with their
+    /// attempts, then up to `limit` events with ids below `event_floor` that no delivery
+    /// needs any more. Returns `(deliveries, attempts, events)` deleted.
+    async fn delete_old(
+        &mut self,
+        delivery_floor: &str,
+        event_floor: &str,
+        limit: u32,
+    ) -> StoreResult<(u64, u64, u64)>;
     /// The workspace's events matching `q`; with `q.ascending` the cursor pages forward.
     async fn list_events(
         &mut self,

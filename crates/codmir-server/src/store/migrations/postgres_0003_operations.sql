@@ -6,8 +6,9 @@ ALTER TABLE deliveries
     ADD COLUMN last_status_code INTEGER,
     ADD COLUMN last_error TEXT;
 CREATE INDEX deliveries_workspace ON deliveries(workspace_id, id);
--- What a webhook already has of each event (replays).
-CREATE INDEX deliveries_webhook_event ON deliveries(webhook_id, event_id);
+-- The deliveries of an event: what a webhook already has of it (replays), and whether an old
+-- event is still needed (retention).
+CREATE INDEX deliveries_event ON deliveries(event_id);
 
 ALTER TABLE webhooks
     ADD COLUMN disabled_reason TEXT,

@@ -84,6 +84,37 @@ impl OutboxTx for PgTx<'_> {
         .await
     }
 
+    async fn delete_old(
+        &mut self,
+        delivery_floor: &str,
+        event_floor: &str,
+        limit: u32,
+    ) -> StoreResult<(u64, u64, u64)> {
+        let limit = i64::from(limit);
+        // Rows another node is deleting (or attempting) right now are skipped, not waited for.
+        let rows = self
+            .rows(
+                "WITH doomed AS (SELECT id FROM deliveries WHERE id < $1 AND status <> 'pending' \
+                   ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+                 a AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM doomed) RETURNING 1), \
+                 d AS (DELETE FROM deliveries WHERE id IN (SELECT id FROM doomed) RETURNING 1) \
+                 SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM a)",
+                &[&delivery_floor, &limit],
+            )
+            .await?;
+        let (deliveries, attempts): (i64, i64) =
+            rows.first().map_or((0, 0), |r| (r.get(0), r.get(1)));
+        let events = self
+            .exec(
+                "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.id < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id) \
+                 ORDER BY e.id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                &[&event_floor, &limit],
+            )
+            .await?;
+        Ok((deliveries as u64, attempts as u64, events))
+    }
+
     async fn list_events(
         &mut self,
         ws: &str,

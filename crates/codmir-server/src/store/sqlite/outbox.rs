@@ -74,6 +74,37 @@ impl OutboxTx for SqliteTx<'_> {
         )
     }
 
+    async fn delete_old(
+        &mut self,
+        delivery_floor: &str,
+        event_floor: &str,
+        limit: u32,
+    ) -> StoreResult<(u64, u64, u64)> {
+        let ids: Vec<String> = self.all(
+            "SELECT id FROM deliveries WHERE id < ?1 AND status <> 'pending' ORDER BY id LIMIT ?2",
+            params![delivery_floor, limit],
+            |r| r.text(0),
+        )?;
+        let (mut deliveries, mut attempts) = (0, 0);
+        if !ids.is_empty() {
+            let ids = json_list(&ids);
+            attempts = self.exec(
+                "DELETE FROM attempts WHERE delivery_id IN (SELECT value FROM json_each(?1))",
+                &[&ids],
+            )?;
+            deliveries = self.exec(
+                "DELETE FROM deliveries WHERE id IN (SELECT value FROM json_each(?1))",
+                &[&ids],
+            )?;
+        }
+        let events = self.exec(
+            "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.id < ?1 \
+             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id) ORDER BY e.id LIMIT ?2)",
+            params![event_floor, limit],
+        )?;
+        Ok((deliveries as u64, attempts as u64, events as u64))
+    }
+
     async fn list_events(
         &mut self,
         ws: &str,

@@ -1,0 +1,78 @@
+//! Retention: a background task that deletes events, deliveries and attempts older than the
+//! configured age, in small batches, so that it never holds the writer (or a PostgreSQL
+//! lock) for long. Pending deliveries, and the events they need, are never deleted.
+
+use std::time::Duration;
+
+use codmir_core::id;
+use codmir_core::time::Timestamp;
+use tokio::sync::watch;
+
+use crate::store::{Store, chain};
+
+/// The pause between two batches, so that API work and outcomes go first.
+const BREATHE: Duration = Duration::from_millis(20);
+
+/// Deletes what is older than `keep` now, then every `interval`, until `shutdown`.
+pub(crate) async fn run(
+    store: Store,
+    keep: Duration,
+    interval: Duration,
+    batch: u32,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let cutoff = Timestamp::from_millis(
+            Timestamp::now()
+                .as_millis()
+                .saturating_sub(keep.as_millis().min(i64::MAX as u128) as i64),
+        );
+        pass(&store, cutoff, batch.max(1), &mut shutdown).await;
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// One pass: batches until one deletes less than a whole batch of each kind.
+async fn pass(store: &Store, cutoff: Timestamp, batch: u32, shutdown: &mut watch::Receiver<bool>) {
+    let (delivery_floor, event_floor) = (id::floor("dlv", cutoff), id::floor("evt", cutoff));
+    let mut total = (0, 0, 0);
+    loop {
+        let (d, e) = (delivery_floor.clone(), event_floor.clone());
+        let deleted = store
+            .write(move |tx| Box::pin(async move { tx.delete_old(&d, &e, batch).await }))
+            .await;
+        match deleted {
+            Ok((deliveries, attempts, events)) => {
+                total.0 += deliveries;
+                total.1 += attempts;
+                total.2 += events;
+                if deliveries < u64::from(batch) && events < u64::from(batch) {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %chain(&e), "retention: a batch failed; trying again at the next pass");
+                break;
+            }
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        tokio::time::sleep(BREATHE).await;
+    }
+    if total != (0, 0, 0) {
+        tracing::info!(
+            deliveries = total.0,
+            attempts = total.1,
+            events = total.2,
+            before = %cutoff.to_rfc3339_millis(),
+            "retention: deleted old rows"
+        );
+    }
+}

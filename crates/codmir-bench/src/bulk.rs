@@ -8,16 +8,31 @@ use anyhow::Result;
 /// Writes `n` pending `ticket.created` deliveries to `webhook` straight into the SQLite file
 /// (the bulk path: the API would take minutes to make a million).
 pub(crate) fn bulk_backlog(path: &Path, webhook: &str, n: u64, status: &str) -> Result<()> {
+    bulk_at(
+        path,
+        webhook,
+        n,
+        status,
+        codmir_core::time::Timestamp::now(),
+    )
+}
+
+/// Like [`bulk_backlog`], with every row made at `now` (in the past, for retention).
+pub(crate) fn bulk_at(
+    path: &Path,
+    webhook: &str,
+    n: u64,
+    status: &str,
+    now: codmir_core::time::Timestamp,
+) -> Result<()> {
     use codmir_core::event::{Event, EventData, EventType, Ref, TicketView};
     use codmir_core::id::new_id;
-    use codmir_core::time::Timestamp;
     let mut conn = rusqlite::Connection::open(path)?;
     let tx = conn.transaction()?;
     let (ws, project): (String, String) =
         tx.query_row("SELECT workspace_id, id FROM projects LIMIT 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?;
-    let now = Timestamp::now();
     {
         let mut ev = tx.prepare("INSERT INTO events (id, workspace_id, project_id, type, created_at, payload) VALUES (?1, ?2, ?3, 'ticket.created', ?4, ?5)")?;
         let mut dl = tx.prepare(

@@ -34,6 +34,7 @@ pub(crate) enum Scenario {
     Backlog,
     Isolation,
     Idle,
+    Retention,
 }
 
 /// Benchmarks of codmir, each beside the loopback ceiling measured in the same run.
@@ -139,6 +140,11 @@ async fn main() -> Result<()> {
             Scenario::Backlog => scenarios::backlog(&bench).await,
             Scenario::Isolation => scenarios::isolation(&bench).await,
             Scenario::Idle => scenarios::idle(&bench).await.map(|r| vec![r]),
+            Scenario::Retention if bench.args.database != "sqlite" => {
+                eprintln!("   skipped: the retention bulk path writes SQLite");
+                continue;
+            }
+            Scenario::Retention => scenarios::retention(&bench).await,
         };
         for mut row in result.with_context(|| format!("scenario {s:?}"))? {
             row.scenario = format!("{} [{backend}]", row.scenario);

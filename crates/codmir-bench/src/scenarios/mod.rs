@@ -5,6 +5,7 @@ mod fanout;
 mod idle;
 mod isolation;
 mod latency;
+mod retention;
 mod steady;
 
 pub(crate) use backlog::backlog;
@@ -12,4 +13,5 @@ pub(crate) use fanout::fanout;
 pub(crate) use idle::idle;
 pub(crate) use isolation::isolation;
 pub(crate) use latency::latency;
+pub(crate) use retention::retention;
 pub(crate) use steady::steady;

@@ -298,3 +298,70 @@ async fn a_node_killed_mid_stream_has_its_work_taken_over() {
     assert!(all.len() - unique.len() <= 64);
     drop(b);
 }
+
+/// A secret rotated through one node signs what the other node sends from then on: each node
+/// reads the webhook as its commits and claims find it, not from a copy of its own.
+#[tokio::test]
+#[ignore = "needs PostgreSQL on 127.0.0.1:5432; run `cargo test -- --ignored` (CI does)"]
+async fn a_rotation_through_one_node_is_honoured_by_the_other() {
+    let db = PgDb::create().await;
+    let flags = ["--allow-private-targets"];
+    let nodes = two_nodes(&db, &flags).await;
+    let rx = Receiver::start().await;
+    let (a, b, key) = (&nodes.a.base, &nodes.b.base, &nodes.key);
+    let w = post(
+        a,
+        key,
+        "/v1/webhooks",
+        json!({"url": rx.url, "events": ["project.created"], "secret": "first-secret-0123456"}),
+    )
+    .await
+    .unwrap();
+    let id = w["id"].as_str().unwrap();
+    post(b, key, "/v1/projects", json!({"name": "before"}))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "delivered before", || async {
+        rx.count() == 1
+    })
+    .await;
+    post(
+        a,
+        key,
+        &format!("/v1/webhooks/{id}/rotate-secret"),
+        json!({"secret": "second-secret-012345", "grace_period_seconds": 0}),
+    )
+    .await
+    .unwrap();
+    for n in 0..5 {
+        post(b, key, "/v1/projects", json!({"name": format!("after{n}")}))
+            .await
+            .unwrap();
+    }
+    eventually(Duration::from_secs(10), "delivered after", || async {
+        rx.count() == 6
+    })
+    .await;
+    let sign = |secret: &str, body: &[u8]| {
+        use hmac::{KeyInit, Mac};
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        m.update(body);
+        format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+    };
+    for hit in rx.hits() {
+        let name = hit.json()["data"]["project"]["name"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let secret = if name == "before" {
+            "first-secret-0123456"
+        } else {
+            "second-secret-012345"
+        };
+        assert_eq!(
+            hit.header("x-codmir-signature"),
+            sign(secret, &hit.body),
+            "{name} is signed with {secret}"
+        );
+    }
+}

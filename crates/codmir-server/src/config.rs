@@ -46,7 +46,9 @@ impl Default for Config {
             disable_policy: DisablePolicy::default(),
             retention: Some(Duration::from_secs(30 * 86_400)),
             retention_interval: Duration::from_secs(600),
-            retention_batch: 1000,
+            // ~7 ms of the SQLite writer per batch on this machine class: what an API request
+            // queued behind one waits at most (1,000 made the API's p99 18 ms during a pass).
+            retention_batch: 250,
         }
     }
 }

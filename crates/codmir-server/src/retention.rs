@@ -1,6 +1,6 @@
 //! Retention: a background task that deletes events, deliveries and attempts older than the
-//! configured age, in small batches, so that it never holds the writer (or a PostgreSQL
-//! lock) for long. Pending deliveries, and the events they need, are never deleted.
+//! configured age, in small batches with pauses at least as long as each batch, so that it
+//! never holds the writer (or a PostgreSQL lock) for long. Pending deliveries, and the events they need, are never deleted.
 
 use std::time::Duration;
 
@@ -10,8 +10,9 @@ use tokio::sync::watch;
 
 use crate::store::{Store, chain};
 
-/// The pause between two batches, so that API work and outcomes go first.
-const BREATHE: Duration = Duration::from_millis(20);
+/// The least pause between two batches; the pause is also at least as long as the batch took,
+/// so that a pass holds the writer (or the database) at most half of the time.
+const BREATHE: Duration = Duration::from_millis(10);
 
 /// Deletes what is older than `keep` now, then every `interval`, until `shutdown`.
 pub(crate) async fn run(
@@ -44,6 +45,7 @@ async fn pass(store: &Store, cutoff: Timestamp, batch: u32, shutdown: &mut watch
     let mut total = (0, 0, 0);
     loop {
         let (d, e) = (delivery_floor.clone(), event_floor.clone());
+        let started = std::time::Instant::now();
         let deleted = store
             .write(move |tx| Box::pin(async move { tx.delete_old(&d, &e, batch).await }))
             .await;
@@ -64,7 +66,7 @@ async fn pass(store: &Store, cutoff: Timestamp, batch: u32, shutdown: &mut watch
         if *shutdown.borrow() {
             break;
         }
-        tokio::time::sleep(BREATHE).await;
+        tokio::time::sleep(started.elapsed().max(BREATHE)).await;
     }
     if total != (0, 0, 0) {
         tracing::info!(

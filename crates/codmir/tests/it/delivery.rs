@@ -6,20 +6,12 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use codmir_core::retry::RetrySchedule;
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
-use crate::helpers::{TestApp, eventually, spawn_app, spawn_app_with, test_config};
+use crate::helpers::{TestApp, eventually, hmac, spawn_app, spawn_app_with, test_config};
 use crate::receiver::{Receiver, Reply};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    m.update(msg);
-    m.finalize().into_bytes().to_vec()
-}
 
 /// Registers a webhook and returns the create response.
 async fn register(app: &TestApp, body: Value) -> Value {

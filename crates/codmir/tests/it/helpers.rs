@@ -321,3 +321,11 @@ pub(crate) async fn pending_deliveries(base: &str, key: &str) -> usize {
     .await;
     page["data"].as_array().unwrap().len()
 }
+
+/// HMAC-SHA256 of `msg` under `key`, as both signature schemes compute it.
+pub(crate) fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    use hmac::{KeyInit, Mac};
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    m.update(msg);
+    m.finalize().into_bytes().to_vec()
+}

@@ -343,10 +343,10 @@ async fn a_rotation_through_one_node_is_honoured_by_the_other() {
     })
     .await;
     let sign = |secret: &str, body: &[u8]| {
-        use hmac::{KeyInit, Mac};
-        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-        m.update(body);
-        format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+        format!(
+            "sha256={}",
+            hex::encode(crate::helpers::hmac(secret.as_bytes(), body))
+        )
     };
     for hit in rx.hits() {
         let name = hit.json()["data"]["project"]["name"]

@@ -5,18 +5,10 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
-use crate::helpers::{TestApp, eventually, spawn_app, spawn_app_with, test_config};
+use crate::helpers::{TestApp, eventually, hmac, spawn_app, spawn_app_with, test_config};
 use crate::receiver::{Hit, Receiver, Reply};
-
-fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    m.update(msg);
-    m.finalize().into_bytes().to_vec()
-}
 
 /// The contract's `verifySignature`: the whole header against HMAC-SHA256 hex of the body.
 fn contract_verifies(hit: &Hit, secret: &str) -> bool {

@@ -7,6 +7,7 @@ pub mod delivery;
 pub mod ops;
 mod retention;
 pub mod store;
+mod telemetry;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -63,6 +64,19 @@ pub fn start(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<Running> {
+    start_with_metrics(listener, None, store, config, shutdown)
+}
+
+/// Like [`start`]; with `metrics`, `GET /metrics` is served on that listener only (keep it on a
+/// private address), not on the API's.
+pub fn start_with_metrics(
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    store: Store,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<Running> {
+    telemetry::install();
     let config = Arc::new(config);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (engine, engine_task) = delivery::spawn(store.clone(), config.clone(), stop_rx.clone())
@@ -81,9 +95,20 @@ pub fn start(
         ));
     }
     let state = api::AppState::new(store.clone(), config, engine.clone());
+    let with_metrics = metrics.is_none();
+    if let Some(metrics) = metrics {
+        let (app, mut stop) = (api::metrics_router(state.clone()), stop_rx.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(metrics, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                })
+                .await;
+        });
+    }
     let mut api_stop = stop_rx;
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, api::router(state))
+        let served = axum::serve(listener, api::router(state, with_metrics))
             .with_graceful_shutdown(async move {
                 let _ = api_stop.wait_for(|stop| *stop).await;
             })

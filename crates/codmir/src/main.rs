@@ -24,8 +24,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
+    /// Log lines as `text` (for people) or `json` (one object per line, for log stacks).
+    #[arg(long, global = true, env = "CODMIR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -44,6 +53,9 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "CODMIR_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Serve `GET /metrics` on this address only (keep it private), not on --listen.
+    #[arg(long, env = "CODMIR_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Database to use: sqlite://PATH, or postgres://USER@HOST:PORT/DB to run several nodes on
     /// one database. Created (SQLite) and migrated on start.
     #[arg(
@@ -136,7 +148,7 @@ fn parse_time(raw: &str) -> Result<Duration, String> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -155,18 +167,23 @@ fn main() -> Result<()> {
     })
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let level = std::env::var("CODMIR_LOG")
         .ok()
         .and_then(|l| l.parse().ok())
         .unwrap_or(tracing::Level::INFO);
-    // Colour codes only for a person at a terminal, not in a file or a log collector.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    // Colour codes only for a person at a terminal who did not ask for none (NO_COLOR), never
+    // in a file, a pipe or a log collector.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let logs = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
@@ -177,6 +194,19 @@ async fn serve(args: ServeArgs) -> Result<()> {
             args.request_timeout
         );
     }
+    // Bind first: a server that cannot listen must not create the database and print its
+    // one-time key to nobody.
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let metrics = match args.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for metrics on {addr}"))?,
+        ),
+        None => None,
+    };
     let options = StoreOptions {
         pool_size: args.database_pool_size.into(),
     };
@@ -199,9 +229,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
         println!("This API key is shown once and will not be shown again; keep it now:");
         println!("{}", key.key);
     }
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, database = %args.database_url, "codmir is serving");
     let config = Config {
         allow_private_targets: args.allow_private_targets,
@@ -218,7 +245,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         retention: args.retention.0,
         ..Config::default()
     };
-    codmir_server::run(listener, store, config, shutdown_signal()).await?;
+    codmir_server::start_with_metrics(listener, metrics, store, config, shutdown_signal())?
+        .wait()
+        .await?;
     tracing::info!("codmir stopped");
     Ok(())
 }

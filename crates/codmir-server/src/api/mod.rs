@@ -9,6 +9,7 @@
 mod error;
 mod events;
 mod extract;
+mod probes;
 mod state;
 mod tracker;
 mod webhooks;
@@ -71,7 +72,7 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "codmir", description = "The codmir tracker and webhooks API."),
     paths(
-        health,
+        health, probes::readyz,
         tracker::create_project, tracker::list_projects, tracker::get_project,
         tracker::add_member, tracker::list_members,
         tracker::create_ticket, tracker::list_tickets, tracker::get_ticket,
@@ -113,6 +114,14 @@ async fn method_not_allowed(method: axum::http::Method) -> ApiError {
 /// How long one API request may take before it is answered 503.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// `GET /metrics` alone, for `--metrics-listen`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(probes::metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
 /// Bounds every request: one that takes longer is answered 503 with the JSON error shape.
 async fn timeout(
     req: axum::extract::Request,
@@ -124,10 +133,18 @@ async fn timeout(
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// The API; with `with_metrics`, `GET /metrics` too (left out when it has a listener of its
+/// own, [`metrics_router`]).
+pub fn router(state: AppState, with_metrics: bool) -> Router {
     use axum::routing::post;
-    Router::new()
+    let routes = if with_metrics {
+        Router::new().route("/metrics", get(probes::metrics))
+    } else {
+        Router::new()
+    };
+    routes
         .route("/healthz", get(health))
+        .route("/readyz", get(probes::readyz))
         .route("/openapi.json", get(openapi))
         .route("/v1/event-types", get(events::event_types))
         .route("/v1/events", get(events::list_events))
@@ -183,6 +200,7 @@ pub fn router(state: AppState) -> Router {
             post(webhooks::rotate_secret),
         )
         .route("/v1/deliveries/{id}", get(webhooks::get_delivery))
+        .route_layer(axum::middleware::from_fn(probes::count_requests))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))

@@ -60,6 +60,11 @@ impl AppState {
         Ok(value)
     }
 
+    /// Whether the delivery engine's loop still runs.
+    pub fn engine_running(&self) -> bool {
+        self.engine.is_running()
+    }
+
     /// Attempts a delivery that a committed unit of work leased to this node (a ping) now,
     /// and answers with its recorded outcome.
     pub async fn attempt_now(&self, work: Leased) -> Result<Outcome, ApiError> {

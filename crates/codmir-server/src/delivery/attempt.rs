@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use codmir_core::retry::RetrySchedule;
+use std::time::Duration;
+
+use codmir_core::retry::{RetrySchedule, Verdict};
 use codmir_core::time::Timestamp;
 use codmir_core::webhook::Attempt;
 use tokio::sync::mpsc;
@@ -57,6 +59,22 @@ impl Attempter {
             Timestamp::now(),
         );
         let (new_status, next_attempt_at) = verdict.status();
+        let took = clock.elapsed();
+        let class = crate::telemetry::status_class(result.status_code, result.error.as_deref());
+        let meaning = match verdict {
+            Verdict::Succeeded => "succeeded",
+            Verdict::RetryAt(_) => "retry",
+            Verdict::Failed => "failed",
+        };
+        let since_commit = (verdict == Verdict::Succeeded).then(|| {
+            Duration::from_millis(
+                (Timestamp::now().as_millis() - work.delivery.created_at.as_millis()).max(0) as u64,
+            )
+        });
+        crate::telemetry::attempt(class, took, meaning, since_commit);
+        if verdict != Verdict::Succeeded {
+            log_failure(work, number, &result, duration_ms, verdict);
+        }
         Outcome {
             attempt: Attempt {
                 delivery_id: work.delivery.id.clone(),
@@ -70,6 +88,65 @@ impl Attempter {
             lease_owner: self.node.to_string(),
             new_status,
             next_attempt_at,
+        }
+    }
+}
+
+/// One line per failed attempt (`warn`), and one more when it ends the delivery (`error`),
+/// with the ids that find it; the URL without its query string (userinfo is refused when a
+/// webhook is registered), never a secret.
+fn log_failure(
+    work: &Leased,
+    attempt: u32,
+    result: &super::client::AttemptResult,
+    duration_ms: u64,
+    verdict: Verdict,
+) {
+    let url = work.webhook.url.as_str();
+    let url = url.split(['?', '#']).next().unwrap_or(url);
+    let status = result.status_code.map(|s| s.to_string());
+    let status = status.as_deref().unwrap_or("-");
+    let error = result.error.as_deref().unwrap_or("-");
+    let (event_id, delivery_id, webhook_id) = (
+        work.delivery.event_id.as_str(),
+        work.delivery.id.as_str(),
+        work.webhook.id.as_str(),
+    );
+    match verdict {
+        Verdict::RetryAt(at) => tracing::warn!(
+            event_id,
+            delivery_id,
+            webhook_id,
+            attempt,
+            status,
+            error,
+            duration_ms,
+            url,
+            next_attempt_at = %at.to_rfc3339_millis(),
+            "delivery attempt failed; will retry"
+        ),
+        _ => {
+            tracing::warn!(
+                event_id,
+                delivery_id,
+                webhook_id,
+                attempt,
+                status,
+                error,
+                duration_ms,
+                url,
+                "delivery attempt failed"
+            );
+            tracing::error!(
+                event_id,
+                delivery_id,
+                webhook_id,
+                attempts = attempt,
+                status,
+                error,
+                url,
+                "delivery failed: no retries left"
+            );
         }
     }
 }

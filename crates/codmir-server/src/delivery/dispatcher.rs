@@ -135,6 +135,7 @@ impl Dispatcher {
                     while let Some(done) = s.attempts.try_join_next() {
                         drained |= s.local.finished(done, per_endpoint, &s.skipped);
                     }
+                    crate::telemetry::in_flight(s.local.total_in_flight);
                     if drained {
                         s.skipped.clear();
                         s.timer.poke();
@@ -247,6 +248,9 @@ fn start_ready(
         now: instant,
     };
     let ready = s.local.take_ready(&bounds);
+    if !ready.is_empty() {
+        crate::telemetry::in_flight(s.local.total_in_flight);
+    }
     let started_claimed = ready.iter().filter(|(_, claimed)| *claimed).count();
     if busy {
         s.budget.spend(started_claimed);

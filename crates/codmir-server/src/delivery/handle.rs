@@ -52,6 +52,11 @@ impl Engine {
         self.load.enter(Timestamp::now())
     }
 
+    /// Whether the loop still runs (it holds the receiving end of the hand-offs).
+    pub fn is_running(&self) -> bool {
+        !self.inbox.is_closed()
+    }
+
     /// How many API mutations this node has counted since it started.
     pub fn api_mutations(&self) -> u64 {
         self.load.started()

@@ -159,6 +159,11 @@ pub(super) fn event_full(r: &dyn Columns) -> StoreResult<Event> {
     })
 }
 
+/// `(pending, due, oldest due, disabled webhooks)`.
+pub(super) fn queue_gauges(r: &dyn Columns) -> StoreResult<(i64, i64, Option<Timestamp>, i64)> {
+    Ok((r.int(0)?, r.int(1)?, opt_ts(r, 2)?, r.int(3)?))
+}
+
 /// `(failing_since, consecutive_failures)` of a webhook.
 pub(super) fn failure_run(r: &dyn Columns) -> StoreResult<(Option<Timestamp>, u32)> {
     Ok((opt_ts(r, 0)?, count(r, 1, "webhooks.consecutive_failures")?))

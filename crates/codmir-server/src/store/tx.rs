@@ -245,6 +245,12 @@ pub trait OutboxTx: Send {
         failures: u32,
         first_failure_at: Option<Timestamp>,
     ) -> StoreResult<Option<(Option<Timestamp>, u32)>>;
+    /// For the metrics: pending deliveries, those due at `now` and not leased, the oldest due
+    /// time among them, and disabled webhooks.
+    async fn queue_gauges(
+        &mut self,
+        now: Timestamp,
+    ) -> StoreResult<(i64, i64, Option<Timestamp>, i64)>;
     /// Cancels the pending deliveries of a webhook; returns how many.
     async fn cancel_pending_deliveries(
         &mut self,

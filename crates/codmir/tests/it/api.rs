@@ -408,6 +408,7 @@ async fn openapi_lists_every_route_and_healthz_answers() {
     assert!(doc.body["openapi"].as_str().unwrap().starts_with("3."));
     let routes = [
         ("get", "/healthz"),
+        ("get", "/readyz"),
         ("get", "/v1/event-types"),
         ("get", "/v1/events"),
         ("get", "/v1/events/{id}"),

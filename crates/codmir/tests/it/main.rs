@@ -11,6 +11,7 @@ mod events;
 mod failures;
 mod helpers;
 mod nodes;
+mod observability;
 mod operations;
 mod process;
 mod receiver;

@@ -78,6 +78,7 @@ impl PgStore {
             Ok(c) => c,
             Err(e) => return job.finish(Err(e.into())),
         };
+        let began = std::time::Instant::now();
         let result: StoreResult<()> = async {
             conn.batch_execute(begin).await?;
             let ok = {
@@ -91,6 +92,8 @@ impl PgStore {
         .await;
         if result.is_err() {
             let _ = conn.batch_execute("ROLLBACK").await;
+        } else if begin == "BEGIN" {
+            crate::telemetry::commit("postgres", 1, began.elapsed());
         }
         job.finish(result);
     }

@@ -319,6 +319,26 @@ impl OutboxTx for PgTx<'_> {
         .await
     }
 
+    async fn queue_gauges(
+        &mut self,
+        now: Timestamp,
+    ) -> StoreResult<(i64, i64, Option<Timestamp>, i64)> {
+        let due = "FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
+                   AND (lease_expires_at IS NULL OR lease_expires_at < $1)";
+        let row = self
+            .one(
+                &format!(
+                    "SELECT (SELECT count(*) FROM deliveries WHERE status = 'pending'), \
+                     (SELECT count(*) {due}), (SELECT min(next_attempt_at) {due}), \
+                     (SELECT count(*) FROM webhooks WHERE NOT enabled)"
+                ),
+                &[&now.as_millis()],
+                rows::queue_gauges,
+            )
+            .await?;
+        Ok(row.unwrap_or_default())
+    }
+
     async fn cancel_pending_deliveries(
         &mut self,
         webhook_id: &str,

@@ -149,9 +149,11 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
                 Err(_) => break,
             }
         }
+        let began = std::time::Instant::now();
         let result = run_batch(&mut conn, &mut batch);
+        crate::telemetry::commit("sqlite", batch.len(), began.elapsed());
         if let Err(e) = &result {
-            tracing::error!(error = %e, size = batch.len(), "a write batch failed to commit");
+            tracing::error!(error = %super::chain(e), size = batch.len(), "a write batch failed to commit");
         }
         for job in batch.drain(..) {
             job.finish(result.clone());

@@ -1,0 +1,100 @@
+//! What operators and orchestrators ask the server: readiness, Prometheus metrics, and the
+//! layer that counts every API request by route template.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use codmir_core::time::Timestamp;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use crate::store::StoreError;
+use crate::telemetry::{self, QueueGauges};
+
+/// How long readiness waits for the database before it says no.
+const READY_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct Readiness {
+    /// `ready` or `unavailable`.
+    pub status: &'static str,
+    pub database: &'static str,
+    pub engine: &'static str,
+}
+
+/// 200 while the database answers and the delivery engine runs, 503 otherwise (unlike
+/// `/healthz`, which only says the process serves).
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+pub(super) async fn readyz(State(s): State<AppState>) -> (StatusCode, axum::Json<Readiness>) {
+    let read = s
+        .store
+        .read(|tx| Box::pin(async move { tx.workspace_count().await }));
+    let database = matches!(tokio::time::timeout(READY_WAIT, read).await, Ok(Ok(_)));
+    let engine = s.engine_running();
+    let ready = database && engine;
+    let body = Readiness {
+        status: if ready { "ready" } else { "unavailable" },
+        database: if database { "ok" } else { "unreachable" },
+        engine: if engine { "running" } else { "stopped" },
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body))
+}
+
+/// Every metric in the Prometheus text format. The queue's figures are read from the
+/// database at each scrape (left at zero when it does not answer).
+pub(super) async fn metrics(State(s): State<AppState>) -> Response {
+    let now = Timestamp::now();
+    let read = s
+        .store
+        .read(move |tx| Box::pin(async move { tx.queue_gauges(now).await }));
+    let gauges = match tokio::time::timeout(READY_WAIT, read).await {
+        Ok(Ok((pending, due, oldest, disabled))) => QueueGauges {
+            pending: pending.max(0) as u64,
+            due: due.max(0) as u64,
+            oldest_due_age: oldest.map_or(Duration::ZERO, |t| {
+                Duration::from_millis((now.as_millis() - t.as_millis()).max(0) as u64)
+            }),
+            disabled_webhooks: disabled.max(0) as u64,
+        },
+        Ok(Err::<_, StoreError>(_)) | Err(_) => QueueGauges::default(),
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        telemetry::render(gauges),
+    )
+        .into_response()
+}
+
+/// Counts each request by its route template (`/v1/webhooks/{id}`, never the id itself),
+/// method and status, and times it.
+pub(super) async fn count_requests(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().clone();
+    let began = Instant::now();
+    let response = next.run(request).await;
+    telemetry::request(
+        &route,
+        method.as_str(),
+        response.status().as_u16(),
+        began.elapsed(),
+    );
+    response
+}

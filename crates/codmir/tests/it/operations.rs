@@ -401,8 +401,12 @@ async fn redeliver_sends_the_same_bytes_as_a_new_linked_delivery_signed_afresh()
     eventually(WAIT, "first delivery", || async { rx.count() == 1 }).await;
     let original = list(&app, &format!("/v1/deliveries?webhook_id={wid}")).await[0].clone();
     let original_id = original["id"].as_str().unwrap().to_owned();
-    // A second later, so that a fresh signature timestamp shows.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Once the clock has passed the first attempt's second, a fresh timestamp shows.
+    let first_second: i64 = rx.hits()[0].header("webhook-timestamp").parse().unwrap();
+    eventually(WAIT, "the next second", || async {
+        codmir_core::time::Timestamp::now().as_secs() > first_second
+    })
+    .await;
     let r = app
         .post(
             &format!("/v1/deliveries/{original_id}/redeliver"),
@@ -805,9 +809,10 @@ async fn during_a_rotation_either_secret_verifies_and_after_it_only_the_new_one(
 
     // After the grace period: only the new secret, in both schemes.
     let until = codmir_core::time::Timestamp::parse_rfc3339(&until, "until").unwrap();
-    while codmir_core::time::Timestamp::now() <= until {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(WAIT, "the grace period over", || async {
+        codmir_core::time::Timestamp::now() > until
+    })
+    .await;
     app.project("after").await;
     eventually(WAIT, "delivered after it", || async { rx.count() == 2 }).await;
     let mut hits = rx.hits();
@@ -976,29 +981,33 @@ async fn retention_deletes_old_rows_in_batches_under_load_and_keeps_pending_work
     .await;
     assert_eq!(pending.len(), 30);
     // A load through the API while retention deletes the old rows, 7 of each kind at a time:
-    // 40 requests over two seconds, across the moment the old rows pass 1.5 s.
-    let mut answered = Vec::new();
-    for i in 0..40 {
-        let r = app
-            .post("/v1/projects", json!({"name": format!("new{i}")}))
-            .await;
-        answered.push(r.status);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // one request per check, until the old settled deliveries are gone.
+    let answered = std::sync::Mutex::new(Vec::new());
+    eventually(
+        WAIT,
+        "the old settled deliveries deleted under load",
+        || async {
+            let n = answered.lock().unwrap().len();
+            let r = app
+                .post("/v1/projects", json!({"name": format!("new{n}")}))
+                .await;
+            answered.lock().unwrap().push(r.status);
+            list(
+                &app,
+                &format!("/v1/deliveries?webhook_id={ok_id}&limit=100"),
+            )
+            .await
+            .iter()
+            .all(|d| d["created_at"].as_str() > pending[0]["created_at"].as_str())
+        },
+    )
+    .await;
+    let answered = answered.into_inner().unwrap();
+    assert!(answered.len() > 1, "the load ran during the pass");
     assert!(
         answered.iter().all(|s| *s == 201),
         "the API kept answering: {answered:?}"
     );
-    eventually(WAIT, "the old settled deliveries deleted", || async {
-        list(
-            &app,
-            &format!("/v1/deliveries?webhook_id={ok_id}&limit=100"),
-        )
-        .await
-        .iter()
-        .all(|d| d["created_at"].as_str() > pending[0]["created_at"].as_str())
-    })
-    .await;
     // The pending deliveries, their events and their attempts are all still there.
     let still = list(
         &app,

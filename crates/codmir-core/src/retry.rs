@@ -77,6 +77,11 @@ impl RetrySchedule {
             .map(Self)
     }
 
+    /// No retries: the first failure is final (test pings).
+    pub fn none() -> Self {
+        Self(Vec::new())
+    }
+
     pub fn delays(&self) -> &[Duration] {
         &self.0
     }

@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod extract;
 mod probes;
+mod recovery;
 mod state;
 mod tracker;
 mod webhooks;
@@ -81,8 +82,8 @@ impl Modify for BearerAuth {
         events::list_events, events::get_event, events::event_types,
         webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook,
         webhooks::update_webhook, webhooks::delete_webhook, webhooks::list_deliveries,
-        webhooks::get_delivery, webhooks::list_workspace_deliveries, webhooks::redeliver,
-        webhooks::retry_pending, webhooks::ping, webhooks::replay, webhooks::rotate_secret,
+        webhooks::get_delivery, webhooks::list_workspace_deliveries, recovery::redeliver,
+        recovery::retry_pending, recovery::ping, recovery::replay, recovery::rotate_secret,
     ),
     modifiers(&BearerAuth),
 )]
@@ -188,16 +189,16 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
             get(webhooks::list_deliveries),
         )
         .route("/v1/deliveries", get(webhooks::list_workspace_deliveries))
-        .route("/v1/deliveries/{id}/redeliver", post(webhooks::redeliver))
+        .route("/v1/deliveries/{id}/redeliver", post(recovery::redeliver))
         .route(
             "/v1/webhooks/{id}/retry-pending",
-            post(webhooks::retry_pending),
+            post(recovery::retry_pending),
         )
-        .route("/v1/webhooks/{id}/ping", post(webhooks::ping))
-        .route("/v1/webhooks/{id}/replay", post(webhooks::replay))
+        .route("/v1/webhooks/{id}/ping", post(recovery::ping))
+        .route("/v1/webhooks/{id}/replay", post(recovery::replay))
         .route(
             "/v1/webhooks/{id}/rotate-secret",
-            post(webhooks::rotate_secret),
+            post(recovery::rotate_secret),
         )
         .route("/v1/deliveries/{id}", get(webhooks::get_delivery))
         .route_layer(axum::middleware::from_fn(probes::count_requests))

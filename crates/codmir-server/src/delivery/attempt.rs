@@ -11,7 +11,10 @@ use codmir_core::webhook::Attempt;
 use tokio::sync::mpsc;
 
 use super::client::Sender;
-use crate::ops::Observed;
+use crate::ops::Target;
+
+/// An attempt's outcome, and the webhook it went to, on their way to the recorder.
+pub(super) type Observed = (Outcome, Target);
 use crate::store::{Leased, Outcome};
 
 /// What every attempt task needs, shared by all of them.
@@ -27,11 +30,13 @@ impl Attempter {
     /// Sends `work` as its next attempt, then hands the outcome and the next attempt time to
     /// the recorder, which writes it in a batch with others and wakes the loop for retries.
     pub(super) async fn attempt(&self, work: &Leased) {
-        let outcome = Observed {
-            outcome: self.send(work, &self.schedule).await,
-            workspace_id: work.delivery.workspace_id.clone(),
-            webhook_id: work.webhook.id.clone(),
-        };
+        let outcome = (
+            self.send(work, &self.schedule).await,
+            Target {
+                workspace_id: work.delivery.workspace_id.clone(),
+                webhook_id: work.webhook.id.clone(),
+            },
+        );
         // If the recorder is gone (shutdown), the lease's expiry retries the delivery.
         if self.outcomes.send(outcome).await.is_err() {
             tracing::warn!(delivery = %work.delivery.id, "outcome not recorded: shutting down; it will be retried");
@@ -40,8 +45,7 @@ impl Attempter {
 
     /// One attempt whose outcome the caller records itself, never retried: a test ping.
     pub(super) async fn probe(&self, work: &Leased) -> Outcome {
-        self.send(work, &RetrySchedule::parse("").unwrap_or_default())
-            .await
+        self.send(work, &RetrySchedule::none()).await
     }
 
     /// Sends `work` as its next attempt and decides, by `schedule`, what the result means.

@@ -10,13 +10,13 @@ use tokio::task::JoinSet;
 
 use super::Engine;
 use super::attempt::Attempter;
+use super::attempt::Observed;
 use super::budget::{ApiLoad, Budget};
 use super::handle::Handoff;
 use super::poll::PollTimer;
 use super::queues::{Bounds, Lane, Local};
 use super::recorder::record_outcomes;
 use crate::config::Config;
-use crate::ops::Observed;
 use crate::store::{Lease, Leased, Store, StoreError, chain};
 
 /// The longest the engine sleeps without looking for due work.

@@ -10,7 +10,8 @@ use codmir_core::webhook::{DeliveryStatus, DisablePolicy};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Engine;
-use crate::ops::{self, AfterCommit, Observed};
+use super::attempt::Observed;
+use crate::ops::{self, AfterCommit};
 use crate::store::{Store, chain};
 
 /// Outcomes that may wait for the recorder before attempts wait for it.
@@ -54,16 +55,18 @@ pub(super) async fn record_outcomes(
                 Err(_) => break,
             }
         }
-        let retries = batch
+        // Moved apart, not copied: the outcomes go to the store as they are.
+        let (outcomes, targets): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let retries = outcomes
             .iter()
-            .any(|o| o.outcome.new_status == DeliveryStatus::Pending);
-        let count = batch.len();
+            .any(|o| o.new_status == DeliveryStatus::Pending);
+        let count = outcomes.len();
         let now = Instant::now();
         clean.retain(|_, until| *until > now);
-        let known: HashSet<String> = batch
+        let known: HashSet<String> = targets
             .iter()
-            .filter(|o| clean.contains_key(&o.webhook_id))
-            .map(|o| o.webhook_id.clone())
+            .filter(|t| clean.contains_key(&t.webhook_id))
+            .map(|t| t.webhook_id.clone())
             .collect();
         let result = store
             .write(move |tx| {
@@ -71,7 +74,8 @@ pub(super) async fn record_outcomes(
                     let mut after = AfterCommit::default();
                     let r = ops::record_outcomes(
                         tx,
-                        &batch,
+                        &outcomes,
+                        &targets,
                         &policy,
                         &known,
                         Timestamp::now(),

@@ -21,7 +21,7 @@ mod tracker;
 mod webhooks;
 
 pub use keys::{NewKey, authenticate, bootstrap, create_key};
-pub use outcomes::{Observed, Recorded, disable, record_outcomes};
+pub use outcomes::{Recorded, Target, disable, record_outcomes};
 pub use recovery::{
     MAX_REPLAY, Replay, ReplayStatus, Replayed, ping, redeliver, replay, retry_pending,
 };

@@ -11,10 +11,9 @@ use codmir_core::webhook::{DeliveryStatus, DisablePolicy};
 use super::{AfterCommit, Result, emit};
 use crate::store::{Outcome, Tx};
 
-/// An attempt's outcome with the webhook it went to.
+/// The webhook an attempt went to.
 #[derive(Debug, Clone)]
-pub struct Observed {
-    pub outcome: Outcome,
+pub struct Target {
     pub workspace_id: String,
     pub webhook_id: String,
 }
@@ -32,35 +31,37 @@ pub struct Recorded {
     pub disabled: Vec<(String, String)>,
 }
 
-/// Records `batch` (each outcome fenced) and moves each webhook's run of failures on. Every
-/// attempt counts, recorded or fenced off: each is something the endpoint answered. Webhooks
-/// in `clean` are known to have no run, so their successes write nothing.
+/// Records `outcomes` (each fenced), whose webhooks are `targets` (one each, in order), and
+/// moves each webhook's run of failures on. Every attempt counts, recorded or fenced off:
+/// each is something the endpoint answered. Webhooks in `clean` are known to have no run, so
+/// their successes write nothing.
 pub async fn record_outcomes(
     tx: &mut dyn Tx,
-    batch: &[Observed],
+    outcomes: &[Outcome],
+    targets: &[Target],
     policy: &DisablePolicy,
     clean: &HashSet<String>,
     now: Timestamp,
     after: &mut AfterCommit,
 ) -> Result<Recorded> {
-    let outcomes: Vec<Outcome> = batch.iter().map(|o| o.outcome.clone()).collect();
-    let recorded = tx.record_outcomes(&outcomes).await?;
+    let recorded = tx.record_outcomes(outcomes).await?;
     let mut out = Recorded {
         not_recorded: outcomes.len() - recorded,
         ..Recorded::default()
     };
     // Each webhook of the batch once, in the order first seen.
     let mut webhooks: Vec<(&str, &str)> = Vec::new();
-    for o in batch {
-        if !webhooks.iter().any(|(w, _)| *w == o.webhook_id) {
-            webhooks.push((&o.webhook_id, &o.workspace_id));
+    for t in targets {
+        if !webhooks.iter().any(|(w, _)| *w == t.webhook_id) {
+            webhooks.push((&t.webhook_id, &t.workspace_id));
         }
     }
     for (webhook, workspace) in webhooks {
-        let mine: Vec<&Outcome> = batch
+        let mine: Vec<&Outcome> = outcomes
             .iter()
-            .filter(|o| o.webhook_id == webhook)
-            .map(|o| &o.outcome)
+            .zip(targets)
+            .filter(|(_, t)| t.webhook_id == webhook)
+            .map(|(o, _)| o)
             .collect();
         if let Some(gone) = mine.iter().find(|o| o.attempt.status_code == Some(410)) {
             let reason = format!(

@@ -1,7 +1,7 @@
 //! The store: one interface over SQLite and PostgreSQL that every query goes through.
 //!
 //! Callers describe a unit of work as a closure over [`Tx`], the row-level operations (by
-//! area: [`TrackerTx`], [`OutboxTx`]), and hand it to [`Store::write`] or [`Store::read`].
+//! area: [`TrackerTx`], [`OutboxTx`], [`QueueTx`]), and hand it to [`Store::write`] or [`Store::read`].
 //! A backend runs each write in its own
 //! transaction scope and may group many of them into one commit (group commit): a caller's
 //! future resolves only after the commit that made its work durable, and a unit of work that
@@ -27,7 +27,7 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use tx::{
     ApiKeyRecord, DeliveryQuery, EventQuery, Lease, Leased, OutboxTx, Outcome, Page, PageRequest,
-    StoredEvent, TrackerTx, Tx,
+    QueueTx, StoredEvent, TrackerTx, Tx,
 };
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -45,16 +45,22 @@ pub struct EventQuery {
     pub ascending: bool,
 }
 
+/// An event type pattern as a SQL `LIKE` pattern (`ticket.%` for `ticket.*`); `None` for
+/// every type.
+fn like_pattern(pattern: Option<&str>) -> Option<String> {
+    match pattern {
+        None | Some("*") => None,
+        Some(p) => Some(match p.strip_suffix(".*") {
+            Some(family) => format!("{family}.%"),
+            None => p.to_owned(),
+        }),
+    }
+}
+
 impl EventQuery {
-    /// The `type` filter as a SQL `LIKE` pattern (`ticket.%` for `ticket.*`), if any.
+    /// The `type` filter as a SQL `LIKE` pattern, if any.
     pub(crate) fn type_like(&self) -> Option<String> {
-        match self.event_type.as_deref() {
-            None | Some("*") => None,
-            Some(p) => Some(match p.strip_suffix(".*") {
-                Some(family) => format!("{family}.%"),
-                None => p.to_owned(),
-            }),
-        }
+        like_pattern(self.event_type.as_deref())
     }
 }
 
@@ -73,11 +79,7 @@ pub struct DeliveryQuery {
 
 impl DeliveryQuery {
     pub(crate) fn type_like(&self) -> Option<String> {
-        EventQuery {
-            event_type: self.event_type.clone(),
-            ..EventQuery::default()
-        }
-        .type_like()
+        like_pattern(self.event_type.as_deref())
     }
 }
 
@@ -177,11 +179,13 @@ pub trait TrackerTx: Send {
     ) -> StoreResult<Page<Comment>>;
 }
 
-/// The outbox: events, webhooks, the delivery queue with its leases, and the attempt log.
+/// The outbox: events and webhooks.
 #[async_trait]
 pub trait OutboxTx: Send {
     async fn insert_event(&mut self, e: &Event) -> StoreResult<()>;
+
     async fn get_event(&mut self, ws: &str, id: &str) -> StoreResult<Option<StoredEvent>>;
+
     /// Up to `limit` events of the workspace created in `[since, until)` with ids after
     /// `after`, oldest first, whole (type, project, payload): what a replay walks.
     async fn events_between(
@@ -192,22 +196,7 @@ pub trait OutboxTx: Send {
         after: Option<&str>,
         limit: u32,
     ) -> StoreResult<Vec<Event>>;
-    /// The statuses of the webhook's deliveries of each of `event_ids`, as
-    /// `(event_id, delivery_id, status)`.
-    async fn delivery_states(
-        &mut self,
-        webhook_id: &str,
-        event_ids: &[String],
-    ) -> StoreResult<Vec<(String, String, DeliveryStatus)>>;
-    /// Deletes up to `limit` settled deliveries with ids below `delivery_floor`, with their
-    /// attempts, then up to `limit` events with ids below `event_floor` that no delivery
-    /// needs any more. Returns `(deliveries, attempts, events)` deleted.
-    async fn delete_old(
-        &mut self,
-        delivery_floor: &str,
-        event_floor: &str,
-        limit: u32,
-    ) -> StoreResult<(u64, u64, u64)>;
+
     /// The workspace's events matching `q`; with `q.ascending` the cursor pages forward.
     async fn list_events(
         &mut self,
@@ -217,22 +206,21 @@ pub trait OutboxTx: Send {
     ) -> StoreResult<Page<StoredEvent>>;
 
     async fn insert_webhook(&mut self, w: &Webhook) -> StoreResult<()>;
+
     async fn get_webhook(&mut self, ws: &str, id: &str) -> StoreResult<Option<Webhook>>;
+
     /// Like `get_webhook`, and holds the row against concurrent writers until commit.
     async fn lock_webhook(&mut self, ws: &str, id: &str) -> StoreResult<Option<Webhook>>;
+
     async fn list_webhooks(&mut self, ws: &str, page: &PageRequest) -> StoreResult<Page<Webhook>>;
+
     /// Every enabled webhook of the workspace, for fan-out.
     async fn enabled_webhooks(&mut self, ws: &str) -> StoreResult<Vec<Webhook>>;
+
     async fn update_webhook(&mut self, w: &Webhook) -> StoreResult<()>;
+
     async fn delete_webhook(&mut self, id: &str) -> StoreResult<()>;
 
-    /// Inserts a delivery, held by `lease` when given.
-    async fn insert_delivery(&mut self, d: &Delivery, lease: Option<&Lease>) -> StoreResult<()>;
-    /// Tells other nodes, once this transaction commits, that new deliveries are due.
-    async fn announce_deliveries(&mut self) -> StoreResult<()>;
-    /// Makes the pending deliveries of a webhook that are due later due at `now`; returns how
-    /// many.
-    async fn make_due_now(&mut self, webhook_id: &str, now: Timestamp) -> StoreResult<u64>;
     /// Moves an enabled webhook's run of failed attempts on: with `reset` (an attempt
     /// succeeded) the run restarts with the `failures` that came after the success, otherwise
     /// they are added to it; `first_failure_at` starts a run that had none. Returns the run as
@@ -245,18 +233,54 @@ pub trait OutboxTx: Send {
         failures: u32,
         first_failure_at: Option<Timestamp>,
     ) -> StoreResult<Option<(Option<Timestamp>, u32)>>;
+}
+
+/// The delivery queue: deliveries with their leases and claims, the attempt log, and
+/// retention.
+#[async_trait]
+pub trait QueueTx: Send {
+    /// The statuses of the webhook's deliveries of each of `event_ids`, as
+    /// `(event_id, delivery_id, status)`.
+    async fn delivery_states(
+        &mut self,
+        webhook_id: &str,
+        event_ids: &[String],
+    ) -> StoreResult<Vec<(String, String, DeliveryStatus)>>;
+
+    /// Deletes up to `limit` settled deliveries with ids below `delivery_floor`, with their
+    /// attempts, then up to `limit` events with ids below `event_floor` that no delivery
+    /// needs any more. Returns `(deliveries, attempts, events)` deleted.
+    async fn delete_old(
+        &mut self,
+        delivery_floor: &str,
+        event_floor: &str,
+        limit: u32,
+    ) -> StoreResult<(u64, u64, u64)>;
+
+    /// Inserts a delivery, held by `lease` when given.
+    async fn insert_delivery(&mut self, d: &Delivery, lease: Option<&Lease>) -> StoreResult<()>;
+
+    /// Tells other nodes, once this transaction commits, that new deliveries are due.
+    async fn announce_deliveries(&mut self) -> StoreResult<()>;
+
+    /// Makes the pending deliveries of a webhook that are due later due at `now`; returns how
+    /// many.
+    async fn make_due_now(&mut self, webhook_id: &str, now: Timestamp) -> StoreResult<u64>;
+
     /// For the metrics: pending deliveries, those due at `now` and not leased, the oldest due
     /// time among them, and disabled webhooks.
     async fn queue_gauges(
         &mut self,
         now: Timestamp,
     ) -> StoreResult<(i64, i64, Option<Timestamp>, i64)>;
+
     /// Cancels the pending deliveries of a webhook; returns how many.
     async fn cancel_pending_deliveries(
         &mut self,
         webhook_id: &str,
         at: Timestamp,
     ) -> StoreResult<u64>;
+
     /// Leases up to `limit` pending deliveries that are due at `now` and not held by a live
     /// lease, skipping the webhooks in `skip`, to `lease`.
     async fn claim_due(
@@ -266,10 +290,12 @@ pub trait OutboxTx: Send {
         limit: u32,
         skip: &[String],
     ) -> StoreResult<Vec<Leased>>;
+
     /// Records an attempt and moves the delivery on; false when the fence did not hold (the
     /// lease was lost, or the delivery was cancelled meanwhile) and nothing was written.
     async fn record_outcome(&mut self, o: &Outcome) -> StoreResult<bool>;
-    /// Records a batch of outcomes, each fenced like [`OutboxTx::record_outcome`]; returns
+
+    /// Records a batch of outcomes, each fenced like [`QueueTx::record_outcome`]; returns
     /// how many were recorded. A backend may do it in fewer statements than one per outcome.
     async fn record_outcomes(&mut self, outcomes: &[Outcome]) -> StoreResult<usize> {
         let mut recorded = 0;
@@ -278,11 +304,14 @@ pub trait OutboxTx: Send {
         }
         Ok(recorded)
     }
+
     /// Drops the leases of `owner`, or every lease when `None`; returns how many.
     async fn release_leases(&mut self, owner: Option<&str>) -> StoreResult<u64>;
+
     /// Drops one lease of `owner` so the delivery can be claimed again at once.
     /// (Also used for deliveries handed off in-process that this node cannot take now.)
     async fn release_lease(&mut self, delivery_id: &str, owner: &str) -> StoreResult<()>;
+
     /// The earliest `next_attempt_at` of a pending delivery that is not leased at `now` and
     /// not of a webhook in `skip`, if any.
     async fn next_due_at(
@@ -290,13 +319,16 @@ pub trait OutboxTx: Send {
         now: Timestamp,
         skip: &[String],
     ) -> StoreResult<Option<Timestamp>>;
+
     async fn get_delivery(&mut self, ws: &str, id: &str) -> StoreResult<Option<Delivery>>;
+
     async fn list_deliveries(
         &mut self,
         webhook_id: &str,
         status: Option<DeliveryStatus>,
         page: &PageRequest,
     ) -> StoreResult<Page<Delivery>>;
+
     /// The workspace's deliveries matching `q`, across its webhooks, newest first.
     async fn list_workspace_deliveries(
         &mut self,
@@ -304,10 +336,11 @@ pub trait OutboxTx: Send {
         q: &DeliveryQuery,
         page: &PageRequest,
     ) -> StoreResult<Page<Delivery>>;
+
     async fn list_attempts(&mut self, delivery_id: &str) -> StoreResult<Vec<Attempt>>;
 }
 
 /// One transaction's operations, all areas: what a unit of work takes as `&mut dyn Tx`.
-pub trait Tx: TrackerTx + OutboxTx + Send {}
+pub trait Tx: TrackerTx + OutboxTx + QueueTx + Send {}
 
-impl<T: TrackerTx + OutboxTx + Send> Tx for T {}
+impl<T: TrackerTx + OutboxTx + QueueTx + Send> Tx for T {}

@@ -20,6 +20,7 @@ use super::rows::{Columns, corrupt};
 use super::{Backend, BoxFuture, Job, Page, PageRequest, StoreError, StoreResult};
 
 mod outbox;
+mod queue;
 mod tracker;
 
 const MIGRATIONS: &[&str] = &[

@@ -17,6 +17,7 @@ use super::rows::{Columns, corrupt};
 use super::{Backend, BoxFuture, Job, Page, PageRequest, StoreError, StoreResult};
 
 mod outbox;
+mod queue;
 mod tracker;
 
 /// Units of work committed together at most; more wait for the next commit.

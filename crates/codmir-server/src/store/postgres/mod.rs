@@ -1,6 +1,6 @@
 //! The PostgreSQL backend's machinery, for several stateless `codmir serve` nodes on one
 //! database: migrations under an advisory lock, the connection pool, `LISTEN`, and the row
-//! access the queries (`tracker.rs`, `outbox.rs`) share.
+//! access the queries (`tracker.rs`, `outbox.rs`, `queue.rs`) share.
 //!
 //! Each unit of work runs in its own transaction on a pooled connection, in a task of its own
 //! so that a caller that goes away cannot leave a connection mid-transaction. Due deliveries

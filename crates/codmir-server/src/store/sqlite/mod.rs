@@ -1,7 +1,7 @@
 //! The SQLite backend's machinery: opening and migrating the file, one writer thread that
 //! group-commits units of work, a small pool of read connections, and the row access the
 //! queries share. WAL mode, `synchronous=FULL`: a commit is on disk when it returns. The
-//! queries themselves are in `tracker.rs` and `outbox.rs`.
+//! queries themselves are in `tracker.rs`, `outbox.rs` and `queue.rs`.
 
 use std::future::Future;
 use std::path::Path;

@@ -12,6 +12,7 @@ mod extract;
 mod probes;
 mod recovery;
 mod state;
+mod stats;
 mod tracker;
 mod webhooks;
 
@@ -84,6 +85,7 @@ impl Modify for BearerAuth {
         webhooks::update_webhook, webhooks::delete_webhook, webhooks::list_deliveries,
         webhooks::get_delivery, webhooks::list_workspace_deliveries, recovery::redeliver,
         recovery::retry_pending, recovery::ping, recovery::replay, recovery::rotate_secret,
+        stats::webhook_stats,
     ),
     modifiers(&BearerAuth),
 )]
@@ -195,6 +197,7 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
             post(recovery::retry_pending),
         )
         .route("/v1/webhooks/{id}/ping", post(recovery::ping))
+        .route("/v1/webhooks/{id}/stats", get(stats::webhook_stats))
         .route("/v1/webhooks/{id}/replay", post(recovery::replay))
         .route(
             "/v1/webhooks/{id}/rotate-secret",

@@ -17,6 +17,7 @@ use crate::store::{Lease, Leased, StoreError, Tx};
 mod keys;
 mod outcomes;
 mod recovery;
+mod stats;
 mod tracker;
 mod webhooks;
 
@@ -25,6 +26,7 @@ pub use outcomes::{Recorded, Target, disable, record_outcomes};
 pub use recovery::{
     MAX_REPLAY, Replay, ReplayStatus, Replayed, ping, redeliver, replay, retry_pending,
 };
+pub use stats::{Counts, Latency, Stats, Window, webhook_stats};
 pub use tracker::{
     add_member, create_comment, create_project, create_ticket, delete_ticket, project, ticket,
     update_ticket,

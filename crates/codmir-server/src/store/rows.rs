@@ -178,6 +178,19 @@ pub(super) fn delivery_state(r: &dyn Columns) -> StoreResult<(String, String, De
     ))
 }
 
+/// `(bucket start, status, count)` of a statistics query.
+pub(super) fn delivery_count(r: &dyn Columns) -> StoreResult<(Timestamp, DeliveryStatus, i64)> {
+    Ok((
+        ts(r, 0)?,
+        DeliveryStatus::parse(&r.text(1)?).map_err(|e| corrupt("deliveries.status", e))?,
+        r.int(2)?,
+    ))
+}
+
+pub(super) fn millis(r: &dyn Columns) -> StoreResult<i64> {
+    r.int(0)
+}
+
 pub(super) const EVENT_COLS: &str = "id, payload";
 pub(super) fn event(r: &dyn Columns) -> StoreResult<StoredEvent> {
     Ok(StoredEvent {

@@ -274,6 +274,24 @@ pub trait QueueTx: Send {
         now: Timestamp,
     ) -> StoreResult<(i64, i64, Option<Timestamp>, i64)>;
 
+    /// For a webhook's statistics: its deliveries created at or after `since`, counted per
+    /// status and per `bucket_ms` of creation time, as `(bucket start, status, count)`.
+    async fn delivery_counts(
+        &mut self,
+        webhook_id: &str,
+        since: Timestamp,
+        bucket_ms: i64,
+    ) -> StoreResult<Vec<(Timestamp, DeliveryStatus, i64)>>;
+
+    /// For a webhook's statistics: how long each of its deliveries created at or after
+    /// `since` that succeeded took, from creation to the end of the successful attempt, in
+    /// milliseconds, ascending.
+    async fn success_latencies(
+        &mut self,
+        webhook_id: &str,
+        since: Timestamp,
+    ) -> StoreResult<Vec<i64>>;
+
     /// Cancels the pending deliveries of a webhook; returns how many.
     async fn cancel_pending_deliveries(
         &mut self,

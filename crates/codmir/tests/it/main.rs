@@ -15,4 +15,5 @@ mod observability;
 mod operations;
 mod process;
 mod receiver;
+mod stats;
 mod tls;

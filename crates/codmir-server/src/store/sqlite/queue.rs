@@ -2,6 +2,7 @@
 //! attempt log, and retention.
 
 use async_trait::async_trait;
+use codmir_core::id;
 use codmir_core::time::Timestamp;
 use codmir_core::webhook::{Attempt, Delivery, DeliveryStatus, Webhook};
 use rusqlite::params;
@@ -119,6 +120,39 @@ impl QueueTx for SqliteTx<'_> {
             rows::queue_gauges,
         )?;
         Ok(row.unwrap_or_default())
+    }
+
+    async fn delivery_counts(
+        &mut self,
+        webhook_id: &str,
+        since: Timestamp,
+        bucket_ms: i64,
+    ) -> StoreResult<Vec<(Timestamp, DeliveryStatus, i64)>> {
+        // Ids start with their creation time, so the id floor keeps the scan to the window.
+        self.all(
+            "SELECT (created_at / ?4) * ?4 AS bucket, status, count(*) FROM deliveries \
+             WHERE webhook_id = ?1 AND id >= ?2 AND created_at >= ?3 GROUP BY bucket, status",
+            params![
+                webhook_id,
+                id::floor("dlv", since),
+                since.as_millis(),
+                bucket_ms
+            ],
+            rows::delivery_count,
+        )
+    }
+
+    async fn success_latencies(
+        &mut self,
+        webhook_id: &str,
+        since: Timestamp,
+    ) -> StoreResult<Vec<i64>> {
+        self.all(
+            "SELECT updated_at - created_at AS took FROM deliveries WHERE webhook_id = ?1 \
+             AND id >= ?2 AND created_at >= ?3 AND status = 'succeeded' ORDER BY took",
+            params![webhook_id, id::floor("dlv", since), since.as_millis()],
+            rows::millis,
+        )
     }
 
     async fn cancel_pending_deliveries(

@@ -1,0 +1,138 @@
+//! `GET /v1/webhooks/{id}/stats`: a webhook's deliveries over a recent window, by outcome,
+//! with latency percentiles and a series to chart. Per-webhook figures live here, not in
+//! `/metrics`, whose labels never carry ids.
+
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Auth, Query, now, path_id};
+use crate::ops::{self, Counts, Stats, Window};
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct StatsParams {
+    /// `1h` (default), `24h` or `7d`.
+    pub window: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct DeliveryCounts {
+    pub total: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Still being attempted or waiting for a retry.
+    pub pending: u64,
+    pub cancelled: u64,
+}
+
+impl From<Counts> for DeliveryCounts {
+    fn from(c: Counts) -> Self {
+        DeliveryCounts {
+            total: c.total(),
+            succeeded: c.succeeded,
+            failed: c.failed,
+            pending: c.pending,
+            cancelled: c.cancelled,
+        }
+    }
+}
+
+/// Milliseconds from a delivery's creation to the end of its successful attempt
+/// (nearest-rank percentiles of the succeeded deliveries).
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct LatencyMs {
+    pub p50: i64,
+    pub p90: i64,
+    pub p99: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct StatsBucket {
+    /// Start of the bucket (RFC 3339).
+    pub start: String,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub pending: u64,
+    pub cancelled: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct WebhookStats {
+    pub webhook_id: String,
+    pub window: &'static str,
+    /// The window is `[since, until)`, ending when the request was answered.
+    pub since: String,
+    pub until: String,
+    /// Width of each series bucket: 60 for 1h and 24h, 3600 for 7d.
+    pub bucket_seconds: u64,
+    /// Deliveries created in the window, by their status now.
+    pub deliveries: DeliveryCounts,
+    /// `succeeded / (succeeded + failed)`; null while none has settled.
+    pub success_rate: Option<f64>,
+    /// Null while none has succeeded.
+    pub latency_ms: Option<LatencyMs>,
+    /// Every bucket of the window, oldest first, empty ones included.
+    pub series: Vec<StatsBucket>,
+}
+
+impl WebhookStats {
+    fn new(webhook_id: String, s: Stats) -> Self {
+        WebhookStats {
+            webhook_id,
+            window: s.window.as_str(),
+            since: s.since.to_rfc3339_millis(),
+            until: s.until.to_rfc3339_millis(),
+            bucket_seconds: s.window.bucket().as_secs(),
+            deliveries: s.counts.into(),
+            success_rate: s.success_rate,
+            latency_ms: s.latency.map(|l| LatencyMs {
+                p50: l.p50,
+                p90: l.p90,
+                p99: l.p99,
+            }),
+            series: s
+                .series
+                .into_iter()
+                .map(|(start, c)| StatsBucket {
+                    start: start.to_rfc3339_seconds(),
+                    succeeded: c.succeeded,
+                    failed: c.failed,
+                    pending: c.pending,
+                    cancelled: c.cancelled,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A webhook's deliveries over the last hour, day or week: counts by outcome, success rate,
+/// latency percentiles and a per-minute (per-hour for 7d) series.
+#[utoipa::path(get, path = "/v1/webhooks/{id}/stats", tag = "webhooks", params(StatsParams),
+    responses((status = 200, body = WebhookStats), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub(super) async fn webhook_stats(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Query(q): Query<StatsParams>,
+) -> Result<axum::Json<WebhookStats>, ApiError> {
+    let id = path_id("wh", &id, "webhook")?;
+    let window = q
+        .window
+        .as_deref()
+        .map(Window::parse)
+        .transpose()?
+        .unwrap_or(Window::Hour);
+    let stats = s
+        .store
+        .read({
+            let id = id.clone();
+            move |tx| Box::pin(async move { ops::webhook_stats(tx, &p, &id, window, now()).await })
+        })
+        .await?;
+    Ok(axum::Json(WebhookStats::new(id, stats)))
+}

@@ -1,0 +1,103 @@
+//! `GET /v1/webhooks/{id}/stats`: the figures agree with what a real receiver saw.
+
+use std::time::Duration;
+
+use codmir_core::retry::RetrySchedule;
+use serde_json::{Value, json};
+
+use crate::helpers::{eventually, spawn_app_with, test_config};
+use crate::receiver::{Receiver, Reply};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn stats_count_what_the_receiver_saw_with_latency_and_a_full_series() {
+    // One attempt per delivery, so each reply of the receiver decides one delivery's outcome.
+    let app = spawn_app_with(codmir_server::Config {
+        retry_schedule: RetrySchedule::none(),
+        ..test_config()
+    })
+    .await;
+    let rx = Receiver::start().await;
+    rx.script([Reply::Status(500), Reply::Status(503)]);
+    let r = app
+        .post(
+            "/v1/webhooks",
+            json!({"url": rx.url, "events": ["project.created"]}),
+        )
+        .await;
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let stats = |q: &str| {
+        let path = format!("/v1/webhooks/{id}/stats{q}");
+        let app = &app;
+        async move { app.get(&path).await }
+    };
+    let empty = stats("").await;
+    assert_eq!(empty.status, 200, "{}", empty.text);
+    assert_eq!(empty.body["deliveries"]["total"], 0);
+    assert_eq!(empty.body["success_rate"], Value::Null);
+    assert_eq!(empty.body["latency_ms"], Value::Null);
+
+    for i in 0..7 {
+        app.project(&format!("P{i}")).await;
+    }
+    eventually(WAIT, "all seven settled", || async {
+        let s = stats("").await;
+        s.body["deliveries"]["pending"] == 0 && s.body["deliveries"]["total"] == 7
+    })
+    .await;
+    let hits = rx.count();
+    assert_eq!(hits, 7, "one attempt each");
+    let s = stats("?window=1h").await.body;
+    assert_eq!(s["webhook_id"], id.as_str());
+    assert_eq!(s["window"], "1h");
+    assert_eq!(s["bucket_seconds"], 60);
+    let d = &s["deliveries"];
+    assert_eq!(d["failed"], 2, "the receiver refused two: {s}");
+    assert_eq!(d["succeeded"], (hits - 2) as u64);
+    assert_eq!(d["cancelled"], 0);
+    let rate = s["success_rate"].as_f64().unwrap();
+    assert!((rate - 5.0 / 7.0).abs() < 1e-9, "{rate}");
+    let l = &s["latency_ms"];
+    let (p50, p90, p99) = (
+        l["p50"].as_i64().unwrap(),
+        l["p90"].as_i64().unwrap(),
+        l["p99"].as_i64().unwrap(),
+    );
+    assert!(0 <= p50 && p50 <= p90 && p90 <= p99, "{l}");
+    assert!(p99 < WAIT.as_millis() as i64, "{l}");
+
+    // Every minute of the hour is there, oldest first, and they add up to the totals.
+    let series = s["series"].as_array().unwrap();
+    assert!((60..=61).contains(&series.len()), "{}", series.len());
+    let starts: Vec<&str> = series
+        .iter()
+        .map(|b| b["start"].as_str().unwrap())
+        .collect();
+    assert!(starts.windows(2).all(|w| w[0] < w[1]));
+    let sum = |k: &str| series.iter().map(|b| b[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((sum("succeeded"), sum("failed"), sum("pending")), (5, 2, 0));
+    let last = series.last().unwrap();
+    assert!(
+        last["succeeded"].as_u64().unwrap() + last["failed"].as_u64().unwrap() > 0
+            || series[series.len() - 2]["succeeded"].as_u64().unwrap() > 0,
+        "the deliveries are in the last minute or the one before: {last}"
+    );
+
+    let week = stats("?window=7d").await.body;
+    assert_eq!(week["bucket_seconds"], 3600);
+    assert!((168..=169).contains(&week["series"].as_array().unwrap().len()));
+    assert_eq!(week["deliveries"]["total"], 7);
+    let day = stats("?window=24h").await.body;
+    assert!((1440..=1441).contains(&day["series"].as_array().unwrap().len()));
+
+    // Bad input is a clear 4xx.
+    let bad = stats("?window=2h").await;
+    assert_eq!(bad.status, 422, "{}", bad.text);
+    assert!(bad.text.contains("1h, 24h, 7d"), "{}", bad.text);
+    assert_eq!(stats("?windw=1h").await.status, 422);
+    let missing = app
+        .get("/v1/webhooks/wh_01m8mfwv1zhaevqnr82bqc78pm/stats")
+        .await;
+    assert_eq!(missing.status, 404, "{}", missing.text);
+}

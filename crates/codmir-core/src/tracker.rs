@@ -244,15 +244,15 @@ impl TicketPatch {
     pub fn apply(&self, current: &Ticket, now: Timestamp) -> (Ticket, Vec<FieldChange>) {
         let mut next = current.clone();
         let mut changes = Vec::new();
-        if let Some(title) = &self.title {
-            if title.as_str() != current.title {
-                changes.push(FieldChange {
-                    field: "title",
-                    from: Value::String(current.title.clone()),
-                    to: Value::String(title.as_str().to_owned()),
-                });
-                next.title = title.as_str().to_owned();
-            }
+        if let Some(title) = &self.title
+            && title.as_str() != current.title
+        {
+            changes.push(FieldChange {
+                field: "title",
+                from: Value::String(current.title.clone()),
+                to: Value::String(title.as_str().to_owned()),
+            });
+            next.title = title.as_str().to_owned();
         }
         if let Some(description) = &self.description {
             let new = description.as_ref().map(|d| d.as_str().to_owned());
@@ -265,35 +265,35 @@ impl TicketPatch {
                 next.description = new;
             }
         }
-        if let Some(status) = self.status {
-            if status != current.status {
-                changes.push(FieldChange {
-                    field: "status",
-                    from: current.status.as_str().into(),
-                    to: status.as_str().into(),
-                });
-                next.status = status;
-            }
+        if let Some(status) = self.status
+            && status != current.status
+        {
+            changes.push(FieldChange {
+                field: "status",
+                from: current.status.as_str().into(),
+                to: status.as_str().into(),
+            });
+            next.status = status;
         }
-        if let Some(priority) = self.priority {
-            if priority != current.priority {
-                changes.push(FieldChange {
-                    field: "priority",
-                    from: current.priority.as_str().into(),
-                    to: priority.as_str().into(),
-                });
-                next.priority = priority;
-            }
+        if let Some(priority) = self.priority
+            && priority != current.priority
+        {
+            changes.push(FieldChange {
+                field: "priority",
+                from: current.priority.as_str().into(),
+                to: priority.as_str().into(),
+            });
+            next.priority = priority;
         }
-        if let Some(assignee) = &self.assignee_id {
-            if *assignee != current.assignee_id {
-                changes.push(FieldChange {
-                    field: "assignee_id",
-                    from: opt_value(&current.assignee_id),
-                    to: opt_value(assignee),
-                });
-                next.assignee_id = assignee.clone();
-            }
+        if let Some(assignee) = &self.assignee_id
+            && *assignee != current.assignee_id
+        {
+            changes.push(FieldChange {
+                field: "assignee_id",
+                from: opt_value(&current.assignee_id),
+                to: opt_value(assignee),
+            });
+            next.assignee_id = assignee.clone();
         }
         if !changes.is_empty() {
             next.updated_at = now;

@@ -121,13 +121,13 @@ impl ListParams {
                 format!("must be between 1 and {MAX_LIMIT}"),
             ));
         }
-        if let Some(c) = &self.cursor {
-            if !codmir_core::id::is_valid(id_prefix, c) {
-                return Err(ApiError::invalid(
-                    "cursor",
-                    "is not a cursor from this list's next_cursor",
-                ));
-            }
+        if let Some(c) = &self.cursor
+            && !codmir_core::id::is_valid(id_prefix, c)
+        {
+            return Err(ApiError::invalid(
+                "cursor",
+                "is not a cursor from this list's next_cursor",
+            ));
         }
         Ok(PageRequest {
             limit,
@@ -137,14 +137,15 @@ impl ListParams {
 }
 
 /// Keys recently seen valid, by the SHA-256 of the whole presented key, so that most requests
-/// skip the database. An entry lives [`KEY_CACHE_TTL`]; keys cannot be revoked yet, and when
-/// they can, the TTL bounds how long a revoked key keeps working on a node.
+/// skip the database. An entry lives [`KEY_CACHE_TTL`]: that bounds how long a key revoked on
+/// the database (`codmir keys revoke`) keeps working on a node. Each fill also records the
+/// key's use, so `last_used_at` is at most that stale.
 #[derive(Default)]
 pub(crate) struct KeyCache {
     entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], (Principal, std::time::Instant)>>,
 }
 
-pub(super) const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+pub(super) const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 const KEY_CACHE_MAX: usize = 10_000;
 
 impl KeyCache {
@@ -203,13 +204,27 @@ impl FromRequestParts<AppState> for Auth {
         if let Some(principal) = state.keys.get(&digest) {
             return Ok(Auth(principal));
         }
+        let presented = key.clone();
         let principal = state
             .store
-            .read(move |tx| Box::pin(async move { ops::authenticate(tx, &key).await }))
+            .read(move |tx| Box::pin(async move { ops::authenticate(tx, &presented).await }))
             .await
             .map_err(ApiError::from)?
             .ok_or(ApiError::Unauthorized("invalid API key"))?;
         state.keys.put(digest, principal.clone());
+        if let Some(id) = ops::key_id(&key).map(str::to_owned) {
+            // Off the request's path: the answer does not wait for this write.
+            let store = state.store.clone();
+            tokio::spawn(async move {
+                let at = Timestamp::now();
+                let touched = store
+                    .write(move |tx| Box::pin(async move { tx.touch_api_key(&id, at).await }))
+                    .await;
+                if let Err(e) = touched {
+                    tracing::warn!(error = %crate::store::chain(&e), "could not record an API key's use");
+                }
+            });
+        }
         Ok(Auth(principal))
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use codmir_core::retry::{RetrySchedule, Verdict};
 use codmir_core::time::Timestamp;
 use codmir_core::webhook::Attempt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::client::Sender;
 use crate::ops::Target;
@@ -24,6 +24,8 @@ pub(super) struct Attempter {
     /// This node's lease owner name: the fence its outcomes are recorded under.
     pub(super) node: Arc<str>,
     pub(super) outcomes: mpsc::Sender<Observed>,
+    /// Turns true when shutdown stops waiting for attempts in flight (see `Engine::cut_off`).
+    pub(super) cut_off: watch::Receiver<bool>,
 }
 
 impl Attempter {
@@ -53,15 +55,25 @@ impl Attempter {
         let number = work.delivery.attempt_count + 1;
         let started = Timestamp::now();
         let clock = std::time::Instant::now();
-        let result = self.sender.send(work, number, started).await;
+        let mut cut_off = self.cut_off.clone();
+        let result = tokio::select! {
+            result = self.sender.send(work, number, started) => result,
+            Ok(_) = cut_off.wait_for(|cut| *cut) => super::client::AttemptResult::interrupted(),
+        };
         let duration_ms = clock.elapsed().as_millis() as u64;
-        let verdict = schedule.verdict(
-            result.succeeded(),
-            result.retry_after,
-            number,
-            jitter_unit(),
-            Timestamp::now(),
-        );
+        // An interrupted attempt is not the endpoint's failure: due again at once (after a
+        // restart, or on another node), whatever the schedule says.
+        let verdict = if result.interrupted {
+            Verdict::RetryAt(Timestamp::now())
+        } else {
+            schedule.verdict(
+                result.succeeded(),
+                result.retry_after,
+                number,
+                jitter_unit(),
+                Timestamp::now(),
+            )
+        };
         let (new_status, next_attempt_at) = verdict.status();
         let took = clock.elapsed();
         let class = crate::telemetry::status_class(result.status_code, result.error.as_deref());

@@ -34,6 +34,9 @@ pub struct AttemptResult {
     pub response_body: Option<String>,
     /// A `Retry-After` on a 429 or 503.
     pub retry_after: Option<Duration>,
+    /// Cut off by shutdown before the endpoint answered: the endpoint may have seen it, so it
+    /// is recorded as an attempt, and the delivery is due again at once.
+    pub interrupted: bool,
 }
 
 impl AttemptResult {
@@ -47,6 +50,14 @@ impl AttemptResult {
             error: Some(error),
             response_body: None,
             retry_after: None,
+            interrupted: false,
+        }
+    }
+
+    pub(super) fn interrupted() -> Self {
+        Self {
+            interrupted: true,
+            ..Self::failed("interrupted: the server shut down during the attempt".into())
         }
     }
 }
@@ -239,6 +250,7 @@ impl Sender {
             error,
             response_body,
             retry_after,
+            interrupted: false,
         }
     }
 }

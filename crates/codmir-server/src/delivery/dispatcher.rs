@@ -71,6 +71,7 @@ impl Dispatcher {
             release_all(&store).await;
         }
         store.subscribe(wake.clone());
+        let cut_off = engine.cut_off.clone();
         let (recorder_done, done_rx) = oneshot::channel::<()>();
         let recorder = tokio::spawn(record_outcomes(
             store.clone(),
@@ -154,7 +155,7 @@ impl Dispatcher {
                 _ = shutdown.changed() => {}
             }
         }
-        finish(&mut s.attempts, config.shutdown_grace).await;
+        finish(&mut s.attempts, config.shutdown_grace, &cut_off).await;
         // The recorder writes what the finished attempts left, then stops.
         let _ = recorder_done.send(());
         let _ = recorder.await;
@@ -310,6 +311,9 @@ impl Claims<'_> {
     }
 }
 
+/// How long cut-off attempts may take to hand their outcomes over.
+const CUT_OFF_WAIT: Duration = Duration::from_secs(2);
+
 /// On a single-node database, leases left by an earlier run are dropped at once, so that
 /// deliveries in flight at a crash are retried now rather than when their leases expire.
 async fn release_all(store: &Store) {
@@ -326,18 +330,30 @@ async fn release_all(store: &Store) {
     }
 }
 
-/// Waits up to `grace` for the attempts in flight, then aborts the rest (their leases make
-/// them due again).
-async fn finish(attempts: &mut JoinSet<String>, grace: Duration) {
-    let drained = tokio::time::timeout(grace, async {
+/// Waits up to `grace` (or until cut off sooner) for the attempts in flight, then cuts off
+/// the rest: each ends at once and its outcome, interrupted, goes to the recorder, so that the
+/// log shows the attempt the endpoint may have seen and the next one carries the next number.
+async fn finish(attempts: &mut JoinSet<String>, grace: Duration, cut_off: &watch::Sender<bool>) {
+    let mut cut = cut_off.subscribe();
+    let drained = tokio::select! {
+        () = async { while attempts.join_next().await.is_some() {} } => true,
+        () = tokio::time::sleep(grace) => false,
+        _ = cut.wait_for(|cut| *cut) => false,
+    };
+    if drained {
+        return;
+    }
+    tracing::warn!(
+        left = attempts.len(),
+        "cutting off the deliveries still in flight; they are recorded as interrupted and will be retried"
+    );
+    cut_off.send_replace(true);
+    // Cut-off attempts return at once; the bound is for one stuck in something else.
+    let ended = tokio::time::timeout(CUT_OFF_WAIT, async {
         while attempts.join_next().await.is_some() {}
     })
     .await;
-    if drained.is_err() {
-        tracing::warn!(
-            left = attempts.len(),
-            "in-flight deliveries did not finish within the shutdown grace; they will be retried"
-        );
+    if ended.is_err() {
         attempts.abort_all();
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use codmir_core::time::Timestamp;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 
 use super::attempt::Attempter;
 use super::budget::{ApiLoad, ApiWork};
@@ -35,6 +35,7 @@ pub struct Engine {
     pub(super) load: Arc<ApiLoad>,
     /// For attempts made at a caller's request and answered synchronously (pings).
     pub(super) attempter: Arc<Attempter>,
+    pub(super) cut_off: Arc<watch::Sender<bool>>,
 }
 
 impl Engine {
@@ -50,6 +51,12 @@ impl Engine {
     /// the API is busy and claimed work yields to it.
     pub fn api_work(&self) -> ApiWork<'_> {
         self.load.enter(Timestamp::now())
+    }
+
+    /// Stops waiting for the attempts in flight (during shutdown, before the grace ends: a
+    /// second signal): each ends now and is recorded as an interrupted attempt.
+    pub fn cut_off(&self) {
+        self.cut_off.send_replace(true);
     }
 
     /// Whether the loop still runs (it holds the receiving end of the hand-offs).

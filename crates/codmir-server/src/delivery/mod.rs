@@ -70,11 +70,14 @@ pub fn spawn(
     let (outcomes, recorded) = mpsc::channel(recorder::OUTCOME_DEPTH);
     let wake = Arc::new(Notify::new());
     let load = Arc::new(budget::ApiLoad::default());
+    let (cut_off, cut_off_rx) = watch::channel(false);
+    let cut_off = Arc::new(cut_off);
     let attempter = Arc::new(attempt::Attempter {
         sender,
         schedule: config.retry_schedule.clone(),
         node: node.clone(),
         outcomes,
+        cut_off: cut_off_rx,
     });
     let engine = Engine {
         store: store.clone(),
@@ -84,6 +87,7 @@ pub fn spawn(
         wake: wake.clone(),
         load: load.clone(),
         attempter: attempter.clone(),
+        cut_off: cut_off.clone(),
     };
     let dispatcher = dispatcher::Dispatcher {
         attempter,

@@ -7,8 +7,10 @@ use codmir_core::tracker::{Principal, User, UserName, Workspace, WorkspaceName};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::Result;
-use crate::store::{ApiKeyRecord, Tx};
+use codmir_core::ValidationError;
+
+use super::{Error, Result};
+use crate::store::{ApiKeyRecord, KeyInfo, Tx};
 
 const KEY_PREFIX: &str = "cmk_";
 
@@ -92,21 +94,73 @@ pub async fn bootstrap(tx: &mut dyn Tx, now: Timestamp) -> Result<Option<NewKey>
     create_key(tx, &ws, &user, now).await.map(Some)
 }
 
-/// The principal a presented key acts as, or `None` for a malformed or unknown key. The
-/// secret's hash is compared in constant time.
-pub async fn authenticate(tx: &mut dyn Tx, presented: &str) -> Result<Option<Principal>> {
-    let Some((key_id, secret)) = presented
+/// The id part of a presented key (`cmk_<id>_<secret>`), and its secret, when well formed.
+fn split_key(presented: &str) -> Option<(&str, &str)> {
+    let (key_id, secret) = presented
         .strip_prefix(KEY_PREFIX)
-        .and_then(|r| r.split_once('_'))
-    else {
+        .and_then(|r| r.split_once('_'))?;
+    is_key_id(key_id).then_some((key_id, secret))
+}
+
+fn is_key_id(id: &str) -> bool {
+    id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The id of a presented key, when well formed: what the key list shows and revoke takes.
+pub fn key_id(presented: &str) -> Option<&str> {
+    split_key(presented).map(|(id, _)| id)
+}
+
+/// The principal a presented key acts as, or `None` for a malformed, unknown or revoked key.
+/// The secret's hash is compared in constant time.
+pub async fn authenticate(tx: &mut dyn Tx, presented: &str) -> Result<Option<Principal>> {
+    let Some((key_id, secret)) = split_key(presented) else {
         return Ok(None);
     };
-    if key_id.len() != 16 || !key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Ok(None);
-    }
     let Some((record, principal)) = tx.get_api_key(key_id).await? else {
         return Ok(None);
     };
     let presented_hash = hash_secret(secret);
     Ok(bool::from(presented_hash.ct_eq(&record.secret_hash)).then_some(principal))
+}
+
+/// Every key of every workspace, for the operator on the database.
+pub async fn list_keys(tx: &mut dyn Tx) -> Result<Vec<KeyInfo>> {
+    Ok(tx.list_api_keys().await?)
+}
+
+/// Revokes a key, named by its id or given whole. A revoked key authenticates no more.
+pub async fn revoke_key(tx: &mut dyn Tx, id_or_key: &str, now: Timestamp) -> Result<KeyInfo> {
+    let id = key_id(id_or_key).unwrap_or(id_or_key);
+    if !is_key_id(id) {
+        return Err(ValidationError::new(
+            "key",
+            format!("`{id_or_key}` is not a key id (16 hex digits, as `codmir keys list` shows) or a key"),
+        )
+        .into());
+    }
+    let keys = tx.list_api_keys().await?;
+    let Some(key) = keys.into_iter().find(|k| k.id == id) else {
+        return Err(Error::NotFound("API key"));
+    };
+    if key.revoked_at.is_some() || !tx.revoke_api_key(id, now).await? {
+        return Err(Error::Conflict {
+            code: "already_revoked",
+            message: format!("API key {id} was already revoked"),
+        });
+    }
+    Ok(KeyInfo {
+        revoked_at: Some(now),
+        ..key
+    })
+}
+
+/// Whether anybody ever used a key of this database: on a database with keys, `serve` says
+/// how to make one when nobody did (the key printed at the first start may have been lost).
+pub async fn any_key_used(tx: &mut dyn Tx) -> Result<bool> {
+    Ok(tx
+        .list_api_keys()
+        .await?
+        .iter()
+        .any(|k| k.last_used_at.is_some()))
 }

@@ -21,7 +21,9 @@ mod stats;
 mod tracker;
 mod webhooks;
 
-pub use keys::{NewKey, authenticate, bootstrap, create_key};
+pub use keys::{
+    NewKey, any_key_used, authenticate, bootstrap, create_key, key_id, list_keys, revoke_key,
+};
 pub use outcomes::{Recorded, Target, disable, record_outcomes};
 pub use recovery::{
     MAX_REPLAY, Replay, ReplayStatus, Replayed, ping, redeliver, replay, retry_pending,

@@ -26,8 +26,8 @@ pub use error::{Cause, StoreError, StoreResult, chain};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use tx::{
-    ApiKeyRecord, DeliveryQuery, EventQuery, Lease, Leased, OutboxTx, Outcome, Page, PageRequest,
-    QueueTx, StoredEvent, TrackerTx, Tx,
+    ApiKeyRecord, DeliveryQuery, EventQuery, KeyInfo, Lease, Leased, OutboxTx, Outcome, Page,
+    PageRequest, QueueTx, StoredEvent, TrackerTx, Tx,
 };
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -103,6 +103,12 @@ impl Default for StoreOptions {
     }
 }
 
+/// The file of a `sqlite://PATH` (or `sqlite:PATH`) URL; `None` for another database.
+pub fn sqlite_path(url: &str) -> Option<&str> {
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+}
+
 /// A cheap, cloneable handle on the database.
 #[derive(Clone)]
 pub struct Store {
@@ -117,9 +123,7 @@ impl Store {
 
     /// Opens the database at `url`: `sqlite://PATH` or `postgres://…` (also `postgresql://`).
     pub async fn open_with(url: &str, options: &StoreOptions) -> StoreResult<Self> {
-        let backend: Arc<dyn Backend> = if let Some(path) = url.strip_prefix("sqlite://") {
-            Arc::new(SqliteStore::open(path).await?)
-        } else if let Some(path) = url.strip_prefix("sqlite:") {
+        let backend: Arc<dyn Backend> = if let Some(path) = sqlite_path(url) {
             Arc::new(SqliteStore::open(path).await?)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Arc::new(PgStore::open(url, options.pool_size).await?)

@@ -15,7 +15,7 @@ use codmir_core::webhook::{
     WebhookSecret,
 };
 
-use super::{ApiKeyRecord, StoreError, StoreResult, StoredEvent};
+use super::{ApiKeyRecord, KeyInfo, StoreError, StoreResult, StoredEvent};
 
 /// The typed reads of one row that the decoders need, by column index.
 pub(super) trait Columns {
@@ -70,6 +70,21 @@ fn user_at(r: &dyn Columns, base: usize) -> StoreResult<User> {
         name: r.text(base + 2)?,
         email: r.opt_text(base + 3)?,
         created_at: ts(r, base + 4)?,
+    })
+}
+
+pub(super) const KEY_INFO_COLS: &str =
+    "k.id, w.name, u.name, k.created_at, k.last_used_at, k.revoked_at";
+pub(super) const KEY_INFO_FROM: &str =
+    "api_keys k JOIN users u ON u.id = k.user_id JOIN workspaces w ON w.id = k.workspace_id";
+pub(super) fn key_info(r: &dyn Columns) -> StoreResult<KeyInfo> {
+    Ok(KeyInfo {
+        id: r.text(0)?,
+        workspace: r.text(1)?,
+        user: r.text(2)?,
+        created_at: ts(r, 3)?,
+        last_used_at: opt_ts(r, 4)?,
+        revoked_at: opt_ts(r, 5)?,
     })
 }
 

@@ -93,6 +93,17 @@ pub struct ApiKeyRecord {
     pub created_at: Timestamp,
 }
 
+/// An API key as `codmir keys list` shows it: never its secret or hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub id: String,
+    pub workspace: String,
+    pub user: String,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}
+
 /// An event as stored: the exact bytes that are delivered.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
@@ -144,7 +155,14 @@ pub trait TrackerTx: Send {
     async fn insert_user(&mut self, u: &User) -> StoreResult<()>;
 
     async fn insert_api_key(&mut self, k: &ApiKeyRecord) -> StoreResult<()>;
+    /// A key that is not revoked, with the principal it acts as.
     async fn get_api_key(&mut self, id: &str) -> StoreResult<Option<(ApiKeyRecord, Principal)>>;
+    /// Every key of every workspace, revoked ones included, oldest first.
+    async fn list_api_keys(&mut self) -> StoreResult<Vec<KeyInfo>>;
+    /// Marks a key revoked at `at`; false when there is no such key or it already was.
+    async fn revoke_api_key(&mut self, id: &str, at: Timestamp) -> StoreResult<bool>;
+    /// Records that a key was used at `at`.
+    async fn touch_api_key(&mut self, id: &str, at: Timestamp) -> StoreResult<()>;
 
     async fn insert_project(&mut self, p: &Project) -> StoreResult<()>;
     async fn get_project(&mut self, ws: &str, id: &str) -> StoreResult<Option<Project>>;

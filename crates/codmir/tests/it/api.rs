@@ -437,6 +437,7 @@ async fn openapi_lists_every_route_and_healthz_answers() {
         ("patch", "/v1/webhooks/{id}"),
         ("delete", "/v1/webhooks/{id}"),
         ("get", "/v1/webhooks/{id}/deliveries"),
+        ("get", "/v1/webhooks/{id}/stats"),
         ("get", "/v1/deliveries/{id}"),
     ];
     let paths = doc.body["paths"].as_object().unwrap();

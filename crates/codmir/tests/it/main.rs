@@ -9,6 +9,7 @@ mod crash;
 mod delivery;
 mod events;
 mod failures;
+mod first_run;
 mod helpers;
 mod nodes;
 mod observability;

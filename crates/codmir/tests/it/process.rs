@@ -37,6 +37,44 @@ pub(crate) fn create_key(db: &str, workspace: &str, user: &str) -> String {
     key
 }
 
+/// What a command that ran to its end printed.
+pub(crate) struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `cmd` to its end, or kills it and returns `None` after `limit` (a command that should
+/// have refused at once but serves instead).
+pub(crate) fn finish_within(mut cmd: Command, limit: Duration) -> Option<Finished> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (stdout, stderr) = (Arc::default(), Arc::default());
+    let out = collect_lines(child.stdout.take().unwrap(), Arc::clone(&stdout));
+    let err = collect_lines(child.stderr.take().unwrap(), Arc::clone(&stderr));
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            // The pipes close with the process, which ends their readers.
+            let (out, err) = (out.join(), err.join());
+            assert!(out.is_ok() && err.is_ok());
+            let text = |lines: &Arc<Mutex<Vec<String>>>| lines.lock().unwrap().join("\n");
+            return Some(Finished {
+                status,
+                stdout: text(&stdout),
+                stderr: text(&stderr),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
 pub(crate) struct ServerProcess {
     pub child: Child,
     pub base: String,
@@ -45,12 +83,15 @@ pub(crate) struct ServerProcess {
 }
 
 /// Collects the lines of `pipe` into `lines` on a thread of its own.
-fn collect_lines(pipe: impl std::io::Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
+fn collect_lines(
+    pipe: impl std::io::Read + Send + 'static,
+    lines: Arc<Mutex<Vec<String>>>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines().map_while(Result::ok) {
             lines.lock().unwrap().push(line);
         }
-    });
+    })
 }
 
 impl ServerProcess {

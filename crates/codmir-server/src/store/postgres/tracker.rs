@@ -7,10 +7,10 @@ use codmir_core::tracker::{Comment, Member, Principal, Project, Ticket, User, Wo
 
 use super::PgTx;
 use crate::store::rows::{
-    self, API_KEY_COLS, COMMENT_COLS, MEMBER_COLS, PROJECT_COLS, TICKET_COLS, USER_COLS,
-    WORKSPACE_COLS,
+    self, API_KEY_COLS, COMMENT_COLS, KEY_INFO_COLS, KEY_INFO_FROM, MEMBER_COLS, PROJECT_COLS,
+    TICKET_COLS, USER_COLS, WORKSPACE_COLS,
 };
-use crate::store::{ApiKeyRecord, Page, PageRequest, StoreResult, TrackerTx};
+use crate::store::{ApiKeyRecord, KeyInfo, Page, PageRequest, StoreResult, TrackerTx};
 
 #[async_trait]
 impl TrackerTx for PgTx<'_> {
@@ -94,12 +94,40 @@ impl TrackerTx for PgTx<'_> {
     async fn get_api_key(&mut self, id: &str) -> StoreResult<Option<(ApiKeyRecord, Principal)>> {
         self.one(
             &format!(
-                "SELECT {API_KEY_COLS} FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1"
+                "SELECT {API_KEY_COLS} FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1 AND k.revoked_at IS NULL"
             ),
             &[&id],
             rows::api_key,
         )
         .await
+    }
+
+    async fn list_api_keys(&mut self) -> StoreResult<Vec<KeyInfo>> {
+        self.all(
+            &format!("SELECT {KEY_INFO_COLS} FROM {KEY_INFO_FROM} ORDER BY k.created_at, k.id"),
+            &[],
+            rows::key_info,
+        )
+        .await
+    }
+
+    async fn revoke_api_key(&mut self, id: &str, at: Timestamp) -> StoreResult<bool> {
+        let n = self
+            .exec(
+                "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                &[&id, &at.as_millis()],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn touch_api_key(&mut self, id: &str, at: Timestamp) -> StoreResult<()> {
+        self.exec(
+            "UPDATE api_keys SET last_used_at = $2 WHERE id = $1",
+            &[&id, &at.as_millis()],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn insert_project(&mut self, p: &Project) -> StoreResult<()> {

@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite_0001_init.sql"),
     include_str!("../migrations/sqlite_0002_webhook_due.sql"),
     include_str!("../migrations/sqlite_0003_operations.sql"),
+    include_str!("../migrations/sqlite_0004_key_use.sql"),
 ];
 
 impl From<rusqlite::Error> for StoreError {

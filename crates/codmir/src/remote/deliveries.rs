@@ -1,0 +1,197 @@
+//! `codmir deliveries …` and `codmir replay`: the delivery log, and sending again.
+
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use super::{Api, Outcome, Paging, Remote, cell, fields, list_rows, table};
+
+#[derive(Subcommand)]
+pub(crate) enum DeliveriesCommand {
+    /// List deliveries across the workspace's webhooks, newest first, with why each failed.
+    #[command(
+        after_help = "Example:\n  codmir deliveries list --status failed --since 2026-12-01T00:00:00Z"
+    )]
+    List {
+        /// Only deliveries to this webhook.
+        #[arg(long)]
+        webhook: Option<String>,
+        /// `pending`, `succeeded`, `failed` or `cancelled`.
+        #[arg(long)]
+        status: Option<String>,
+        /// An event type or pattern (`ticket.*`).
+        #[arg(long)]
+        event_type: Option<String>,
+        /// Created at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Created before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Show one delivery with every attempt: time, duration, status or error, response.
+    #[command(after_help = "Example:\n  codmir deliveries show dlv_01jd…")]
+    Show { id: String },
+    /// Send a delivery again now (a new delivery of the same event, linked to this one).
+    #[command(after_help = "Example:\n  codmir deliveries redeliver dlv_01jd…")]
+    Redeliver { id: String },
+}
+
+/// `codmir replay`: send a webhook the events of a time window again.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Example:\n  codmir replay --webhook wh_01jd… --since 2026-12-01T09:00:00Z --status failed"
+)]
+pub(crate) struct ReplayArgs {
+    /// The webhook to send to.
+    #[arg(long)]
+    webhook: String,
+    /// Events created at or after this RFC 3339 time.
+    #[arg(long)]
+    since: String,
+    /// Events created before this RFC 3339 time (default: now).
+    #[arg(long)]
+    until: Option<String>,
+    /// Only events whose delivery to this webhook ended so: `failed`, `succeeded` or
+    /// `cancelled`.
+    #[arg(long)]
+    status: Option<String>,
+    /// Also events the webhook never got (created while it was disabled).
+    #[arg(long)]
+    include_missed: bool,
+}
+
+fn delivery_row(d: &Value) -> Vec<String> {
+    let last = match (d["last_status_code"].as_u64(), d["last_error"].as_str()) {
+        (Some(code), _) => code.to_string(),
+        (None, Some(e)) => e.to_owned(),
+        (None, None) => "-".into(),
+    };
+    vec![
+        cell(&d["id"]),
+        cell(&d["status"]),
+        cell(&d["attempt_count"]),
+        last,
+        cell(&d["event_type"]),
+        cell(&d["webhook_id"]),
+        cell(&d["created_at"]),
+    ]
+}
+
+const DELIVERY_HEADERS: [&str; 7] = [
+    "ID", "STATUS", "ATTEMPTS", "LAST", "EVENT", "WEBHOOK", "CREATED",
+];
+
+pub(crate) async fn run(remote: &Remote, command: DeliveriesCommand) -> Outcome {
+    let api = Api::new(remote)?;
+    match command {
+        DeliveriesCommand::List {
+            webhook,
+            status,
+            event_type,
+            since,
+            until,
+            paging,
+        } => {
+            let mut query = vec![
+                ("webhook_id", webhook),
+                ("status", status),
+                ("event_type", event_type),
+                ("since", since),
+                ("until", until),
+            ];
+            query.extend(paging.query());
+            let list = api.get("/v1/deliveries", &query).await?;
+            api.show(&list, |list| {
+                table(&DELIVERY_HEADERS, list_rows(list, delivery_row))
+            });
+        }
+        DeliveriesCommand::Show { id } => {
+            let d = api.get(&format!("/v1/deliveries/{id}"), &[]).await?;
+            api.show(&d, |d| {
+                fields(&[
+                    ("id", cell(&d["id"])),
+                    ("status", cell(&d["status"])),
+                    ("webhook", cell(&d["webhook_id"])),
+                    (
+                        "event",
+                        format!("{} ({})", cell(&d["event_id"]), cell(&d["event_type"])),
+                    ),
+                    ("next attempt", cell(&d["next_attempt_at"])),
+                    ("redelivery of", cell(&d["redelivery_of"])),
+                    ("created", cell(&d["created_at"])),
+                ]);
+                println!();
+                let attempts = d["attempts"].as_array().cloned().unwrap_or_default();
+                table(
+                    &["ATTEMPT", "AT", "DURATION", "STATUS", "ERROR", "RESPONSE"],
+                    attempts
+                        .iter()
+                        .map(|a| {
+                            vec![
+                                cell(&a["attempt"]),
+                                cell(&a["attempted_at"]),
+                                format!("{} ms", cell(&a["duration_ms"])),
+                                cell(&a["status_code"]),
+                                cell(&a["error"]),
+                                one_line(&cell(&a["response_body"]), 60),
+                            ]
+                        })
+                        .collect(),
+                );
+            });
+        }
+        DeliveriesCommand::Redeliver { id } => {
+            let d = api
+                .post(&format!("/v1/deliveries/{id}/redeliver"), json!({}))
+                .await?;
+            api.show(&d, |d| {
+                println!(
+                    "Queued delivery {} (a redelivery of {id}); see it with: codmir deliveries show {}",
+                    cell(&d["id"]),
+                    cell(&d["id"])
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn replay(remote: &Remote, args: ReplayArgs) -> Outcome {
+    let api = Api::new(remote)?;
+    let mut body = json!({"since": args.since});
+    if let Some(until) = args.until {
+        body["until"] = until.into();
+    }
+    if let Some(status) = args.status {
+        body["status"] = status.into();
+    }
+    if args.include_missed {
+        body["include_missed"] = true.into();
+    }
+    let r = api
+        .post(&format!("/v1/webhooks/{}/replay", args.webhook), body)
+        .await?;
+    api.show(&r, |r| {
+        println!(
+            "Queued {} deliveries ({} skipped: already pending).",
+            cell(&r["queued"]),
+            cell(&r["skipped_pending"])
+        );
+        if let Some(next) = r["next_since"].as_str() {
+            println!("The window holds more; continue with --since {next}");
+        }
+    });
+    Ok(())
+}
+
+/// The first `max` characters of `text` on one line.
+fn one_line(text: &str, max: usize) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > max {
+        flat.chars().take(max).collect::<String>() + "…"
+    } else {
+        flat
+    }
+}

@@ -1,0 +1,321 @@
+//! `codmir webhooks …`: register, inspect, change, test and measure webhooks.
+
+use clap::Subcommand;
+use serde_json::{Map, Value, json};
+
+use super::{Api, Outcome, Paging, Remote, cell, fields, list_rows, table};
+
+#[derive(Subcommand)]
+pub(crate) enum WebhooksCommand {
+    /// List the workspace's webhooks.
+    #[command(after_help = "Example:\n  codmir webhooks list --json")]
+    List {
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Show one webhook's settings (never its secret).
+    #[command(after_help = "Example:\n  codmir webhooks show wh_01jd…")]
+    Show { id: String },
+    /// Register an endpoint. Prints its id and secret (shown this once).
+    #[command(
+        after_help = "Example:\n  codmir webhooks create https://example.com/hooks --events ticket.created,ticket.updated"
+    )]
+    Create {
+        /// The endpoint's URL (https:// in production).
+        endpoint: String,
+        /// Event types, families (`ticket.*`) or `*`, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        events: Vec<String>,
+        /// The signing secret; leave it out to have a strong one generated.
+        #[arg(long)]
+        secret: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Only events of these projects (comma-separated ids).
+        #[arg(long, value_delimiter = ',')]
+        projects: Vec<String>,
+    },
+    /// Change a webhook's endpoint URL, events or description.
+    #[command(after_help = "Example:\n  codmir webhooks update wh_01jd… --events '*'")]
+    Update {
+        id: String,
+        /// A new URL for the endpoint.
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        events: Option<Vec<String>>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Delete a webhook; its pending deliveries are cancelled.
+    #[command(after_help = "Example:\n  codmir webhooks delete wh_01jd…")]
+    Delete { id: String },
+    /// Turn a webhook back on (for new events; `codmir replay --include-missed` for the rest).
+    #[command(after_help = "Example:\n  codmir webhooks enable wh_01jd…")]
+    Enable { id: String },
+    /// Turn a webhook off; its pending deliveries are cancelled.
+    #[command(after_help = "Example:\n  codmir webhooks disable wh_01jd…")]
+    Disable { id: String },
+    /// Send a test event now and show what the endpoint answered. Exits 1 if it did not
+    /// answer with a 2xx.
+    #[command(after_help = "Example:\n  codmir webhooks ping wh_01jd…")]
+    Ping { id: String },
+    /// Replace a webhook's secret; the old one keeps signing beside it for the grace period.
+    #[command(after_help = "Example:\n  codmir webhooks rotate-secret wh_01jd… --grace-period 24h")]
+    RotateSecret {
+        id: String,
+        /// The new secret; leave it out to have one generated.
+        #[arg(long)]
+        secret: Option<String>,
+        /// How long the old secret still signs (e.g. `1h`, `24h`; `0s` ends it now).
+        #[arg(long, value_parser = parse_duration)]
+        grace_period: Option<std::time::Duration>,
+    },
+    /// Deliveries over the last hour, day or week: by outcome, success rate, latency, and a
+    /// chart of the series.
+    #[command(after_help = "Example:\n  codmir webhooks stats wh_01jd… --window 24h")]
+    Stats {
+        id: String,
+        /// `1h`, `24h` or `7d`.
+        #[arg(long, default_value = "1h")]
+        window: String,
+    },
+}
+
+fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
+    codmir_core::retry::parse_duration(raw).map_err(|e| e.message)
+}
+
+pub(crate) async fn run(remote: &Remote, command: WebhooksCommand) -> Outcome {
+    let api = Api::new(remote)?;
+    let path = |id: &str| format!("/v1/webhooks/{id}");
+    match command {
+        WebhooksCommand::List { paging } => {
+            let list = api.get("/v1/webhooks", &paging.query()).await?;
+            api.show(&list, |list| {
+                table(
+                    &["ID", "STATE", "EVENTS", "URL"],
+                    list_rows(list, |w| {
+                        vec![
+                            cell(&w["id"]),
+                            state(w),
+                            cell(&w["events"]),
+                            cell(&w["url"]),
+                        ]
+                    }),
+                )
+            });
+        }
+        WebhooksCommand::Show { id } => {
+            let w = api.get(&path(&id), &[]).await?;
+            api.show(&w, show_webhook);
+        }
+        WebhooksCommand::Create {
+            endpoint,
+            events,
+            secret,
+            description,
+            projects,
+        } => {
+            let mut body = json!({"url": endpoint, "events": events});
+            set(&mut body, "secret", secret.map(Value::from));
+            set(&mut body, "description", description.map(Value::from));
+            if !projects.is_empty() {
+                body["project_ids"] = json!(projects);
+            }
+            let w = api.post("/v1/webhooks", body).await?;
+            api.show(&w, |w| {
+                println!("Created webhook {}.", cell(&w["id"]));
+                show_webhook(w);
+                println!("\nIts secret is shown this once; keep it now:");
+                fields(&[
+                    ("secret", cell(&w["secret"])),
+                    ("signing_secret", cell(&w["signing_secret"])),
+                ]);
+            });
+        }
+        WebhooksCommand::Update {
+            id,
+            endpoint,
+            events,
+            description,
+        } => {
+            let mut body = json!({});
+            set(&mut body, "url", endpoint.map(Value::from));
+            set(&mut body, "events", events.map(Value::from));
+            set(&mut body, "description", description.map(Value::from));
+            if body.as_object().is_some_and(Map::is_empty) {
+                return Err(super::Failure::usage(
+                    "nothing to change: pass --endpoint, --events or --description".into(),
+                ));
+            }
+            let w = api.patch(&path(&id), body).await?;
+            api.show(&w, show_webhook);
+        }
+        WebhooksCommand::Delete { id } => {
+            api.delete(&path(&id)).await?;
+            api.show(&json!({"id": id, "deleted": true}), |_| {
+                println!("Deleted webhook {id}.")
+            });
+        }
+        WebhooksCommand::Enable { id } => {
+            let w = api.patch(&path(&id), json!({"enabled": true})).await?;
+            api.show(&w, |w| {
+                println!("Webhook {} is {}.", cell(&w["id"]), state(w))
+            });
+        }
+        WebhooksCommand::Disable { id } => {
+            let w = api.patch(&path(&id), json!({"enabled": false})).await?;
+            api.show(&w, |w| {
+                println!("Webhook {} is {}.", cell(&w["id"]), state(w))
+            });
+        }
+        WebhooksCommand::Ping { id } => {
+            let r = api.post(&format!("{}/ping", path(&id)), json!({})).await?;
+            api.show(&r, |r| {
+                let answer = match (r["status_code"].as_u64(), r["error"].as_str()) {
+                    (Some(code), _) => format!("HTTP {code}"),
+                    (None, Some(e)) => e.to_owned(),
+                    (None, None) => "no answer".into(),
+                };
+                fields(&[
+                    ("answer", answer),
+                    ("duration", format!("{} ms", cell(&r["duration_ms"]))),
+                    ("delivery", cell(&r["delivery_id"])),
+                    ("response", cell(&r["response_body"])),
+                ]);
+            });
+            if r["succeeded"] != true {
+                return Err(super::Failure::api(format!(
+                    "the endpoint did not accept the ping (see delivery {})",
+                    cell(&r["delivery_id"])
+                )));
+            }
+        }
+        WebhooksCommand::RotateSecret {
+            id,
+            secret,
+            grace_period,
+        } => {
+            let mut body = json!({});
+            set(&mut body, "secret", secret.map(Value::from));
+            set(
+                &mut body,
+                "grace_period_seconds",
+                grace_period.map(|g| g.as_secs().into()),
+            );
+            let w = api
+                .post(&format!("{}/rotate-secret", path(&id)), body)
+                .await?;
+            api.show(&w, |w| {
+                println!("Rotated the secret of webhook {}.", cell(&w["id"]));
+                fields(&[
+                    ("secret", cell(&w["secret"])),
+                    ("signing_secret", cell(&w["signing_secret"])),
+                    (
+                        "old secret signs until",
+                        cell(&w["previous_secret_expires_at"]),
+                    ),
+                ]);
+            });
+        }
+        WebhooksCommand::Stats { id, window } => {
+            let s = api
+                .get(&format!("{}/stats", path(&id)), &[("window", Some(window))])
+                .await?;
+            api.show(&s, show_stats);
+        }
+    }
+    Ok(())
+}
+
+fn set(body: &mut Value, key: &str, value: Option<Value>) {
+    if let Some(v) = value {
+        body[key] = v;
+    }
+}
+
+fn state(w: &Value) -> String {
+    if w["enabled"] == true {
+        "enabled".into()
+    } else {
+        match w["disabled_reason"].as_str() {
+            Some(reason) => format!("disabled ({reason})"),
+            None => "disabled".into(),
+        }
+    }
+}
+
+fn show_webhook(w: &Value) {
+    fields(&[
+        ("id", cell(&w["id"])),
+        ("url", cell(&w["url"])),
+        ("events", cell(&w["events"])),
+        ("state", state(w)),
+        ("description", cell(&w["description"])),
+        ("projects", cell(&w["project_ids"])),
+        ("created", cell(&w["created_at"])),
+        ("updated", cell(&w["updated_at"])),
+    ]);
+}
+
+fn show_stats(s: &Value) {
+    let d = &s["deliveries"];
+    let rate = s["success_rate"]
+        .as_f64()
+        .map_or("-".into(), |r| format!("{:.1} %", r * 100.0));
+    let l = &s["latency_ms"];
+    let latency = if l.is_null() {
+        "-".into()
+    } else {
+        format!(
+            "p50 {} ms · p90 {} ms · p99 {} ms",
+            cell(&l["p50"]),
+            cell(&l["p90"]),
+            cell(&l["p99"])
+        )
+    };
+    fields(&[
+        (
+            "window",
+            format!("{} (since {})", cell(&s["window"]), cell(&s["since"])),
+        ),
+        (
+            "deliveries",
+            format!(
+                "{} · {} succeeded · {} failed · {} pending · {} cancelled",
+                cell(&d["total"]),
+                cell(&d["succeeded"]),
+                cell(&d["failed"]),
+                cell(&d["pending"]),
+                cell(&d["cancelled"])
+            ),
+        ),
+        ("success rate", rate),
+        ("latency", latency),
+        ("succeeded", sparkline(s, "succeeded")),
+        ("failed", sparkline(s, "failed")),
+    ]);
+}
+
+/// One character per bucket of the series, ▁ to █ by its share of the busiest bucket.
+fn sparkline(s: &Value, outcome: &str) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let counts: Vec<u64> = s["series"]
+        .as_array()
+        .map(|b| b.iter().map(|b| b[outcome].as_u64().unwrap_or(0)).collect())
+        .unwrap_or_default();
+    // At most 72 characters: buckets are summed in groups to fit a terminal.
+    let group = counts.len().div_ceil(72).max(1);
+    let sums: Vec<u64> = counts.chunks(group).map(|c| c.iter().sum()).collect();
+    let max = sums.iter().copied().max().unwrap_or(0);
+    sums.iter()
+        .map(|&n| match n {
+            0 => ' ',
+            n => BARS[((n * 7).div_ceil(max.max(1)) as usize).min(7)],
+        })
+        .collect::<String>()
+        .trim_end()
+        .to_owned()
+        + if max == 0 { "(none)" } else { "" }
+}

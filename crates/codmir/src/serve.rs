@@ -1,0 +1,274 @@
+//! `codmir serve`: binds, takes the SQLite file for itself, opens and bootstraps the
+//! database, runs the server, and turns signals into a graceful shutdown (a second signal cuts
+//! in-flight attempts short, a third exits at once).
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use codmir_core::retry::{RetrySchedule, parse_duration};
+use codmir_core::time::Timestamp;
+use codmir_server::store::{StoreError, StoreOptions, sqlite_path};
+use codmir_server::{Config, Store, ops};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+#[derive(clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CODMIR_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Serve `GET /metrics` on this address only (keep it private), not on --listen.
+    #[arg(long, env = "CODMIR_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Database to use: sqlite://PATH, or postgres://USER@HOST:PORT/DB to run several nodes on
+    /// one database. Created (SQLite) and migrated on start.
+    #[arg(
+        long,
+        env = "CODMIR_DATABASE_URL",
+        default_value = "sqlite://codmir.db"
+    )]
+    database_url: String,
+    /// Connections this node keeps to PostgreSQL (plus one for LISTEN). Ignored for SQLite.
+    #[arg(long, env = "CODMIR_DATABASE_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    database_pool_size: u16,
+    /// Allow webhook URLs on localhost and loopback, private or link-local addresses (for
+    /// local development and tests only).
+    #[arg(long, env = "CODMIR_ALLOW_PRIVATE_TARGETS", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    allow_private_targets: bool,
+    /// Delays between delivery attempts, e.g. `1s,2s,4s`; its length is the number of retries.
+    /// Default: 5s,5m,30m,2h,5h,10h,14h,20h,24h (about three days), each ±20% jitter.
+    #[arg(long, env = "CODMIR_RETRY_SCHEDULE", value_parser = parse_schedule)]
+    retry_schedule: Option<RetrySchedule>,
+    /// How long to wait for a webhook endpoint to accept a connection.
+    #[arg(long, env = "CODMIR_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_time)]
+    connect_timeout: Duration,
+    /// How long one delivery attempt may take in all.
+    #[arg(long, env = "CODMIR_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_time)]
+    request_timeout: Duration,
+    /// Most delivery attempts in flight to one webhook at once.
+    #[arg(long, env = "CODMIR_MAX_IN_FLIGHT_PER_ENDPOINT", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    max_in_flight_per_endpoint: u16,
+    /// Most delivery attempts in flight in all.
+    #[arg(long, env = "CODMIR_MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u16).range(1..))]
+    max_in_flight: u16,
+    /// How long a claimed delivery stays leased to this node; must exceed --request-timeout.
+    /// When a node dies, the others take its claimed deliveries over once their leases expire.
+    #[arg(long, env = "CODMIR_DELIVERY_LEASE", default_value = "60s", value_parser = parse_time)]
+    delivery_lease: Duration,
+    /// Disable a webhook automatically once every attempt to it has failed for this long...
+    #[arg(long, env = "CODMIR_DISABLE_AFTER", default_value = "5d", value_parser = parse_time)]
+    disable_after: Duration,
+    /// ...and at least this many attempts in a row failed. A 410 Gone disables it at once.
+    #[arg(long, env = "CODMIR_DISABLE_AFTER_FAILURES", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    disable_after_failures: u32,
+    /// Delete events, deliveries and attempts older than this (pending deliveries and their
+    /// events are kept), in small batches in the background; `off` keeps everything.
+    #[arg(long, env = "CODMIR_RETENTION", default_value = "30d", value_parser = parse_retention)]
+    retention: Retention,
+    /// On shutdown, how long to wait for attempts in flight before cutting them off (they are
+    /// recorded as interrupted and retried on the next start). A second signal cuts at once.
+    #[arg(long, env = "CODMIR_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_time)]
+    shutdown_grace: Duration,
+}
+
+/// `--retention`: a duration, or `off`.
+#[derive(Debug, Clone, Copy)]
+struct Retention(Option<Duration>);
+
+fn parse_retention(raw: &str) -> Result<Retention, String> {
+    if raw == "off" {
+        return Ok(Retention(None));
+    }
+    parse_duration(raw)
+        .map(|d| Retention(Some(d)))
+        .map_err(|e| format!("{} (or `off`)", e.message))
+}
+
+fn parse_schedule(raw: &str) -> Result<RetrySchedule, String> {
+    RetrySchedule::parse(raw).map_err(|e| e.message)
+}
+
+fn parse_time(raw: &str) -> Result<Duration, String> {
+    parse_duration(raw).map_err(|e| e.message)
+}
+
+pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
+    if args.delivery_lease <= args.request_timeout {
+        anyhow::bail!(
+            "--delivery-lease ({:?}) must be longer than --request-timeout ({:?})",
+            args.delivery_lease,
+            args.request_timeout
+        );
+    }
+    // Signals are caught from the start: one during start-up is a shutdown, not a kill.
+    let mut signals = Signals::new()?;
+    // Bind first: a server that cannot listen must not create the database and print its
+    // one-time key to nobody.
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let metrics = match args.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for metrics on {addr}"))?,
+        ),
+        None => None,
+    };
+    // Held until the process exits: one server per SQLite file.
+    let _lock = match sqlite_path(&args.database_url) {
+        Some(path) => Some(lock_sqlite(Path::new(path))?),
+        None => None,
+    };
+    let options = StoreOptions {
+        pool_size: args.database_pool_size.into(),
+    };
+    let store = Store::open_with(&args.database_url, &options)
+        .await
+        .with_context(|| format!("opening {}", args.database_url))?;
+    let created = match store
+        .write(|tx| Box::pin(async move { ops::bootstrap(tx, Timestamp::now()).await }))
+        .await
+    {
+        // Another node sharing the database bootstrapped it at the same moment.
+        Err(ops::Error::Store(StoreError::Conflict(_))) => None,
+        other => other.context("creating the default workspace")?,
+    };
+    if let Some(key) = created {
+        println!(
+            "Created workspace \"default\" with user \"admin\" ({}).",
+            key.principal.user_id
+        );
+        println!("This API key is shown once and will not be shown again; keep it now:");
+        println!("{}", key.key);
+    } else if !store
+        .read(|tx| Box::pin(async move { ops::any_key_used(tx).await }))
+        .await
+        .unwrap_or(true)
+    {
+        eprintln!(
+            "No API key of this database has been used yet. If the key printed when it was \
+             created is lost, make another:\n  codmir keys create --database-url {} --workspace default --user admin",
+            shown_url(&args.database_url)
+        );
+    }
+    tracing::info!(address = %listener.local_addr()?, database = %shown_url(&args.database_url), "codmir is serving");
+    let config = Config {
+        allow_private_targets: args.allow_private_targets,
+        retry_schedule: args.retry_schedule.unwrap_or_default(),
+        connect_timeout: args.connect_timeout,
+        request_timeout: args.request_timeout,
+        max_in_flight_per_endpoint: args.max_in_flight_per_endpoint.into(),
+        max_in_flight: args.max_in_flight.into(),
+        lease_duration: args.delivery_lease,
+        disable_policy: codmir_core::webhook::DisablePolicy {
+            period: args.disable_after,
+            failures: args.disable_after_failures,
+        },
+        retention: args.retention.0,
+        shutdown_grace: args.shutdown_grace,
+        ..Config::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = codmir_server::start_with_metrics(listener, metrics, store, config, async {
+        let _ = stopped.await;
+    })?;
+    let engine = running.engine().clone();
+    tokio::spawn(async move {
+        signals.next().await;
+        tracing::info!("shutting down: finishing in-flight work (a second signal cuts it short)");
+        let _ = stop.send(());
+        signals.next().await;
+        tracing::warn!(
+            "second signal: cutting off in-flight deliveries now; they are recorded as interrupted (a third signal exits at once)"
+        );
+        engine.cut_off();
+        signals.next().await;
+        std::process::exit(130);
+    });
+    running.wait().await?;
+    tracing::info!("codmir stopped");
+    Ok(())
+}
+
+/// A database URL as it may be shown: a SQLite file as an absolute path, a PostgreSQL URL
+/// without its password.
+pub(crate) fn shown_url(url: &str) -> String {
+    if let Some(path) = sqlite_path(url) {
+        let path = std::path::absolute(path).unwrap_or_else(|_| PathBuf::from(path));
+        return format!("sqlite://{}", path.display());
+    }
+    if let (Some(scheme), Some(at)) = (url.find("://"), url.rfind('@')) {
+        let userinfo = url.get(scheme + 3..at).unwrap_or_default();
+        if let Some(colon) = userinfo.find(':') {
+            return format!("{}:***{}", &url[..scheme + 3 + colon], &url[at..]);
+        }
+    }
+    url.to_owned()
+}
+
+/// Takes `PATH.lock` beside the database for this process's life, or says who holds it.
+/// A lock file of its own, not a lock on the database file, so as not to meddle with
+/// SQLite's own locking; `keys` commands do not take it and work beside a running server.
+fn lock_sqlite(db: &Path) -> Result<File> {
+    let path = PathBuf::from(format!("{}.lock", db.display()));
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("creating the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let db = std::path::absolute(db).unwrap_or_else(|_| db.to_path_buf());
+            anyhow::bail!(
+                "another codmir server is already serving {} (it holds {}.lock). One server per \
+                 SQLite file: stop the other one, or run several nodes on PostgreSQL \
+                 (--database-url postgres://…)",
+                db.display(),
+                db.display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, each delivery of either counted.
+struct Signals {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                int: signal(SignalKind::interrupt()).context("catching SIGINT")?,
+                term: signal(SignalKind::terminate()).context("catching SIGTERM")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.int.recv() => {},
+            _ = self.term.recv() => {},
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

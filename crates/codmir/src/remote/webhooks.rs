@@ -253,7 +253,13 @@ fn show_webhook(w: &Value) {
         ("events", cell(&w["events"])),
         ("state", state(w)),
         ("description", cell(&w["description"])),
-        ("projects", cell(&w["project_ids"])),
+        (
+            "projects",
+            match cell(&w["project_ids"]) {
+                all if all.is_empty() => "all".into(),
+                some => some,
+            },
+        ),
         ("created", cell(&w["created_at"])),
         ("updated", cell(&w["updated_at"])),
     ]);

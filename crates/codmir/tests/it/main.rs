@@ -4,6 +4,7 @@
 
 mod api;
 mod cli;
+mod commands;
 mod conformance;
 mod crash;
 mod delivery;

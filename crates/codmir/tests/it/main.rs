@@ -15,6 +15,7 @@ mod helpers;
 mod nodes;
 mod observability;
 mod operations;
+mod own_pg;
 mod process;
 mod receiver;
 mod stats;

@@ -284,3 +284,39 @@ async fn failures_are_logged_once_each_with_their_ids_as_json() {
     assert!(f["event_id"].as_str().unwrap().starts_with("evt_"));
     assert_clean(&lines, &secret, &key);
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL's initdb and pg_ctl; run `cargo test -- --ignored` (CI does)"]
+async fn readiness_turns_503_while_postgresql_is_down_and_back_when_it_returns() {
+    let pg = crate::own_pg::OwnPostgres::start();
+    let s = ServerProcess::start(&pg.url(), &[]).await;
+    let status = |path: &'static str| {
+        let url = format!("{}{path}", s.base);
+        async move { client().get(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status("/readyz").await, 200);
+
+    pg.stop();
+    eventually(WAIT, "not ready while the database is down", || async {
+        status("/readyz").await == 503
+    })
+    .await;
+    let body: Value = client()
+        .get(format!("{}/readyz", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["database"], "unreachable", "{body}");
+    assert_eq!(body["status"], "unavailable", "{body}");
+    assert_eq!(body["engine"], "running", "{body}");
+    assert_eq!(status("/healthz").await, 200, "liveness is not readiness");
+
+    pg.restart();
+    eventually(Duration::from_secs(30), "ready again", || async {
+        status("/readyz").await == 200
+    })
+    .await;
+}

@@ -187,10 +187,38 @@ pub(super) struct AttemptResponse {
     pub error: Option<String>,
     /// The first 4 KiB of the response body.
     pub response_body: Option<String>,
+    /// The request's headers in the order sent; `null` when the webhook is gone. Signatures
+    /// are computed again with the webhook's secrets as they are now: after a later rotation
+    /// they differ from the ones sent.
+    #[schema(value_type = Option<Object>)]
+    pub request_headers: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-impl From<Attempt> for AttemptResponse {
-    fn from(a: Attempt) -> Self {
+impl AttemptResponse {
+    fn new(a: Attempt, log: &ops::DeliveryLog) -> Self {
+        let request_headers = log.webhook.as_ref().map(|w| {
+            let mut headers = serde_json::Map::new();
+            for (name, value) in w.headers.pairs() {
+                headers.insert(name.to_ascii_lowercase(), value.clone().into());
+            }
+            let body = log.payload.as_deref().unwrap_or_default().as_bytes();
+            crate::delivery::signed_headers(
+                w,
+                &log.delivery,
+                a.attempt,
+                a.attempted_at,
+                body,
+                |n, v| {
+                    headers.insert(n.to_owned(), v.into());
+                },
+            );
+            headers.insert("content-type".into(), "application/json".into());
+            headers.insert(
+                "user-agent".into(),
+                crate::delivery::USER_AGENT_VALUE.into(),
+            );
+            headers
+        });
         Self {
             attempt: a.attempt,
             attempted_at: a.attempted_at.to_rfc3339_millis(),
@@ -198,6 +226,7 @@ impl From<Attempt> for AttemptResponse {
             status_code: a.status_code,
             error: a.error,
             response_body: a.response_body,
+            request_headers,
         }
     }
 }
@@ -206,6 +235,10 @@ impl From<Attempt> for AttemptResponse {
 pub(super) struct DeliveryDetail {
     #[serde(flatten)]
     pub delivery: DeliveryResponse,
+    /// Where the attempts were sent (the webhook's URL now); `null` when the webhook is gone.
+    pub url: Option<String>,
+    /// The exact bytes every attempt sent; `null` once the event is past retention.
+    pub request_body: Option<String>,
     pub attempts: Vec<AttemptResponse>,
 }
 
@@ -459,6 +492,8 @@ pub(super) struct WorkspaceDeliveryParams {
     pub event_type: Option<String>,
     /// Only deliveries to this webhook.
     pub webhook_id: Option<String>,
+    /// Only deliveries of this event: where it went.
+    pub event_id: Option<String>,
     /// Only deliveries created at or after this RFC 3339 time.
     pub since: Option<String>,
     /// Only deliveries created before this RFC 3339 time.
@@ -486,8 +521,18 @@ pub(super) async fn list_workspace_deliveries(
         }
         other => other,
     };
+    let event_id = match q.event_id {
+        Some(id) if !codmir_core::id::is_valid("evt", &id) => {
+            return Err(ApiError::invalid(
+                "event_id",
+                format!("`{id}` is not an event id (evt_…)"),
+            ));
+        }
+        other => other,
+    };
     let query = DeliveryQuery {
         webhook_id,
+        event_id,
         status: q.status.as_deref().map(DeliveryStatus::parse).transpose()?,
         event_type: q
             .event_type
@@ -534,12 +579,18 @@ pub(super) async fn get_delivery(
     Path(id): Path<String>,
 ) -> Result<axum::Json<DeliveryDetail>, ApiError> {
     let id = path_id("dlv", &id, "delivery")?;
-    let (d, attempts) = s
+    let mut log = s
         .store
         .read(move |tx| Box::pin(async move { ops::delivery(tx, &p, &id).await }))
         .await?;
+    let attempts = std::mem::take(&mut log.attempts)
+        .into_iter()
+        .map(|a| AttemptResponse::new(a, &log))
+        .collect();
     Ok(axum::Json(DeliveryDetail {
-        delivery: d.into(),
-        attempts: attempts.into_iter().map(AttemptResponse::from).collect(),
+        url: log.webhook.as_ref().map(|w| w.url.as_str().to_owned()),
+        request_body: log.payload.clone(),
+        attempts,
+        delivery: log.delivery.into(),
     }))
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use codmir_core::retry::parse_retry_after;
 use codmir_core::sign::{codmir_signature, standard_key, standard_signature};
-use codmir_core::webhook::is_private_ip;
+use codmir_core::webhook::{Delivery, Webhook, is_private_ip};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
 
@@ -160,8 +160,6 @@ impl Sender {
             }
         }
         let body = c.payload.as_bytes();
-        let secret = c.webhook.secret.as_str();
-        let now_secs = now.as_secs();
         let mut headers = HeaderMap::with_capacity(10 + c.webhook.headers.pairs().len());
         // The webhook's own headers first: none of them can be one of ours (they are refused
         // when registered), and ours are inserted after them regardless.
@@ -173,36 +171,18 @@ impl Sender {
                 headers.insert(n, v);
             }
         }
-        let mut put = |name: &'static str, value: String| {
-            if let Ok(v) = HeaderValue::try_from(value) {
-                headers.insert(name, v);
-            }
-        };
-        // During a rotation's grace period the contract's header, which holds one value, stays
-        // on the previous secret; `webhook-signature` carries both (new first).
-        let previous = c.webhook.previous_secret_at(now).map(|s| s.as_str());
-        put(
-            "x-codmir-signature",
-            codmir_signature(previous.unwrap_or(secret), body),
+        signed_headers(
+            &c.webhook,
+            &c.delivery,
+            attempt,
+            now,
+            body,
+            |name, value| {
+                if let Ok(v) = HeaderValue::try_from(value) {
+                    headers.insert(name, v);
+                }
+            },
         );
-        put("x-codmir-event", c.delivery.event_type.as_str().to_owned());
-        put("x-codmir-delivery", c.delivery.id.clone());
-        put("x-codmir-webhook-id", c.webhook.id.clone());
-        put("x-codmir-attempt", attempt.to_string());
-        put("webhook-id", c.delivery.event_id.clone());
-        put("webhook-timestamp", now_secs.to_string());
-        let mut signature =
-            standard_signature(&standard_key(secret), &c.delivery.event_id, now_secs, body);
-        if let Some(old) = previous {
-            signature.push(' ');
-            signature.push_str(&standard_signature(
-                &standard_key(old),
-                &c.delivery.event_id,
-                now_secs,
-                body,
-            ));
-        }
-        put("webhook-signature", signature);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
 
@@ -265,6 +245,48 @@ impl AsRef<[u8]> for Payload {
 }
 
 /// A one-line cause for the delivery log, without internal detail of our own.
+
+/// Our headers of attempt number `attempt` of `delivery` made at `now`, in the order they
+/// are set: ids, attempt number and both signatures. Besides them a request carries the
+/// webhook's own headers, `Content-Type` and `User-Agent`. The delivery log shows a request
+/// with the same function.
+pub fn signed_headers(
+    webhook: &Webhook,
+    delivery: &Delivery,
+    attempt: u32,
+    now: Timestamp,
+    body: &[u8],
+    mut put: impl FnMut(&'static str, String),
+) {
+    let secret = webhook.secret.as_str();
+    let now_secs = now.as_secs();
+    // During a rotation's grace period the contract's header, which holds one value, stays
+    // on the previous secret; `webhook-signature` carries both (new first).
+    let previous = webhook.previous_secret_at(now).map(|s| s.as_str());
+    put(
+        "x-codmir-signature",
+        codmir_signature(previous.unwrap_or(secret), body),
+    );
+    put("x-codmir-event", delivery.event_type.as_str().to_owned());
+    put("x-codmir-delivery", delivery.id.clone());
+    put("x-codmir-webhook-id", webhook.id.clone());
+    put("x-codmir-attempt", attempt.to_string());
+    put("webhook-id", delivery.event_id.clone());
+    put("webhook-timestamp", now_secs.to_string());
+    let mut signature =
+        standard_signature(&standard_key(secret), &delivery.event_id, now_secs, body);
+    if let Some(old) = previous {
+        signature.push(' ');
+        signature.push_str(&standard_signature(
+            &standard_key(old),
+            &delivery.event_id,
+            now_secs,
+            body,
+        ));
+    }
+    put("webhook-signature", signature);
+}
+
 fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"

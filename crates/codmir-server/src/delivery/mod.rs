@@ -35,7 +35,9 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub use budget::ApiWork;
-pub use client::{AttemptResult, MAX_RESPONSE_LOGGED, MAX_RESPONSE_READ, Sender, USER_AGENT_VALUE};
+pub use client::{
+    AttemptResult, MAX_RESPONSE_LOGGED, MAX_RESPONSE_READ, Sender, USER_AGENT_VALUE, signed_headers,
+};
 pub use handle::Engine;
 
 use crate::config::Config;

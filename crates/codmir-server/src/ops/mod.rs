@@ -34,8 +34,8 @@ pub use tracker::{
     update_ticket,
 };
 pub use webhooks::{
-    MAX_GRACE, NewWebhook, WebhookPatch, create_webhook, delete_webhook, delivery, rotate_secret,
-    update_webhook, webhook,
+    DeliveryLog, MAX_GRACE, NewWebhook, WebhookPatch, create_webhook, delete_webhook, delivery,
+    rotate_secret, update_webhook, webhook,
 };
 
 /// Why a unit of work was refused or failed.

@@ -159,17 +159,35 @@ pub async fn delete_webhook(
 }
 
 /// A delivery of the caller's workspace with its attempts, oldest first.
-pub async fn delivery(
-    tx: &mut dyn Tx,
-    p: &Principal,
-    id: &str,
-) -> Result<(Delivery, Vec<Attempt>)> {
-    let d = tx
+pub async fn delivery(tx: &mut dyn Tx, p: &Principal, id: &str) -> Result<DeliveryLog> {
+    let delivery = tx
         .get_delivery(&p.workspace_id, id)
         .await?
         .ok_or(Error::NotFound("delivery"))?;
-    let attempts = tx.list_attempts(&d.id).await?;
-    Ok((d, attempts))
+    let attempts = tx.list_attempts(&delivery.id).await?;
+    let webhook = tx
+        .get_webhook(&p.workspace_id, &delivery.webhook_id)
+        .await?;
+    let payload = tx
+        .get_event(&p.workspace_id, &delivery.event_id)
+        .await?
+        .map(|e| e.payload);
+    Ok(DeliveryLog {
+        delivery,
+        attempts,
+        webhook,
+        payload,
+    })
+}
+
+/// A delivery with its attempts, and what is needed to show the request it sent: its webhook
+/// and its event's bytes (either may be gone since: deleted, or past retention).
+#[derive(Debug)]
+pub struct DeliveryLog {
+    pub delivery: Delivery,
+    pub attempts: Vec<Attempt>,
+    pub webhook: Option<Webhook>,
+    pub payload: Option<String>,
 }
 
 /// The longest grace period a rotation may give the previous secret.

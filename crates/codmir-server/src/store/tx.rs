@@ -68,6 +68,8 @@ impl EventQuery {
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryQuery {
     pub webhook_id: Option<String>,
+    /// The deliveries of one event (to each webhook, and redeliveries).
+    pub event_id: Option<String>,
     pub status: Option<DeliveryStatus>,
     /// A pattern as webhooks take them; `None` or `*` for every type.
     pub event_type: Option<String>,

@@ -8,6 +8,7 @@ mod commands;
 mod conformance;
 mod crash;
 mod delivery;
+mod delivery_log;
 mod events;
 mod failures;
 mod first_run;

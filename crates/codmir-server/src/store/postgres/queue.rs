@@ -457,8 +457,8 @@ impl QueueTx for PgTx<'_> {
                 "SELECT {DELIVERY_COLS} FROM deliveries WHERE workspace_id = $1 \
                  AND ($2::text IS NULL OR webhook_id = $2) AND ($3::text IS NULL OR status = $3) \
                  AND ($4::text IS NULL OR event_type LIKE $4) AND ($5::int8 IS NULL OR created_at >= $5) \
-                 AND ($6::int8 IS NULL OR created_at < $6) AND ($7::text IS NULL OR id < $7) \
-                 ORDER BY id DESC LIMIT $8"
+                 AND ($6::int8 IS NULL OR created_at < $6) AND ($7::text IS NULL OR event_id = $7) \
+                 AND ($8::text IS NULL OR id < $8) ORDER BY id DESC LIMIT $9"
             ),
             &[
                 &ws,
@@ -467,6 +467,7 @@ impl QueueTx for PgTx<'_> {
                 &q.type_like(),
                 &since,
                 &until,
+                &q.event_id,
             ],
             page,
             rows::delivery,

@@ -376,8 +376,8 @@ impl QueueTx for SqliteTx<'_> {
                 "SELECT {DELIVERY_COLS} FROM deliveries WHERE workspace_id = ?1 \
                  AND (?2 IS NULL OR webhook_id = ?2) AND (?3 IS NULL OR status = ?3) \
                  AND (?4 IS NULL OR event_type LIKE ?4) AND (?5 IS NULL OR created_at >= ?5) \
-                 AND (?6 IS NULL OR created_at < ?6) AND (?7 IS NULL OR id < ?7) \
-                 ORDER BY id DESC LIMIT ?8"
+                 AND (?6 IS NULL OR created_at < ?6) AND (?7 IS NULL OR event_id = ?7) \
+                 AND (?8 IS NULL OR id < ?8) ORDER BY id DESC LIMIT ?9"
             ),
             params![
                 ws,
@@ -385,7 +385,8 @@ impl QueueTx for SqliteTx<'_> {
                 q.status.map(DeliveryStatus::as_str),
                 q.type_like(),
                 since,
-                until
+                until,
+                q.event_id
             ],
             page,
             rows::delivery,

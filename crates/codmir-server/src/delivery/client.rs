@@ -244,8 +244,6 @@ impl AsRef<[u8]> for Payload {
     }
 }
 
-/// A one-line cause for the delivery log, without internal detail of our own.
-
 /// Our headers of attempt number `attempt` of `delivery` made at `now`, in the order they
 /// are set: ids, attempt number and both signatures. Besides them a request carries the
 /// webhook's own headers, `Content-Type` and `User-Agent`. The delivery log shows a request
@@ -287,6 +285,7 @@ pub fn signed_headers(
     put("webhook-signature", signature);
 }
 
+/// A one-line cause for the delivery log, without internal detail of our own.
 fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"

@@ -127,7 +127,7 @@ async fn webhooks_commands_in_both_output_modes() {
 
     let shown = ok(&s, &key, &["webhooks", "show", &id]);
     assert!(
-        shown.contains(&format!("url:")) && shown.contains(&rx.url),
+        shown.contains("url:") && shown.contains(&rx.url),
         "{shown}"
     );
     assert!(

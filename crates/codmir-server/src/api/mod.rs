@@ -6,6 +6,7 @@
 //! [`AppState::mutate`], the only caller of the delivery engine from here (`state.rs`, where
 //! the engine is a private field).
 
+mod dashboard;
 mod error;
 mod events;
 mod extract;
@@ -146,6 +147,8 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
         Router::new()
     };
     routes
+        .route("/", get(dashboard::index))
+        .route("/dashboard/{name}", get(dashboard::asset))
         .route("/healthz", get(health))
         .route("/readyz", get(probes::readyz))
         .route("/openapi.json", get(openapi))

@@ -53,8 +53,8 @@ pub(crate) struct ReplayArgs {
     /// Events created before this RFC 3339 time (default: now).
     #[arg(long)]
     until: Option<String>,
-    /// Only events whose delivery to this webhook ended so: `failed`, `succeeded` or
-    /// `cancelled`.
+    /// Which events: `failed` (default: their delivery failed and none succeeded),
+    /// `cancelled`, or `any` (every event the webhook got).
     #[arg(long)]
     status: Option<String>,
     /// Also events the webhook never got (created while it was disabled).

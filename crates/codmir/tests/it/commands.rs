@@ -126,10 +126,7 @@ async fn webhooks_commands_in_both_output_modes() {
     );
 
     let shown = ok(&s, &key, &["webhooks", "show", &id]);
-    assert!(
-        shown.contains("url:") && shown.contains(&rx.url),
-        "{shown}"
-    );
+    assert!(shown.contains("url:") && shown.contains(&rx.url), "{shown}");
     assert!(
         !shown.contains(created["secret"].as_str().unwrap()),
         "never the secret again"

@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod conformance;
 mod crash;
+mod dashboard;
 mod delivery;
 mod delivery_log;
 mod events;

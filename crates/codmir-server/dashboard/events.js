@@ -1,0 +1,76 @@
+// The event log with its filters, and one event: its exact payload and where it went.
+
+import { answer, api, badge, codeBlock, fill, fromLocalInput, h, pretty, query, session, when } from "./lib.js";
+
+export async function eventsPage(main) {
+  const [catalog, projects] = await Promise.all([api("GET", "/v1/event-types"), api("GET", "/v1/projects?limit=100")]);
+  const families = [...new Set(catalog.data.map((t) => `${t.name.split(".")[0]}.*`))];
+  const form = h(
+    "form",
+    { class: "filters card" },
+    h("label", { for: "e-type" }, "Type"),
+    h("select", { id: "e-type", name: "type" }, h("option", { value: "" }, "any"), families.map((f) => h("option", { value: f }, f)), catalog.data.map((t) => h("option", { value: t.name }, t.name))),
+    h("label", { for: "e-project" }, "Project"),
+    h("select", { id: "e-project", name: "project_id" }, h("option", { value: "" }, "any"), projects.data.map((p) => h("option", { value: p.id }, p.name))),
+    h("label", { for: "e-since" }, "From"),
+    h("input", { id: "e-since", name: "since", type: "datetime-local" }),
+    h("label", { for: "e-until" }, "Until"),
+    h("input", { id: "e-until", name: "until", type: "datetime-local" }),
+    h("button", { type: "submit" }, "Filter"),
+  );
+  const body = h("tbody");
+  const more = h("p");
+  const load = async (cursor) => {
+    const el = form.elements;
+    const page = await api("GET", `/v1/events${query({ type: el.type.value, project_id: el.project_id.value, since: fromLocalInput(el.since.value), until: fromLocalInput(el.until.value), limit: 25, cursor })}`);
+    const rows = page.data.map((e) => h("tr", {}, h("td", {}, h("a", { href: `#/events/${e.id}` }, e.id)), h("td", {}, e.type), h("td", {}, when(e.timestamp))));
+    if (cursor) body.append(...rows);
+    else fill(body, rows.length ? rows : h("tr", {}, h("td", { colspan: 3, class: "muted" }, "No events match.")));
+    fill(more, page.next_cursor ? h("button", { type: "button", onclick: () => load(page.next_cursor) }, "Older events") : null);
+  };
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    load();
+  });
+  fill(
+    main,
+    h("h1", {}, "Events"),
+    form,
+    h("div", { class: "table" }, h("table", {}, h("thead", {}, h("tr", {}, ["Event", "Type", "Time"].map((t) => h("th", { scope: "col" }, t)))), body)),
+    more,
+  );
+  await load();
+}
+
+export async function eventPage(main, live, id) {
+  const [raw, went] = await Promise.all([
+    fetchRaw(id),
+    api("GET", `/v1/deliveries${query({ event_id: id, limit: 100 })}`),
+  ]);
+  const event = JSON.parse(raw);
+  fill(
+    main,
+    h("p", { class: "crumbs" }, h("a", { href: "#/events" }, "Events"), " / ", id),
+    h("h1", {}, event.type, " ", h("code", {}, id)),
+    h("p", {}, when(event.timestamp)),
+    h("section", { class: "card" }, h("h2", {}, "Payload"), codeBlock("Pretty-printed", pretty(raw), true), codeBlock("Exact bytes delivered", raw, false)),
+    h("section", {}, h("h2", {}, "Where it went"),
+      went.data.length
+        ? h("div", { class: "table" }, h("table", {},
+            h("thead", {}, h("tr", {}, ["Delivery", "Webhook", "Status", "Attempts", "Last answer"].map((t) => h("th", { scope: "col" }, t)))),
+            h("tbody", {}, went.data.map((d) => h("tr", {},
+              h("td", {}, h("a", { href: `#/deliveries/${d.id}` }, d.id)),
+              h("td", {}, h("a", { href: `#/webhooks/${d.webhook_id}` }, d.webhook_id)),
+              h("td", {}, badge(d.status)),
+              h("td", {}, String(d.attempt_count)),
+              h("td", {}, answer(d.last_status_code, d.last_error)))))))
+        : h("p", { class: "muted" }, "No webhook was subscribed to it.")),
+  );
+}
+
+/** The event's stored bytes, as delivered (not re-serialized). */
+async function fetchRaw(id) {
+  const res = await fetch(`/v1/events/${id}`, { headers: { Authorization: `Bearer ${session.key()}` } });
+  if (!res.ok) throw new Error(res.status === 404 ? "There is no such event." : `HTTP ${res.status}`);
+  return res.text();
+}

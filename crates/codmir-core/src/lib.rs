@@ -9,6 +9,7 @@ pub mod event;
 pub mod id;
 pub mod retry;
 pub mod sign;
+pub mod target;
 pub mod time;
 pub mod tracker;
 pub mod webhook;

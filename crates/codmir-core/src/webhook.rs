@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use crate::ValidationError;
 use crate::event::EventType;
+use crate::target::TargetPolicy;
 use crate::time::Timestamp;
 
 /// The longest endpoint URL accepted.
@@ -15,9 +16,11 @@ pub const MAX_URL_LEN: usize = 2048;
 pub struct EndpointUrl(String);
 
 impl EndpointUrl {
-    /// Parses `raw`. Unless `allow_private` is set, a host that is `localhost` or a loopback,
-    /// private, link-local or unspecified IP literal is refused (SSRF guard).
-    pub fn parse(raw: &str, allow_private: bool) -> Result<Self, ValidationError> {
+    /// Parses `raw` under `policy` (the SSRF guard at registration): a host that is
+    /// `localhost` (or under it), an IP literal that is not public and not allowed, port 0,
+    /// and `http://` with `https_only` are refused. Names are resolved, and checked again, at
+    /// each attempt.
+    pub fn parse(raw: &str, policy: &TargetPolicy) -> Result<Self, ValidationError> {
         let err = |m: String| ValidationError::new("url", m);
         if raw.len() > MAX_URL_LEN {
             return Err(err(format!("must be at most {MAX_URL_LEN} characters")));
@@ -30,25 +33,32 @@ impl EndpointUrl {
                 url.scheme()
             )));
         }
+        if policy.https_only && url.scheme() != "https" {
+            return Err(err(
+                "must be https:// (the server runs with --https-only)".into()
+            ));
+        }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(err("must not contain credentials (user:password@)".into()));
         }
+        if url.port() == Some(0) {
+            return Err(err("port 0 cannot be connected to".into()));
+        }
         let host = url.host().ok_or_else(|| err("must have a host".into()))?;
-        if !allow_private {
-            let private = match host {
-                url::Host::Domain(d) => {
-                    let d = d.trim_end_matches('.').to_ascii_lowercase();
-                    d == "localhost" || d.ends_with(".localhost")
-                }
-                url::Host::Ipv4(ip) => is_private_ip(IpAddr::V4(ip)),
-                url::Host::Ipv6(ip) => is_private_ip(IpAddr::V6(ip)),
-            };
-            if private {
-                return Err(err(format!(
-                    "`{host}` is a loopback, private or link-local address; start the server with \
-                     --allow-private-targets (CODMIR_ALLOW_PRIVATE_TARGETS=1) to deliver to it"
-                )));
+        let refused = match host {
+            url::Host::Domain(d) => {
+                let d = d.trim_end_matches('.').to_ascii_lowercase();
+                !policy.allow_private && (d == "localhost" || d.ends_with(".localhost"))
             }
+            url::Host::Ipv4(ip) => !policy.allows(IpAddr::V4(ip)),
+            url::Host::Ipv6(ip) => !policy.allows(IpAddr::V6(ip)),
+        };
+        if refused {
+            return Err(err(format!(
+                "`{host}` is not a public address (loopback, private, link-local, reserved or \
+                 special-purpose); allow its network with --allow-cidr, or start the server with \
+                 --allow-private-targets (CODMIR_ALLOW_PRIVATE_TARGETS=1) for local development"
+            )));
         }
         Ok(Self(url.into()))
     }
@@ -60,34 +70,6 @@ impl EndpointUrl {
 
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-/// True for addresses a webhook must not reach without `--allow-private-targets`: loopback,
-/// private (RFC 1918, unique local), link-local, unspecified, carrier-grade NAT and
-/// IPv4-mapped forms of those.
-pub fn is_private_ip(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || (o[0] == 100 && (o[1] & 0xc0) == 64)
-                || o[0] == 0
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private_ip(IpAddr::V4(v4));
-            }
-            let seg = v6.segments();
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (seg[0] & 0xfe00) == 0xfc00
-                || (seg[0] & 0xffc0) == 0xfe80
-        }
     }
 }
 
@@ -483,7 +465,13 @@ mod tests {
 
     #[test]
     fn urls_are_validated() {
-        assert!(EndpointUrl::parse("https://your-app.com/webhooks/codmir", false).is_ok());
+        assert!(
+            EndpointUrl::parse(
+                "https://your-app.com/webhooks/codmir",
+                &TargetPolicy::default()
+            )
+            .is_ok()
+        );
         for bad in [
             "ftp://x.com/",
             "/relative",
@@ -496,18 +484,18 @@ mod tests {
             "http://0.0.0.0/",
             "http://[::ffff:127.0.0.1]/",
         ] {
-            let e = EndpointUrl::parse(bad, false).unwrap_err();
+            let e = EndpointUrl::parse(bad, &TargetPolicy::default()).unwrap_err();
             assert_eq!(e.field, "url", "{bad}");
         }
-        assert!(EndpointUrl::parse("http://127.0.0.1:9/", true).is_ok());
+        assert!(EndpointUrl::parse("http://127.0.0.1:9/", &TargetPolicy::permissive()).is_ok());
         assert!(
-            EndpointUrl::parse("http://localhost/", false)
+            EndpointUrl::parse("http://localhost/", &TargetPolicy::default())
                 .unwrap_err()
                 .message
                 .contains("--allow-private-targets")
         );
         let long = format!("https://x.com/{}", "a".repeat(MAX_URL_LEN));
-        assert!(EndpointUrl::parse(&long, false).is_err());
+        assert!(EndpointUrl::parse(&long, &TargetPolicy::default()).is_err());
     }
 
     #[test]

@@ -3,12 +3,17 @@
 use std::time::Duration;
 
 use codmir_core::retry::RetrySchedule;
+use codmir_core::target::{Cidr, TargetPolicy};
 use codmir_core::webhook::DisablePolicy;
 
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Allow webhook URLs on loopback, private and link-local addresses (local development).
     pub allow_private_targets: bool,
+    /// Networks webhooks may reach although they are not public (`--allow-cidr`).
+    pub allowed_cidrs: Vec<Cidr>,
+    /// Refuse `http://` endpoints (`--https-only`).
+    pub https_only: bool,
     /// Delays between delivery attempts; its length is the number of retries.
     pub retry_schedule: RetrySchedule,
     pub connect_timeout: Duration,
@@ -36,6 +41,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             allow_private_targets: false,
+            allowed_cidrs: Vec::new(),
+            https_only: false,
             retry_schedule: RetrySchedule::default(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(15),
@@ -49,6 +56,17 @@ impl Default for Config {
             // ~7 ms of the SQLite writer per batch on this machine class: what an API request
             // queued behind one waits at most (1,000 made the API's p99 18 ms during a pass).
             retention_batch: 250,
+        }
+    }
+}
+
+impl Config {
+    /// Where webhooks may send: what registration and every attempt check.
+    pub fn target_policy(&self) -> TargetPolicy {
+        TargetPolicy {
+            allow_private: self.allow_private_targets,
+            allowed: self.allowed_cidrs.clone(),
+            https_only: self.https_only,
         }
     }
 }

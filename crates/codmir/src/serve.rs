@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use codmir_core::retry::{RetrySchedule, parse_duration};
+use codmir_core::target::Cidr;
 use codmir_core::time::Timestamp;
 use codmir_server::store::{StoreError, StoreOptions, sqlite_path};
 use codmir_server::{Config, Store, ops};
@@ -39,6 +40,14 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "CODMIR_ALLOW_PRIVATE_TARGETS", action = clap::ArgAction::SetTrue,
           value_parser = clap::builder::BoolishValueParser::new())]
     allow_private_targets: bool,
+    /// Allow webhook URLs in this network although it is not public, e.g. a private receiver
+    /// network `10.20.0.0/16`; repeatable (comma-separated in the environment).
+    #[arg(long = "allow-cidr", env = "CODMIR_ALLOW_CIDR", value_delimiter = ',', value_parser = parse_cidr)]
+    allow_cidr: Vec<Cidr>,
+    /// Refuse `http://` webhook URLs (at registration and at each attempt).
+    #[arg(long, env = "CODMIR_HTTPS_ONLY", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    https_only: bool,
     /// Delays between delivery attempts, e.g. `1s,2s,4s`; its length is the number of retries.
     /// Default: 5s,5m,30m,2h,5h,10h,14h,20h,24h (about three days), each ±20% jitter.
     #[arg(long, env = "CODMIR_RETRY_SCHEDULE", value_parser = parse_schedule)]
@@ -86,6 +95,10 @@ fn parse_retention(raw: &str) -> Result<Retention, String> {
     parse_duration(raw)
         .map(|d| Retention(Some(d)))
         .map_err(|e| format!("{} (or `off`)", e.message))
+}
+
+fn parse_cidr(raw: &str) -> Result<Cidr, String> {
+    Cidr::parse(raw).map_err(|e| e.message)
 }
 
 fn parse_schedule(raw: &str) -> Result<RetrySchedule, String> {
@@ -159,6 +172,8 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
     tracing::info!(address = %listener.local_addr()?, database = %shown_url(&args.database_url), "codmir is serving");
     let config = Config {
         allow_private_targets: args.allow_private_targets,
+        allowed_cidrs: args.allow_cidr,
+        https_only: args.https_only,
         retry_schedule: args.retry_schedule.unwrap_or_default(),
         connect_timeout: args.connect_timeout,
         request_timeout: args.request_timeout,

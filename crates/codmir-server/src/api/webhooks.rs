@@ -333,7 +333,7 @@ pub(super) async fn create_webhook(
     Json(body): Json<CreateWebhook>,
 ) -> Result<(StatusCode, axum::Json<CreatedWebhook>), ApiError> {
     let new = NewWebhook {
-        url: EndpointUrl::parse(&body.url, s.config.allow_private_targets)?,
+        url: EndpointUrl::parse(&body.url, &s.config.target_policy())?,
         events: EventFilter::parse(&body.events)?,
         secret: match &body.secret {
             Some(secret) => WebhookSecret::parse(secret)?,
@@ -409,7 +409,7 @@ pub(super) async fn update_webhook(
         url: body
             .url
             .as_deref()
-            .map(|u| EndpointUrl::parse(u, s.config.allow_private_targets))
+            .map(|u| EndpointUrl::parse(u, &s.config.target_policy()))
             .transpose()?,
         events: body.events.as_deref().map(EventFilter::parse).transpose()?,
         description: body.description.map(description).transpose()?,

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use codmir_core::retry::parse_retry_after;
 use codmir_core::sign::{codmir_signature, standard_key, standard_signature};
-use codmir_core::webhook::{Delivery, Webhook, is_private_ip};
+use codmir_core::target::TargetPolicy;
+use codmir_core::webhook::{Delivery, Webhook};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
 
@@ -62,14 +63,15 @@ impl AttemptResult {
     }
 }
 
-/// Resolves names with the system resolver and drops private addresses unless allowed.
+/// Resolves names with the system resolver and keeps only the addresses the policy allows:
+/// the connection is made to one of those or to none.
 struct GuardedResolver {
-    allow_private: bool,
+    policy: Arc<TargetPolicy>,
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let allow_private = self.allow_private;
+        let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let addrs: Vec<SocketAddr> =
@@ -77,11 +79,11 @@ impl Resolve for GuardedResolver {
             let allowed: Vec<SocketAddr> = addrs
                 .iter()
                 .copied()
-                .filter(|a| allow_private || !is_private_ip(a.ip()))
+                .filter(|a| policy.allows(a.ip()))
                 .collect();
             if allowed.is_empty() && !addrs.is_empty() {
                 return Err(format!(
-                    "`{host}` resolves only to private addresses, refused without --allow-private-targets"
+                    "`{host}` resolves only to addresses that are not public, refused (see --allow-cidr)"
                 )
                 .into());
             }
@@ -94,7 +96,7 @@ impl Resolve for GuardedResolver {
 #[derive(Clone)]
 pub struct Sender {
     client: reqwest::Client,
-    allow_private: bool,
+    policy: Arc<TargetPolicy>,
     /// Webhook URLs already parsed (parsing, with IDNA, cost ~3 % of the server's CPU when
     /// done per attempt). Cleared when it grows past [`PARSED_URLS`].
     parsed: Arc<std::sync::Mutex<HashMap<String, reqwest::Url>>>,
@@ -107,8 +109,9 @@ impl Sender {
     pub fn new(
         connect_timeout: Duration,
         request_timeout: Duration,
-        allow_private: bool,
+        policy: TargetPolicy,
     ) -> reqwest::Result<Self> {
+        let policy = Arc::new(policy);
         crate::install_crypto_provider();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -118,11 +121,13 @@ impl Sender {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
-            .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: policy.clone(),
+            }))
             .build()?;
         Ok(Self {
             client,
-            allow_private,
+            policy,
             parsed: Arc::default(),
         })
     }
@@ -146,18 +151,22 @@ impl Sender {
             Ok(u) => u,
             Err(e) => return AttemptResult::failed(format!("invalid URL: {e}")),
         };
-        // IP literals bypass the resolver, so they are checked here.
-        if !self.allow_private {
-            let literal = match url.host() {
-                Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-                Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-                _ => None,
-            };
-            if literal.is_some_and(is_private_ip) {
-                return AttemptResult::failed(
-                    "private address refused without --allow-private-targets".into(),
-                );
-            }
+        // The policy may have changed since the webhook was registered; IP literals bypass the
+        // resolver, so they are checked here.
+        if self.policy.https_only && url.scheme() != "https" {
+            return AttemptResult::failed(
+                "http:// refused: the server runs with --https-only".into(),
+            );
+        }
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            _ => None,
+        };
+        if literal.is_some_and(|ip| !self.policy.allows(ip)) {
+            return AttemptResult::failed(
+                "address refused: not public (see --allow-cidr, --allow-private-targets)".into(),
+            );
         }
         let body = c.payload.as_bytes();
         let mut headers = HeaderMap::with_capacity(10 + c.webhook.headers.pairs().len());

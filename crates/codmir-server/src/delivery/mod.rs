@@ -64,7 +64,7 @@ pub fn spawn(
     let sender = Sender::new(
         config.connect_timeout,
         config.request_timeout,
-        config.allow_private_targets,
+        config.target_policy(),
     )?;
     let node: Arc<str> = new_id("node", Timestamp::now()).into();
     let lease = lease_duration(&config);

@@ -26,7 +26,7 @@ async fn setup(store: &Store) -> (Principal, String) {
         .unwrap();
     let p = key.principal;
     let new = NewWebhook {
-        url: EndpointUrl::parse("https://example.com/hook", false).unwrap(),
+        url: EndpointUrl::parse("https://example.com/hook", &Default::default()).unwrap(),
         events: EventFilter::parse(&["*"]).unwrap(),
         secret: WebhookSecret::generate(),
         description: None,

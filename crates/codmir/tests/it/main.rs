@@ -20,5 +20,6 @@ mod operations;
 mod own_pg;
 mod process;
 mod receiver;
+mod ssrf;
 mod stats;
 mod tls;

@@ -1,0 +1,393 @@
+//! The SSRF guard: a matrix of non-public spellings refused at registration, and a real
+//! private network (a network namespace with a canary HTTP server on a private address) that
+//! codmir never reaches, by IP literal or by a name resolving to it, unless `--allow-cidr`
+//! allows it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{client, eventually, spawn_app_with, test_config};
+use crate::process::ServerProcess;
+
+/// At least 80 spellings of addresses that are not public, by category.
+const REFUSED: &[&str] = &[
+    // loopback, in every spelling the URL standard turns into 127.0.0.1, and names
+    "http://127.0.0.1/",
+    "http://127.1/",
+    "http://127.0.1/",
+    "http://2130706433/",
+    "http://0x7f000001/",
+    "http://0x7f.0.0.1/",
+    "http://0177.0.0.1/",
+    "http://127.255.255.254/",
+    "http://[::1]/",
+    "http://[0:0:0:0:0:0:0:1]/",
+    "http://[::ffff:127.0.0.1]/",
+    "http://[::ffff:7f00:1]/",
+    "http://[::127.0.0.1]/",
+    "http://[64:ff9b::127.0.0.1]/",
+    "http://[2002:7f00:1::]/",
+    "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/",
+    "http://localhost/",
+    "http://LOCALHOST/",
+    "http://localhost./",
+    "http://a.localhost/",
+    "http://x.y.localhost:8080/",
+    // cloud metadata and link-local
+    "http://169.254.169.254/",
+    "http://169.254.169.254:80/latest/meta-data/",
+    "http://0xa9fea9fe/",
+    "http://2852039166/",
+    "http://[::ffff:169.254.169.254]/",
+    "http://[::ffff:a9fe:a9fe]/",
+    "http://[64:ff9b::a9fe:a9fe]/",
+    "http://[2002:a9fe:a9fe::]/",
+    "http://[fe80::1]/",
+    "http://[fe80::a9fe:a9fe]/",
+    "http://169.254.0.1/",
+    // private networks
+    "http://10.0.0.1/",
+    "http://10.255.255.255/",
+    "http://012.0.0.1/",
+    "http://172.16.0.1/",
+    "http://172.31.255.254/",
+    "http://192.168.0.1/",
+    "http://192.168.255.255/",
+    "http://[fc00::1]/",
+    "http://[fd00::1]/",
+    "http://[fdff:ffff::1]/",
+    "http://[::ffff:10.0.0.1]/",
+    "http://[::ffff:192.168.1.1]/",
+    "http://[64:ff9b::10.0.0.1]/",
+    "http://[2002:c0a8:101::1]/",
+    "http://[::10.0.0.1]/",
+    // this network, unspecified
+    "http://0.0.0.0/",
+    "http://0/",
+    "http://0.1.2.3/",
+    "http://[::]/",
+    "http://[::0]/",
+    "http://[::ffff:0.0.0.0]/",
+    // shared address space (carrier-grade NAT)
+    "http://100.64.0.1/",
+    "http://100.127.255.255/",
+    // special purpose, documentation, benchmarking, multicast, reserved, broadcast
+    "http://192.0.0.1/",
+    "http://192.0.0.170/",
+    "http://192.0.2.1/",
+    "http://192.88.99.1/",
+    "http://198.18.0.1/",
+    "http://198.19.255.255/",
+    "http://198.51.100.1/",
+    "http://203.0.113.1/",
+    "http://224.0.0.1/",
+    "http://239.255.255.255/",
+    "http://240.0.0.1/",
+    "http://255.255.255.254/",
+    "http://255.255.255.255/",
+    "http://[ff02::1]/",
+    "http://[ff0e::1]/",
+    "http://[fec0::1]/",
+    "http://[100::1]/",
+    "http://[2001:db8::1]/",
+    "http://[2001:2::1]/",
+    "http://[3fff::1]/",
+    "http://[5f00::1]/",
+    "http://[64:ff9b:1::1]/",
+    "http://[64:ff9b:1::8.8.8.8]/",
+    "http://[::2:3:4:5]/",
+    "http://[2001:10::1]/",
+    // port 0
+    "https://example.com:0/",
+    "http://8.8.8.8:0/",
+];
+
+const ACCEPTED: &[&str] = &[
+    "https://example.com/",
+    "http://8.8.8.8/",
+    "https://1.1.1.1:8443/x",
+    "http://[2606:4700:4700::1111]/",
+    "http://[::ffff:8.8.8.8]/",
+    "http://[64:ff9b::808:808]/",
+    "http://100.63.0.1/",
+    "http://172.32.0.1/",
+    "http://192.169.0.1/",
+    "https://hooks.example.org/path?x=1",
+    "http://[2002:808:808::1]/",
+];
+
+#[tokio::test]
+async fn registration_refuses_every_non_public_spelling_and_accepts_public_ones() {
+    assert!(REFUSED.len() >= 80, "{}", REFUSED.len());
+    let app = spawn_app_with(codmir_server::Config {
+        allow_private_targets: false,
+        ..test_config()
+    })
+    .await;
+    for url in REFUSED {
+        let r = app
+            .post("/v1/webhooks", json!({"url": url, "events": ["*"]}))
+            .await;
+        assert_eq!(r.status, 422, "{url} must be refused: {}", r.text);
+        assert_eq!(r.body["error"]["field"], "url", "{url}");
+    }
+    for url in ACCEPTED {
+        let r = app
+            .post("/v1/webhooks", json!({"url": url, "events": ["*"]}))
+            .await;
+        assert_eq!(r.status, 201, "{url} must be accepted: {}", r.text);
+    }
+
+    let strict = spawn_app_with(codmir_server::Config {
+        allow_private_targets: false,
+        https_only: true,
+        ..test_config()
+    })
+    .await;
+    let r = strict
+        .post(
+            "/v1/webhooks",
+            json!({"url": "http://8.8.8.8/", "events": ["*"]}),
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(r.text.contains("--https-only"), "{}", r.text);
+    let r = strict
+        .post(
+            "/v1/webhooks",
+            json!({"url": "https://8.8.8.8/", "events": ["*"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+/// A network namespace joined to this one by a veth pair, with a private address on each end,
+/// and a name for the far end in /etc/hosts; removed when dropped.
+struct PrivateNet {
+    ns: String,
+    subnet: u8,
+    name: String,
+    canary: Option<Child>,
+    hits: Arc<Mutex<Vec<String>>>,
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+const CANARY: &str = r#"
+import http.server, sys
+class Canary(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        print("HIT " + self.path, flush=True)
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer((sys.argv[1], 8080), Canary)
+print("READY", flush=True)
+server.serve_forever()
+"#;
+
+impl PrivateNet {
+    /// `None` (with the reason printed) where a namespace cannot be made: not root, no
+    /// iproute2, no permission.
+    fn create() -> Option<Self> {
+        let id = std::process::id();
+        let subnet = (id % 200 + 20) as u8;
+        let ns = format!("codmir-ssrf-{id}");
+        if !ip(&["netns", "add", &ns]) {
+            eprintln!(
+                "skipped: cannot create a network namespace (needs root and iproute2's `ip`)"
+            );
+            return None;
+        }
+        let (host_if, ns_if) = (format!("cmh{id}"), format!("cmn{id}"));
+        let near = format!("10.213.{subnet}.1/24");
+        let far = format!("10.213.{subnet}.2/24");
+        let net = PrivateNet {
+            name: format!("canary-{id}.codmir.test"),
+            ns: ns.clone(),
+            subnet,
+            canary: None,
+            hits: Arc::default(),
+        };
+        let ok = ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ]) && ip(&["link", "set", &ns_if, "netns", &ns])
+            && ip(&["addr", "add", &near, "dev", &host_if])
+            && ip(&["link", "set", &host_if, "up"])
+            && ip(&[
+                "netns", "exec", &ns, "ip", "addr", "add", &far, "dev", &ns_if,
+            ])
+            && ip(&["netns", "exec", &ns, "ip", "link", "set", &ns_if, "up"])
+            && ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+        assert!(ok, "setting up the veth pair");
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        std::fs::write(
+            "/etc/hosts",
+            format!("{hosts}\n{} {}\n", net.far(), net.name),
+        )
+        .expect("a name for the private host in /etc/hosts");
+        Some(net)
+    }
+
+    fn far(&self) -> String {
+        format!("10.213.{}.2", self.subnet)
+    }
+
+    fn cidr(&self) -> String {
+        format!("10.213.{}.0/24", self.subnet)
+    }
+
+    /// Starts the canary inside the namespace; returns once it listens.
+    fn start_canary(&mut self) {
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                "python3",
+                "-c",
+                CANARY,
+                &self.far(),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let hits = self.hits.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line == "READY" {
+                    let _ = ready_tx.send(());
+                } else {
+                    hits.lock().unwrap().push(line);
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the canary listens");
+        self.canary = Some(child);
+    }
+
+    fn hits(&self) -> Vec<String> {
+        self.hits.lock().unwrap().clone()
+    }
+}
+
+impl Drop for PrivateNet {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.canary.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        ip(&["netns", "del", &self.ns]);
+        if let Ok(hosts) = std::fs::read_to_string("/etc/hosts") {
+            let kept: Vec<&str> = hosts.lines().filter(|l| !l.ends_with(&self.name)).collect();
+            let _ = std::fs::write("/etc/hosts", kept.join("\n") + "\n");
+        }
+    }
+}
+
+async fn register(s: &ServerProcess, key: &str, url: &str) -> (u16, Value) {
+    let r = client()
+        .post(format!("{}/v1/webhooks", s.base))
+        .bearer_auth(key)
+        .json(&json!({"url": url, "events": ["project.created"]}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn project(s: &ServerProcess, key: &str) {
+    let r = client()
+        .post(format!("{}/v1/projects", s.base))
+        .bearer_auth(key)
+        .json(&json!({"name": "P"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
+#[tokio::test]
+async fn a_private_network_is_never_reached_unless_its_cidr_is_allowed() {
+    let Some(mut net) = PrivateNet::create() else {
+        return;
+    };
+    net.start_canary();
+    // The private host is there: this process reaches it directly.
+    let probe = client()
+        .post(format!("http://{}:8080/probe", net.far()))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(probe.status(), 200);
+    assert_eq!(net.hits(), ["HIT /probe"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("a.db").display());
+    let guarded = ServerProcess::start(&db, &["--retry-schedule", "50ms"]).await;
+    let key = guarded.printed_key().unwrap();
+    let literal = format!("http://{}:8080/literal", net.far());
+    let named = format!("http://{}:8080/named", net.name);
+    let (status, body) = register(&guarded, &key, &literal).await;
+    assert_eq!(
+        status, 422,
+        "the literal is refused at registration: {body}"
+    );
+    let (status, w) = register(&guarded, &key, &named).await;
+    assert_eq!(
+        status, 201,
+        "a name is resolved at each attempt, not at registration"
+    );
+    project(&guarded, &key).await;
+    let url = format!(
+        "{}/v1/webhooks/{}/deliveries",
+        guarded.base,
+        w["id"].as_str().unwrap()
+    );
+    eventually(Duration::from_secs(10), "the delivery failed", || async {
+        crate::helpers::get_json(&url, &key).await["data"][0]["status"] == "failed"
+    })
+    .await;
+    let d = crate::helpers::get_json(&url, &key).await;
+    let error = d["data"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.contains("not public"), "why: {error}");
+    assert_eq!(net.hits(), ["HIT /probe"], "the canary was never reached");
+
+    // With the network allowed, both the literal and the name arrive.
+    let db = format!("sqlite://{}", dir.path().join("b.db").display());
+    let allowed = ServerProcess::start(&db, &["--allow-cidr", &net.cidr()]).await;
+    let key = allowed.printed_key().unwrap();
+    assert_eq!(register(&allowed, &key, &literal).await.0, 201);
+    assert_eq!(register(&allowed, &key, &named).await.0, 201);
+    project(&allowed, &key).await;
+    eventually(
+        Duration::from_secs(10),
+        "both reached the canary",
+        || async { net.hits().len() == 3 },
+    )
+    .await;
+    let mut hits = net.hits();
+    hits.sort();
+    assert_eq!(hits, ["HIT /literal", "HIT /named", "HIT /probe"]);
+}

@@ -116,6 +116,13 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 6750: say which scheme the API takes.
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"codmir\""),
+            );
+        }
         if let Some(failure) = failure {
             response.extensions_mut().insert(failure);
         }

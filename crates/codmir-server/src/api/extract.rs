@@ -142,7 +142,14 @@ impl ListParams {
 /// key's use, so `last_used_at` is at most that stale.
 #[derive(Default)]
 pub(crate) struct KeyCache {
-    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], (Principal, std::time::Instant)>>,
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], Cached>>,
+}
+
+/// A key seen valid: who it acts as, when it was checked, and its id (to evict it by).
+struct Cached {
+    principal: Principal,
+    at: std::time::Instant,
+    key_id: String,
 }
 
 pub(super) const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -156,11 +163,19 @@ impl KeyCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         entries
             .get(digest)
-            .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
-            .map(|(p, _)| p.clone())
+            .filter(|c| c.at.elapsed() < KEY_CACHE_TTL)
+            .map(|c| c.principal.clone())
     }
 
-    fn put(&self, digest: [u8; 32], principal: Principal) {
+    /// Forgets a key at once (it was revoked through this node).
+    pub(super) fn evict(&self, key_id: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|_, c| c.key_id != key_id);
+    }
+
+    fn put(&self, digest: [u8; 32], principal: Principal, key_id: String) {
         let mut entries = self
             .entries
             .lock()
@@ -168,7 +183,14 @@ impl KeyCache {
         if entries.len() >= KEY_CACHE_MAX {
             entries.clear();
         }
-        entries.insert(digest, (principal, std::time::Instant::now()));
+        entries.insert(
+            digest,
+            Cached {
+                principal,
+                at: std::time::Instant::now(),
+                key_id,
+            },
+        );
     }
 }
 
@@ -188,14 +210,13 @@ impl FromRequestParts<AppState> for Auth {
             .ok_or(ApiError::Unauthorized(
                 "missing `Authorization: Bearer <API key>` header",
             ))?;
+        // The scheme is case-insensitive (RFC 7235).
         let key = header
             .to_str()
             .ok()
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim())
             .ok_or(ApiError::Unauthorized(
                 "the Authorization header must be `Bearer <API key>`",
             ))?
@@ -211,8 +232,10 @@ impl FromRequestParts<AppState> for Auth {
             .await
             .map_err(ApiError::from)?
             .ok_or(ApiError::Unauthorized("invalid API key"))?;
-        state.keys.put(digest, principal.clone());
-        if let Some(id) = ops::key_id(&key).map(str::to_owned) {
+        let key_id = ops::key_id(&key).unwrap_or_default().to_owned();
+        state.keys.put(digest, principal.clone(), key_id.clone());
+        if !key_id.is_empty() {
+            let id = key_id;
             // Off the request's path: the answer does not wait for this write.
             let store = state.store.clone();
             tokio::spawn(async move {

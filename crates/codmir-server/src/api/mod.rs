@@ -10,6 +10,7 @@ mod dashboard;
 mod error;
 mod events;
 mod extract;
+mod keys;
 mod probes;
 mod recovery;
 mod state;
@@ -86,7 +87,7 @@ impl Modify for BearerAuth {
         webhooks::update_webhook, webhooks::delete_webhook, webhooks::list_deliveries,
         webhooks::get_delivery, webhooks::list_workspace_deliveries, recovery::redeliver,
         recovery::retry_pending, recovery::ping, recovery::replay, recovery::rotate_secret,
-        stats::webhook_stats,
+        stats::webhook_stats, keys::list_keys, keys::revoke_key,
     ),
     modifiers(&BearerAuth),
 )]
@@ -179,6 +180,8 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
             post(tracker::create_comment).get(tracker::list_comments),
         )
         .route("/v1/me", get(tracker::me))
+        .route("/v1/api-keys", get(keys::list_keys))
+        .route("/v1/api-keys/{id}", axum::routing::delete(keys::revoke_key))
         .route(
             "/v1/webhooks",
             post(webhooks::create_webhook).get(webhooks::list_webhooks),

@@ -117,16 +117,37 @@ pub async fn authenticate(tx: &mut dyn Tx, presented: &str) -> Result<Option<Pri
     let Some((key_id, secret)) = split_key(presented) else {
         return Ok(None);
     };
-    let Some((record, principal)) = tx.get_api_key(key_id).await? else {
-        return Ok(None);
-    };
-    let presented_hash = hash_secret(secret);
-    Ok(bool::from(presented_hash.ct_eq(&record.secret_hash)).then_some(principal))
+    let found = tx.get_api_key(key_id).await?;
+    // The same work whether or not the id exists, so that timing does not tell.
+    let stored = found.as_ref().map_or([0u8; 32], |(r, _)| r.secret_hash);
+    let matches = bool::from(hash_secret(secret).ct_eq(&stored));
+    Ok(found.filter(|_| matches).map(|(_, principal)| principal))
 }
 
 /// Every key of every workspace, for the operator on the database.
 pub async fn list_keys(tx: &mut dyn Tx) -> Result<Vec<KeyInfo>> {
     Ok(tx.list_api_keys().await?)
+}
+
+/// The keys of the caller's workspace.
+pub async fn workspace_keys(tx: &mut dyn Tx, p: &Principal) -> Result<Vec<KeyInfo>> {
+    let mut keys = tx.list_api_keys().await?;
+    keys.retain(|k| k.workspace_id == p.workspace_id);
+    Ok(keys)
+}
+
+/// Revokes a key of the caller's workspace (by id); another workspace's is not found.
+pub async fn revoke_workspace_key(
+    tx: &mut dyn Tx,
+    p: &Principal,
+    id: &str,
+    now: Timestamp,
+) -> Result<KeyInfo> {
+    let keys = workspace_keys(tx, p).await?;
+    if !keys.iter().any(|k| k.id == id) {
+        return Err(Error::NotFound("API key"));
+    }
+    revoke_key(tx, id, now).await
 }
 
 /// Revokes a key, named by its id or given whole. A revoked key authenticates no more.

@@ -23,6 +23,7 @@ mod webhooks;
 
 pub use keys::{
     NewKey, any_key_used, authenticate, bootstrap, create_key, key_id, list_keys, revoke_key,
+    revoke_workspace_key, workspace_keys,
 };
 pub use outcomes::{Recorded, Target, disable, record_outcomes};
 pub use recovery::{

@@ -74,7 +74,7 @@ fn user_at(r: &dyn Columns, base: usize) -> StoreResult<User> {
 }
 
 pub(super) const KEY_INFO_COLS: &str =
-    "k.id, w.name, u.name, k.created_at, k.last_used_at, k.revoked_at";
+    "k.id, w.name, u.name, k.created_at, k.last_used_at, k.revoked_at, k.workspace_id";
 pub(super) const KEY_INFO_FROM: &str =
     "api_keys k JOIN users u ON u.id = k.user_id JOIN workspaces w ON w.id = k.workspace_id";
 pub(super) fn key_info(r: &dyn Columns) -> StoreResult<KeyInfo> {
@@ -85,6 +85,7 @@ pub(super) fn key_info(r: &dyn Columns) -> StoreResult<KeyInfo> {
         created_at: ts(r, 3)?,
         last_used_at: opt_ts(r, 4)?,
         revoked_at: opt_ts(r, 5)?,
+        workspace_id: r.text(6)?,
     })
 }
 

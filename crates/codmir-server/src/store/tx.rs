@@ -104,6 +104,7 @@ pub struct KeyInfo {
     pub created_at: Timestamp,
     pub last_used_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
+    pub workspace_id: String,
 }
 
 /// An event as stored: the exact bytes that are delivered.

@@ -425,6 +425,8 @@ async fn openapi_lists_every_route_and_healthz_answers() {
         ("post", "/v1/tickets/{id}/comments"),
         ("get", "/v1/tickets/{id}/comments"),
         ("get", "/v1/me"),
+        ("get", "/v1/api-keys"),
+        ("delete", "/v1/api-keys/{id}"),
         ("get", "/v1/deliveries"),
         ("post", "/v1/deliveries/{id}/redeliver"),
         ("post", "/v1/webhooks/{id}/retry-pending"),

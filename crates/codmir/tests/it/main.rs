@@ -3,6 +3,7 @@
 //! over HTTP, and real receivers started by the tests.
 
 mod api;
+mod auth;
 mod cli;
 mod commands;
 mod conformance;

@@ -1,0 +1,110 @@
+//! Authentication answered consistently: the `Bearer` scheme in any case, `WWW-Authenticate`
+//! on every 401, one answer for an unknown key and a wrong secret, and revocation through the
+//! API that its node honours at once.
+
+use crate::helpers::{new_key, spawn_app};
+
+#[tokio::test]
+async fn the_scheme_is_case_insensitive_and_every_401_names_it() {
+    let app = spawn_app().await;
+    let me = format!("{}/v1/me", app.base);
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let r = app
+            .client
+            .get(&me)
+            .header("authorization", format!("{scheme} {}", app.key))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{scheme}");
+    }
+    let unknown = "cmk_0123456789abcdef_0000";
+    let wrong_secret = format!("{}_nope", &app.key[..20]);
+    let mut bodies = Vec::new();
+    for auth in [
+        None,
+        Some("Basic dXNlcjpwYXNz".to_owned()),
+        Some(format!("Bearer {unknown}")),
+        Some(format!("Bearer {wrong_secret}")),
+        Some("Bearer".to_owned()),
+    ] {
+        let mut req = app.client.get(&me);
+        if let Some(a) = &auth {
+            req = req.header("authorization", a);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 401, "{auth:?}");
+        assert_eq!(
+            r.headers()["www-authenticate"],
+            "Bearer realm=\"codmir\"",
+            "{auth:?}"
+        );
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized");
+        bodies.push(body);
+    }
+    assert_eq!(
+        bodies[2], bodies[3],
+        "an unknown key and a wrong secret get the same answer"
+    );
+}
+
+#[tokio::test]
+async fn a_key_revoked_through_the_api_is_refused_at_once_by_its_node() {
+    let app = spawn_app().await;
+    let ci = new_key(&app.store, "default", "ci").await;
+    let other_ws = new_key(&app.store, "elsewhere", "mallory").await;
+    let with = |key: &str| {
+        let (c, url, key) = (
+            app.client.clone(),
+            format!("{}/v1/me", app.base),
+            key.to_owned(),
+        );
+        async move {
+            c.get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(with(&ci).await, 200, "used once, so cached");
+    let list = app.get("/v1/api-keys").await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    let keys = list.body["data"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "this workspace's keys only: {}", list.text);
+    assert!(!list.text.contains(&ci[21..]), "never a secret");
+    let id = ci[4..20].to_owned();
+    assert!(
+        keys.iter()
+            .any(|k| k["id"] == id.as_str() && k["user"] == "ci")
+    );
+
+    // Another workspace's key is not found from here.
+    let foreign = &other_ws[4..20];
+    assert_eq!(
+        app.delete(&format!("/v1/api-keys/{foreign}")).await.status,
+        404
+    );
+    assert_eq!(with(&other_ws).await, 200);
+
+    let r = app.delete(&format!("/v1/api-keys/{id}")).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(
+        with(&ci).await,
+        401,
+        "refused at once, though it was cached"
+    );
+    assert_eq!(app.delete(&format!("/v1/api-keys/{id}")).await.status, 409);
+    let list = app.get("/v1/api-keys").await;
+    assert!(
+        list.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["id"] == id.as_str() && k["revoked_at"].is_string())
+    );
+    assert_eq!(with(&app.key).await, 200, "the others still work");
+}

@@ -6,6 +6,8 @@ use codmir_core::retry::RetrySchedule;
 use codmir_core::target::{Cidr, TargetPolicy};
 use codmir_core::webhook::DisablePolicy;
 
+use crate::listen::ConnectionLimits;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Allow webhook URLs on loopback, private and link-local addresses (local development).
@@ -14,6 +16,8 @@ pub struct Config {
     pub allowed_cidrs: Vec<Cidr>,
     /// Refuse `http://` endpoints (`--https-only`).
     pub https_only: bool,
+    /// Bounds on the API's connections (`--max-connections`, `--header-read-timeout`).
+    pub connection_limits: ConnectionLimits,
     /// Delays between delivery attempts; its length is the number of retries.
     pub retry_schedule: RetrySchedule,
     pub connect_timeout: Duration,
@@ -43,6 +47,7 @@ impl Default for Config {
             allow_private_targets: false,
             allowed_cidrs: Vec::new(),
             https_only: false,
+            connection_limits: ConnectionLimits::default(),
             retry_schedule: RetrySchedule::default(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(15),

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod config;
 pub mod delivery;
+mod listen;
 pub mod ops;
 mod retention;
 pub mod store;
@@ -17,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::Config;
+pub use listen::ConnectionLimits;
 pub use store::{Store, chain as error_chain};
 
 /// Makes ring the process's TLS crypto provider, which the delivery client needs. Calling it
@@ -94,25 +96,16 @@ pub fn start_with_metrics(
             stop_rx.clone(),
         ));
     }
+    let limits = config.connection_limits;
     let state = api::AppState::new(store.clone(), config, engine.clone());
     let with_metrics = metrics.is_none();
     if let Some(metrics) = metrics {
-        let (app, mut stop) = (api::metrics_router(state.clone()), stop_rx.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(metrics, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|stop| *stop).await;
-                })
-                .await;
-        });
+        let app = api::metrics_router(state.clone());
+        tokio::spawn(listen::serve(metrics, app, limits, stop_rx.clone()));
     }
-    let mut api_stop = stop_rx;
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, api::router(state, with_metrics))
-            .with_graceful_shutdown(async move {
-                let _ = api_stop.wait_for(|stop| *stop).await;
-            })
-            .await;
+        let served =
+            listen::serve(listener, api::router(state, with_metrics), limits, stop_rx).await;
         // The engine sees the same signal and stops claiming; wait for its in-flight attempts.
         let _ = engine_task.await;
         store.close().await;

@@ -48,6 +48,10 @@ pub(crate) fn install() {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
+        "codmir_connections_refused_total",
+        "Connections closed at once because the listener was at --max-connections."
+    );
+    describe_counter!(
         "codmir_deliveries_total",
         "Attempts' outcomes by what they meant for the delivery: succeeded, failed (retries spent), retry (another attempt scheduled)"
     );
@@ -170,6 +174,11 @@ pub(crate) fn commit(backend: &'static str, units: usize, took: Duration) {
     histogram!("codmir_store_commit_batch_size", "backend" => backend).record(units as f64);
     histogram!("codmir_store_commit_duration_seconds", "backend" => backend)
         .record(took.as_secs_f64());
+}
+
+/// A connection closed at once because the listener was at `--max-connections`.
+pub(crate) fn connection_refused() {
+    counter!("codmir_connections_refused_total").increment(1);
 }
 
 #[cfg(test)]

@@ -44,6 +44,15 @@ pub(crate) struct ServeArgs {
     /// network `10.20.0.0/16`; repeatable (comma-separated in the environment).
     #[arg(long = "allow-cidr", env = "CODMIR_ALLOW_CIDR", value_delimiter = ',', value_parser = parse_cidr)]
     allow_cidr: Vec<Cidr>,
+    /// Most open connections to the API (and, apart, to --metrics-listen); past it new ones
+    /// are closed at once. Default: 90 % of the file-descriptor limit (raised to its hard
+    /// limit at start) once outgoing requests (2 × --max-in-flight) and 256 are set aside.
+    #[arg(long, env = "CODMIR_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
+    /// How long a client may take to send a request's headers, or to start its next request on
+    /// a kept-alive connection, before the connection is closed. Bodies get 10 s (then 408).
+    #[arg(long, env = "CODMIR_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_time)]
+    header_read_timeout: Duration,
     /// Refuse `http://` webhook URLs (at registration and at each attempt).
     #[arg(long, env = "CODMIR_HTTPS_ONLY", action = clap::ArgAction::SetTrue,
           value_parser = clap::builder::BoolishValueParser::new())]
@@ -132,6 +141,10 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         ),
         None => None,
     };
+    let max_connections = match args.max_connections {
+        Some(n) => n as usize,
+        None => default_max_connections(args.max_in_flight.into()),
+    };
     // Held until the process exits: one server per SQLite file.
     let _lock = match sqlite_path(&args.database_url) {
         Some(path) => Some(lock_sqlite(Path::new(path))?),
@@ -169,7 +182,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
             shown_url(&args.database_url)
         );
     }
-    tracing::info!(address = %listener.local_addr()?, database = %shown_url(&args.database_url), "codmir is serving");
+    tracing::info!(address = %listener.local_addr()?, database = %shown_url(&args.database_url), max_connections, "codmir is serving");
     let config = Config {
         allow_private_targets: args.allow_private_targets,
         allowed_cidrs: args.allow_cidr,
@@ -186,6 +199,10 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         },
         retention: args.retention.0,
         shutdown_grace: args.shutdown_grace,
+        connection_limits: codmir_server::ConnectionLimits {
+            max_connections,
+            header_read_timeout: args.header_read_timeout,
+        },
         ..Config::default()
     };
     let (stop, stopped) = oneshot::channel::<()>();
@@ -208,6 +225,15 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
     running.wait().await?;
     tracing::info!("codmir stopped");
     Ok(())
+}
+
+/// Raises the file-descriptor limit to its hard limit and derives the connection bound from
+/// it: each connection is one descriptor, and outgoing webhook requests (in flight and idle
+/// in the pool, about twice `max_in_flight`), the database and the log need their own.
+fn default_max_connections(max_in_flight: usize) -> usize {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    (limit.saturating_sub(2 * max_in_flight + 256) / 10 * 9).max(64)
 }
 
 /// A database URL as it may be shown: a SQLite file as an absolute path, a PostgreSQL URL

@@ -19,6 +19,9 @@ use crate::store::PageRequest;
 /// The largest request body accepted.
 pub(super) const MAX_BODY: usize = 1 << 20;
 
+/// How long a request body may take to arrive in full (a 408 after that).
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A JSON request body. Malformed JSON is a 400; a well-formed body with unknown fields,
 /// missing fields or values of the wrong type is a 422 naming the field.
 pub(super) struct Json<T>(pub T);
@@ -36,7 +39,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
                 )));
             }
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+        // A body that trickles in holds a connection and a task: it gets a deadline.
+        let read = tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(req, state))
+            .await
+            .map_err(|_| ApiError::RequestTimeout(BODY_READ_TIMEOUT.as_secs()))?;
+        let bytes = read.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge(MAX_BODY)
             } else {

@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod commands;
 mod conformance;
+mod connections;
 mod crash;
 mod dashboard;
 mod delivery;

@@ -1,0 +1,130 @@
+//! The HTTP listener: accepts connections up to a bound and serves them with timeouts, so
+//! that idle, silent or trickling clients cannot exhaust the server's file descriptors or
+//! memory. (axum's own `serve` has no bound and no header timeout.)
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+/// What one listener allows.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Open connections at most; past it a new connection is closed at once.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers — and, on a kept-alive
+    /// connection, to start the next request — before the connection is closed.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How long shutdown waits for open connections to finish their requests.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Serves `app` on `listener` until `stop` turns true, then stops accepting and lets open
+/// connections finish their requests (at most [`DRAIN`]).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(limits.header_read_timeout))
+        .keep_alive_timeout(limits.header_read_timeout);
+    let builder = Arc::new(builder);
+    let mut refused_logged = None::<tokio::time::Instant>;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors or similar: wait a little rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // At the bound: close the newcomer at once; open connections keep being served.
+            drop(stream);
+            crate::telemetry::connection_refused();
+            if refused_logged.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                tracing::warn!(
+                    max_connections = limits.max_connections,
+                    "connection refused: at --max-connections"
+                );
+                refused_logged = Some(tokio::time::Instant::now());
+            }
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (app, builder, watcher) = (app.clone(), builder.clone(), graceful.watcher());
+        let within = limits.header_read_timeout;
+        tokio::spawn(async move {
+            // hyper's header timeout starts once it knows the protocol; a client that sends
+            // nothing (or stalls inside the HTTP/2 preface) never gets that far.
+            if !speaks(&stream, within).await {
+                drop(slot);
+                return;
+            }
+            let service = TowerToHyperService::new(app);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let _ = watcher.watch(conn).await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("open connections did not finish within the shutdown drain; closed");
+    }
+    Ok(())
+}
+
+/// Waits, up to `within`, for the client to send enough to tell its protocol: a first byte,
+/// or the whole 24-byte HTTP/2 preface when it starts like one. False on a silent client or
+/// a closed connection.
+async fn speaks(stream: &tokio::net::TcpStream, within: Duration) -> bool {
+    let wait = async {
+        let mut buf = [0u8; 24];
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if buf[0] != b'P' || n == buf.len() => return true,
+                // Part of a preface: the data already there keeps the socket readable, so
+                // look again a little later rather than spin.
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    };
+    tokio::time::timeout(within, wait).await.unwrap_or(false)
+}

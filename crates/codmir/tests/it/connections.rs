@@ -1,0 +1,225 @@
+//! Connections that cannot exhaust the server: idle, silent and trickling clients are closed
+//! after the header timeout without slowing anyone else, a trickling body gets a 408, and
+//! past `--max-connections` a newcomer is closed at once while open connections are served.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{client, eventually};
+use crate::process::ServerProcess;
+
+async fn server(flags: &[&str]) -> (tempfile::TempDir, ServerProcess) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("c.db").display());
+    let s = ServerProcess::start(&db, flags).await;
+    (dir, s)
+}
+
+fn addr(s: &ServerProcess) -> String {
+    s.base.trim_start_matches("http://").to_owned()
+}
+
+/// The server process's resident memory, in MiB.
+fn rss_mib(s: &ServerProcess) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+/// Whether the server has closed `conn` (a read sees the end, or an error).
+async fn closed(conn: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 512];
+    matches!(
+        tokio::time::timeout(Duration::from_millis(1), conn.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_idle_and_trickling_connections_neither_slow_healthz_nor_stay() {
+    // This process holds 10,000 sockets too.
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap();
+    if limit < 12_000 {
+        eprintln!(
+            "skipped: the file-descriptor limit is {limit}, below the 12,000 this test needs"
+        );
+        return;
+    }
+    let (_dir, s) = server(&["--header-read-timeout", "3s"]).await;
+    let rss_before = rss_mib(&s);
+    let target = addr(&s);
+    let mut conns = Vec::with_capacity(10_000);
+    for i in 0..10_000 {
+        let mut c = TcpStream::connect(&target).await.unwrap();
+        if i % 2 == 1 {
+            // Half trickle a request line and stop before the headers end.
+            c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .await
+                .unwrap();
+        }
+        conns.push(c);
+    }
+    // A kept-alive connection that made one request and then goes quiet.
+    let mut quiet = TcpStream::connect(&target).await.unwrap();
+    quiet
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    quiet.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    conns.push(quiet);
+    // A trickler that keeps sending one byte of a header every 200 ms.
+    let mut drip = TcpStream::connect(&target).await.unwrap();
+    drip.write_all(b"GET /healthz HTTP/1.1\r\nX-Drip: ")
+        .await
+        .unwrap();
+
+    let c = client();
+    let mut took = Vec::new();
+    for _ in 0..20 {
+        let start = Instant::now();
+        let r = c.get(format!("{}/healthz", s.base)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        took.push(start.elapsed());
+        let _ = drip.write_all(b"a").await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    took.sort();
+    let rss_open = rss_mib(&s);
+    println!(
+        "healthz with 10,000 idle and trickling connections open: median {:?}, max {:?}; server RSS {rss_before:.0} MiB before, {rss_open:.0} MiB with them",
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
+    assert!(
+        took[took.len() / 2] < Duration::from_millis(100),
+        "{took:?}"
+    );
+    assert!(
+        rss_open < rss_before + 256.0,
+        "RSS bounded: {rss_open:.0} MiB"
+    );
+
+    // Each is closed once its headers are late: the silent, the stalled, the quiet kept-alive
+    // one and the dripping one.
+    // (A loop of its own rather than `eventually`: it drops the closed ones as it goes.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !conns.is_empty() {
+        let mut open = Vec::new();
+        for mut c in conns.drain(..) {
+            if !closed(&mut c).await {
+                open.push(c);
+            }
+        }
+        conns = open;
+        assert!(
+            Instant::now() < deadline,
+            "{} slow connections still open",
+            conns.len()
+        );
+        if !conns.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let mut drip_closed = false;
+    for _ in 0..100 {
+        if drip.write_all(b"a").await.is_err() || closed(&mut drip).await {
+            drip_closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(drip_closed, "a dripping header is cut off too");
+    assert_eq!(
+        c.get(format!("{}/healthz", s.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_trickling_body_gets_a_408_in_the_json_shape() {
+    let (_dir, s) = server(&[]).await;
+    let key = s.printed_key().unwrap();
+    let mut c = TcpStream::connect(addr(&s)).await.unwrap();
+    let head = format!(
+        "POST /v1/projects HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":"
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match c.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "answered within the body timeout");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"request_timeout\""), "{text}");
+}
+
+#[tokio::test]
+async fn past_max_connections_newcomers_are_closed_and_open_connections_served() {
+    let (_dir, s) = server(&["--max-connections", "10", "--header-read-timeout", "60s"]).await;
+    // One kept-alive client connection, in use before the bound is reached.
+    let kept = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    let health = format!("{}/healthz", s.base);
+    assert_eq!(kept.get(&health).send().await.unwrap().status(), 200);
+    let mut idle = Vec::new();
+    for _ in 0..9 {
+        idle.push(TcpStream::connect(addr(&s)).await.unwrap());
+    }
+    // The eleventh connection is accepted and closed at once.
+    let mut late = TcpStream::connect(addr(&s)).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), late.read(&mut buf))
+        .await
+        .expect("closed promptly");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    // The connection already open keeps being served.
+    assert_eq!(kept.get(&health).send().await.unwrap().status(), 200);
+    // Once the idle ones go, there is room again.
+    drop(idle);
+    eventually(Duration::from_secs(5), "room again", || async {
+        client()
+            .get(&health)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let m = client()
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("codmir_connections_refused_total"), "counted");
+}

@@ -37,7 +37,9 @@ impl Server {
                 "--allow-private-targets",
             ])
             .args(extra)
-            .env("CODMIR_LOG", "warn");
+            .env("CODMIR_LOG", "warn")
+            // The bench drives one key far past any per-key limit (older binaries ignore it).
+            .env("CODMIR_API_RATE_LIMIT", "off");
         Self::launch(command, &listen)
             .await
             .with_context(|| format!("starting {}", binary.display()))

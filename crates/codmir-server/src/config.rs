@@ -16,6 +16,8 @@ pub struct Config {
     pub allowed_cidrs: Vec<Cidr>,
     /// Refuse `http://` endpoints (`--https-only`).
     pub https_only: bool,
+    /// Requests per second per API key (a burst of twice that); `None`: no limit.
+    pub api_rate_limit: Option<u32>,
     /// Bounds on the API's connections (`--max-connections`, `--header-read-timeout`).
     pub connection_limits: ConnectionLimits,
     /// Delays between delivery attempts; its length is the number of retries.
@@ -48,6 +50,7 @@ impl Default for Config {
             allowed_cidrs: Vec::new(),
             https_only: false,
             connection_limits: ConnectionLimits::default(),
+            api_rate_limit: None,
             retry_schedule: RetrySchedule::default(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(15),

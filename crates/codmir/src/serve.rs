@@ -53,6 +53,10 @@ pub(crate) struct ServeArgs {
     /// a kept-alive connection, before the connection is closed. Bodies get 10 s (then 408).
     #[arg(long, env = "CODMIR_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_time)]
     header_read_timeout: Duration,
+    /// Requests per second each API key may make (bursts of twice that), then 429 with
+    /// Retry-After; `off` for none. Probes, metrics and the dashboard's files are not counted.
+    #[arg(long, env = "CODMIR_API_RATE_LIMIT", default_value = "200", value_parser = parse_rate)]
+    api_rate_limit: Rate,
     /// Refuse `http://` webhook URLs (at registration and at each attempt).
     #[arg(long, env = "CODMIR_HTTPS_ONLY", action = clap::ArgAction::SetTrue,
           value_parser = clap::builder::BoolishValueParser::new())]
@@ -104,6 +108,22 @@ fn parse_retention(raw: &str) -> Result<Retention, String> {
     parse_duration(raw)
         .map(|d| Retention(Some(d)))
         .map_err(|e| format!("{} (or `off`)", e.message))
+}
+
+/// `--api-rate-limit`: requests per second, or `off`.
+#[derive(Debug, Clone, Copy)]
+struct Rate(Option<u32>);
+
+fn parse_rate(raw: &str) -> Result<Rate, String> {
+    if raw == "off" {
+        return Ok(Rate(None));
+    }
+    match raw.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(Rate(Some(n))),
+        _ => Err(format!(
+            "`{raw}` is not a number of requests per second (or `off`)"
+        )),
+    }
 }
 
 fn parse_cidr(raw: &str) -> Result<Cidr, String> {
@@ -199,6 +219,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         },
         retention: args.retention.0,
         shutdown_grace: args.shutdown_grace,
+        api_rate_limit: args.api_rate_limit.0,
         connection_limits: codmir_server::ConnectionLimits {
             max_connections,
             header_read_timeout: args.header_read_timeout,

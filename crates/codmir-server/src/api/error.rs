@@ -36,6 +36,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("the request body did not arrive within {0} seconds")]
     RequestTimeout(u64),
+    #[error("too many requests with this API key; retry in {0} s")]
+    RateLimited(u64),
     #[error("the server is shutting down or overloaded; retry later")]
     Unavailable,
     #[error("internal error")]
@@ -93,6 +95,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
@@ -119,6 +122,12 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, axum::Json(body)).into_response();
+        if let ApiError::RateLimited(secs) = &self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*secs),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             // RFC 6750: say which scheme the API takes.
             response.headers_mut().insert(

@@ -230,6 +230,7 @@ impl FromRequestParts<AppState> for Auth {
             .to_owned();
         let digest: [u8; 32] = sha2::Sha256::digest(key.as_bytes()).into();
         if let Some(principal) = state.keys.get(&digest) {
+            limit(state, &digest)?;
             return Ok(Auth(principal));
         }
         let presented = key.clone();
@@ -239,6 +240,7 @@ impl FromRequestParts<AppState> for Auth {
             .await
             .map_err(ApiError::from)?
             .ok_or(ApiError::Unauthorized("invalid API key"))?;
+        limit(state, &digest)?;
         let key_id = ops::key_id(&key).unwrap_or_default().to_owned();
         state.keys.put(digest, principal.clone(), key_id.clone());
         if !key_id.is_empty() {
@@ -256,6 +258,16 @@ impl FromRequestParts<AppState> for Auth {
             });
         }
         Ok(Auth(principal))
+    }
+}
+
+/// Spends one of the key's tokens, or answers 429 with when to come back.
+fn limit(state: &AppState, digest: &[u8; 32]) -> Result<(), ApiError> {
+    match &state.rate_limit {
+        Some(limit) => limit
+            .take(digest, std::time::Instant::now())
+            .map_err(|wait| ApiError::RateLimited(wait.as_secs_f64().ceil().max(1.0) as u64)),
+        None => Ok(()),
     }
 }
 

@@ -11,6 +11,7 @@ mod error;
 mod events;
 mod extract;
 mod keys;
+mod limit;
 mod probes;
 mod recovery;
 mod state;

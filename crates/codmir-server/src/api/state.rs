@@ -21,15 +21,20 @@ pub struct AppState {
     /// Learns what each committed mutation changed for delivery; reached only by `mutate`.
     engine: Engine,
     pub(crate) keys: Arc<extract::KeyCache>,
+    /// Per API key, when `--api-rate-limit` is set.
+    pub(crate) rate_limit: Option<Arc<super::limit::RateLimit>>,
 }
 
 impl AppState {
     pub fn new(store: Store, config: Arc<Config>, engine: Engine) -> Self {
         Self {
             store,
-            config,
+            config: config.clone(),
             engine,
             keys: Arc::new(extract::KeyCache::default()),
+            rate_limit: config
+                .api_rate_limit
+                .map(|n| Arc::new(super::limit::RateLimit::new(n))),
         }
     }
 

@@ -108,3 +108,63 @@ async fn a_key_revoked_through_the_api_is_refused_at_once_by_its_node() {
     );
     assert_eq!(with(&app.key).await, 200, "the others still work");
 }
+
+#[tokio::test]
+async fn past_the_rate_limit_a_key_gets_429_with_retry_after_and_recovers() {
+    let app = crate::helpers::spawn_app_with(codmir_server::Config {
+        api_rate_limit: Some(5),
+        ..crate::helpers::test_config()
+    })
+    .await;
+    let other = new_key(&app.store, "default", "other").await;
+    let me = format!("{}/v1/me", app.base);
+    // Ten at once: the burst is two seconds' worth (10), so the eleventh and twelfth wait.
+    let mut limited = None;
+    for _ in 0..12 {
+        let r = app
+            .client
+            .get(&me)
+            .bearer_auth(&app.key)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), 200);
+    }
+    let r = limited.expect("a 429 past the burst");
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // Other keys and the probes are not held back.
+    let r = app
+        .client
+        .get(&me)
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for _ in 0..20 {
+        let r = app.request("GET", "/healthz", None, None).await;
+        assert_eq!(r.status, 200);
+    }
+    crate::helpers::eventually(std::time::Duration::from_secs(5), "recovered", || async {
+        let r = app
+            .client
+            .get(&me)
+            .bearer_auth(&app.key)
+            .send()
+            .await
+            .unwrap();
+        r.status() == 200
+    })
+    .await;
+}

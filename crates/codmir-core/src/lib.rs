@@ -30,3 +30,10 @@ impl ValidationError {
         }
     }
 }
+
+/// Whether `text` holds a control character other than line breaks and tabs: what every free
+/// text field refuses (NUL, ESC and the like break logs, terminals and receivers).
+pub fn has_control_chars(text: &str) -> bool {
+    text.chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
+}

@@ -27,7 +27,7 @@ macro_rules! bounded_text {
                         format!("must be at most {} characters (got {chars})", $max),
                     ));
                 }
-                if text.chars().any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') {
+                if crate::has_control_chars(text) {
                     return Err(ValidationError::new($field, "must not contain control characters"));
                 }
                 Ok(Self(text.to_owned()))

@@ -30,14 +30,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(ct) = req.headers().get(CONTENT_TYPE) {
-            let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
-            let essence = ct.split(';').next().unwrap_or_default().trim();
-            if essence != "application/json" && !essence.ends_with("+json") {
-                return Err(ApiError::UnsupportedMediaType(format!(
-                    "Content-Type `{essence}` is not supported; send application/json"
-                )));
-            }
+        let Some(ct) = req.headers().get(CONTENT_TYPE) else {
+            return Err(ApiError::UnsupportedMediaType(
+                "no Content-Type: send the body as application/json".into(),
+            ));
+        };
+        let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
+        let essence = ct.split(';').next().unwrap_or_default().trim();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "Content-Type `{essence}` is not supported; send application/json"
+            )));
         }
         // A body that trickles in holds a connection and a task: it gets a deadline.
         let read = tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(req, state))

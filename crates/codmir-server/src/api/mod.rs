@@ -220,5 +220,6 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
             axum::response::IntoResponse::into_response(ApiError::internal("a handler panicked"))
         }))
         .layer(axum::middleware::from_fn(error::log_failures))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(state)
 }

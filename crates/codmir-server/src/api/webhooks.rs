@@ -260,6 +260,10 @@ fn description(raw: Option<String>) -> Result<Option<String>, ApiError> {
             "description",
             format!("must be at most {MAX_DESCRIPTION} characters"),
         )),
+        Some(d) if codmir_core::has_control_chars(&d) => Err(ApiError::invalid(
+            "description",
+            "must not contain control characters",
+        )),
         other => Ok(other),
     }
 }

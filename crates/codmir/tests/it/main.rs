@@ -16,6 +16,7 @@ mod events;
 mod failures;
 mod first_run;
 mod helpers;
+mod hostile;
 mod nodes;
 mod observability;
 mod operations;

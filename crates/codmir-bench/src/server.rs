@@ -38,8 +38,13 @@ impl Server {
             ])
             .args(extra)
             .env("CODMIR_LOG", "warn")
-            // The bench drives one key far past any per-key limit (older binaries ignore it).
-            .env("CODMIR_API_RATE_LIMIT", "off");
+            // The bench measures what one workspace can push through: it drives one key far
+            // past any per-key limit and fans out to 1,000 webhooks on one host, so the
+            // tenant-fairness bounds are lifted (older binaries ignore these).
+            .env("CODMIR_API_RATE_LIMIT", "off")
+            .env("CODMIR_MAX_WEBHOOKS_PER_WORKSPACE", "100000")
+            .env("CODMIR_MAX_IN_FLIGHT_PER_WORKSPACE", "65535")
+            .env("CODMIR_MAX_IN_FLIGHT_PER_HOST", "65535");
         Self::launch(command, &listen)
             .await
             .with_context(|| format!("starting {}", binary.display()))

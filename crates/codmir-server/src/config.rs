@@ -30,6 +30,13 @@ pub struct Config {
     pub max_in_flight_per_endpoint: usize,
     /// Most attempts in flight in all.
     pub max_in_flight: usize,
+    /// Most attempts in flight for one workspace's webhooks: its share of `max_in_flight`,
+    /// so that one tenant's slow endpoints cannot hold every slot.
+    pub max_in_flight_per_workspace: usize,
+    /// Most attempts in flight to one host across all webhooks (amplification).
+    pub max_in_flight_per_host: usize,
+    /// Most webhooks one workspace may register.
+    pub max_webhooks_per_workspace: usize,
     /// How long a claimed delivery stays leased to this node. Must exceed `request_timeout`:
     /// when a node dies, others take its claimed deliveries over once their leases expire.
     pub lease_duration: Duration,
@@ -57,6 +64,9 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             max_in_flight_per_endpoint: 64,
             max_in_flight: 512,
+            max_in_flight_per_workspace: 256,
+            max_in_flight_per_host: 128,
+            max_webhooks_per_workspace: 100,
             lease_duration: Duration::from_secs(60),
             disable_policy: DisablePolicy::default(),
             retention: Some(Duration::from_secs(30 * 86_400)),

@@ -77,6 +77,17 @@ pub(crate) struct ServeArgs {
     /// Most delivery attempts in flight in all.
     #[arg(long, env = "CODMIR_MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u16).range(1..))]
     max_in_flight: u16,
+    /// Most delivery attempts in flight for one workspace's webhooks (its share of
+    /// --max-in-flight, so one tenant's slow endpoints cannot hold every slot). Default: half
+    /// of --max-in-flight.
+    #[arg(long, env = "CODMIR_MAX_IN_FLIGHT_PER_WORKSPACE", value_parser = clap::value_parser!(u16).range(1..))]
+    max_in_flight_per_workspace: Option<u16>,
+    /// Most delivery attempts in flight to one host across all webhooks.
+    #[arg(long, env = "CODMIR_MAX_IN_FLIGHT_PER_HOST", default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..))]
+    max_in_flight_per_host: u16,
+    /// Most webhooks one workspace may register (422 beyond).
+    #[arg(long, env = "CODMIR_MAX_WEBHOOKS_PER_WORKSPACE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    max_webhooks_per_workspace: u32,
     /// How long a claimed delivery stays leased to this node; must exceed --request-timeout.
     /// When a node dies, the others take its claimed deliveries over once their leases expire.
     #[arg(long, env = "CODMIR_DELIVERY_LEASE", default_value = "60s", value_parser = parse_time)]
@@ -212,6 +223,11 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         request_timeout: args.request_timeout,
         max_in_flight_per_endpoint: args.max_in_flight_per_endpoint.into(),
         max_in_flight: args.max_in_flight.into(),
+        max_in_flight_per_workspace: args
+            .max_in_flight_per_workspace
+            .map_or(usize::from(args.max_in_flight).div_ceil(2), usize::from),
+        max_in_flight_per_host: args.max_in_flight_per_host.into(),
+        max_webhooks_per_workspace: args.max_webhooks_per_workspace as usize,
         lease_duration: args.delivery_lease,
         disable_policy: codmir_core::webhook::DisablePolicy {
             period: args.disable_after,

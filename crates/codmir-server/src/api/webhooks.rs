@@ -352,8 +352,11 @@ pub(super) async fn create_webhook(
         rate_limit_per_second: body.rate_limit_per_second.map(rate_limit).transpose()?,
         headers: body.headers.map(headers).transpose()?.unwrap_or_default(),
     };
+    let max = s.config.max_webhooks_per_workspace;
     let webhook = s
-        .mutate(move |tx, _| Box::pin(async move { ops::create_webhook(tx, &p, new, now()).await }))
+        .mutate(move |tx, _| {
+            Box::pin(async move { ops::create_webhook(tx, &p, new, max, now()).await })
+        })
         .await?;
     let secret = webhook.secret.as_str().to_owned();
     let created = CreatedWebhook {

@@ -243,6 +243,8 @@ fn start_ready(
     let bounds = Bounds {
         total: config.max_in_flight,
         per_endpoint: config.max_in_flight_per_endpoint,
+        per_workspace: config.max_in_flight_per_workspace,
+        per_host: config.max_in_flight_per_host,
         claimed,
         // A queued delivery whose lease would run out during its attempt is left for a claim.
         lease_deadline: now.plus(config.request_timeout + Duration::from_secs(1)),

@@ -22,6 +22,12 @@ pub(super) struct Local {
     /// Per lane, per webhook; a queue is removed once empty.
     lanes: [HashMap<String, VecDeque<Leased>>; 2],
     in_flight: HashMap<String, usize>,
+    /// Attempts in flight per workspace and per destination host (fairness between tenants,
+    /// and a bound on what one host receives across webhooks), and, per webhook with
+    /// attempts in flight, the workspace and host they are counted under.
+    by_workspace: HashMap<String, usize>,
+    by_host: HashMap<String, usize>,
+    owners: HashMap<String, (String, String)>,
     pub(super) total_in_flight: usize,
     pub(super) queued: usize,
     /// Per rate-limited webhook, the earliest instant its next attempt may start.
@@ -43,6 +49,8 @@ pub(super) enum Lane {
 pub(super) struct Bounds {
     pub(super) total: usize,
     pub(super) per_endpoint: usize,
+    pub(super) per_workspace: usize,
+    pub(super) per_host: usize,
     pub(super) claimed: usize,
     pub(super) lease_deadline: Timestamp,
     /// Now, for the per-webhook rate limits.
@@ -101,6 +109,13 @@ impl Local {
                     if busy >= cap {
                         break;
                     }
+                    let workspace = front.webhook.workspace_id.as_str();
+                    let host = host_of(front.webhook.url.as_str());
+                    if count(&self.by_workspace, workspace) >= bounds.per_workspace
+                        || count(&self.by_host, host) >= bounds.per_host
+                    {
+                        break;
+                    }
                     if let Some(rate) = front.webhook.rate_limit_per_second {
                         let slot = self.next_slot.get(webhook).copied();
                         if let Some(at) = slot.filter(|at| *at > bounds.now) {
@@ -115,6 +130,15 @@ impl Local {
                     self.queued -= 1;
                     if c.lease_until < bounds.lease_deadline {
                         continue;
+                    }
+                    let host = host_of(c.webhook.url.as_str());
+                    bump(&mut self.by_workspace, &c.webhook.workspace_id);
+                    bump(&mut self.by_host, host);
+                    if busy == 0 {
+                        self.owners.insert(
+                            webhook.clone(),
+                            (c.webhook.workspace_id.clone(), host.to_owned()),
+                        );
                     }
                     *self.in_flight.entry(webhook.clone()).or_default() += 1;
                     self.total_in_flight += 1;
@@ -171,7 +195,48 @@ impl Local {
             }
             None => 0,
         };
+        if let Some((workspace, host)) = local.owners.get(&webhook) {
+            drop_one(&mut local.by_workspace, workspace);
+            drop_one(&mut local.by_host, host);
+        }
+        if busy == 0 {
+            local.owners.remove(&webhook);
+        }
         skipped.contains(&webhook) && busy + local.queued_for(&webhook) < 2 * per_endpoint
+    }
+}
+
+/// The host of a stored (already validated and normalized) URL, without port: what the
+/// per-host bound counts by.
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.split(':').next().unwrap_or(authority),
+    }
+}
+
+fn count(map: &HashMap<String, usize>, key: &str) -> usize {
+    map.get(key).copied().unwrap_or(0)
+}
+
+/// Counts one more under `key`, allocating the key only the first time.
+fn bump(map: &mut HashMap<String, usize>, key: &str) {
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(key.to_owned(), 1);
+        }
+    }
+}
+
+fn drop_one(map: &mut HashMap<String, usize>, key: &str) {
+    if let Some(n) = map.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(key);
+        }
     }
 }
 
@@ -222,6 +287,8 @@ mod tests {
         Bounds {
             total: 10,
             per_endpoint: 4,
+            per_workspace: 10,
+            per_host: 10,
             claimed,
             lease_deadline: Timestamp::from_millis(1_000_000),
             now: Instant::now(),
@@ -273,6 +340,57 @@ mod tests {
         local.finished(Ok("b".into()), 4, &[]);
         assert_eq!(ids(&local.take_ready(&bounds(0))), ["dlv_b_4"]);
         assert_eq!(ids(&local.take_ready(&bounds(2))), ["dlv_a_1", "dlv_a_2"]);
+    }
+
+    #[test]
+    fn a_workspace_and_a_host_get_their_share_and_no_more() {
+        let mut local = Local::default();
+        for n in 0..4 {
+            local.push(Lane::Fresh, queued("a", n));
+            local.push(Lane::Fresh, queued("b", n));
+        }
+        let mut other = queued("c", 0);
+        other.webhook.workspace_id = "ws2".into();
+        other.webhook.url = EndpointUrl::from_stored("https://elsewhere.example/x".into());
+        local.push(Lane::Fresh, other);
+        let tight = Bounds {
+            per_workspace: 3,
+            ..bounds(10)
+        };
+        let ready = local.take_ready(&tight);
+        let of = |ws: &str| {
+            ready
+                .iter()
+                .filter(|(c, _)| c.webhook.workspace_id == ws)
+                .count()
+        };
+        assert_eq!(
+            (of("ws"), of("ws2")),
+            (3, 1),
+            "ws holds 3 of 10, the other tenant starts"
+        );
+        // When one of ws's attempts ends, one more of ws may start.
+        let started = ready
+            .iter()
+            .find(|(c, _)| c.webhook.workspace_id == "ws")
+            .map(|(c, _)| c.webhook.id.clone());
+        local.finished(Ok(started.unwrap_or_default()), 4, &[]);
+        assert_eq!(local.take_ready(&tight).len(), 1);
+        assert_eq!(host_of("https://[::1]:8443/x"), "::1");
+        assert_eq!(host_of("http://Example.com:80/a?b"), "Example.com");
+        let mut local = Local::default();
+        for n in 0..6 {
+            local.push(Lane::Fresh, queued(&format!("w{n}"), n));
+        }
+        let per_host = Bounds {
+            per_host: 2,
+            ..bounds(10)
+        };
+        assert_eq!(
+            local.take_ready(&per_host).len(),
+            2,
+            "six webhooks, one host"
+        );
     }
 
     #[test]

@@ -61,8 +61,19 @@ pub async fn create_webhook(
     tx: &mut dyn Tx,
     p: &Principal,
     new: NewWebhook,
+    max_per_workspace: usize,
     now: Timestamp,
 ) -> Result<Webhook> {
+    if tx.webhook_count(&p.workspace_id).await? >= max_per_workspace as i64 {
+        return Err(ValidationError::new(
+            "webhooks",
+            format!(
+                "this workspace has {max_per_workspace} webhooks, the most it may have \
+                 (--max-webhooks-per-workspace); delete one first"
+            ),
+        )
+        .into());
+    }
     check_projects(tx, p, &new.project_ids).await?;
     let webhook = Webhook {
         project_ids: new.project_ids,

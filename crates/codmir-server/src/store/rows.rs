@@ -203,7 +203,7 @@ pub(super) fn delivery_count(r: &dyn Columns) -> StoreResult<(Timestamp, Deliver
     ))
 }
 
-pub(super) fn millis(r: &dyn Columns) -> StoreResult<i64> {
+pub(super) fn first_int(r: &dyn Columns) -> StoreResult<i64> {
     r.int(0)
 }
 

@@ -235,6 +235,9 @@ pub trait OutboxTx: Send {
 
     async fn list_webhooks(&mut self, ws: &str, page: &PageRequest) -> StoreResult<Page<Webhook>>;
 
+    /// How many webhooks the workspace has.
+    async fn webhook_count(&mut self, ws: &str) -> StoreResult<i64>;
+
     /// Every enabled webhook of the workspace, for fan-out.
     async fn enabled_webhooks(&mut self, ws: &str) -> StoreResult<Vec<Webhook>>;
 

@@ -38,7 +38,7 @@ async fn setup(store: &Store) -> (Principal, String) {
     let pc = p.clone();
     let wh = store
         .write(move |tx| {
-            Box::pin(async move { ops::create_webhook(tx, &pc, new, Timestamp::now()).await })
+            Box::pin(async move { ops::create_webhook(tx, &pc, new, 100, Timestamp::now()).await })
         })
         .await
         .unwrap();

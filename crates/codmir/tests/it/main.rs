@@ -14,6 +14,7 @@ mod delivery;
 mod delivery_log;
 mod events;
 mod failures;
+mod fairness;
 mod first_run;
 mod helpers;
 mod hostile;

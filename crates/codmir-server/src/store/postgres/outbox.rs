@@ -141,6 +141,17 @@ impl OutboxTx for PgTx<'_> {
         .await
     }
 
+    async fn webhook_count(&mut self, ws: &str) -> StoreResult<i64> {
+        Ok(self
+            .one(
+                "SELECT count(*) FROM webhooks WHERE workspace_id = $1",
+                &[&ws],
+                rows::first_int,
+            )
+            .await?
+            .unwrap_or(0))
+    }
+
     async fn list_webhooks(&mut self, ws: &str, page: &PageRequest) -> StoreResult<Page<Webhook>> {
         self.page(
             &format!(

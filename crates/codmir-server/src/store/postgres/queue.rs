@@ -158,7 +158,7 @@ impl QueueTx for PgTx<'_> {
             "SELECT updated_at - created_at AS took FROM deliveries WHERE webhook_id = $1 \
              AND id >= $2 AND created_at >= $3 AND status = 'succeeded' ORDER BY took",
             &[&webhook_id, &id::floor("dlv", since), &since.as_millis()],
-            rows::millis,
+            rows::first_int,
         )
         .await
     }

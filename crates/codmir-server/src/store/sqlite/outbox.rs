@@ -124,6 +124,16 @@ impl OutboxTx for SqliteTx<'_> {
         self.get_webhook(ws, id).await
     }
 
+    async fn webhook_count(&mut self, ws: &str) -> StoreResult<i64> {
+        Ok(self
+            .one(
+                "SELECT count(*) FROM webhooks WHERE workspace_id = ?1",
+                &[&ws],
+                rows::first_int,
+            )?
+            .unwrap_or(0))
+    }
+
     async fn list_webhooks(&mut self, ws: &str, page: &PageRequest) -> StoreResult<Page<Webhook>> {
         self.page(
             &format!(

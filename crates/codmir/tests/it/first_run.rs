@@ -265,3 +265,18 @@ async fn a_second_signal_cuts_the_shutdown_wait_short() {
     );
     resumed_as_attempt_two(&db, &rx, &key, &webhook).await;
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_database_and_its_wal_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, db) = sqlite(&dir, "c.db");
+    let s = ServerProcess::start(&db, &[]).await;
+    let key = s.printed_key().unwrap();
+    get_json(&format!("{}/v1/me", s.base), &key).await;
+    for file in [path.clone(), dir.path().join("c.db-wal")] {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}: {mode:o}", file.display());
+    }
+}

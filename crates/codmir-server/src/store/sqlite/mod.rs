@@ -73,6 +73,23 @@ fn open_connection(path: &Path, read_only: bool) -> StoreResult<Connection> {
     Ok(conn)
 }
 
+/// Creates a new database file readable by its owner only (SQLite gives its `-wal` and `-shm`
+/// files the same mode): it holds every webhook's secret. An existing file is left as it is.
+fn create_private(path: &Path) -> StoreResult<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::database(
+            format!("cannot create {}", path.display()),
+            e,
+        )),
+    }
+}
+
 fn migrate(conn: &mut Connection) -> StoreResult<()> {
     conn.execute_batch("PRAGMA journal_mode = WAL;")?;
     // IMMEDIATE takes the write lock first, so two processes starting at once migrate in turn.
@@ -114,6 +131,7 @@ impl SqliteStore {
     }
 
     fn open_blocking(path: &Path) -> StoreResult<Self> {
+        create_private(path)?;
         let mut writer = open_connection(path, false).map_err(|e| match e {
             StoreError::Database { source, .. } => StoreError::Database {
                 context: format!("cannot open {}", path.display()),

@@ -10,6 +10,7 @@ mod dashboard;
 mod error;
 mod events;
 mod extract;
+mod idempotency;
 mod keys;
 mod limit;
 mod probes;
@@ -211,6 +212,10 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
             post(recovery::rotate_secret),
         )
         .route("/v1/deliveries/{id}", get(webhooks::get_delivery))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotency,
+        ))
         .route_layer(axum::middleware::from_fn(probes::count_requests))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -26,8 +26,8 @@ pub use error::{Cause, StoreError, StoreResult, chain};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use tx::{
-    ApiKeyRecord, DeliveryQuery, EventQuery, KeyInfo, Lease, Leased, OutboxTx, Outcome, Page,
-    PageRequest, QueueTx, StoredEvent, TrackerTx, Tx,
+    ApiKeyRecord, DeliveryQuery, EventQuery, Idempotent, KeyInfo, Lease, Leased, OutboxTx, Outcome,
+    Page, PageRequest, QueueTx, StoredEvent, TrackerTx, Tx,
 };
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

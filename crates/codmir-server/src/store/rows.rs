@@ -15,7 +15,7 @@ use codmir_core::webhook::{
     WebhookSecret,
 };
 
-use super::{ApiKeyRecord, KeyInfo, StoreError, StoreResult, StoredEvent};
+use super::{ApiKeyRecord, Idempotent, KeyInfo, StoreError, StoreResult, StoredEvent};
 
 /// The typed reads of one row that the decoders need, by column index.
 pub(super) trait Columns {
@@ -86,6 +86,17 @@ pub(super) fn key_info(r: &dyn Columns) -> StoreResult<KeyInfo> {
         last_used_at: opt_ts(r, 4)?,
         revoked_at: opt_ts(r, 5)?,
         workspace_id: r.text(6)?,
+    })
+}
+
+pub(super) fn idempotent(r: &dyn Columns) -> StoreResult<Idempotent> {
+    Ok(Idempotent {
+        fingerprint: r.bytes(0)?,
+        status: r
+            .opt_int(1)?
+            .map(|s| u16::try_from(s).map_err(|e| corrupt("idempotency_keys.status", e)))
+            .transpose()?,
+        body: r.opt_text(2)?,
     })
 }
 

@@ -107,6 +107,16 @@ pub struct KeyInfo {
     pub workspace_id: String,
 }
 
+/// What an earlier request with the same `Idempotency-Key` left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotent {
+    /// SHA-256 of its method, path and body.
+    pub fingerprint: Vec<u8>,
+    /// `None` while it runs.
+    pub status: Option<u16>,
+    pub body: Option<String>,
+}
+
 /// An event as stored: the exact bytes that are delivered.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
@@ -166,6 +176,28 @@ pub trait TrackerTx: Send {
     async fn revoke_api_key(&mut self, id: &str, at: Timestamp) -> StoreResult<bool>;
     /// Records that a key was used at `at`.
     async fn touch_api_key(&mut self, id: &str, at: Timestamp) -> StoreResult<()>;
+
+    /// Deletes the workspace's idempotency records created before `expired_before`, then
+    /// returns the record of `key` if there is one, or writes a placeholder for it (status
+    /// NULL: in progress) and returns `None`.
+    async fn idempotency_claim(
+        &mut self,
+        ws: &str,
+        key: &str,
+        fingerprint: &[u8; 32],
+        now: Timestamp,
+        expired_before: Timestamp,
+    ) -> StoreResult<Option<Idempotent>>;
+    /// Stores the answer of the request that claimed `key`.
+    async fn idempotency_finish(
+        &mut self,
+        ws: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> StoreResult<()>;
+    /// Forgets `key` (its request failed with a 5xx: a retry should run it again).
+    async fn idempotency_release(&mut self, ws: &str, key: &str) -> StoreResult<()>;
 
     async fn insert_project(&mut self, p: &Project) -> StoreResult<()>;
     async fn get_project(&mut self, ws: &str, id: &str) -> StoreResult<Option<Project>>;

@@ -18,6 +18,7 @@ mod fairness;
 mod first_run;
 mod helpers;
 mod hostile;
+mod idempotency;
 mod nodes;
 mod observability;
 mod operations;

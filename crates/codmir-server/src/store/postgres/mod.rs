@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres_0002_webhook_due.sql"),
     include_str!("../migrations/postgres_0003_operations.sql"),
     include_str!("../migrations/postgres_0004_key_use.sql"),
+    include_str!("../migrations/postgres_0005_idempotency.sql"),
 ];
 /// Any fixed number: the advisory lock that serializes migrations of nodes starting together.
 const MIGRATION_LOCK: i64 = 0x636f_646d_6972;

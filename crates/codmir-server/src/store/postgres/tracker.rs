@@ -10,7 +10,7 @@ use crate::store::rows::{
     self, API_KEY_COLS, COMMENT_COLS, KEY_INFO_COLS, KEY_INFO_FROM, MEMBER_COLS, PROJECT_COLS,
     TICKET_COLS, USER_COLS, WORKSPACE_COLS,
 };
-use crate::store::{ApiKeyRecord, KeyInfo, Page, PageRequest, StoreResult, TrackerTx};
+use crate::store::{ApiKeyRecord, Idempotent, KeyInfo, Page, PageRequest, StoreResult, TrackerTx};
 
 #[async_trait]
 impl TrackerTx for PgTx<'_> {
@@ -125,6 +125,61 @@ impl TrackerTx for PgTx<'_> {
         self.exec(
             "UPDATE api_keys SET last_used_at = $2 WHERE id = $1",
             &[&id, &at.as_millis()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn idempotency_claim(
+        &mut self,
+        ws: &str,
+        key: &str,
+        fingerprint: &[u8; 32],
+        now: Timestamp,
+        expired_before: Timestamp,
+    ) -> StoreResult<Option<Idempotent>> {
+        self.exec(
+            "DELETE FROM idempotency_keys WHERE workspace_id = $1 AND created_at < $2",
+            &[&ws, &expired_before.as_millis()],
+        )
+        .await?;
+        let found = self
+            .one(
+                "SELECT fingerprint, status, body FROM idempotency_keys WHERE workspace_id = $1 AND key = $2",
+                &[&ws, &key],
+                rows::idempotent,
+            )
+            .await?;
+        if found.is_none() {
+            // A concurrent claim of the same key fails here on the primary key: a conflict.
+            self.exec(
+                "INSERT INTO idempotency_keys (workspace_id, key, fingerprint, created_at) VALUES ($1, $2, $3, $4)",
+                &[&ws, &key, &&fingerprint[..], &now.as_millis()],
+            )
+            .await?;
+        }
+        Ok(found)
+    }
+
+    async fn idempotency_finish(
+        &mut self,
+        ws: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> StoreResult<()> {
+        self.exec(
+            "UPDATE idempotency_keys SET status = $3, body = $4 WHERE workspace_id = $1 AND key = $2",
+            &[&ws, &key, &i64::from(status), &body],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn idempotency_release(&mut self, ws: &str, key: &str) -> StoreResult<()> {
+        self.exec(
+            "DELETE FROM idempotency_keys WHERE workspace_id = $1 AND key = $2",
+            &[&ws, &key],
         )
         .await?;
         Ok(())

@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite_0002_webhook_due.sql"),
     include_str!("../migrations/sqlite_0003_operations.sql"),
     include_str!("../migrations/sqlite_0004_key_use.sql"),
+    include_str!("../migrations/sqlite_0005_idempotency.sql"),
 ];
 
 impl From<rusqlite::Error> for StoreError {

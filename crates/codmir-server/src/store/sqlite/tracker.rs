@@ -11,7 +11,7 @@ use crate::store::rows::{
     self, API_KEY_COLS, COMMENT_COLS, KEY_INFO_COLS, KEY_INFO_FROM, MEMBER_COLS, PROJECT_COLS,
     TICKET_COLS, USER_COLS, WORKSPACE_COLS,
 };
-use crate::store::{ApiKeyRecord, KeyInfo, Page, PageRequest, StoreResult, TrackerTx};
+use crate::store::{ApiKeyRecord, Idempotent, KeyInfo, Page, PageRequest, StoreResult, TrackerTx};
 
 #[async_trait]
 impl TrackerTx for SqliteTx<'_> {
@@ -115,6 +115,54 @@ impl TrackerTx for SqliteTx<'_> {
         self.exec(
             "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1",
             params![id, at.as_millis()],
+        )?;
+        Ok(())
+    }
+
+    async fn idempotency_claim(
+        &mut self,
+        ws: &str,
+        key: &str,
+        fingerprint: &[u8; 32],
+        now: Timestamp,
+        expired_before: Timestamp,
+    ) -> StoreResult<Option<Idempotent>> {
+        self.exec(
+            "DELETE FROM idempotency_keys WHERE workspace_id = ?1 AND created_at < ?2",
+            params![ws, expired_before.as_millis()],
+        )?;
+        let found = self.one(
+            "SELECT fingerprint, status, body FROM idempotency_keys WHERE workspace_id = ?1 AND key = ?2",
+            &[&ws, &key],
+            rows::idempotent,
+        )?;
+        if found.is_none() {
+            self.exec(
+                "INSERT INTO idempotency_keys (workspace_id, key, fingerprint, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![ws, key, &fingerprint[..], now.as_millis()],
+            )?;
+        }
+        Ok(found)
+    }
+
+    async fn idempotency_finish(
+        &mut self,
+        ws: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> StoreResult<()> {
+        self.exec(
+            "UPDATE idempotency_keys SET status = ?3, body = ?4 WHERE workspace_id = ?1 AND key = ?2",
+            params![ws, key, status, body],
+        )?;
+        Ok(())
+    }
+
+    async fn idempotency_release(&mut self, ws: &str, key: &str) -> StoreResult<()> {
+        self.exec(
+            "DELETE FROM idempotency_keys WHERE workspace_id = ?1 AND key = ?2",
+            params![ws, key],
         )?;
         Ok(())
     }

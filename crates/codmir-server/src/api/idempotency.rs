@@ -1,0 +1,158 @@
+//! `Idempotency-Key` on every POST, as Stripe's API has it: a retry with the same key and the
+//! same request within 24 hours gets the first answer again (with `Idempotent-Replayed:
+//! true`) and the work is not done twice; the same key with another request is a 422; a retry
+//! while the first still runs is a 409. Answers of 5xx are not kept, so such a request may be
+//! retried for real. Keys are per workspace.
+//!
+//! The answer is stored once the handler has committed its own work, in a transaction of its
+//! own: a crash between the two leaves the key claimed without an answer, which a retry sees
+//! as in progress until the record expires (24 h) — it never runs the work twice.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use codmir_core::time::Timestamp;
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{Auth, MAX_BODY};
+use crate::store::StoreError;
+
+/// How long a key's first answer is kept.
+const KEPT: Duration = Duration::from_secs(24 * 3600);
+/// Longest key accepted.
+const MAX_KEY: usize = 255;
+/// Largest answer kept (creates answer with a few KiB).
+const MAX_ANSWER: usize = 1 << 20;
+
+pub(super) async fn idempotency(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    let Some(key) = request.headers().get("idempotency-key").cloned() else {
+        return next.run(request).await;
+    };
+    match replay_or_run(state, key, request, next).await {
+        Ok(response) | Err(response) => response,
+    }
+}
+
+async fn replay_or_run(
+    state: AppState,
+    key: HeaderValue,
+    request: Request,
+    next: Next,
+) -> Result<Response, Response> {
+    let key = key
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_KEY && k.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "Idempotency-Key",
+                format!("must be 1–{MAX_KEY} printable ASCII characters"),
+            )
+            .into_response()
+        })?;
+    let (mut parts, body) = request.into_parts();
+    let Auth(principal) = Auth::from_request_parts(&mut parts, &state)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let body = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(MAX_BODY).into_response())?;
+    let mut hash = Sha256::new();
+    hash.update(parts.method.as_str());
+    hash.update([0]);
+    hash.update(parts.uri.to_string());
+    hash.update([0]);
+    hash.update(&body);
+    let fingerprint: [u8; 32] = hash.finalize().into();
+
+    let now = Timestamp::now();
+    let expired_before = Timestamp::from_millis(now.as_millis() - KEPT.as_millis() as i64);
+    let (ws, k) = (principal.workspace_id.clone(), key.clone());
+    let claimed = state
+        .store
+        .write(move |tx| {
+            Box::pin(async move {
+                tx.idempotency_claim(&ws, &k, &fingerprint, now, expired_before)
+                    .await
+            })
+        })
+        .await;
+    let in_progress = || {
+        ApiError::Conflict {
+            code: "idempotency_key_in_progress",
+            message: "a request with this Idempotency-Key is still being answered; retry shortly"
+                .into(),
+        }
+        .into_response()
+    };
+    match claimed {
+        Ok(None) => {}
+        Ok(Some(earlier)) if earlier.fingerprint != fingerprint => {
+            return Err(ApiError::invalid(
+                "Idempotency-Key",
+                "this key was used with another request; use a new key for a new request",
+            )
+            .into_response());
+        }
+        Ok(Some(earlier)) => {
+            let Some(status) = earlier.status else {
+                return Err(in_progress());
+            };
+            let mut response = (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                earlier.body.unwrap_or_default(),
+            )
+                .into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return Ok(response);
+        }
+        Err(StoreError::Conflict(_)) => return Err(in_progress()),
+        Err(e) => return Err(ApiError::from(e).into_response()),
+    }
+
+    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    let status = response.status();
+    let ws = principal.workspace_id;
+    if status.is_server_error() {
+        let _ = state
+            .store
+            .write(move |tx| Box::pin(async move { tx.idempotency_release(&ws, &key).await }))
+            .await;
+        return Ok(response);
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_ANSWER)
+        .await
+        .unwrap_or_else(|_| Bytes::new());
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let code = status.as_u16();
+    let stored = state
+        .store
+        .write(move |tx| {
+            Box::pin(async move { tx.idempotency_finish(&ws, &key, code, &text).await })
+        })
+        .await;
+    if let Err(e) = stored {
+        tracing::warn!(error = %crate::store::chain(&e), "could not keep an idempotent answer");
+    }
+    Ok(Response::from_parts(parts, Body::from(bytes)))
+}

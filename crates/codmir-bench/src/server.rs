@@ -44,7 +44,12 @@ impl Server {
             .env("CODMIR_API_RATE_LIMIT", "off")
             .env("CODMIR_MAX_WEBHOOKS_PER_WORKSPACE", "100000")
             .env("CODMIR_MAX_IN_FLIGHT_PER_WORKSPACE", "65535")
-            .env("CODMIR_MAX_IN_FLIGHT_PER_HOST", "65535");
+            .env("CODMIR_MAX_IN_FLIGHT_PER_HOST", "65535")
+            // PostgreSQL nodes must share a master key; a fixed one serves the bench.
+            .env(
+                "CODMIR_MASTER_KEY",
+                "YmVuY2gtbWFzdGVyLWtleS1vZi0zMi1ieXRlcy1vayE=",
+            );
         Self::launch(command, &listen)
             .await
             .with_context(|| format!("starting {}", binary.display()))

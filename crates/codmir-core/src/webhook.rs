@@ -103,6 +103,12 @@ impl WebhookSecret {
         Ok(Self(raw.to_owned()))
     }
 
+    /// A secret read back from the database, where it was validated when it was stored (or
+    /// is still sealed, until the store opens it).
+    pub fn from_stored(raw: String) -> Self {
+        Self(raw)
+    }
+
     pub fn generate() -> Self {
         Self(crate::sign::generate_secret())
     }

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod keys;
 mod remote;
+mod secrets;
 mod serve;
 
 use remote::{Failure, Remote};
@@ -60,6 +61,11 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// The master key that seals webhook secrets at rest.
+    Secrets {
+        #[command(subcommand)]
+        command: secrets::SecretsCommand,
+    },
     /// Register, inspect, change, ping and measure webhooks (over the API).
     Webhooks {
         #[command(flatten)]
@@ -110,6 +116,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::serve(*args).await.map_err(Failure::from),
             Command::Keys { command } => keys::run(command).await,
+            Command::Secrets { command } => secrets::run(command).await,
             Command::Webhooks { remote, command } => remote::webhooks::run(&remote, command).await,
             Command::Deliveries { remote, command } => {
                 remote::deliveries::run(&remote, command).await

@@ -57,6 +57,8 @@ pub(crate) struct ServeArgs {
     /// Retry-After; `off` for none. Probes, metrics and the dashboard's files are not counted.
     #[arg(long, env = "CODMIR_API_RATE_LIMIT", default_value = "200", value_parser = parse_rate)]
     api_rate_limit: Rate,
+    #[command(flatten)]
+    master_key: crate::secrets::MasterKeyArgs,
     /// Refuse `http://` webhook URLs (at registration and at each attempt).
     #[arg(long, env = "CODMIR_HTTPS_ONLY", action = clap::ArgAction::SetTrue,
           value_parser = clap::builder::BoolishValueParser::new())]
@@ -181,12 +183,25 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         Some(path) => Some(lock_sqlite(Path::new(path))?),
         None => None,
     };
+    let keys = args.master_key.ring(&args.database_url, true)?;
     let options = StoreOptions {
         pool_size: args.database_pool_size.into(),
+        keys: Some(std::sync::Arc::new(keys)),
     };
     let store = Store::open_with(&args.database_url, &options)
         .await
         .with_context(|| format!("opening {}", args.database_url))?;
+    // Secrets written before encryption (or under an older key) are sealed now.
+    let resealed = store
+        .write(|tx| Box::pin(async move { tx.reseal_secrets().await }))
+        .await
+        .context("sealing webhook secrets")?;
+    if resealed > 0 {
+        tracing::info!(
+            webhooks = resealed,
+            "webhook secrets sealed under the current master key"
+        );
+    }
     let created = match store
         .write(|tx| Box::pin(async move { ops::bootstrap(tx, Timestamp::now()).await }))
         .await
@@ -207,9 +222,10 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .unwrap_or(true)
     {
-        eprintln!(
-            "No API key of this database has been used yet. If the key printed when it was \
-             created is lost, make another:\n  codmir keys create --database-url {} --workspace default --user admin",
+        // A log line, so that it keeps the chosen log format.
+        tracing::warn!(
+            "no API key of this database has been used yet; if the key printed when it was \
+             created is lost, make another: codmir keys create --database-url {} --workspace default --user admin",
             shown_url(&args.database_url)
         );
     }

@@ -13,6 +13,7 @@
 mod error;
 mod postgres;
 mod rows;
+pub mod seal;
 mod sqlite;
 mod tx;
 
@@ -95,11 +96,17 @@ pub trait Backend: Send + Sync {
 pub struct StoreOptions {
     /// Connections in the PostgreSQL pool of this node (SQLite has one writer and 4 readers).
     pub pool_size: usize,
+    /// Webhook secrets are sealed under these keys; `None` stores them as given (tests, and
+    /// databases opened only for API keys).
+    pub keys: Option<Arc<seal::KeyRing>>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { pool_size: 8 }
+        Self {
+            pool_size: 8,
+            keys: None,
+        }
     }
 }
 
@@ -124,9 +131,9 @@ impl Store {
     /// Opens the database at `url`: `sqlite://PATH` or `postgres://…` (also `postgresql://`).
     pub async fn open_with(url: &str, options: &StoreOptions) -> StoreResult<Self> {
         let backend: Arc<dyn Backend> = if let Some(path) = sqlite_path(url) {
-            Arc::new(SqliteStore::open(path).await?)
+            Arc::new(SqliteStore::open(path, options.keys.clone()).await?)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Arc::new(PgStore::open(url, options.pool_size).await?)
+            Arc::new(PgStore::open(url, options.pool_size, options.keys.clone()).await?)
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };

@@ -15,6 +15,7 @@ use codmir_core::webhook::{
     WebhookSecret,
 };
 
+use super::seal::KeyRing;
 use super::{ApiKeyRecord, Idempotent, KeyInfo, StoreError, StoreResult, StoredEvent};
 
 /// The typed reads of one row that the decoders need, by column index.
@@ -262,7 +263,8 @@ pub(super) fn webhook(r: &dyn Columns) -> StoreResult<Webhook> {
         project_ids: serde_json::from_str(&r.text(4)?)
             .map_err(|e| corrupt("webhooks.project_ids", e))?,
         description: r.opt_text(5)?,
-        secret: WebhookSecret::parse(&r.text(6)?).map_err(|e| corrupt("webhooks.secret", e))?,
+        // Possibly sealed: the backend opens it (`open_webhook`).
+        secret: WebhookSecret::from_stored(r.text(6)?),
         enabled: r.flag(7)?,
         created_at: ts(r, 8)?,
         updated_at: ts(r, 9)?,
@@ -272,13 +274,48 @@ pub(super) fn webhook(r: &dyn Columns) -> StoreResult<Webhook> {
         rate_limit_per_second: opt_count(r, 13, "webhooks.rate_limit_per_second")?,
         headers: headers_from(&r.text(14)?)?,
         previous_secret: match (r.opt_text(15)?, opt_ts(r, 16)?) {
-            (Some(s), Some(until)) => Some((
-                WebhookSecret::parse(&s).map_err(|e| corrupt("webhooks.previous_secret", e))?,
-                until,
-            )),
+            (Some(s), Some(until)) => Some((WebhookSecret::from_stored(s), until)),
             _ => None,
         },
     })
+}
+
+/// A webhook as read, with its secrets opened (`keys`: the store's key ring, if it seals).
+pub(super) fn open_webhook(mut w: Webhook, keys: Option<&KeyRing>) -> StoreResult<Webhook> {
+    let Some(keys) = keys else { return Ok(w) };
+    w.secret = WebhookSecret::from_stored(keys.open(w.secret.as_str())?);
+    if let Some((s, until)) = w.previous_secret.take() {
+        w.previous_secret = Some((WebhookSecret::from_stored(keys.open(s.as_str())?), until));
+    }
+    Ok(w)
+}
+
+/// For re-sealing: the secrets of a stored row (`id, secret, previous_secret`) sealed under
+/// the current key, when either is not yet; `None` when the row is current (or the store
+/// does not seal).
+pub(super) fn resealed(
+    keys: Option<&KeyRing>,
+    secret: &str,
+    previous: Option<&str>,
+) -> StoreResult<Option<(String, Option<String>)>> {
+    let Some(keys) = keys else { return Ok(None) };
+    if keys.is_current(secret) && previous.is_none_or(|p| keys.is_current(p)) {
+        return Ok(None);
+    }
+    let previous = previous.map(|p| keys.open(p)).transpose()?;
+    Ok(Some((
+        keys.seal(&keys.open(secret)?),
+        previous.map(|p| keys.seal(&p)),
+    )))
+}
+
+pub(super) fn stored_secrets(r: &dyn Columns) -> StoreResult<(String, String, Option<String>)> {
+    Ok((r.text(0)?, r.text(1)?, r.opt_text(2)?))
+}
+
+/// A secret as written: sealed when the store has a key ring.
+pub(super) fn seal(secret: &WebhookSecret, keys: Option<&KeyRing>) -> String {
+    keys.map_or_else(|| secret.as_str().to_owned(), |k| k.seal(secret.as_str()))
 }
 
 pub(super) const DELIVERY_COLS: &str = "id, workspace_id, webhook_id, event_id, event_type, \

@@ -25,6 +25,14 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
+    /// The same page with each item changed by `f`, or its first error.
+    pub(crate) fn try_map<U, E>(self, f: impl FnMut(T) -> Result<U, E>) -> Result<Page<U>, E> {
+        Ok(Page {
+            items: self.items.into_iter().map(f).collect::<Result<_, _>>()?,
+            has_more: self.has_more,
+        })
+    }
+
     /// Trims a list fetched with `limit + 1` rows to `limit` and records whether more exist.
     pub fn from_overfetch(mut items: Vec<T>, limit: u32) -> Self {
         let has_more = items.len() > limit as usize;
@@ -266,6 +274,10 @@ pub trait OutboxTx: Send {
     async fn lock_webhook(&mut self, ws: &str, id: &str) -> StoreResult<Option<Webhook>>;
 
     async fn list_webhooks(&mut self, ws: &str, page: &PageRequest) -> StoreResult<Page<Webhook>>;
+
+    /// Seals again, under the store's current key, every webhook secret that is not yet (one
+    /// written before encryption, or under an older key); returns how many webhooks changed.
+    async fn reseal_secrets(&mut self) -> StoreResult<u64>;
 
     /// How many webhooks the workspace has.
     async fn webhook_count(&mut self, ws: &str) -> StoreResult<i64>;

@@ -3,6 +3,7 @@
 //! over HTTP, and real receivers started by the tests.
 
 mod api;
+mod at_rest;
 mod auth;
 mod cli;
 mod commands;

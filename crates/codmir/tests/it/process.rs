@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use crate::helpers::{client, eventually};
 
+/// The master key test servers on PostgreSQL are given (32 bytes in base64).
+pub(crate) const TEST_MASTER_KEY: &str = "dGVzdC1tYXN0ZXIta2V5LW9mLTMyLWJ5dGVzLW9rISE=";
+
 pub(crate) fn codmir() -> Command {
     Command::new(env!("CARGO_BIN_EXE_codmir"))
 }
@@ -103,7 +106,12 @@ impl ServerProcess {
             .unwrap()
             .port();
         let listen = format!("127.0.0.1:{port}");
-        let mut child = codmir()
+        let mut serve = codmir();
+        if db.starts_with("postgres") {
+            // PostgreSQL nodes must be given the master key (SQLite makes its own file).
+            serve.env("CODMIR_MASTER_KEY", TEST_MASTER_KEY);
+        }
+        let mut child = serve
             .args(["serve", "--database-url", db, "--listen", &listen])
             .args(extra)
             .stdout(Stdio::piped())

@@ -17,6 +17,7 @@ use tokio_postgres::types::{FromSql, ToSql, Type};
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use super::rows::{Columns, corrupt};
+use super::seal::KeyRing;
 use super::{Backend, BoxFuture, Job, Page, PageRequest, StoreError, StoreResult};
 
 mod outbox;
@@ -55,10 +56,15 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 pub struct PgStore {
     pool: Pool,
     config: tokio_postgres::Config,
+    keys: Option<Arc<KeyRing>>,
 }
 
 impl PgStore {
-    pub async fn open(url: &str, pool_size: usize) -> StoreResult<Self> {
+    pub async fn open(
+        url: &str,
+        pool_size: usize,
+        keys: Option<Arc<KeyRing>>,
+    ) -> StoreResult<Self> {
         let config = tokio_postgres::Config::from_str(url)
             .map_err(|e| StoreError::database("invalid PostgreSQL URL", e))?;
         migrate(&config).await?;
@@ -73,10 +79,10 @@ impl PgStore {
             .max_size(pool_size.max(1))
             .build()
             .map_err(|e| StoreError::database("cannot build the connection pool", e))?;
-        Ok(Self { pool, config })
+        Ok(Self { pool, config, keys })
     }
 
-    async fn run_job(pool: &Pool, mut job: Box<dyn Job>, begin: &str) {
+    async fn run_job(pool: &Pool, keys: Option<Arc<KeyRing>>, mut job: Box<dyn Job>, begin: &str) {
         let conn = match pool.get().await {
             Ok(c) => c,
             Err(e) => return job.finish(Err(e.into())),
@@ -85,7 +91,10 @@ impl PgStore {
         let result: StoreResult<()> = async {
             conn.batch_execute(begin).await?;
             let ok = {
-                let mut tx = PgTx { client: &conn };
+                let mut tx = PgTx {
+                    client: &conn,
+                    keys: keys.as_deref(),
+                };
                 job.run(&mut tx).await
             };
             conn.batch_execute(if ok { "COMMIT" } else { "ROLLBACK" })
@@ -137,16 +146,17 @@ async fn migrate(config: &tokio_postgres::Config) -> StoreResult<()> {
 
 impl Backend for PgStore {
     fn submit_write(&self, job: Box<dyn Job>) -> BoxFuture<'_, StoreResult<()>> {
-        let pool = self.pool.clone();
-        tokio::spawn(async move { Self::run_job(&pool, job, "BEGIN").await });
+        let (pool, keys) = (self.pool.clone(), self.keys.clone());
+        tokio::spawn(async move { Self::run_job(&pool, keys, job, "BEGIN").await });
         Box::pin(async { Ok(()) })
     }
 
     fn submit_read(&self, job: Box<dyn Job>) -> BoxFuture<'_, StoreResult<()>> {
-        let pool = self.pool.clone();
+        let (pool, keys) = (self.pool.clone(), self.keys.clone());
         tokio::spawn(async move {
             Self::run_job(
                 &pool,
+                keys,
                 job,
                 "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
             )
@@ -213,6 +223,8 @@ async fn listen(
 
 struct PgTx<'c> {
     client: &'c Object,
+    /// Seals webhook secrets written and opens those read, when the store has keys.
+    keys: Option<&'c KeyRing>,
 }
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];

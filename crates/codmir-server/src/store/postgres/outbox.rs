@@ -104,7 +104,7 @@ impl OutboxTx for PgTx<'_> {
                 &json_list(w.events.patterns()),
                 &json_list(&w.project_ids),
                 &w.description,
-                &w.secret.as_str(),
+                &rows::seal(&w.secret, self.keys),
                 &w.enabled,
                 &w.created_at.as_millis(),
                 &w.updated_at.as_millis(),
@@ -113,7 +113,7 @@ impl OutboxTx for PgTx<'_> {
                 &w.max_in_flight.map(|n| n as i32),
                 &w.rate_limit_per_second.map(|n| n as i32),
                 &headers_json(&w.headers),
-                &w.previous_secret.as_ref().map(|(s, _)| s.as_str()),
+                &w.previous_secret.as_ref().map(|(s, _)| rows::seal(s, self.keys)),
                 &w.previous_secret.as_ref().map(|(_, t)| t.as_millis()),
             ],
         )
@@ -127,7 +127,9 @@ impl OutboxTx for PgTx<'_> {
             &[&ws, &id],
             rows::webhook,
         )
-        .await
+        .await?
+        .map(|w| rows::open_webhook(w, self.keys))
+        .transpose()
     }
 
     async fn lock_webhook(&mut self, ws: &str, id: &str) -> StoreResult<Option<Webhook>> {
@@ -138,7 +140,33 @@ impl OutboxTx for PgTx<'_> {
             &[&ws, &id],
             rows::webhook,
         )
-        .await
+        .await?
+        .map(|w| rows::open_webhook(w, self.keys))
+        .transpose()
+    }
+
+    async fn reseal_secrets(&mut self) -> StoreResult<u64> {
+        let stored = self
+            .all(
+                "SELECT id, secret, previous_secret FROM webhooks FOR UPDATE",
+                &[],
+                rows::stored_secrets,
+            )
+            .await?;
+        let mut changed = 0;
+        for (id, secret, previous) in stored {
+            if let Some((secret, previous)) =
+                rows::resealed(self.keys, &secret, previous.as_deref())?
+            {
+                self.exec(
+                    "UPDATE webhooks SET secret = $2, previous_secret = $3 WHERE id = $1",
+                    &[&id, &secret, &previous],
+                )
+                .await?;
+                changed += 1;
+            }
+        }
+        Ok(changed)
     }
 
     async fn webhook_count(&mut self, ws: &str) -> StoreResult<i64> {
@@ -162,7 +190,8 @@ impl OutboxTx for PgTx<'_> {
             page,
             rows::webhook,
         )
-        .await
+        .await?
+        .try_map(|w| rows::open_webhook(w, self.keys))
     }
 
     async fn enabled_webhooks(&mut self, ws: &str) -> StoreResult<Vec<Webhook>> {
@@ -171,7 +200,10 @@ impl OutboxTx for PgTx<'_> {
             &[&ws],
             rows::webhook,
         )
-        .await
+        .await?
+        .into_iter()
+        .map(|w| rows::open_webhook(w, self.keys))
+        .collect()
     }
 
     async fn update_webhook(&mut self, w: &Webhook) -> StoreResult<()> {
@@ -186,7 +218,7 @@ impl OutboxTx for PgTx<'_> {
                 &json_list(w.events.patterns()),
                 &json_list(&w.project_ids),
                 &w.description,
-                &w.secret.as_str(),
+                &rows::seal(&w.secret, self.keys),
                 &w.enabled,
                 &w.updated_at.as_millis(),
                 &w.disabled_reason,
@@ -194,7 +226,7 @@ impl OutboxTx for PgTx<'_> {
                 &w.max_in_flight.map(|n| n as i32),
                 &w.rate_limit_per_second.map(|n| n as i32),
                 &headers_json(&w.headers),
-                &w.previous_secret.as_ref().map(|(s, _)| s.as_str()),
+                &w.previous_secret.as_ref().map(|(s, _)| rows::seal(s, self.keys)),
                 &w.previous_secret.as_ref().map(|(_, t)| t.as_millis()),
             ],
         )

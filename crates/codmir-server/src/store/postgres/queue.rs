@@ -224,7 +224,10 @@ impl QueueTx for PgTx<'_> {
                 &[&webhook_ids],
                 rows::webhook,
             )
-            .await?;
+            .await?
+            .into_iter()
+            .map(|w| rows::open_webhook(w, self.keys))
+            .collect::<StoreResult<Vec<_>>>()?;
         let payloads = self
             .all(
                 &format!("SELECT {EVENT_COLS} FROM events WHERE id = ANY($1)"),

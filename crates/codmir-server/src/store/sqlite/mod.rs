@@ -14,6 +14,7 @@ use rusqlite::{Connection, OpenFlags, Row};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::rows::{Columns, corrupt};
+use super::seal::KeyRing;
 use super::{Backend, BoxFuture, Job, Page, PageRequest, StoreError, StoreResult};
 
 mod outbox;
@@ -52,6 +53,7 @@ pub struct SqliteStore {
 }
 
 struct Readers {
+    keys: Option<Arc<KeyRing>>,
     conns: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
 }
@@ -124,14 +126,14 @@ fn run_ready<F: Future>(future: F) -> Option<F::Output> {
 }
 
 impl SqliteStore {
-    pub async fn open(path: &str) -> StoreResult<Self> {
+    pub async fn open(path: &str, keys: Option<Arc<KeyRing>>) -> StoreResult<Self> {
         let path = Path::new(path).to_path_buf();
-        tokio::task::spawn_blocking(move || Self::open_blocking(&path))
+        tokio::task::spawn_blocking(move || Self::open_blocking(&path, keys))
             .await
             .map_err(|e| StoreError::database("opening the SQLite database", e))?
     }
 
-    fn open_blocking(path: &Path) -> StoreResult<Self> {
+    fn open_blocking(path: &Path, keys: Option<Arc<KeyRing>>) -> StoreResult<Self> {
         create_private(path)?;
         let mut writer = open_connection(path, false).map_err(|e| match e {
             StoreError::Database { source, .. } => StoreError::Database {
@@ -147,12 +149,16 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let handle = std::thread::Builder::new()
             .name("codmir-sqlite-writer".into())
-            .spawn(move || writer_loop(writer, rx))
+            .spawn({
+                let keys = keys.clone();
+                move || writer_loop(writer, rx, keys)
+            })
             .map_err(|e| StoreError::database("cannot start the writer thread", e))?;
         Ok(Self {
             writes: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
             readers: Arc::new(Readers {
+                keys,
                 conns: Mutex::new(conns),
                 permits: Arc::new(Semaphore::new(READERS)),
             }),
@@ -160,7 +166,11 @@ impl SqliteStore {
     }
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
+fn writer_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Box<dyn Job>>,
+    keys: Option<Arc<KeyRing>>,
+) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while let Some(job) = rx.blocking_recv() {
         batch.push(job);
@@ -171,7 +181,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
             }
         }
         let began = std::time::Instant::now();
-        let result = run_batch(&mut conn, &mut batch);
+        let result = run_batch(&mut conn, &mut batch, keys.as_deref());
         crate::telemetry::commit("sqlite", batch.len(), began.elapsed());
         if let Err(e) = &result {
             tracing::error!(error = %super::chain(e), size = batch.len(), "a write batch failed to commit");
@@ -182,7 +192,11 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
     }
 }
 
-fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn Job>]) -> StoreResult<()> {
+fn run_batch(
+    conn: &mut Connection,
+    batch: &mut [Box<dyn Job>],
+    keys: Option<&KeyRing>,
+) -> StoreResult<()> {
     // Cached statements: the same few are run for every unit of work.
     fn exec(conn: &Connection, sql: &str) -> StoreResult<()> {
         conn.prepare_cached(sql)?.execute([])?;
@@ -194,7 +208,10 @@ fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn Job>]) -> StoreResult<(
             // Alone in its transaction, a unit needs no savepoint (whose statement journal
             // copies every page it touches): a failure rolls the transaction back.
             let ok = {
-                let mut tx = SqliteTx { conn: &mut *conn };
+                let mut tx = SqliteTx {
+                    conn: &mut *conn,
+                    keys,
+                };
                 run_ready(job.run(&mut tx)).unwrap_or(false)
             };
             return exec(conn, if ok { "COMMIT" } else { "ROLLBACK" });
@@ -202,7 +219,10 @@ fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn Job>]) -> StoreResult<(
         for job in batch.iter_mut() {
             exec(conn, "SAVEPOINT job")?;
             let ok = {
-                let mut tx = SqliteTx { conn: &mut *conn };
+                let mut tx = SqliteTx {
+                    conn: &mut *conn,
+                    keys,
+                };
                 run_ready(job.run(&mut tx)).unwrap_or(false)
             };
             if ok {
@@ -255,7 +275,10 @@ impl Backend for SqliteStore {
                 let result = (|| {
                     conn.execute_batch("BEGIN")?;
                     let ok = {
-                        let mut tx = SqliteTx { conn: &mut conn };
+                        let mut tx = SqliteTx {
+                            conn: &mut conn,
+                            keys: readers.keys.as_deref(),
+                        };
                         run_ready(job.run(&mut tx))
                     };
                     conn.execute_batch("COMMIT")?;
@@ -300,6 +323,8 @@ impl Backend for SqliteStore {
 /// A unit of work's view of the connection, inside the transaction the backend opened.
 struct SqliteTx<'c> {
     conn: &'c mut Connection,
+    /// Seals webhook secrets written and opens those read, when the store has keys.
+    keys: Option<&'c KeyRing>,
 }
 
 /// A row decoder shared by both backends (`super::rows`).

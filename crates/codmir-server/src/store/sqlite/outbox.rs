@@ -96,7 +96,7 @@ impl OutboxTx for SqliteTx<'_> {
                 json_list(w.events.patterns()),
                 json_list(&w.project_ids),
                 w.description,
-                w.secret.as_str(),
+                rows::seal(&w.secret, self.keys),
                 w.enabled,
                 w.created_at.as_millis(),
                 w.updated_at.as_millis(),
@@ -105,7 +105,7 @@ impl OutboxTx for SqliteTx<'_> {
                 w.max_in_flight,
                 w.rate_limit_per_second,
                 headers_json(&w.headers),
-                w.previous_secret.as_ref().map(|(s, _)| s.as_str()),
+                w.previous_secret.as_ref().map(|(s, _)| rows::seal(s, self.keys)),
                 w.previous_secret.as_ref().map(|(_, t)| t.as_millis())
             ],
         )?;
@@ -117,11 +117,34 @@ impl OutboxTx for SqliteTx<'_> {
             &format!("SELECT {WEBHOOK_COLS} FROM webhooks WHERE workspace_id = ?1 AND id = ?2"),
             &[&ws, &id],
             rows::webhook,
-        )
+        )?
+        .map(|w| rows::open_webhook(w, self.keys))
+        .transpose()
     }
 
     async fn lock_webhook(&mut self, ws: &str, id: &str) -> StoreResult<Option<Webhook>> {
         self.get_webhook(ws, id).await
+    }
+
+    async fn reseal_secrets(&mut self) -> StoreResult<u64> {
+        let stored = self.all(
+            "SELECT id, secret, previous_secret FROM webhooks",
+            &[],
+            rows::stored_secrets,
+        )?;
+        let mut changed = 0;
+        for (id, secret, previous) in stored {
+            if let Some((secret, previous)) =
+                rows::resealed(self.keys, &secret, previous.as_deref())?
+            {
+                self.exec(
+                    "UPDATE webhooks SET secret = ?2, previous_secret = ?3 WHERE id = ?1",
+                    params![id, secret, previous],
+                )?;
+                changed += 1;
+            }
+        }
+        Ok(changed)
     }
 
     async fn webhook_count(&mut self, ws: &str) -> StoreResult<i64> {
@@ -143,7 +166,8 @@ impl OutboxTx for SqliteTx<'_> {
             &[&ws],
             page,
             rows::webhook,
-        )
+        )?
+        .try_map(|w| rows::open_webhook(w, self.keys))
     }
 
     async fn enabled_webhooks(&mut self, ws: &str) -> StoreResult<Vec<Webhook>> {
@@ -151,7 +175,10 @@ impl OutboxTx for SqliteTx<'_> {
             &format!("SELECT {WEBHOOK_COLS} FROM webhooks WHERE workspace_id = ?1 AND enabled = 1"),
             &[&ws],
             rows::webhook,
-        )
+        )?
+        .into_iter()
+        .map(|w| rows::open_webhook(w, self.keys))
+        .collect()
     }
 
     async fn update_webhook(&mut self, w: &Webhook) -> StoreResult<()> {
@@ -166,7 +193,7 @@ impl OutboxTx for SqliteTx<'_> {
                 json_list(w.events.patterns()),
                 json_list(&w.project_ids),
                 w.description,
-                w.secret.as_str(),
+                rows::seal(&w.secret, self.keys),
                 w.enabled,
                 w.updated_at.as_millis(),
                 w.disabled_reason,
@@ -174,7 +201,7 @@ impl OutboxTx for SqliteTx<'_> {
                 w.max_in_flight,
                 w.rate_limit_per_second,
                 headers_json(&w.headers),
-                w.previous_secret.as_ref().map(|(s, _)| s.as_str()),
+                w.previous_secret.as_ref().map(|(s, _)| rows::seal(s, self.keys)),
                 w.previous_secret.as_ref().map(|(_, t)| t.as_millis())
             ],
         )?;

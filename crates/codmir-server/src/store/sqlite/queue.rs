@@ -240,6 +240,7 @@ impl QueueTx for SqliteTx<'_> {
                         rows::webhook,
                     )?;
                     let Some(w) = w else { continue };
+                    let w = rows::open_webhook(w, self.keys)?;
                     webhooks.push(w.clone());
                     w
                 }

@@ -338,7 +338,13 @@ async fn a_private_network_is_never_reached_unless_its_cidr_is_allowed() {
         .await
         .unwrap();
     assert_eq!(probe.status(), 200);
-    assert_eq!(net.hits(), ["HIT /probe"]);
+    // The canary's line reaches us through a pipe and a reader thread.
+    eventually(
+        Duration::from_secs(5),
+        "the canary saw the probe",
+        || async { net.hits() == ["HIT /probe"] },
+    )
+    .await;
 
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("a.db").display());

@@ -64,6 +64,77 @@ impl<T> ListResponse<T> {
 
 struct BearerAuth;
 
+/// The answers every operation can give besides its own, in the JSON error shape, so that a
+/// client (or a schema checker) finds each status it may meet documented: 401 and 429 where a
+/// key is needed, 400/408/413/415/422 where a body is read, 404 where a path names a thing,
+/// 500 and 503 everywhere.
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder, Responses};
+        fn add(responses: &mut Responses, code: &str, description: &str) {
+            responses.responses.entry(code.into()).or_insert_with(|| {
+                RefOr::T(
+                    ResponseBuilder::new()
+                        .description(description)
+                        .content(
+                            "application/json",
+                            Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                        )
+                        .build(),
+                )
+            });
+        }
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let names_a_thing = path.contains('{');
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.put,
+                &mut item.delete,
+            ];
+            for op in operations.into_iter().flatten() {
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let body = op.request_body.is_some();
+                let r = &mut op.responses;
+                if secured {
+                    add(r, "401", "No API key, or one that is unknown or revoked.");
+                    add(r, "429", "Past the key's rate limit; see Retry-After.");
+                }
+                if body {
+                    add(r, "400", "The body is not valid JSON.");
+                    add(r, "408", "The body did not arrive within 10 s.");
+                    add(r, "413", "The body is over 1 MiB.");
+                    add(r, "415", "The body is not application/json.");
+                    add(
+                        r,
+                        "422",
+                        "A field is missing, unknown or invalid (it is named).",
+                    );
+                }
+                if names_a_thing {
+                    add(r, "404", "No such thing in the caller's workspace.");
+                }
+                if secured && !body {
+                    add(
+                        r,
+                        "422",
+                        "A query parameter or path id is invalid (it is named).",
+                    );
+                }
+                add(
+                    r,
+                    "500",
+                    "Internal error (logged with its cause; the body says nothing internal).",
+                );
+                add(r, "503", "Shutting down, or the database is unavailable.");
+            }
+        }
+    }
+}
+
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
@@ -91,7 +162,7 @@ impl Modify for BearerAuth {
         recovery::retry_pending, recovery::ping, recovery::replay, recovery::rotate_secret,
         stats::webhook_stats, keys::list_keys, keys::revoke_key,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonErrors),
 )]
 pub struct ApiDoc;
 

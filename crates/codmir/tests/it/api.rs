@@ -467,6 +467,25 @@ async fn openapi_lists_every_route_and_healthz_answers() {
             );
         }
     }
+    // Every status an operation can answer is documented, in the error shape.
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            let has = |code: &str| responses.contains_key(code);
+            assert!(has("500") && has("503"), "{method} {path}");
+            if op.get("security").is_some() {
+                assert!(has("401") && has("429"), "{method} {path}: {responses:?}");
+            }
+            if op.get("requestBody").is_some() {
+                for code in ["400", "408", "413", "415", "422"] {
+                    assert!(has(code), "{method} {path} lacks {code}");
+                }
+            }
+            if path.contains('{') {
+                assert!(has("404"), "{method} {path} lacks 404");
+            }
+        }
+    }
     let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
     assert_eq!(
         documented,

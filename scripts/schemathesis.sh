@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs schemathesis (PyPI) over /openapi.json against a fresh `codmir serve`: every operation
+# fuzzed with the API key, checking that no answer is a 5xx, that every status is documented
+# and that every body matches its schema. Fixed seed, so a run is repeatable. Usage:
+#   ./scripts/schemathesis.sh [path/to/codmir]      (default: target/debug/codmir, built)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${1:-}
+if [ -z "$bin" ]; then
+    cargo build -q -p codmir
+    bin=target/debug/codmir
+fi
+venv=target/schemathesis-venv
+if [ ! -x "$venv/bin/st" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q schemathesis==4.32.5
+fi
+dir=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$bin" serve --database-url "sqlite://$dir/st.db" --listen "127.0.0.1:$port" --api-rate-limit off \
+    >"$dir/out" 2>"$dir/err" &
+server=$!
+trap 'kill $server 2>/dev/null; rm -rf "$dir"' EXIT
+for _ in $(seq 1 50); do grep -q cmk_ "$dir/out" 2>/dev/null && break; sleep 0.1; done
+key=$(grep cmk_ "$dir/out")
+"$venv/bin/st" run "http://127.0.0.1:$port/openapi.json" --header "Authorization: Bearer $key" \
+    --checks not_a_server_error,status_code_conformance,response_schema_conformance \
+    --max-examples 30 --workers 2 --seed 1 --no-color
+if grep -q ' ERROR ' "$dir/err"; then
+    echo "the server logged errors:"; grep ' ERROR ' "$dir/err"; exit 1
+fi

@@ -58,24 +58,26 @@ pub(crate) fn finish_within(mut cmd: Command, limit: Duration) -> Option<Finishe
     let (stdout, stderr) = (Arc::default(), Arc::default());
     let out = collect_lines(child.stdout.take().unwrap(), Arc::clone(&stdout));
     let err = collect_lines(child.stderr.take().unwrap(), Arc::clone(&stderr));
-    let deadline = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            // The pipes close with the process, which ends their readers.
-            let (out, err) = (out.join(), err.join());
-            assert!(out.is_ok() && err.is_ok());
-            let text = |lines: &Arc<Mutex<Vec<String>>>| lines.lock().unwrap().join("\n");
-            return Some(Finished {
-                status,
-                stdout: text(&stdout),
-                stderr: text(&stderr),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
+    // The exit is waited for on a thread of its own, with `limit` as the deadline.
+    let pid = child.id().to_string();
+    let (exited, exit) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = exited.send(child.wait());
+    });
+    let Ok(Ok(status)) = exit.recv_timeout(limit) else {
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        let _ = exit.recv();
+        return None;
+    };
+    // The pipes close with the process, which ends their readers.
+    let (out, err) = (out.join(), err.join());
+    assert!(out.is_ok() && err.is_ok());
+    let text = |lines: &Arc<Mutex<Vec<String>>>| lines.lock().unwrap().join("\n");
+    Some(Finished {
+        status,
+        stdout: text(&stdout),
+        stderr: text(&stderr),
+    })
 }
 
 pub(crate) struct ServerProcess {

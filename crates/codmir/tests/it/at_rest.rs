@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{PgDb, client, eventually, hmac};
+use crate::helpers::{PgDb, eventually, hmac};
 use crate::process::{ServerProcess, codmir, finish_within};
 use crate::receiver::{Hit, Receiver};
 
@@ -18,16 +18,22 @@ fn verifies(hit: &Hit) -> bool {
     hit.header("x-codmir-signature") == expected
 }
 
-async fn post(s: &ServerProcess, key: &str, path: &str, body: Value) -> Value {
-    let r = client()
-        .post(format!("{}{path}", s.base))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{path}: {}", r.status());
-    r.json().await.unwrap()
+/// A webhook with [`SECRET`] to a new receiver, and a project: returns the receiver once it
+/// has the delivery.
+async fn first_delivery(s: &ServerProcess, key: &str) -> Receiver {
+    let rx = Receiver::start().await;
+    s.post(
+        key,
+        "/v1/webhooks",
+        json!({"url": rx.url, "events": ["project.created"], "secret": SECRET}),
+    )
+    .await;
+    s.post(key, "/v1/projects", json!({"name": "P"})).await;
+    eventually(Duration::from_secs(10), "delivered", || async {
+        rx.count() == 1
+    })
+    .await;
+    rx
 }
 
 /// Whether `needle` occurs in the bytes of any of `files`.
@@ -57,19 +63,7 @@ async fn secrets_are_sealed_in_the_sqlite_files_and_a_rotation_reseals_them_live
         let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
-    let rx = Receiver::start().await;
-    post(
-        &s,
-        &key,
-        "/v1/webhooks",
-        json!({"url": rx.url, "events": ["project.created"], "secret": SECRET}),
-    )
-    .await;
-    post(&s, &key, "/v1/projects", json!({"name": "Before"})).await;
-    eventually(Duration::from_secs(10), "delivered", || async {
-        rx.count() == 1
-    })
-    .await;
+    let rx = first_delivery(&s, &key).await;
     assert!(
         verifies(&rx.hits()[0]),
         "signed with the secret, opened from its seal"
@@ -109,7 +103,7 @@ async fn secrets_are_sealed_in_the_sqlite_files_and_a_rotation_reseals_them_live
     );
 
     // The running server meets the new key, reads the file again, and still signs right.
-    post(&s, &key, "/v1/projects", json!({"name": "After"})).await;
+    s.post(&key, "/v1/projects", json!({"name": "After"})).await;
     eventually(
         Duration::from_secs(10),
         "delivered after the rotation",
@@ -138,19 +132,7 @@ async fn postgresql_nodes_need_the_key_and_store_secrets_sealed() {
 
     let s = ServerProcess::start(&pg.url, &["--allow-private-targets"]).await;
     let key = s.printed_key().unwrap();
-    let rx = Receiver::start().await;
-    post(
-        &s,
-        &key,
-        "/v1/webhooks",
-        json!({"url": rx.url, "events": ["project.created"], "secret": SECRET}),
-    )
-    .await;
-    post(&s, &key, "/v1/projects", json!({"name": "P"})).await;
-    eventually(Duration::from_secs(10), "delivered", || async {
-        rx.count() == 1
-    })
-    .await;
+    let rx = first_delivery(&s, &key).await;
     assert!(verifies(&rx.hits()[0]));
     let (client, conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
         .await

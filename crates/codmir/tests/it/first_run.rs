@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{client, eventually, get_json};
+use crate::helpers::{eventually, get_json};
 use crate::process::{ServerProcess, codmir, create_key, finish_within};
 use crate::receiver::{Receiver, Reply};
 
@@ -164,23 +164,14 @@ async fn hanging_delivery(db: &str, grace: &str) -> (ServerProcess, Receiver, St
     ];
     let s = ServerProcess::start(db, &flags).await;
     let key = s.printed_key().unwrap();
-    let c = client();
-    let post = |path: &str, body: Value| {
-        c.post(format!("{}{path}", s.base))
-            .bearer_auth(&key)
-            .json(&body)
-            .send()
-    };
-    let w: Value = post(
-        "/v1/webhooks",
-        json!({"url": rx.url, "events": ["project.created"]}),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    post("/v1/projects", json!({"name": "P"})).await.unwrap();
+    let w = s
+        .post(
+            &key,
+            "/v1/webhooks",
+            json!({"url": rx.url, "events": ["project.created"]}),
+        )
+        .await;
+    s.post(&key, "/v1/projects", json!({"name": "P"})).await;
     eventually(WAIT, "the attempt in flight", || async { rx.count() == 1 }).await;
     let webhook = w["id"].as_str().unwrap().to_owned();
     (s, rx, key, webhook)

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{client, eventually};
+use crate::helpers::{client, eventually, get_json};
 use crate::process::ServerProcess;
 use crate::receiver::{Receiver, Reply};
 
@@ -20,18 +20,6 @@ async fn server(extra: &[&str]) -> (tempfile::TempDir, ServerProcess, String) {
     let s = ServerProcess::start(&db, &flags).await;
     let key = s.printed_key().expect("a key on the first start");
     (dir, s, key)
-}
-
-async fn post(s: &ServerProcess, key: &str, path: &str, body: Value) -> Value {
-    let r = client()
-        .post(format!("{}{path}", s.base))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{path}: {}", r.status());
-    r.json().await.unwrap()
 }
 
 async fn scrape(base: &str) -> prometheus_parse::Scrape {
@@ -71,15 +59,13 @@ async fn metrics_move_as_deliveries_succeed_fail_and_pile_up() {
     let (_dir, s, key) = server(&["--retry-schedule", "100ms,10m"]).await;
     let (ok, bad) = (Receiver::start().await, Receiver::start().await);
     bad.always(Reply::Status(503));
-    post(
-        &s,
+    s.post(
         &key,
         "/v1/webhooks",
         json!({"url": ok.url, "events": ["project.created"]}),
     )
     .await;
-    post(
-        &s,
+    s.post(
         &key,
         "/v1/webhooks",
         json!({"url": bad.url, "events": ["project.created"]}),
@@ -88,7 +74,8 @@ async fn metrics_move_as_deliveries_succeed_fail_and_pile_up() {
     let before = scrape(&s.base).await;
     assert_eq!(value(&before, "codmir_queue_pending", &[]), 0.0);
     for i in 0..5 {
-        post(&s, &key, "/v1/projects", json!({"name": format!("P{i}")})).await;
+        s.post(&key, "/v1/projects", json!({"name": format!("P{i}")}))
+            .await;
     }
     // The bad webhook's deliveries fail twice and then wait ten minutes: they pile up.
     eventually(WAIT, "second attempts made", || async { bad.count() == 10 }).await;
@@ -180,14 +167,7 @@ async fn readiness_says_ready_while_the_database_answers() {
             .unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
-    let r: Value = client()
-        .get(format!("{}/readyz", s.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = get_json(&format!("{}/readyz", s.base), "").await;
     assert_eq!(
         r,
         json!({"status": "ready", "database": "ok", "engine": "running"})
@@ -200,15 +180,15 @@ async fn failing_logs(format: &str) -> (Vec<String>, String, String, String) {
     let (_dir, s, key) = server(&["--retry-schedule", "50ms", "--log-format", format]).await;
     let rx = Receiver::start().await;
     rx.always(Reply::Status(500));
-    let w = post(
-        &s,
-        &key,
-        "/v1/webhooks",
-        json!({"url": format!("{}?token=hidden", rx.url), "events": ["project.created"],
+    let w = s
+        .post(
+            &key,
+            "/v1/webhooks",
+            json!({"url": format!("{}?token=hidden", rx.url), "events": ["project.created"],
                "secret": "a-very-secret-secret"}),
-    )
-    .await;
-    post(&s, &key, "/v1/projects", json!({"name": "P"})).await;
+        )
+        .await;
+    s.post(&key, "/v1/projects", json!({"name": "P"})).await;
     eventually(WAIT, "the delivery failed and was logged", || async {
         s.stderr().iter().any(|l| l.contains("no retries left"))
     })
@@ -301,14 +281,7 @@ async fn readiness_turns_503_while_postgresql_is_down_and_back_when_it_returns()
         status("/readyz").await == 503
     })
     .await;
-    let body: Value = client()
-        .get(format!("{}/readyz", s.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = get_json(&format!("{}/readyz", s.base), "").await;
     assert_eq!(body["database"], "unreachable", "{body}");
     assert_eq!(body["status"], "unavailable", "{body}");
     assert_eq!(body["engine"], "running", "{body}");

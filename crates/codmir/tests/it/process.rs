@@ -138,6 +138,24 @@ impl ServerProcess {
         }
     }
 
+    /// POSTs `body` to `path` with `key`; the answer must be a success.
+    pub(crate) async fn post(
+        &self,
+        key: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        let r = client()
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
     /// What the server logged on stderr so far.
     pub(crate) fn stderr(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()

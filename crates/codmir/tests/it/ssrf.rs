@@ -313,17 +313,6 @@ async fn register(s: &ServerProcess, key: &str, url: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-async fn project(s: &ServerProcess, key: &str) {
-    let r = client()
-        .post(format!("{}/v1/projects", s.base))
-        .bearer_auth(key)
-        .json(&json!({"name": "P"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-}
-
 #[tokio::test]
 async fn a_private_network_is_never_reached_unless_its_cidr_is_allowed() {
     let Some(mut net) = PrivateNet::create() else {
@@ -362,7 +351,9 @@ async fn a_private_network_is_never_reached_unless_its_cidr_is_allowed() {
         status, 201,
         "a name is resolved at each attempt, not at registration"
     );
-    project(&guarded, &key).await;
+    guarded
+        .post(&key, "/v1/projects", json!({"name": "P"}))
+        .await;
     let url = format!(
         "{}/v1/webhooks/{}/deliveries",
         guarded.base,
@@ -386,7 +377,9 @@ async fn a_private_network_is_never_reached_unless_its_cidr_is_allowed() {
     let key = allowed.printed_key().unwrap();
     assert_eq!(register(&allowed, &key, &literal).await.0, 201);
     assert_eq!(register(&allowed, &key, &named).await.0, 201);
-    project(&allowed, &key).await;
+    allowed
+        .post(&key, "/v1/projects", json!({"name": "P"}))
+        .await;
     eventually(
         Duration::from_secs(10),
         "both reached the canary",

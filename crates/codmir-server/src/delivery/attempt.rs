@@ -128,42 +128,38 @@ fn log_failure(
         work.delivery.id.as_str(),
         work.webhook.id.as_str(),
     );
-    match verdict {
-        Verdict::RetryAt(at) => tracing::warn!(
+    let next_attempt_at = match verdict {
+        Verdict::RetryAt(at) => Some(at.to_rfc3339_millis()),
+        _ => None,
+    };
+    let what = if next_attempt_at.is_some() {
+        "delivery attempt failed; will retry"
+    } else {
+        "delivery attempt failed"
+    };
+    tracing::warn!(
+        event_id,
+        delivery_id,
+        webhook_id,
+        attempt,
+        status,
+        error,
+        duration_ms,
+        url,
+        next_attempt_at = next_attempt_at.as_deref(),
+        "{what}"
+    );
+    if next_attempt_at.is_none() {
+        tracing::error!(
             event_id,
             delivery_id,
             webhook_id,
-            attempt,
+            attempts = attempt,
             status,
             error,
-            duration_ms,
             url,
-            next_attempt_at = %at.to_rfc3339_millis(),
-            "delivery attempt failed; will retry"
-        ),
-        _ => {
-            tracing::warn!(
-                event_id,
-                delivery_id,
-                webhook_id,
-                attempt,
-                status,
-                error,
-                duration_ms,
-                url,
-                "delivery attempt failed"
-            );
-            tracing::error!(
-                event_id,
-                delivery_id,
-                webhook_id,
-                attempts = attempt,
-                status,
-                error,
-                url,
-                "delivery failed: no retries left"
-            );
-        }
+            "delivery failed: no retries left"
+        );
     }
 }
 

@@ -204,7 +204,10 @@ impl KeyCache {
     }
 }
 
-/// The caller, from `Authorization: Bearer <key>`.
+/// The caller, from `Authorization: Bearer <key>`. Once found it is kept in the request's
+/// extensions, so that a layer that needed it first (`Idempotency-Key`) and the handler
+/// authenticate, and spend a rate-limit token, once.
+#[derive(Clone)]
 pub(super) struct Auth(pub Principal);
 
 impl FromRequestParts<AppState> for Auth {
@@ -214,54 +217,65 @@ impl FromRequestParts<AppState> for Auth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized(
-                "missing `Authorization: Bearer <API key>` header",
-            ))?;
-        // The scheme is case-insensitive (RFC 7235).
-        let key = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, key)| key.trim())
-            .ok_or(ApiError::Unauthorized(
-                "the Authorization header must be `Bearer <API key>`",
-            ))?
-            .to_owned();
-        let digest: [u8; 32] = sha2::Sha256::digest(key.as_bytes()).into();
-        if let Some(principal) = state.keys.get(&digest) {
-            limit(state, &digest)?;
-            return Ok(Auth(principal));
+        if let Some(known) = parts.extensions.get::<Auth>() {
+            return Ok(known.clone());
         }
-        let presented = key.clone();
-        let principal = state
-            .store
-            .read(move |tx| Box::pin(async move { ops::authenticate(tx, &presented).await }))
-            .await
-            .map_err(ApiError::from)?
-            .ok_or(ApiError::Unauthorized("invalid API key"))?;
-        limit(state, &digest)?;
-        let key_id = ops::key_id(&key).unwrap_or_default().to_owned();
-        state.keys.put(digest, principal.clone(), key_id.clone());
-        if !key_id.is_empty() {
-            let id = key_id;
-            // Off the request's path: the answer does not wait for this write.
-            let store = state.store.clone();
-            tokio::spawn(async move {
-                let at = Timestamp::now();
-                let touched = store
-                    .write(move |tx| Box::pin(async move { tx.touch_api_key(&id, at).await }))
-                    .await;
-                if let Err(e) = touched {
-                    tracing::warn!(error = %crate::store::chain(&e), "could not record an API key's use");
-                }
-            });
-        }
+        let principal = authenticate(parts, state).await?;
+        parts.extensions.insert(Auth(principal.clone()));
         Ok(Auth(principal))
     }
+}
+
+/// The principal of the request's key: from the cache, else the database; each call spends a
+/// rate-limit token.
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
+    let header = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or(ApiError::Unauthorized(
+            "missing `Authorization: Bearer <API key>` header",
+        ))?;
+    // The scheme is case-insensitive (RFC 7235).
+    let key = header
+        .to_str()
+        .ok()
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim())
+        .ok_or(ApiError::Unauthorized(
+            "the Authorization header must be `Bearer <API key>`",
+        ))?
+        .to_owned();
+    let digest: [u8; 32] = sha2::Sha256::digest(key.as_bytes()).into();
+    if let Some(principal) = state.keys.get(&digest) {
+        limit(state, &digest)?;
+        return Ok(principal);
+    }
+    let presented = key.clone();
+    let principal = state
+        .store
+        .read(move |tx| Box::pin(async move { ops::authenticate(tx, &presented).await }))
+        .await
+        .map_err(ApiError::from)?
+        .ok_or(ApiError::Unauthorized("invalid API key"))?;
+    limit(state, &digest)?;
+    let key_id = ops::key_id(&key).unwrap_or_default().to_owned();
+    state.keys.put(digest, principal.clone(), key_id.clone());
+    if !key_id.is_empty() {
+        let id = key_id;
+        // Off the request's path: the answer does not wait for this write.
+        let store = state.store.clone();
+        tokio::spawn(async move {
+            let at = Timestamp::now();
+            let touched = store
+                .write(move |tx| Box::pin(async move { tx.touch_api_key(&id, at).await }))
+                .await;
+            if let Err(e) = touched {
+                tracing::warn!(error = %crate::store::chain(&e), "could not record an API key's use");
+            }
+        });
+    }
+    Ok(principal)
 }
 
 /// Spends one of the key's tokens, or answers 429 with when to come back.

@@ -68,7 +68,13 @@ impl fmt::Debug for MasterKey {
 pub struct KeyRing {
     keys: RwLock<Vec<(String, XChaCha20Poly1305)>>,
     file: Option<PathBuf>,
+    /// When the file was last read again: a value under a key that is nowhere (a wrong file)
+    /// must not make every read of it read the file too.
+    reloaded: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// The least time between two readings of the key file again.
+const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -117,6 +123,7 @@ impl KeyRing {
         Self {
             keys: RwLock::new(ciphers(keys)),
             file: None,
+            reloaded: std::sync::Mutex::new(None),
         }
     }
 
@@ -125,6 +132,7 @@ impl KeyRing {
         Ok(Self {
             keys: RwLock::new(ciphers(&read_key_file(path)?)),
             file: Some(path.to_path_buf()),
+            reloaded: std::sync::Mutex::new(None),
         })
     }
 
@@ -200,6 +208,13 @@ impl KeyRing {
     /// Reads the key file again (a rotation wrote a new key at its top).
     fn reload(&self) {
         let Some(file) = &self.file else { return };
+        {
+            let mut last = self.reloaded.lock().unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|at| at.elapsed() < RELOAD_EVERY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
         match read_key_file(file) {
             Ok(keys) => {
                 *self.keys.write().unwrap_or_else(PoisonError::into_inner) = ciphers(&keys);

@@ -1,6 +1,6 @@
 // The event log with its filters, and one event: its exact payload and where it went.
 
-import { answer, api, badge, codeBlock, fill, fromLocalInput, h, pretty, query, session, when } from "./lib.js";
+import { answer, api, apiText, badge, codeBlock, fill, fromLocalInput, h, pretty, query, when } from "./lib.js";
 
 export async function eventsPage(main) {
   const [catalog, projects] = await Promise.all([api("GET", "/v1/event-types"), api("GET", "/v1/projects?limit=100")]);
@@ -44,7 +44,7 @@ export async function eventsPage(main) {
 
 export async function eventPage(main, live, id) {
   const [raw, went] = await Promise.all([
-    fetchRaw(id),
+    apiText(`/v1/events/${id}`),
     api("GET", `/v1/deliveries${query({ event_id: id, limit: 100 })}`),
   ]);
   const event = JSON.parse(raw);
@@ -66,11 +66,4 @@ export async function eventPage(main, live, id) {
               h("td", {}, answer(d.last_status_code, d.last_error)))))))
         : h("p", { class: "muted" }, "No webhook was subscribed to it.")),
   );
-}
-
-/** The event's stored bytes, as delivered (not re-serialized). */
-async function fetchRaw(id) {
-  const res = await fetch(`/v1/events/${id}`, { headers: { Authorization: `Bearer ${session.key()}` } });
-  if (!res.ok) throw new Error(res.status === 404 ? "There is no such event." : `HTTP ${res.status}`);
-  return res.text();
 }

@@ -48,8 +48,19 @@ export class ApiError extends Error {
   }
 }
 
+/** Calls the public API with the session's key and returns the answer's text as it came
+ * (an event's exact bytes). */
+export async function apiText(path) {
+  const { text } = await call("GET", path);
+  return text;
+}
+
 /** Calls the public API with the session's key. A refused key ends the session. */
 export async function api(method, path, body) {
+  return (await call(method, path, body)).data;
+}
+
+async function call(method, path, body) {
   const headers = { Authorization: `Bearer ${session.key() ?? ""}` };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let res;
@@ -78,7 +89,7 @@ export async function api(method, path, body) {
     }
     throw e;
   }
-  return data;
+  return { data, text };
 }
 
 /** A query string from the set values of `params`. */

@@ -2,6 +2,8 @@
 //! that idle, silent or trickling clients cannot exhaust the server's file descriptors or
 //! memory. (axum's own `serve` has no bound and no header timeout.)
 
+mod automatic;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +34,9 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// The largest request head read; past it the answer is a 431.
+const MAX_HEAD: usize = 64 * 1024;
+
 /// How long shutdown waits for open connections to finish their requests.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -49,7 +54,10 @@ pub(crate) async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        // A request head (line and headers) is buffered whole: 64 KiB bounds what each
+        // connection can make the server hold (hyper's default is about 400 KiB).
+        .max_buf_size(MAX_HEAD);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -95,7 +103,10 @@ pub(crate) async fn serve(
                 return;
             }
             let service = TowerToHyperService::new(app);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let conn = builder.serve_connection_with_upgrades(
+                TokioIo::new(automatic::JsonAutomaticErrors::new(stream)),
+                service,
+            );
             let _ = watcher.watch(conn).await;
             drop(slot);
         });

@@ -13,6 +13,10 @@ use utoipa::ToSchema;
 use crate::ops;
 use crate::store::{Cause, StoreError, chain};
 
+/// The longest request URI (path and query) the API reads: far above any route's need, far
+/// below what hyper would buffer, so a long one gets our JSON 414 rather than hyper's own.
+pub const MAX_URI: usize = 8 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -36,6 +40,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("the request body did not arrive within {0} seconds")]
     RequestTimeout(u64),
+    #[error("the request's URI is {0} bytes; the server takes at most {MAX_URI} bytes")]
+    UriTooLong(usize),
     #[error("too many requests with this API key; retry in {0} s")]
     RateLimited(u64),
     #[error("the server is shutting down or overloaded; retry later")]
@@ -95,6 +101,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri_too_long"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
@@ -204,6 +211,13 @@ pub(super) async fn json_errors(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let uri_len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    if uri_len > MAX_URI {
+        return ApiError::UriTooLong(uri_len).into_response();
+    }
     let response = next.run(request).await;
     let status = response.status();
     let json = response

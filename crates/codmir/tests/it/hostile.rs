@@ -2,6 +2,7 @@
 //! Content-Type refused, control characters refused in every free text field.
 
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::spawn_app;
 
@@ -61,6 +62,65 @@ async fn every_error_has_the_json_shape() {
     assert_eq!(s, 413);
     let (s, _) = raw(&app, "GET", "/v1/events?limit=abc", None, "").await;
     assert_eq!(s, 422);
+}
+
+/// Writes `request` on a new connection and reads the answer to its end; returns the status
+/// and the body parsed as JSON.
+async fn raw_bytes(app: &crate::helpers::TestApp, request: &[u8]) -> (u16, Value) {
+    let addr = app.base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let read = conn.read_to_end(&mut answer);
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head[9..12].parse().unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert!(body["error"]["message"].is_string(), "{body}");
+    (status, body)
+}
+
+#[tokio::test]
+async fn errors_made_before_the_router_have_the_json_shape_too() {
+    let app = spawn_app().await;
+    let code = |b: &Value| b["error"]["code"].as_str().unwrap().to_owned();
+    // A URI past ours (8 KiB), below hyper's: refused by our layer.
+    let long = format!("/v1/events?type={}", "a".repeat(9000));
+    let (s, b) = raw(&app, "GET", &long, None, "").await;
+    assert_eq!((s, code(&b).as_str()), (414, "uri_too_long"), "{b}");
+    // What hyper answers by itself: a head past its 64 KiB buffer, too many headers, a
+    // request line it cannot parse, a header without a colon.
+    let huge = format!(
+        "GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "b".repeat(70_000)
+    );
+    let (s, b) = raw_bytes(&app, huge.as_bytes()).await;
+    assert_eq!((s, code(&b).as_str()), (431, "headers_too_large"), "{b}");
+    let many: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let many = format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{many}\r\n");
+    let (s, b) = raw_bytes(&app, many.as_bytes()).await;
+    assert_eq!((s, code(&b).as_str()), (431, "headers_too_large"), "{b}");
+    let (s, b) = raw_bytes(&app, b"GET /he\x01lthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert_eq!((s, code(&b).as_str()), (400, "bad_request"), "{b}");
+    let (s, b) = raw_bytes(&app, b"GET /healthz HTTP/1.1\r\nno colon here\r\n\r\n").await;
+    assert_eq!((s, code(&b).as_str()), (400, "bad_request"), "{b}");
+    // The connection was closed after each; the server still serves.
+    let ok = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
 }
 
 #[tokio::test]

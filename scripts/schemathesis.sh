@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs schemathesis (PyPI) over /openapi.json against a fresh `codmir serve`: every operation
 # fuzzed with the API key, checking that no answer is a 5xx, that every status is documented
-# and that every body matches its schema. Fixed seed, so a run is repeatable. Usage:
+# and that every body matches its schema. Fixed seed, so a run is repeatable. Revoking a key
+# is left out: schemathesis reuses ids it has seen in answers, so it would revoke the one key
+# it runs with and meet only 401s after (tests/it/auth.rs covers revocation). Usage:
 #   ./scripts/schemathesis.sh [path/to/codmir]      (default: target/debug/codmir, built)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +19,7 @@ if [ ! -x "$venv/bin/st" ]; then
 fi
 dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$bin" serve --database-url "sqlite://$dir/st.db" --listen "127.0.0.1:$port" --api-rate-limit off \
+"$bin" serve --database-url "sqlite://$dir/st.db" --listen "127.0.0.1:$port" --api-rate-limit off --max-webhooks-per-workspace 1000000 \
     >"$dir/out" 2>"$dir/err" &
 server=$!
 trap 'kill $server 2>/dev/null; rm -rf "$dir"' EXIT
@@ -25,7 +27,11 @@ for _ in $(seq 1 50); do grep -q cmk_ "$dir/out" 2>/dev/null && break; sleep 0.1
 key=$(grep cmk_ "$dir/out")
 "$venv/bin/st" run "http://127.0.0.1:$port/openapi.json" --header "Authorization: Bearer $key" \
     --checks not_a_server_error,status_code_conformance,response_schema_conformance \
+    --exclude-operation-id revoke_key \
     --max-examples 30 --workers 2 --seed 1 --no-color
-if grep -q ' ERROR ' "$dir/err"; then
-    echo "the server logged errors:"; grep ' ERROR ' "$dir/err"; exit 1
+# A delivery that gives up is an ERROR line by design (the fuzzer registers receivers that
+# do not exist and pings them); anything else at ERROR is a fault of the server.
+errors=$(grep ' ERROR ' "$dir/err" | grep -v 'delivery::attempt: delivery failed' || true)
+if [ -n "$errors" ]; then
+    echo "the server logged errors:"; echo "$errors"; exit 1
 fi

@@ -45,6 +45,14 @@ impl EndpointUrl {
             return Err(err("port 0 cannot be connected to".into()));
         }
         let host = url.host().ok_or_else(|| err("must have a host".into()))?;
+        if let url::Host::Domain(d) = host
+            && !is_dns_name(d)
+        {
+            return Err(err(format!(
+                "`{d}` is not a host name (labels of 1–63 letters, digits, `-` or `_`, \
+                 253 characters at most)"
+            )));
+        }
         let refused = match host {
             url::Host::Domain(d) => {
                 let d = d.trim_end_matches('.').to_ascii_lowercase();
@@ -71,6 +79,21 @@ impl EndpointUrl {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Whether `name` (as the URL parser gives it: lower-case, IDNA already in ASCII) can be
+/// looked up and connected to — what the TLS stack will demand of it at each attempt — so
+/// that a name no attempt could ever reach is refused at registration, not failed later.
+fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let label = |l: &str| {
+        (1..=63).contains(&l.len())
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(label)
 }
 
 /// A webhook secret as registered: 16–512 characters, no control characters.
@@ -201,11 +224,20 @@ impl CustomHeaders {
 pub struct EventFilter(Vec<String>);
 
 impl EventFilter {
+    /// The most patterns a filter lists (there are fewer distinct ones than this).
+    pub const MAX: usize = 32;
+
     pub fn parse<S: AsRef<str>>(patterns: &[S]) -> Result<Self, ValidationError> {
         if patterns.is_empty() {
             return Err(ValidationError::new(
                 "events",
                 "must list at least one event type, or \"*\" for all",
+            ));
+        }
+        if patterns.len() > Self::MAX {
+            return Err(ValidationError::new(
+                "events",
+                format!("must list at most {} patterns", Self::MAX),
             ));
         }
         let mut out: Vec<String> = Vec::with_capacity(patterns.len());
@@ -380,6 +412,13 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
+    pub const ALL: [DeliveryStatus; 4] = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Succeeded,
+        DeliveryStatus::Failed,
+        DeliveryStatus::Cancelled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryStatus::Pending => "pending",
@@ -489,6 +528,11 @@ mod tests {
             "http://169.254.169.254/",
             "http://0.0.0.0/",
             "http://[::ffff:127.0.0.1]/",
+            "https://.xn--jda/",
+            "https://a..b.com/",
+            "https://-a.com/",
+            "https://a-.com/",
+            "https://a b.com/",
         ] {
             let e = EndpointUrl::parse(bad, &TargetPolicy::default()).unwrap_err();
             assert_eq!(e.field, "url", "{bad}");
@@ -502,6 +546,17 @@ mod tests {
         );
         let long = format!("https://x.com/{}", "a".repeat(MAX_URL_LEN));
         assert!(EndpointUrl::parse(&long, &TargetPolicy::default()).is_err());
+        let label = format!("https://{}.com/", "a".repeat(64));
+        assert!(EndpointUrl::parse(&label, &TargetPolicy::default()).is_err());
+        for good in [
+            "https://intranet/",
+            "https://bücher.example/",
+            "https://_dmarc.x.com./h",
+            "https://a-b.c_d.com:8443/",
+        ] {
+            EndpointUrl::parse(good, &TargetPolicy::default())
+                .unwrap_or_else(|e| panic!("{good}: {e:?}"));
+        }
     }
 
     #[test]

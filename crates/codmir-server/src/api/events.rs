@@ -37,17 +37,21 @@ pub(super) struct EventListParams {
     /// Only events of this type or pattern, as webhooks take them: `ticket.created`,
     /// `ticket.*` or `*`.
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(rename = "type", value_type = Option<super::schema::EventPattern>, inline)]
     pub event_type: Option<String>,
     /// Only events of this project.
     pub project_id: Option<String>,
     /// Only events created at or after this RFC 3339 time.
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// Only events created before this RFC 3339 time.
+    #[param(format = DateTime)]
     pub until: Option<String>,
     /// `desc` (newest first, the default) or `asc` (oldest first, to read the log forward).
+    #[param(value_type = Option<super::schema::OrderName>, inline)]
     pub order: Option<String>,
     /// Items per page, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,

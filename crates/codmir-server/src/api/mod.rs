@@ -15,6 +15,7 @@ mod keys;
 mod limit;
 mod probes;
 mod recovery;
+mod schema;
 mod state;
 mod stats;
 mod tracker;
@@ -147,7 +148,9 @@ impl Modify for BearerAuth {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "codmir", description = "The codmir tracker and webhooks API."),
+    info(title = "codmir", description = "The codmir tracker and webhooks API. Request bodies are \
+        `application/json`, at most 1 MiB, nested at most 128 levels; request URIs at most 8 KiB; \
+        request heads at most 64 KiB and 100 headers. Every error has the `ErrorBody` shape."),
     paths(
         health, probes::readyz,
         tracker::create_project, tracker::list_projects, tracker::get_project,

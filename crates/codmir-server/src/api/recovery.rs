@@ -106,11 +106,14 @@ pub(super) async fn ping(
 #[serde(deny_unknown_fields)]
 pub(super) struct ReplayRequest {
     /// Events created at or after this RFC 3339 time.
+    #[schema(format = DateTime)]
     pub since: String,
     /// Events created before this RFC 3339 time; now when left out.
+    #[schema(format = DateTime)]
     pub until: Option<String>,
     /// `failed` (default): events whose deliveries failed; `cancelled`: cancelled by deleting
     /// or disabling; `any`: every event the webhook got a delivery for.
+    #[schema(value_type = Option<super::schema::ReplayStatusName>, inline)]
     pub status: Option<String>,
     /// Also events the webhook matches but never got a delivery for (it was disabled at the
     /// time), created since the webhook was.

@@ -16,6 +16,7 @@ use crate::ops::{self, Counts, Stats, Window};
 #[into_params(parameter_in = Query)]
 pub(super) struct StatsParams {
     /// `1h` (default), `24h` or `7d`.
+    #[param(value_type = Option<super::schema::WindowName>, inline)]
     pub window: Option<String>,
 }
 

@@ -18,6 +18,7 @@ use crate::ops;
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateProject {
     /// 1–200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
 }
 
@@ -43,9 +44,12 @@ impl From<Project> for ProjectResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AddMember {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
     /// `admin`, `member` (default) or `viewer`.
+    #[schema(value_type = Option<super::schema::RoleName>, inline)]
     pub role: Option<String>,
 }
 
@@ -77,11 +81,15 @@ impl From<Member> for MemberResponse {
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateTicket {
     /// 1–500 characters.
+    #[schema(min_length = 1, max_length = 500)]
     pub title: String,
+    #[schema(max_length = 20000)]
     pub description: Option<String>,
     /// `open` (default), `in_progress`, `resolved` or `closed`.
+    #[schema(value_type = Option<super::schema::TicketStatusName>, inline)]
     pub status: Option<String>,
     /// `low`, `medium` (default), `high` or `urgent`.
+    #[schema(value_type = Option<super::schema::PriorityName>, inline)]
     pub priority: Option<String>,
     /// A user of the workspace.
     pub assignee_id: Option<String>,
@@ -91,11 +99,14 @@ pub(super) struct CreateTicket {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UpdateTicket {
+    #[schema(min_length = 1, max_length = 500)]
     pub title: Option<String>,
     #[serde(default, deserialize_with = "super::extract::present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 20000)]
     pub description: Option<Option<String>>,
+    #[schema(value_type = Option<super::schema::TicketStatusName>, inline)]
     pub status: Option<String>,
+    #[schema(value_type = Option<super::schema::PriorityName>, inline)]
     pub priority: Option<String>,
     #[serde(default, deserialize_with = "super::extract::present")]
     #[schema(value_type = Option<String>)]
@@ -137,6 +148,7 @@ impl From<Ticket> for TicketResponse {
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateComment {
     /// 1–20,000 characters.
+    #[schema(min_length = 1, max_length = 20000)]
     pub body: String,
 }
 

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Auth, Json, ListParams, Query, now, path_id};
-use super::{AppState, ListResponse};
+use super::{AppState, ListResponse, schema};
 use crate::ops::{self, NewWebhook, WebhookPatch};
 use crate::store::DeliveryQuery;
 
@@ -23,46 +23,57 @@ const MAX_PROJECT_IDS: usize = 100;
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateWebhook {
     /// Absolute http(s) URL that receives POSTs, at most 2048 characters.
+    #[schema(max_length = 2048, pattern = "^[hH][tT][tT][pP][sS]?://")]
     pub url: String,
     /// Event types (`ticket.created`), families (`ticket.*`) or `*` for all.
+    #[schema(value_type = Vec<schema::EventPattern>, inline, min_items = 1, max_items = 32)]
     pub events: Vec<String>,
     /// 16–512 printable characters; generated (`whsec_…`) when left out.
+    #[schema(min_length = 16, max_length = 512)]
     pub secret: Option<String>,
+    #[schema(max_length = 500)]
     pub description: Option<String>,
     /// Only events of these projects; all projects when left out or empty.
+    #[schema(max_items = 100)]
     pub project_ids: Option<Vec<String>>,
     /// Most attempts in flight to this webhook at once, from 1 to the server's
     /// `--max-in-flight-per-endpoint` (64 by default, also the default here).
+    #[schema(minimum = 1)]
     pub max_in_flight: Option<u32>,
     /// Most attempts started per second (1–10,000); unlimited when left out.
+    #[schema(minimum = 1, maximum = 10000)]
     pub rate_limit_per_second: Option<u32>,
-    /// Static headers every request carries, `{"X-Tenant": "acme"}` (at most 20).
-    #[schema(value_type = Option<Object>)]
+    /// Static headers every request carries, `{"X-Tenant": "acme"}`: at most 20, names of
+    /// at most 64 token characters, string values of at most 1024 visible ASCII characters.
+    #[schema(value_type = Option<schema::CustomHeaders>, inline)]
     pub headers: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UpdateWebhook {
+    #[schema(max_length = 2048, pattern = "^[hH][tT][tT][pP][sS]?://")]
     pub url: Option<String>,
+    #[schema(value_type = Option<Vec<schema::EventPattern>>, inline, min_items = 1, max_items = 32)]
     pub events: Option<Vec<String>>,
     #[serde(default, deserialize_with = "super::extract::present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 500)]
     pub description: Option<Option<String>>,
+    #[schema(max_items = 100)]
     pub project_ids: Option<Vec<String>>,
     /// `false` stops deliveries: pending ones are cancelled. `true` turns a disabled webhook
     /// back on (what it missed comes back only through a replay).
     pub enabled: Option<bool>,
     /// `null` goes back to the server's bound.
     #[serde(default, deserialize_with = "super::extract::present")]
-    #[schema(value_type = Option<u32>)]
+    #[schema(value_type = Option<u32>, minimum = 1)]
     pub max_in_flight: Option<Option<u32>>,
     /// `null` removes the limit.
     #[serde(default, deserialize_with = "super::extract::present")]
-    #[schema(value_type = Option<u32>)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     pub rate_limit_per_second: Option<Option<u32>>,
     /// Replaces every custom header; `{}` removes them.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<schema::CustomHeaders>, inline)]
     pub headers: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
@@ -247,8 +258,10 @@ pub(super) struct DeliveryDetail {
 #[into_params(parameter_in = Query)]
 pub(super) struct DeliveryListParams {
     /// `pending`, `succeeded`, `failed` or `cancelled`.
+    #[param(value_type = Option<schema::DeliveryStatusName>, inline)]
     pub status: Option<String>,
     /// Items per page, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -494,18 +507,23 @@ pub(super) async fn list_deliveries(
 #[into_params(parameter_in = Query)]
 pub(super) struct WorkspaceDeliveryParams {
     /// `pending`, `succeeded`, `failed` or `cancelled`.
+    #[param(value_type = Option<schema::DeliveryStatusName>, inline)]
     pub status: Option<String>,
     /// An event type or pattern: `ticket.created`, `ticket.*`, `*`.
+    #[param(value_type = Option<schema::EventPattern>, inline)]
     pub event_type: Option<String>,
     /// Only deliveries to this webhook.
     pub webhook_id: Option<String>,
     /// Only deliveries of this event: where it went.
     pub event_id: Option<String>,
     /// Only deliveries created at or after this RFC 3339 time.
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// Only deliveries created before this RFC 3339 time.
+    #[param(format = DateTime)]
     pub until: Option<String>,
     /// Items per page, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,

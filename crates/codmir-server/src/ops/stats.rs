@@ -21,6 +21,8 @@ pub enum Window {
 }
 
 impl Window {
+    pub const ALL: [Window; 3] = [Window::Hour, Window::Day, Window::Week];
+
     pub fn parse(raw: &str) -> std::result::Result<Self, ValidationError> {
         match raw {
             "1h" => Ok(Window::Hour),

@@ -493,3 +493,77 @@ async fn openapi_lists_every_route_and_healthz_answers() {
         "every documented operation is in the test's list"
     );
 }
+
+/// The bounds `/openapi.json` states are the ones the API enforces: at the bound accepted,
+/// one past it refused with a 422 naming the field.
+#[tokio::test]
+async fn openapi_states_the_bounds_the_api_enforces() {
+    let app = spawn_app().await;
+    let doc = app.request("GET", "/openapi.json", None, None).await.body;
+    let schema = |name: &str| doc["components"]["schemas"][name]["properties"].clone();
+    // An optional field's schema is `oneOf: [null, the schema]`.
+    let some = |v: &Value| {
+        v["oneOf"]
+            .as_array()
+            .and_then(|o| o.iter().find(|s| s["type"] != "null"))
+            .unwrap_or(v)
+            .clone()
+    };
+    let webhook = schema("CreateWebhook");
+    assert_eq!(webhook["events"]["maxItems"], 32);
+    let patterns = webhook["events"]["items"]["enum"].as_array().unwrap();
+    for p in ["*", "ticket.*", "ticket.created", "webhook.ping"] {
+        assert!(patterns.iter().any(|v| v == p), "{p} in {patterns:?}");
+    }
+    assert_eq!(some(&webhook["project_ids"])["maxItems"], 100, "{webhook}");
+    assert_eq!(some(&webhook["headers"])["maxProperties"], 20);
+    assert_eq!(webhook["url"]["maxLength"], 2048);
+    assert_eq!(schema("CreateProject")["name"]["maxLength"], 200);
+    let limit = doc["paths"]["/v1/events"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap()["schema"]
+        .clone();
+    assert_eq!(
+        (limit["minimum"].as_u64(), limit["maximum"].as_u64()),
+        (Some(1), Some(100))
+    );
+
+    let create = |events: usize| json!({"url": "https://receiver.example.com/h", "events": vec!["*"; events]});
+    let ok = app
+        .request("POST", "/v1/webhooks", Some(&app.key), Some(create(32)))
+        .await;
+    assert_eq!(ok.status, 201, "{}", ok.text);
+    let past = app
+        .request("POST", "/v1/webhooks", Some(&app.key), Some(create(33)))
+        .await;
+    assert_eq!(
+        (past.status, past.body["error"]["field"].as_str()),
+        (422, Some("events"))
+    );
+    let name = |n: usize| json!({"name": "n".repeat(n)});
+    let ok = app
+        .request("POST", "/v1/projects", Some(&app.key), Some(name(200)))
+        .await;
+    assert_eq!(ok.status, 201, "{}", ok.text);
+    let past = app
+        .request("POST", "/v1/projects", Some(&app.key), Some(name(201)))
+        .await;
+    assert_eq!(
+        (past.status, past.body["error"]["field"].as_str()),
+        (422, Some("name"))
+    );
+    let ok = app
+        .request("GET", "/v1/events?limit=100", Some(&app.key), None)
+        .await;
+    assert_eq!(ok.status, 200);
+    let past = app
+        .request("GET", "/v1/events?limit=101", Some(&app.key), None)
+        .await;
+    assert_eq!(
+        (past.status, past.body["error"]["field"].as_str()),
+        (422, Some("limit"))
+    );
+}

@@ -62,6 +62,22 @@ async fn every_error_has_the_json_shape() {
     assert_eq!(s, 413);
     let (s, _) = raw(&app, "GET", "/v1/events?limit=abc", None, "").await;
     assert_eq!(s, 422);
+    // Nesting past serde_json's 128 levels (inside `headers`, the one free-form field) is a
+    // 400, not a stack overflow.
+    let deep = format!(
+        r#"{{"url":"https://x.example.com/","events":["*"],"headers":{{"a":{}{}}}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let (s, b) = raw(
+        &app,
+        "POST",
+        "/v1/webhooks",
+        Some("application/json"),
+        &deep,
+    )
+    .await;
+    assert_eq!(s, 400, "{b}");
 }
 
 /// Writes `request` on a new connection and reads the answer to its end; returns the status

@@ -26,6 +26,7 @@ mod operations;
 mod own_pg;
 mod process;
 mod receiver;
+mod request_fuzz;
 mod ssrf;
 mod stats;
 mod tls;

@@ -315,3 +315,57 @@ fn describe(e: &reqwest::Error) -> String {
         format!("{kind}: {cause}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use codmir_core::event::EventType;
+    use codmir_core::sign::signing_secret;
+    use codmir_core::target::TargetPolicy;
+    use codmir_core::time::Timestamp;
+    use codmir_core::webhook::{Delivery, EndpointUrl, EventFilter, Webhook, WebhookSecret};
+    use serde_json::Value;
+
+    /// The signer against the vectors the receiving crate verifies with (made independently,
+    /// with Python's hmac module): the two ends cannot drift apart.
+    #[test]
+    fn signed_headers_match_the_shared_vectors() {
+        let file: Value =
+            serde_json::from_str(include_str!("../../../codmir-webhook/tests/vectors.json"))
+                .unwrap();
+        for v in file["vectors"].as_array().unwrap() {
+            let text = |k: &str| v[k].as_str().unwrap().to_owned();
+            let secret = WebhookSecret::parse(&text("secret")).unwrap();
+            let at = Timestamp::from_millis(v["timestamp"].as_i64().unwrap() * 1000);
+            let url = EndpointUrl::parse("https://x.example.com/", &TargetPolicy::default());
+            let events = EventFilter::parse(&["*"]).unwrap();
+            let mut webhook = Webhook::new(
+                "wh_1".into(),
+                "ws_1".into(),
+                url.unwrap(),
+                events,
+                secret,
+                at,
+            );
+            if let Some(previous) = v["previous_secret"].as_str() {
+                let until = Timestamp::from_millis(at.as_millis() + 60_000);
+                webhook.previous_secret = Some((WebhookSecret::parse(previous).unwrap(), until));
+            }
+            let event_id = text("webhook_id");
+            let delivery = Delivery::new("ws_1", "wh_1", &event_id, EventType::TicketCreated, at);
+            let mut sent = std::collections::BTreeMap::new();
+            let body = text("body");
+            super::signed_headers(&webhook, &delivery, 1, at, body.as_bytes(), |k, val| {
+                sent.insert(k, val);
+            });
+            let name = text("name");
+            for (header, expected) in v["headers"].as_object().unwrap() {
+                assert_eq!(
+                    sent.get(header.as_str()).map(String::as_str),
+                    expected.as_str(),
+                    "{name}: {header}"
+                );
+            }
+            assert_eq!(signing_secret(&text("secret")), text("signing_secret"), "{name}");
+        }
+    }
+}

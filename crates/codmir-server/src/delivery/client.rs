@@ -365,7 +365,11 @@ mod tests {
                     "{name}: {header}"
                 );
             }
-            assert_eq!(signing_secret(&text("secret")), text("signing_secret"), "{name}");
+            assert_eq!(
+                signing_secret(&text("secret")),
+                text("signing_secret"),
+                "{name}"
+            );
         }
     }
 }

@@ -26,6 +26,7 @@ mod operations;
 mod own_pg;
 mod process;
 mod receiver;
+mod receiving;
 mod request_fuzz;
 mod ssrf;
 mod stats;

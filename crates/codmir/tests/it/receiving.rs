@@ -1,0 +1,183 @@
+//! The receiving side: the `codmir-webhook` crate, as a receiver built with its axum
+//! extractor, verifies every request the real server sends and reads every event typed.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{FromRef, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use codmir_webhook::{Data, Event, Verified, Verifier};
+use serde_json::json;
+
+use crate::helpers::{TestApp, eventually, spawn_app};
+
+/// A receiver whose verifier the test can swap between phases.
+#[derive(Clone)]
+struct Crate {
+    verifier: Arc<Mutex<Verifier>>,
+    events: Arc<Mutex<Vec<Event>>>,
+}
+
+impl FromRef<Crate> for Verifier {
+    fn from_ref(r: &Crate) -> Verifier {
+        r.verifier.lock().unwrap().clone()
+    }
+}
+
+async fn hook(State(r): State<Crate>, Verified(event): Verified) -> StatusCode {
+    r.events.lock().unwrap().push(event);
+    StatusCode::NO_CONTENT
+}
+
+impl Crate {
+    async fn start(secret: &str) -> (Self, String) {
+        let me = Self {
+            verifier: Arc::new(Mutex::new(Verifier::new(secret).unwrap())),
+            events: Arc::default(),
+        };
+        let app = Router::new()
+            .route("/hook", post(hook))
+            .with_state(me.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (me, url)
+    }
+
+    fn types(&self) -> Vec<String> {
+        let events = self.events.lock().unwrap();
+        events.iter().map(|e| e.event_type().to_owned()).collect()
+    }
+
+    async fn wait_for(&self, n: usize) {
+        eventually(Duration::from_secs(10), "verified deliveries", || async {
+            self.events.lock().unwrap().len() >= n
+        })
+        .await;
+    }
+}
+
+async fn post_json(app: &TestApp, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let r = app.request("POST", path, Some(&app.key), Some(body)).await;
+    assert!(r.status < 300, "{path}: {}", r.text);
+    r.body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_crate_verifies_every_request_and_reads_every_event_typed() {
+    let app = spawn_app().await;
+    let secret = "a-customers-own-secret-1";
+    let (receiver, url) = Crate::start(secret).await;
+    let webhook = post_json(
+        &app,
+        "/v1/webhooks",
+        json!({"url": url, "events": ["*"], "secret": secret}),
+    )
+    .await;
+    let w = webhook["id"].as_str().unwrap().to_owned();
+
+    // One of each event the API makes.
+    let project = post_json(&app, "/v1/projects", json!({"name": "Main App"})).await;
+    let p = project["id"].as_str().unwrap();
+    let member = post_json(
+        &app,
+        &format!("/v1/projects/{p}/members"),
+        json!({"name": "Ada", "email": "ada@example.com"}),
+    )
+    .await;
+    let ticket = post_json(
+        &app,
+        &format!("/v1/projects/{p}/tickets"),
+        json!({"title": "Bug in login flow", "assignee_id": member["id"]}),
+    )
+    .await;
+    let t = ticket["id"].as_str().unwrap();
+    let r = app
+        .request(
+            "PATCH",
+            &format!("/v1/tickets/{t}"),
+            Some(&app.key),
+            Some(json!({"status": "resolved"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    post_json(
+        &app,
+        &format!("/v1/tickets/{t}/comments"),
+        json!({"body": "Fixed"}),
+    )
+    .await;
+    let r = app
+        .request("DELETE", &format!("/v1/tickets/{t}"), Some(&app.key), None)
+        .await;
+    assert!(r.status < 300, "{}", r.text);
+    post_json(&app, &format!("/v1/webhooks/{w}/ping"), json!({})).await;
+    receiver.wait_for(9).await;
+    let mut types = receiver.types();
+    types.sort();
+    assert_eq!(
+        types,
+        [
+            "comment.created",
+            "member.added",
+            "project.created",
+            "ticket.assigned",
+            "ticket.created",
+            "ticket.deleted",
+            "ticket.status_changed",
+            "ticket.updated",
+            "webhook.ping",
+        ]
+    );
+    {
+        let events = receiver.events.lock().unwrap();
+        assert!(
+            events
+                .iter()
+                .all(|e| !matches!(e.data, Data::Unknown { .. }))
+        );
+        let changed = events.iter().find_map(|e| match &e.data {
+            Data::TicketStatusChanged(d) => Some(d.clone()),
+            _ => None,
+        });
+        let changed = changed.expect("a status change");
+        let status = &changed.changes.as_ref().unwrap()["status"];
+        assert_eq!(
+            (status.from.as_str(), status.to.as_str()),
+            (Some("open"), Some("resolved"))
+        );
+        let assigned = events.iter().find_map(|e| match &e.data {
+            Data::TicketAssigned(d) => d.assignee.clone(),
+            _ => None,
+        });
+        assert_eq!(assigned.unwrap().id, member["id"].as_str().unwrap());
+    }
+
+    // A rotation: during the grace period the receiver verifies with the new secret alone,
+    // and with the old one alone.
+    let rotated = post_json(&app, &format!("/v1/webhooks/{w}/rotate-secret"), json!({})).await;
+    let new_secret = rotated["signing_secret"].as_str().unwrap();
+    for (n, holds) in [(10, new_secret), (11, secret)] {
+        *receiver.verifier.lock().unwrap() = Verifier::new(holds).unwrap();
+        post_json(&app, "/v1/projects", json!({"name": format!("P{n}")})).await;
+        receiver.wait_for(n).await;
+    }
+    // Nothing was refused on the way: each delivery succeeded at its first attempt.
+    let path = format!("/v1/webhooks/{w}/deliveries?limit=100");
+    eventually(Duration::from_secs(10), "outcomes recorded", || async {
+        let r = app.get(&path).await;
+        r.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["status"] != "pending")
+    })
+    .await;
+    let r = app.get(&path).await;
+    for d in r.body["data"].as_array().unwrap() {
+        let outcome = (d["status"].as_str(), d["attempt_count"].as_u64());
+        assert_eq!(outcome, (Some("succeeded"), Some(1)), "{d}");
+    }
+}

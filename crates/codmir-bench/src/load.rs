@@ -146,7 +146,11 @@ async fn ok_body(r: reqwest::Result<reqwest::Response>, status: u16) -> bool {
 
 /// A body the size and shape of a `ticket.created` delivery.
 pub(crate) fn sample_payload() -> String {
-    codmir_core::event::example(codmir_core::event::EventType::TicketCreated).to_string()
+    codmir_core::event::example(
+        codmir_core::event::EventType::TicketCreated,
+        codmir_core::time::Timestamp::now(),
+    )
+    .to_string()
 }
 
 async fn run<F, Fut>(

@@ -289,19 +289,19 @@ pub fn changes_map(changes: &[FieldChange]) -> Map<String, Value> {
         .collect()
 }
 
-/// An example payload of `event_type` for the catalog, with fixed ids and times.
-pub fn example(event_type: EventType) -> Value {
-    let at = Timestamp::from_millis(1_705_314_600_000);
+/// An example payload of `event_type` for the catalog, made at `at` with fresh ids of the
+/// real forms, so that an example pasted into a receiver's test looks like a delivery.
+pub fn example(event_type: EventType, at: Timestamp) -> Value {
     let user = Ref {
-        id: "usr_ghi012".into(),
+        id: new_id("usr", at),
         name: "John Doe".into(),
     };
     let project = Ref {
-        id: "proj_def456".into(),
+        id: new_id("proj", at),
         name: "Main App".into(),
     };
     let mut ticket = TicketView {
-        id: "tkt_xyz789".into(),
+        id: new_id("tkt", at),
         project_id: project.id.clone(),
         title: "Bug in login flow".into(),
         description: Some("Users are logged out after 5 minutes".into()),
@@ -313,7 +313,7 @@ pub fn example(event_type: EventType) -> Value {
         updated_at: at.to_rfc3339_millis(),
     };
     let assignee = Ref {
-        id: "usr_jkl345".into(),
+        id: new_id("usr", at),
         name: "Jane Roe".into(),
     };
     let change = |field: &'static str, from: Value, to: Value| {
@@ -325,7 +325,7 @@ pub fn example(event_type: EventType) -> Value {
         ..EventData::default()
     };
     let webhook = WebhookView {
-        id: "wh_pqr901".into(),
+        id: new_id("wh", at),
         url: "https://your-app.com/webhooks/codmir".into(),
         events: vec!["ticket.created".into(), "ticket.updated".into()],
         disabled_reason: None,
@@ -351,7 +351,7 @@ pub fn example(event_type: EventType) -> Value {
         }
         EventType::CommentCreated => {
             data.comment = Some(CommentView {
-                id: "cmt_mno678".into(),
+                id: new_id("cmt", at),
                 ticket_id: ticket.id.clone(),
                 author_id: user.id.clone(),
                 body: "I can reproduce this on Safari.".into(),
@@ -389,8 +389,9 @@ pub fn example(event_type: EventType) -> Value {
             };
         }
     }
+    let id = new_id("evt", at);
     let payload = Payload {
-        id: "evt_abc123",
+        id: &id,
         event_type: event_type.as_str(),
         timestamp: at.to_rfc3339_millis(),
         data: &data,
@@ -433,7 +434,7 @@ mod tests {
     fn every_type_parses_back_and_has_an_example() {
         for t in EventType::ALL {
             assert_eq!(EventType::parse(t.as_str()), Ok(t));
-            assert_eq!(example(t)["type"], t.as_str());
+            assert_eq!(example(t, Timestamp::now())["type"], t.as_str());
         }
         assert!(EventType::parse("ticket.exploded").is_err());
     }

@@ -76,6 +76,7 @@ impl Data {
 
 /// `{"id", "name"}` of a project or user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Ref {
     pub id: String,
     pub name: String,
@@ -83,23 +84,32 @@ pub struct Ref {
 
 /// A ticket as events show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Ticket {
+    #[cfg_attr(feature = "schema", schemars(pattern("^tkt_")))]
     pub id: String,
+    #[cfg_attr(feature = "schema", schemars(pattern("^proj_")))]
     pub project_id: String,
     pub title: String,
     pub description: Option<String>,
     /// `open`, `in_progress`, `resolved` or `closed`.
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["open", "in_progress", "resolved", "closed"])))]
     pub status: String,
     /// `low`, `medium`, `high` or `urgent`.
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["low", "medium", "high", "urgent"])))]
     pub priority: String,
     pub assignee_id: Option<String>,
+    #[cfg_attr(feature = "schema", schemars(pattern("^usr_")))]
     pub created_by: String,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub created_at: String,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub updated_at: String,
 }
 
 /// One changed field: its value before and after.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Change {
     pub from: Value,
     pub to: Value,
@@ -107,6 +117,7 @@ pub struct Change {
 
 /// `data` of the `ticket.*` events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TicketData {
     pub ticket: Ticket,
     pub project: Ref,
@@ -123,16 +134,22 @@ pub struct TicketData {
 
 /// A comment as events show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Comment {
+    #[cfg_attr(feature = "schema", schemars(pattern("^cmt_")))]
     pub id: String,
+    #[cfg_attr(feature = "schema", schemars(pattern("^tkt_")))]
     pub ticket_id: String,
+    #[cfg_attr(feature = "schema", schemars(pattern("^usr_")))]
     pub author_id: String,
     pub body: String,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub created_at: String,
 }
 
 /// `data` of `comment.created`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CommentData {
     pub comment: Comment,
     pub ticket: Ticket,
@@ -142,6 +159,7 @@ pub struct CommentData {
 
 /// `data` of `project.created`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProjectData {
     pub project: Ref,
     pub user: Ref,
@@ -149,18 +167,23 @@ pub struct ProjectData {
 
 /// A project member as events show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Member {
     /// The member's user id.
+    #[cfg_attr(feature = "schema", schemars(pattern("^usr_")))]
     pub id: String,
     pub name: String,
     pub email: Option<String>,
     /// `admin`, `member` or `viewer`.
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["admin", "member", "viewer"])))]
     pub role: String,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub added_at: String,
 }
 
 /// `data` of `member.added`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MemberData {
     pub member: Member,
     pub project: Ref,
@@ -169,8 +192,11 @@ pub struct MemberData {
 
 /// A webhook as its own events show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Webhook {
+    #[cfg_attr(feature = "schema", schemars(pattern("^wh_")))]
     pub id: String,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "uri")))]
     pub url: String,
     pub events: Vec<String>,
     /// `webhook.disabled`: why.
@@ -178,11 +204,13 @@ pub struct Webhook {
     pub disabled_reason: Option<String>,
     /// `webhook.disabled`: when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub disabled_at: Option<String>,
 }
 
 /// `data` of `webhook.ping` and `webhook.disabled`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WebhookData {
     pub webhook: Webhook,
 }

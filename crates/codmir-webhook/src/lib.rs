@@ -30,7 +30,8 @@
 //! ```
 //!
 //! With the `axum` feature, [`Verified`] is an extractor that does all of it; see
-//! `examples/receiver.rs`.
+//! `examples/receiver.rs`. With the `schema` feature, `schema(event_type)` gives the JSON
+//! Schema of each event type, generated from these types (what codmir publishes).
 //!
 //! [Standard Webhooks]: https://www.standardwebhooks.com/
 #![forbid(unsafe_code)]
@@ -41,6 +42,8 @@ mod verify;
 
 #[cfg(feature = "axum")]
 mod extract;
+#[cfg(feature = "schema")]
+mod schema;
 
 pub use event::{
     Change, Comment, CommentData, Data, Event, Member, MemberData, ProjectData, Ref, Ticket,
@@ -49,4 +52,6 @@ pub use event::{
 #[cfg(feature = "axum")]
 pub use extract::{Rejected, Verified};
 pub use headers::Headers;
+#[cfg(feature = "schema")]
+pub use schema::{EVENT_TYPES, schema};
 pub use verify::{DEFAULT_TOLERANCE, Scheme, Verifier, VerifyError, verify};

@@ -2,6 +2,7 @@
 
 use axum::extract::{Path, State};
 use codmir_core::event::{EventType, example};
+use codmir_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
@@ -157,6 +158,11 @@ pub(super) async fn get_event(
 pub(super) struct EventTypeInfo {
     pub name: &'static str,
     pub description: &'static str,
+    /// The JSON Schema (draft 2020-12) of the whole event, generated from the
+    /// `codmir-webhook` crate's types.
+    #[schema(value_type = Object)]
+    pub schema: serde_json::Value,
+    /// An example, made now with fresh ids.
     #[schema(value_type = Object)]
     pub example: serde_json::Value,
 }
@@ -166,16 +172,19 @@ pub(super) struct EventTypeList {
     pub data: Vec<EventTypeInfo>,
 }
 
-/// The catalog of event types, with an example payload of each.
+/// The catalog of event types, with the JSON Schema and an example payload of each.
 #[utoipa::path(get, path = "/v1/event-types", tag = "events", responses((status = 200, body = EventTypeList)),
     security(("api_key" = [])))]
 pub(super) async fn event_types(_caller: Auth) -> axum::Json<EventTypeList> {
+    let now = Timestamp::now();
     let data = EventType::ALL
         .into_iter()
         .map(|t| EventTypeInfo {
             name: t.as_str(),
             description: t.description(),
-            example: example(t),
+            // Every type has one: a unit test checks the crate knows each of ours.
+            schema: codmir_webhook::schema(t.as_str()).unwrap_or_default(),
+            example: example(t, now),
         })
         .collect();
     axum::Json(EventTypeList { data })

@@ -91,3 +91,26 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod catalog {
+    use codmir_core::event::{EventType, example};
+    use codmir_core::time::Timestamp;
+
+    /// The receiving crate knows every type the server sends, and each example reads back
+    /// as its type there.
+    #[test]
+    fn the_crate_knows_every_event_type_and_reads_every_example() {
+        let ours: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(ours, codmir_webhook::EVENT_TYPES);
+        for t in EventType::ALL {
+            assert!(codmir_webhook::schema(t.as_str()).is_some(), "{t:?}");
+            let e: codmir_webhook::Event =
+                serde_json::from_value(example(t, Timestamp::now())).unwrap();
+            assert!(
+                !matches!(e.data, codmir_webhook::Data::Unknown { .. }),
+                "{t:?}"
+            );
+        }
+    }
+}

@@ -12,6 +12,7 @@ use codmir_webhook::{Data, Event, Verified, Verifier};
 use serde_json::json;
 
 use crate::helpers::{TestApp, eventually, spawn_app};
+use crate::receiver::Receiver;
 
 /// A receiver whose verifier the test can swap between phases.
 #[derive(Clone)]
@@ -77,6 +78,15 @@ async fn the_crate_verifies_every_request_and_reads_every_event_typed() {
     )
     .await;
     let w = webhook["id"].as_str().unwrap().to_owned();
+    // The same events to a receiver that keeps the raw bodies, to check them against the
+    // catalog's schemas.
+    let raw = Receiver::start().await;
+    post_json(
+        &app,
+        "/v1/webhooks",
+        json!({"url": raw.url, "events": ["*"]}),
+    )
+    .await;
 
     // One of each event the API makes.
     let project = post_json(&app, "/v1/projects", json!({"name": "Main App"})).await;
@@ -155,6 +165,15 @@ async fn the_crate_verifies_every_request_and_reads_every_event_typed() {
         assert_eq!(assigned.unwrap().id, member["id"].as_str().unwrap());
     }
 
+    let schemas = Catalog::fetch(&app).await;
+    eventually(Duration::from_secs(10), "raw deliveries", || async {
+        raw.count() >= 8
+    })
+    .await;
+    for hit in raw.hits() {
+        schemas.check(&hit.json());
+    }
+
     // A rotation: during the grace period the receiver verifies with the new secret alone,
     // and with the old one alone.
     let rotated = post_json(&app, &format!("/v1/webhooks/{w}/rotate-secret"), json!({})).await;
@@ -179,5 +198,67 @@ async fn the_crate_verifies_every_request_and_reads_every_event_typed() {
     for d in r.body["data"].as_array().unwrap() {
         let outcome = (d["status"].as_str(), d["attempt_count"].as_u64());
         assert_eq!(outcome, (Some("succeeded"), Some(1)), "{d}");
+    }
+}
+
+/// The catalog's schemas, compiled, made strict for the test: an object the server sends may
+/// carry no field the schema (the crate's types) does not describe.
+struct Catalog {
+    schemas: boon::Schemas,
+    index: std::collections::HashMap<String, boon::SchemaIndex>,
+}
+
+fn strict(schema: &mut serde_json::Value) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            if map.contains_key("properties") && !map.contains_key("additionalProperties") {
+                map.insert("additionalProperties".into(), json!(false));
+            }
+            map.values_mut().for_each(strict);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strict),
+        _ => {}
+    }
+}
+
+impl Catalog {
+    async fn fetch(app: &TestApp) -> Self {
+        let catalog = app.get("/v1/event-types").await.body;
+        let mut compiler = boon::Compiler::new();
+        compiler.enable_format_assertions();
+        let mut schemas = boon::Schemas::new();
+        let mut index = std::collections::HashMap::new();
+        for t in catalog["data"].as_array().unwrap() {
+            let name = t["name"].as_str().unwrap();
+            let mut schema = t["schema"].clone();
+            assert_eq!(
+                schema["$schema"], "https://json-schema.org/draft/2020-12/schema",
+                "{name}"
+            );
+            strict(&mut schema);
+            let loc = format!("https://schemas.invalid/{name}.json");
+            compiler.add_resource(&loc, schema).unwrap();
+            let i = compiler
+                .compile(&loc, &mut schemas)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            index.insert(name.to_owned(), i);
+            // The catalog's own example validates too.
+            let me = Self { schemas, index };
+            me.check(&t["example"]);
+            (schemas, index) = (me.schemas, me.index);
+        }
+        assert_eq!(index.len(), 10);
+        Self { schemas, index }
+    }
+
+    fn check(&self, event: &serde_json::Value) {
+        let t = event["type"].as_str().unwrap();
+        let i = self
+            .index
+            .get(t)
+            .unwrap_or_else(|| panic!("no schema for {t}"));
+        if let Err(e) = self.schemas.validate(event, *i) {
+            panic!("{t} does not match its schema: {e:#}\n{event}");
+        }
     }
 }

@@ -36,6 +36,8 @@ const AFTER_HELP: &str = "Examples:
   codmir webhooks ping wh_…
   codmir deliveries list --status failed
   codmir deliveries redeliver dlv_…
+  codmir listen --forward-to http://localhost:3000/webhooks/codmir
+  codmir trigger ticket.created
 
 The API commands take --url (CODMIR_URL), --api-key (CODMIR_API_KEY) and --json.
 Exit codes: 0 success; 1 the API refused the request or failed (its error is printed); 2 bad
@@ -100,6 +102,30 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Receive events locally: a temporary webhook whose deliveries are printed and forwarded
+    /// unchanged to your app, removed when you stop (Ctrl-C).
+    #[command(
+        after_help = "Example:\n  codmir listen --forward-to http://localhost:3000/webhooks/codmir --events 'ticket.*'\n\n\
+                      A local server must run with --allow-private-targets to deliver to the listener;\n\
+                      for a remote one, give --public-url (a tunnel to the listener)."
+    )]
+    Listen {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        args: remote::listen::ListenArgs,
+    },
+    /// Cause a real event of a type through the API (a project, ticket, member, comment,
+    /// change or deletion as needed) and print its id.
+    #[command(
+        after_help = "Examples:\n  codmir trigger ticket.created\n  codmir trigger comment.created --project proj_…"
+    )]
+    Trigger {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        args: remote::trigger::TriggerArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -124,6 +150,8 @@ fn main() -> ExitCode {
             Command::Replay { remote, args } => remote::deliveries::replay(&remote, args).await,
             Command::Events { remote, command } => remote::events::run(&remote, command).await,
             Command::EventTypes { remote } => remote::events::event_types(&remote).await,
+            Command::Listen { remote, args } => remote::listen::listen(&remote, args).await,
+            Command::Trigger { remote, args } => remote::trigger::trigger(&remote, args).await,
         }
     });
     match outcome {

@@ -1,5 +1,5 @@
 //! The commands that talk to a running server over its HTTP API (`webhooks`, `deliveries`,
-//! `replay`, `events`, `event-types`): a thin client, tables for people, the API's own JSON
+//! `replay`, `events`, `event-types`, `listen`, `trigger`): a thin client, tables for people, the API's own JSON
 //! with `--json`, the API's errors shown as they are, and exit codes that say what happened.
 
 use std::fmt::Write as _;
@@ -11,6 +11,8 @@ use serde_json::Value;
 
 pub(crate) mod deliveries;
 pub(crate) mod events;
+pub(crate) mod listen;
+pub(crate) mod trigger;
 pub(crate) mod webhooks;
 
 /// A command that did not succeed: the message for stderr and the exit code (listed in
@@ -97,6 +99,11 @@ impl Api {
             key,
             json: remote.json,
         })
+    }
+
+    /// The API key this client authenticates with.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
     }
 
     pub(crate) async fn get(

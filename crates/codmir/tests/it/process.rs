@@ -80,11 +80,30 @@ pub(crate) fn finish_within(mut cmd: Command, limit: Duration) -> Option<Finishe
     })
 }
 
-pub(crate) struct ServerProcess {
+/// A long-running `codmir` child (a server, `listen`) whose output lines are collected as
+/// they come; killed when dropped.
+pub(crate) struct Spawned {
     pub child: Child,
-    pub base: String,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+}
+
+pub(crate) struct ServerProcess {
+    proc: Spawned,
+    pub base: String,
+}
+
+impl std::ops::Deref for ServerProcess {
+    type Target = Spawned;
+    fn deref(&self) -> &Spawned {
+        &self.proc
+    }
+}
+
+impl std::ops::DerefMut for ServerProcess {
+    fn deref_mut(&mut self) -> &mut Spawned {
+        &mut self.proc
+    }
 }
 
 /// Collects the lines of `pipe` into `lines` on a thread of its own.
@@ -113,16 +132,10 @@ impl ServerProcess {
             // PostgreSQL nodes must be given the master key (SQLite makes its own file).
             serve.env("CODMIR_MASTER_KEY", TEST_MASTER_KEY);
         }
-        let mut child = serve
+        serve
             .args(["serve", "--database-url", db, "--listen", &listen])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (stdout, stderr) = (Arc::default(), Arc::default());
-        collect_lines(child.stdout.take().unwrap(), Arc::clone(&stdout));
-        collect_lines(child.stderr.take().unwrap(), Arc::clone(&stderr));
+            .args(extra);
+        let proc = Spawned::start(serve);
         let base = format!("http://{listen}");
         let c = client();
         eventually(Duration::from_secs(10), "server up", || {
@@ -130,12 +143,7 @@ impl ServerProcess {
             async move { c.get(url).send().await.is_ok_and(|r| r.status() == 200) }
         })
         .await;
-        Self {
-            child,
-            base,
-            stdout,
-            stderr,
-        }
+        Self { proc, base }
     }
 
     /// POSTs `body` to `path` with `key`; the answer must be a success.
@@ -156,19 +164,38 @@ impl ServerProcess {
         r.json().await.unwrap()
     }
 
-    /// What the server logged on stderr so far.
+    /// The API key printed on a first start, if any.
+    pub(crate) fn printed_key(&self) -> Option<String> {
+        self.stdout().into_iter().find(|l| l.starts_with("cmk_"))
+    }
+}
+
+impl Spawned {
+    /// Starts `cmd` with its stdout and stderr collected.
+    pub(crate) fn start(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (stdout, stderr) = (Arc::default(), Arc::default());
+        collect_lines(child.stdout.take().unwrap(), Arc::clone(&stdout));
+        collect_lines(child.stderr.take().unwrap(), Arc::clone(&stderr));
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// What it logged on stderr so far.
     pub(crate) fn stderr(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
     }
 
-    /// What the server printed on stdout so far.
+    /// What it printed on stdout so far.
     pub(crate) fn stdout(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()
-    }
-
-    /// The API key printed on a first start, if any.
-    pub(crate) fn printed_key(&self) -> Option<String> {
-        self.stdout().into_iter().find(|l| l.starts_with("cmk_"))
     }
 
     /// Sends a signal (`TERM`, `INT`, `KILL`) and waits for the exit.
@@ -193,7 +220,7 @@ impl ServerProcess {
     }
 }
 
-impl Drop for ServerProcess {
+impl Drop for Spawned {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -81,12 +81,9 @@ async fn the_crate_verifies_every_request_and_reads_every_event_typed() {
     // The same events to a receiver that keeps the raw bodies, to check them against the
     // catalog's schemas.
     let raw = Receiver::start().await;
-    post_json(
-        &app,
-        "/v1/webhooks",
-        json!({"url": raw.url, "events": ["*"]}),
-    )
-    .await;
+    let raw_webhook = json!({"url": raw.url, "events": ["*"]});
+    let raw_webhook = post_json(&app, "/v1/webhooks", raw_webhook).await;
+    let raw_id = raw_webhook["id"].as_str().unwrap();
 
     // One of each event the API makes.
     let project = post_json(&app, "/v1/projects", json!({"name": "Main App"})).await;
@@ -165,15 +162,6 @@ async fn the_crate_verifies_every_request_and_reads_every_event_typed() {
         assert_eq!(assigned.unwrap().id, member["id"].as_str().unwrap());
     }
 
-    let schemas = Catalog::fetch(&app).await;
-    eventually(Duration::from_secs(10), "raw deliveries", || async {
-        raw.count() >= 8
-    })
-    .await;
-    for hit in raw.hits() {
-        schemas.check(&hit.json());
-    }
-
     // A rotation: during the grace period the receiver verifies with the new secret alone,
     // and with the old one alone.
     let rotated = post_json(&app, &format!("/v1/webhooks/{w}/rotate-secret"), json!({})).await;
@@ -182,6 +170,31 @@ async fn the_crate_verifies_every_request_and_reads_every_event_typed() {
         *receiver.verifier.lock().unwrap() = Verifier::new(holds).unwrap();
         post_json(&app, "/v1/projects", json!({"name": format!("P{n}")})).await;
         receiver.wait_for(n).await;
+    }
+
+    // The two events about webhooks: a ping, and a webhook disabled by a 410 Gone.
+    post_json(&app, &format!("/v1/webhooks/{raw_id}/ping"), json!({})).await;
+    let gone = Receiver::start().await;
+    gone.always(crate::receiver::Reply::Status(410));
+    let body = json!({"url": gone.url, "events": ["project.created"]});
+    post_json(&app, "/v1/webhooks", body).await;
+    post_json(&app, "/v1/projects", json!({"name": "The last one"})).await;
+    receiver.wait_for(13).await;
+    // Every event type reached the raw receiver, and each body matches its schema.
+    let schemas = Catalog::fetch(&app).await;
+    eventually(Duration::from_secs(10), "all ten types", || async {
+        let mut seen: Vec<String> = raw
+            .hits()
+            .iter()
+            .map(|h| h.json()["type"].to_string())
+            .collect();
+        seen.sort();
+        seen.dedup();
+        seen.len() == 10
+    })
+    .await;
+    for hit in raw.hits() {
+        schemas.check(&hit.json());
     }
     // Nothing was refused on the way: each delivery succeeded at its first attempt.
     let path = format!("/v1/webhooks/{w}/deliveries?limit=100");

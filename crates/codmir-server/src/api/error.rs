@@ -13,6 +13,11 @@ use utoipa::ToSchema;
 use crate::ops;
 use crate::store::{Cause, StoreError, chain};
 
+/// `Retry-After` (seconds) of a 503: a restart or a failover takes seconds.
+const RETRY_UNAVAILABLE: u64 = 2;
+/// `Retry-After` of a 507: freeing space takes an operator.
+const RETRY_FULL: u64 = 30;
+
 /// The longest request URI (path and query) the API reads: far above any route's need, far
 /// below what hyper would buffer, so a long one gets our JSON 414 rather than hyper's own.
 pub const MAX_URI: usize = 8 * 1024;
@@ -46,6 +51,13 @@ pub enum ApiError {
     RateLimited(u64),
     #[error("the server is shutting down or overloaded; retry later")]
     Unavailable,
+    #[error(
+        "the database cannot be reached; retry in a few seconds (a create retried with the same \
+         Idempotency-Key is made once)"
+    )]
+    DatabaseUnreachable(#[source] Cause),
+    #[error("the database's disk is full; nothing was stored (free space, then retry)")]
+    InsufficientStorage(#[source] Cause),
     #[error("internal error")]
     Internal(#[source] Cause),
 }
@@ -104,6 +116,12 @@ impl ApiError {
             ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri_too_long"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::DatabaseUnreachable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
+            }
+            ApiError::InsufficientStorage(_) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -113,7 +131,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
         let failure = match &self {
-            ApiError::Internal(cause) => Some(Failure(Some(cause.clone()))),
+            ApiError::Internal(cause)
+            | ApiError::DatabaseUnreachable(cause)
+            | ApiError::InsufficientStorage(cause) => Some(Failure(Some(cause.clone()))),
             ApiError::Unavailable => Some(Failure(None)),
             _ => None,
         };
@@ -129,10 +149,17 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, axum::Json(body)).into_response();
-        if let ApiError::RateLimited(secs) = &self {
+        let retry_after = match &self {
+            ApiError::RateLimited(secs) => Some(*secs),
+            // A node restarting, a database failing over: seconds, usually.
+            ApiError::Unavailable | ApiError::DatabaseUnreachable(_) => Some(RETRY_UNAVAILABLE),
+            ApiError::InsufficientStorage(_) => Some(RETRY_FULL),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(*secs),
+                axum::http::HeaderValue::from(secs),
             );
         }
         if status == StatusCode::UNAUTHORIZED {
@@ -184,6 +211,8 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Closed => ApiError::Unavailable,
+            StoreError::Unreachable { .. } => ApiError::DatabaseUnreachable(Arc::new(e)),
+            StoreError::Full(_) => ApiError::InsufficientStorage(Arc::new(e)),
             StoreError::Conflict(_) => ApiError::Conflict {
                 code: "conflict",
                 message: "a concurrent request changed the same thing; retry".into(),

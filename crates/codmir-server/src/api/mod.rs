@@ -68,7 +68,7 @@ struct BearerAuth;
 /// The answers every operation can give besides its own, in the JSON error shape, so that a
 /// client (or a schema checker) finds each status it may meet documented: 401 and 429 where a
 /// key is needed, 400/408/413/415/422 where a body is read, 404 where a path names a thing,
-/// 500 and 503 everywhere.
+/// 500 and 503 (with Retry-After) everywhere, 507 where something is written.
 struct CommonErrors;
 
 impl Modify for CommonErrors {
@@ -90,13 +90,14 @@ impl Modify for CommonErrors {
         for (path, item) in openapi.paths.paths.iter_mut() {
             let names_a_thing = path.contains('{');
             let operations = [
-                &mut item.get,
-                &mut item.post,
-                &mut item.patch,
-                &mut item.put,
-                &mut item.delete,
+                (&mut item.get, false),
+                (&mut item.post, true),
+                (&mut item.patch, true),
+                (&mut item.put, true),
+                (&mut item.delete, true),
             ];
-            for op in operations.into_iter().flatten() {
+            for (op, writes) in operations {
+                let Some(op) = op else { continue };
                 let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
                 let body = op.request_body.is_some();
                 let r = &mut op.responses;
@@ -130,7 +131,14 @@ impl Modify for CommonErrors {
                     "500",
                     "Internal error (logged with its cause; the body says nothing internal).",
                 );
-                add(r, "503", "Shutting down, or the database is unavailable.");
+                add(
+                    r,
+                    "503",
+                    "Shutting down, or the database is unreachable; see Retry-After.",
+                );
+                if writes {
+                    add(r, "507", "The database's disk is full; nothing was stored.");
+                }
             }
         }
     }

@@ -15,12 +15,14 @@ use super::budget::{ApiLoad, Budget};
 use super::handle::Handoff;
 use super::poll::PollTimer;
 use super::queues::{Bounds, Lane, Local};
-use super::recorder::record_outcomes;
+use super::recorder::{Health, record_outcomes};
 use crate::config::Config;
 use crate::store::{Lease, Leased, Store, StoreError, chain};
 
 /// The longest the engine sleeps without looking for due work.
 const MAX_IDLE: Duration = Duration::from_secs(1);
+/// How soon queued work is looked at again while the recorder holds attempts back.
+const RECORDER_LOOK: Duration = Duration::from_millis(200);
 /// Most deliveries claimed in one statement.
 const CLAIM_BATCH: usize = 256;
 
@@ -49,6 +51,8 @@ struct State {
     /// Webhooks left out of the last claim because this node already held enough of their
     /// work; when one drains, a claim is worth it.
     skipped: Vec<String>,
+    /// The recorder's: while it cannot record, no attempt starts.
+    recording: Arc<Health>,
 }
 
 impl Dispatcher {
@@ -73,10 +77,12 @@ impl Dispatcher {
         store.subscribe(wake.clone());
         let cut_off = engine.cut_off.clone();
         let (recorder_done, done_rx) = oneshot::channel::<()>();
+        let recording = Arc::new(Health::default());
         let recorder = tokio::spawn(record_outcomes(
             store.clone(),
             engine,
             config.disable_policy,
+            recording.clone(),
             recorded,
             done_rx,
         ));
@@ -91,6 +97,7 @@ impl Dispatcher {
             attempts: JoinSet::new(),
             timer: PollTimer::new(),
             skipped: Vec::new(),
+            recording,
         };
         let per_endpoint = config.max_in_flight_per_endpoint;
         let low_water = config.max_in_flight;
@@ -230,6 +237,10 @@ fn start_ready(
 ) -> Option<Duration> {
     if s.local.queued == 0 || s.local.total_in_flight >= config.max_in_flight {
         return None;
+    }
+    if s.recording.holding() {
+        // Looked at again on the recorder's wake-up once it writes, or at the next poll.
+        return Some(RECORDER_LOOK);
     }
     let now = Timestamp::now();
     let instant = Instant::now();

@@ -1,8 +1,15 @@
 //! The recorder: one task that writes attempts' outcomes in batches, one unit of work for
 //! whatever queued up while the previous batch was committing, and hands what the batch
 //! changed (a webhook disabled automatically) to the engine.
+//!
+//! A batch the database does not take (it is unreachable, its disk is full) is kept and
+//! written again until it is taken — outcomes are fenced by lease, so a late write of an
+//! attempt whose delivery another node took over changes nothing — and while it waits the
+//! engine starts no new attempt ([`Health::holding`]): an attempt whose outcome cannot be
+//! recorded is one the receiver may see again from whoever takes the delivery over.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use codmir_core::time::Timestamp;
@@ -22,12 +29,52 @@ const OUTCOME_BATCH: usize = 512;
 /// write nothing: another node may have recorded failures of it since.
 const CLEAN_FOR: Duration = Duration::from_secs(10);
 
+/// A write slower than this means the database is not answering: new attempts wait.
+const STALLED_AFTER: Duration = Duration::from_secs(1);
+/// The longest wait between two writes of a batch the database did not take.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often a batch refused for another reason than the database being away or full is
+/// tried: such an error may not go away, and the recorder must not wedge on it.
+const TRIES_OTHERWISE: u32 = 3;
+/// How long, once the engine stops, the recorder keeps trying a batch the database does not
+/// take before it gives up on it (the deliveries' leases expire and they are attempted again).
+const GIVE_UP_WHEN_STOPPING: Duration = Duration::from_secs(5);
+
+/// Whether the recorder is keeping up, shared with the engine loop.
+#[derive(Default)]
+pub(super) struct Health {
+    /// Milliseconds since `origin` when the write in progress began; 0 when idle.
+    writing_since: AtomicU64,
+    /// The last write failed and its batch waits to be written again.
+    failing: AtomicBool,
+    origin: std::sync::OnceLock<Instant>,
+}
+
+impl Health {
+    fn clock(&self) -> u64 {
+        let origin = *self.origin.get_or_init(Instant::now);
+        origin.elapsed().as_millis() as u64 + 1
+    }
+
+    /// True while new attempts should wait: the last batch was not taken, or the write in
+    /// progress has taken longer than a healthy database ever does.
+    pub(super) fn holding(&self) -> bool {
+        if self.failing.load(Ordering::Relaxed) {
+            return true;
+        }
+        let since = self.writing_since.load(Ordering::Relaxed);
+        since != 0 && self.clock().saturating_sub(since) > STALLED_AFTER.as_millis() as u64
+    }
+}
+
 /// Writes outcomes from `rx` until `done` fires and the queue is empty. Wakes the loop after
-/// a batch holding retries, so that it sets its timer for them.
+/// a batch holding retries, so that it sets its timer for them, and once the database takes
+/// batches again after a failure.
 pub(super) async fn record_outcomes(
     store: Store,
     engine: Engine,
     policy: DisablePolicy,
+    health: std::sync::Arc<Health>,
     mut rx: mpsc::Receiver<Observed>,
     mut done: oneshot::Receiver<()>,
 ) {
@@ -68,24 +115,68 @@ pub(super) async fn record_outcomes(
             .filter(|t| clean.contains_key(&t.webhook_id))
             .map(|t| t.webhook_id.clone())
             .collect();
-        let result = store
-            .write(move |tx| {
-                Box::pin(async move {
-                    let mut after = AfterCommit::default();
-                    let r = ops::record_outcomes(
-                        tx,
-                        &outcomes,
-                        &targets,
-                        &policy,
-                        &known,
-                        Timestamp::now(),
-                        &mut after,
-                    )
-                    .await?;
-                    Ok::<_, ops::Error>((r, after))
+        let outcomes = std::sync::Arc::new(outcomes);
+        let targets = std::sync::Arc::new(targets);
+        let known = std::sync::Arc::new(known);
+        let mut tries = 0u32;
+        let mut backoff = Duration::from_millis(100);
+        let mut stopping_since: Option<Instant> = None;
+        let result = loop {
+            let (outcomes, targets, known) = (outcomes.clone(), targets.clone(), known.clone());
+            health
+                .writing_since
+                .store(health.clock(), Ordering::Relaxed);
+            let result = store
+                .write(move |tx| {
+                    Box::pin(async move {
+                        let mut after = AfterCommit::default();
+                        let r = ops::record_outcomes(
+                            tx,
+                            &outcomes,
+                            &targets,
+                            &policy,
+                            &known,
+                            Timestamp::now(),
+                            &mut after,
+                        )
+                        .await?;
+                        Ok::<_, ops::Error>((r, after))
+                    })
                 })
-            })
-            .await;
+                .await;
+            health.writing_since.store(0, Ordering::Relaxed);
+            let Err(e) = &result else {
+                if health.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(outcomes = count, "recording attempts again");
+                    engine.wake.notify_one();
+                }
+                break result;
+            };
+            tries += 1;
+            finishing |= matches!(
+                done.try_recv(),
+                Ok(()) | Err(oneshot::error::TryRecvError::Closed)
+            );
+            let stopping_for = finishing.then(|| *stopping_since.get_or_insert_with(Instant::now));
+            let transient = matches!(e, ops::Error::Store(s) if s.is_transient());
+            let give_up = if transient {
+                stopping_for.is_some_and(|since| since.elapsed() > GIVE_UP_WHEN_STOPPING)
+            } else {
+                tries >= TRIES_OTHERWISE
+            };
+            if give_up {
+                break result;
+            }
+            health.failing.store(true, Ordering::Relaxed);
+            tracing::warn!(
+                error = %chain(e),
+                outcomes = count,
+                retry_in_ms = backoff.as_millis() as u64,
+                "could not record attempts; new attempts wait until they are recorded"
+            );
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        };
         match result {
             Ok((recorded, mut after)) => {
                 if recorded.not_recorded > 0 {
@@ -109,11 +200,15 @@ pub(super) async fn record_outcomes(
                     engine.after_commit(after).await;
                 }
             }
-            Err(e) => tracing::error!(
-                error = %chain(&e),
-                outcomes = count,
-                "could not record attempts; they will be retried when their leases expire"
-            ),
+            Err(e) => {
+                health.failing.store(false, Ordering::Relaxed);
+                tracing::error!(
+                    error = %chain(&e),
+                    outcomes = count,
+                    "could not record attempts; gave up on them: they will be attempted again \
+                     when their leases expire"
+                );
+            }
         }
         if retries {
             engine.wake.notify_one();

@@ -24,6 +24,18 @@ pub enum StoreError {
     /// A uniqueness constraint refused the write (two writers raced for the same thing).
     #[error("conflict: a uniqueness constraint refused the write")]
     Conflict(#[source] Cause),
+    /// The database cannot be reached or is not accepting work (down, restarting, cut off,
+    /// no answer in time): nothing was changed, or a commit's outcome is unknown. Worth
+    /// retrying shortly.
+    #[error("the database is unreachable: {context}")]
+    Unreachable {
+        context: String,
+        #[source]
+        source: Option<Cause>,
+    },
+    /// The disk is full: the write was not made.
+    #[error("the database's disk is full")]
+    Full(#[source] Cause),
     #[error("the store is closed")]
     Closed,
     #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://USER@HOST/DB")]
@@ -40,6 +52,22 @@ impl StoreError {
             context: context.into(),
             source: Some(Arc::new(source)),
         }
+    }
+
+    /// The database could not be reached while `context`.
+    pub fn unreachable(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Unreachable {
+            context: context.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// Whether retrying later may succeed where this failed (the database was away or full).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unreachable { .. } | StoreError::Full(_))
     }
 
     /// A database failure that has no error of its own below it.

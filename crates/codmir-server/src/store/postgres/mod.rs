@@ -35,6 +35,16 @@ const MIGRATIONS: &[&str] = &[
 const MIGRATION_LOCK: i64 = 0x636f_646d_6972;
 /// The channel commits that create deliveries notify.
 const CHANNEL: &str = "codmir_deliveries";
+/// How long to wait for a connection to open, or for a free one in the pool.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a unit of work may wait for PostgreSQL's answers. A server that went away
+/// closes the connection and fails at once; one cut off by the network answers nothing, and
+/// without this bound a request would hang until TCP gave up (minutes). Units of work take
+/// milliseconds; the slowest (a replay of 10,000 events) well under a second.
+const JOB_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the `LISTEN` connection is checked: a connection cut off by the network
+/// receives nothing and reports nothing.
+const LISTEN_CHECK: Duration = Duration::from_secs(10);
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
@@ -42,14 +52,35 @@ impl From<tokio_postgres::Error> for StoreError {
             Some(c) if *c == tokio_postgres::error::SqlState::UNIQUE_VIOLATION => {
                 StoreError::Conflict(Arc::new(e))
             }
+            _ if lost_connection(&e) => StoreError::unreachable("PostgreSQL", e),
             _ => StoreError::database("PostgreSQL", e),
         }
     }
 }
 
+/// Whether `e` says the server went away rather than refused the statement: the connection
+/// closed or failed (no server error at all, or SQLSTATE class 08), or the server is shutting
+/// down, crashed or still starting (57P01, 57P02, 57P03).
+fn lost_connection(e: &tokio_postgres::Error) -> bool {
+    match e.code() {
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03")
+        }
+        None => e.is_closed() || e.as_db_error().is_none(),
+    }
+}
+
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError::database("no database connection", e)
+        use deadpool_postgres::PoolError;
+        match e {
+            PoolError::Closed => StoreError::Closed,
+            PoolError::Backend(e) => e.into(),
+            // No connection within the pool's timeouts: the server is away or saturated.
+            e @ PoolError::Timeout(_) => StoreError::unreachable("no database connection", e),
+            e => StoreError::database("no database connection", e),
+        }
     }
 }
 
@@ -65,8 +96,15 @@ impl PgStore {
         pool_size: usize,
         keys: Option<Arc<KeyRing>>,
     ) -> StoreResult<Self> {
-        let config = tokio_postgres::Config::from_str(url)
+        let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| StoreError::database("invalid PostgreSQL URL", e))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        // Sent data not acknowledged for this long (a peer gone without a word): the
+        // connection fails instead of waiting for TCP's retransmissions to give up.
+        #[cfg(target_os = "linux")]
+        config.tcp_user_timeout(JOB_TIMEOUT);
         migrate(&config).await?;
         let manager = Manager::from_config(
             config.clone(),
@@ -77,6 +115,10 @@ impl PgStore {
         );
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::database("cannot build the connection pool", e))?;
         Ok(Self { pool, config, keys })
@@ -88,7 +130,7 @@ impl PgStore {
             Err(e) => return job.finish(Err(e.into())),
         };
         let began = std::time::Instant::now();
-        let result: StoreResult<()> = async {
+        let run = async {
             conn.batch_execute(begin).await?;
             let ok = {
                 let mut tx = PgTx {
@@ -100,8 +142,20 @@ impl PgStore {
             conn.batch_execute(if ok { "COMMIT" } else { "ROLLBACK" })
                 .await?;
             Ok(())
-        }
-        .await;
+        };
+        let result: StoreResult<()> = match tokio::time::timeout(JOB_TIMEOUT, run).await {
+            Ok(result) => result,
+            Err(_) => {
+                // Mid-transaction in an unknown state: closed, never back in the pool. If the
+                // COMMIT was sent, whether it took is unknown; the caller is told the database
+                // was unreachable, which is what a retry with the same key is for.
+                drop(Object::take(conn));
+                return job.finish(Err(StoreError::Unreachable {
+                    context: format!("no answer from PostgreSQL within {JOB_TIMEOUT:?}"),
+                    source: None,
+                }));
+            }
+        };
         if result.is_err() {
             let _ = conn.batch_execute("ROLLBACK").await;
         } else if begin == "BEGIN" {
@@ -211,10 +265,27 @@ async fn listen(
         Ok(())
     });
     client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
-    while rx.recv().await.is_some() {
-        wake.notify_one();
+    // Deliveries announced while this connection was away were not heard: claim now.
+    wake.notify_one();
+    let mut check = tokio::time::interval(LISTEN_CHECK);
+    check.tick().await;
+    loop {
+        tokio::select! {
+            got = rx.recv() => match got {
+                Some(()) => wake.notify_one(),
+                None => break,
+            },
+            _ = check.tick() => {
+                let alive = tokio::time::timeout(CONNECT_TIMEOUT, client.simple_query("")).await;
+                if !matches!(alive, Ok(Ok(_))) {
+                    tracing::warn!("LISTEN connection does not answer; reconnecting");
+                    break;
+                }
+            }
+        }
     }
     drop(client);
+    driver.abort();
     match driver.await {
         Ok(result) => result,
         Err(_) => Ok(()),

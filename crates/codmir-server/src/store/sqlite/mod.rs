@@ -41,6 +41,7 @@ impl From<rusqlite::Error> for StoreError {
             Some(rusqlite::ErrorCode::ConstraintViolation) if e.to_string().contains("UNIQUE") => {
                 StoreError::Conflict(std::sync::Arc::new(e))
             }
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(std::sync::Arc::new(e)),
             _ => StoreError::database("SQLite", e),
         }
     }

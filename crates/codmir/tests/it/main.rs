@@ -16,6 +16,7 @@ mod delivery_log;
 mod events;
 mod failures;
 mod fairness;
+mod faults;
 mod first_run;
 mod guides;
 mod helpers;

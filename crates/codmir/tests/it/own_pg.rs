@@ -98,8 +98,14 @@ impl OwnPostgres {
 
     /// Stops the server (fast: open sessions are cut).
     pub(crate) fn stop(&self) {
+        self.stop_with("fast");
+    }
+
+    /// Stops the server in `mode`: `fast` (sessions cut, a clean shutdown) or `immediate`
+    /// (every process killed at once, recovery at the next start: a crash).
+    pub(crate) fn stop_with(&self, mode: &str) {
         let out = as_postgres(self.bin.join("pg_ctl"))
-            .args(["stop", "-w", "-m", "fast", "-D"])
+            .args(["stop", "-w", "-m", mode, "-D"])
             .arg(self.data())
             .output()
             .unwrap();

@@ -273,3 +273,158 @@ async fn postgresql_restarting_under_load_loses_no_acknowledged_event() {
     // A restart cuts no attempt off from its outcome for longer than a lease: none is sent twice.
     assert_eq!(duplicates, 0);
 }
+
+/// A small filesystem of the test's own (tmpfs, as root), unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self { dir })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Writes a file until the filesystem refuses more.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 16 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// POSTs a ticket titled `title`; the status, `Retry-After` present, and the body.
+async fn create_ticket(base: &str, key: &str, project: &str, title: &str) -> (u16, bool, Value) {
+    let r = client()
+        .post(format!("{base}/v1/projects/{project}/tickets"))
+        .bearer_auth(key)
+        .json(&json!({"title": title}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let retry_after = r.headers().contains_key("retry-after");
+    (status, retry_after, r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sqlite_disk_refuses_writes_keeps_outcomes_and_recovers_without_a_restart() {
+    let Some(disk) = SmallDisk::mount("8m") else {
+        eprintln!("skipped: cannot mount a tmpfs (needs root)");
+        return;
+    };
+    let db_path = disk.path().join("codmir.db");
+    let db = format!("sqlite://{}", db_path.display());
+    let flags = [
+        "--allow-private-targets",
+        "--retry-schedule",
+        "200ms,500ms,1s",
+    ];
+    let s = ServerProcess::start(&db, &flags).await;
+    let key = s.printed_key().unwrap();
+    let rx = Receiver::start().await;
+    let webhook = s
+        .post(
+            &key,
+            "/v1/webhooks",
+            json!({"url": rx.url, "events": ["ticket.*"]}),
+        )
+        .await;
+    let webhook = webhook["id"].as_str().unwrap().to_owned();
+    let project = s.post(&key, "/v1/projects", json!({"name": "Disk"})).await;
+    let p = project["id"].as_str().unwrap().to_owned();
+
+    // An attempt in flight when the disk fills: the receiver answers it 1.5 s later, when its
+    // outcome can no longer be written.
+    rx.script([crate::receiver::Reply::Delay(1500, 200)]);
+    let (status, _, ticket) = create_ticket(&s.base, &key, &p, "before").await;
+    assert_eq!(status, 201);
+    let before = ticket["id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(10), "the attempt in flight", || async {
+        rx.count() == 1
+    })
+    .await;
+    let filler = disk.fill();
+
+    // Writes are refused with a clear answer, never a 5xx that says nothing or a 2xx for
+    // something not stored; reads still answer.
+    let mut refused = 0;
+    let mut stored = Vec::new();
+    for i in 0..50 {
+        let title = format!("during {i} {}", "x".repeat(400));
+        let (status, retry_after, body) = create_ticket(&s.base, &key, &p, &title).await;
+        match status {
+            201 => stored.push(body["id"].as_str().unwrap().to_owned()),
+            507 => {
+                assert_eq!(body["error"]["code"], "insufficient_storage", "{body}");
+                assert!(retry_after);
+                refused += 1;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(refused > 0, "the full disk refused no write");
+    let read = get(&s.base, &key, &format!("/v1/tickets/{before}")).await;
+    assert_eq!(read["title"], "before", "{read}");
+    // The outcome of the attempt in flight could not be written: it is kept and retried.
+    eventually(Duration::from_secs(10), "the outcome kept", || async {
+        s.stderr()
+            .iter()
+            .any(|l| l.contains("could not record attempts; new attempts wait"))
+    })
+    .await;
+
+    // Space comes back: the server carries on, the kept outcome is written, writes succeed.
+    std::fs::remove_file(filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _, body) = create_ticket(&s.base, &key, &p, "after").await;
+        if status == 201 {
+            stored.push(body["id"].as_str().unwrap().to_owned());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes not accepted again: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut acknowledged = vec![before];
+    acknowledged.extend(stored);
+    let duplicates = check_history(&s.base, &key, &webhook, &rx, &acknowledged).await;
+    assert_eq!(
+        duplicates, 0,
+        "the outcome kept through the full disk was recorded, not sent again"
+    );
+    let logged = s.stderr();
+    assert!(!logged.iter().any(|l| l.contains("panicked")), "{logged:?}");
+    drop(s);
+    let conn = rusqlite::Connection::open(&db_path).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+}

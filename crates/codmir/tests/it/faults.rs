@@ -428,3 +428,121 @@ async fn a_full_sqlite_disk_refuses_writes_keeps_outcomes_and_recovers_without_a
         .unwrap();
     assert_eq!(check, "ok");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL's initdb and pg_ctl; run `cargo test -- --ignored` (CI does)"]
+async fn a_node_cut_off_from_postgresql_is_taken_over_and_fenced_when_it_returns() {
+    let pg = OwnPostgres::start();
+    let proxy = crate::proxy::Proxy::start(pg.port).await;
+    let flags = [
+        "--allow-private-targets",
+        "--retry-schedule",
+        "200ms,500ms,1s,2s,2s,2s",
+        "--request-timeout",
+        "2s",
+        "--delivery-lease",
+        "4s",
+    ];
+    let via_proxy = format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port);
+    let a = ServerProcess::start(&via_proxy, &flags).await;
+    let b = ServerProcess::start(&pg.url(), &flags).await;
+    let key = a.printed_key().unwrap();
+    let rx = Receiver::start().await;
+    // Slow answers: node A always has attempts in flight.
+    rx.always(crate::receiver::Reply::Delay(200, 200));
+    let webhook = b
+        .post(
+            &key,
+            "/v1/webhooks",
+            json!({"url": rx.url, "events": ["*"]}),
+        )
+        .await;
+    let webhook = webhook["id"].as_str().unwrap().to_owned();
+    let project = b.post(&key, "/v1/projects", json!({"name": "Load"})).await;
+    let project = project["id"].as_str().unwrap().to_owned();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (seen, task) = load(
+        vec![a.base.clone()],
+        key.clone(),
+        project.clone(),
+        stop.clone(),
+    );
+    let acknowledged = || seen.lock().unwrap().acknowledged.len();
+    eventually(Duration::from_secs(30), "load flowing", || async {
+        acknowledged() > 30
+    })
+    .await;
+
+    proxy.cut();
+    let cut_at = tokio::time::Instant::now();
+    // The cut-off node answers promptly that its database is unreachable.
+    let started = Instant::now();
+    let r = client()
+        .post(format!("{}/v1/projects", a.base))
+        .bearer_auth(&key)
+        .json(&json!({"name": "while cut off"}))
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status(), 503);
+    assert!(took < Duration::from_secs(16), "answered after {took:?}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
+    // The other node still serves.
+    let r = client()
+        .get(format!("{}/v1/webhooks/{webhook}", b.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The partition is held past A's leases (4 s), so that B takes A's deliveries over.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    proxy.heal();
+    let after = acknowledged();
+    eventually(Duration::from_secs(40), "A takes writes again", || async {
+        acknowledged() > after + 20
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    task.await.unwrap();
+
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    for (status, body, _, took) in &seen.refused {
+        assert_eq!(*status, 503, "{body}");
+        assert!(*took < Duration::from_secs(16), "a request took {took:?}");
+    }
+    let duplicates = check_history(&b.base, &key, &webhook, &rx, &seen.acknowledged).await;
+    // Each duplicate is an attempt A made and could not record: in flight at the cut (at most
+    // the request timeout before it), or started before A noticed its writes stalled (1 s).
+    let hits = rx.hits();
+    let mut first: HashMap<String, tokio::time::Instant> = HashMap::new();
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for h in &hits {
+        let id = h.header("webhook-id").to_owned();
+        first.entry(id.clone()).or_insert(h.at);
+        *count.entry(id).or_default() += 1;
+    }
+    let window = (
+        cut_at - Duration::from_secs(2),
+        cut_at + Duration::from_millis(1500),
+    );
+    for (id, n) in &count {
+        if *n > 1 {
+            let at = first[id];
+            assert!(
+                at >= window.0 && at <= window.1,
+                "{id} sent {n} times, first {:?} from the cut",
+                at - window.0
+            );
+        }
+    }
+    eprintln!(
+        "acknowledged {}, refused {}, received {}, duplicates {duplicates}",
+        seen.acknowledged.len(),
+        seen.refused.len(),
+        hits.len()
+    );
+}

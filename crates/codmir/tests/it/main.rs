@@ -28,6 +28,7 @@ mod observability;
 mod operations;
 mod own_pg;
 mod process;
+mod proxy;
 mod receiver;
 mod receiving;
 mod request_fuzz;

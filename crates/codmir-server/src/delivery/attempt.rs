@@ -56,9 +56,13 @@ impl Attempter {
         let started = Timestamp::now();
         let clock = std::time::Instant::now();
         let mut cut_off = self.cut_off.clone();
-        let result = tokio::select! {
-            result = self.sender.send(work, number, started) => result,
-            Ok(_) = cut_off.wait_for(|cut| *cut) => super::client::AttemptResult::interrupted(),
+        let result = if fault::succeed_without_sending() {
+            fault::pretend_success()
+        } else {
+            tokio::select! {
+                result = self.sender.send(work, number, started) => result,
+                Ok(_) = cut_off.wait_for(|cut| *cut) => super::client::AttemptResult::interrupted(),
+            }
         };
         let duration_ms = clock.elapsed().as_millis() as u64;
         // An interrupted attempt is not the endpoint's failure: due again at once (after a
@@ -168,4 +172,36 @@ fn jitter_unit() -> f64 {
     let mut b = [0u8; 4];
     codmir_core::id::random_bytes(&mut b);
     f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
+}
+
+/// A deliberately broken sender, for proving that the fault-injection run's checker catches
+/// a broken promise: with the `fault-switches` feature (test builds only: `cargo test` turns
+/// it on through a dev-dependency; release builds have none of it) and
+/// `CODMIR_FAULT_SUCCEED_WITHOUT_SENDING=1`, one attempt in ten is recorded as a 200 without
+/// any request being made.
+mod fault {
+    #[cfg(feature = "fault-switches")]
+    pub(super) fn succeed_without_sending() -> bool {
+        use std::sync::OnceLock;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static ON: OnceLock<bool> = OnceLock::new();
+        static COUNT: AtomicU64 = AtomicU64::new(0);
+        *ON.get_or_init(|| std::env::var_os("CODMIR_FAULT_SUCCEED_WITHOUT_SENDING").is_some())
+            && COUNT.fetch_add(1, Ordering::Relaxed).is_multiple_of(10)
+    }
+
+    #[cfg(not(feature = "fault-switches"))]
+    pub(super) fn succeed_without_sending() -> bool {
+        false
+    }
+
+    pub(super) fn pretend_success() -> super::super::client::AttemptResult {
+        super::super::client::AttemptResult {
+            status_code: Some(200),
+            error: None,
+            response_body: None,
+            retry_after: None,
+            interrupted: false,
+        }
+    }
 }

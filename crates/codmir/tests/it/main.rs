@@ -5,6 +5,7 @@
 mod api;
 mod at_rest;
 mod auth;
+mod chaos;
 mod cli;
 mod commands;
 mod conformance;

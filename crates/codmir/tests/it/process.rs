@@ -121,6 +121,11 @@ fn collect_lines(
 impl ServerProcess {
     /// Starts `codmir serve` on `db` and a free port with `extra` flags; returns once it answers.
     pub(crate) async fn start(db: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(db, extra, &[]).await
+    }
+
+    /// [`ServerProcess::start`] with environment variables set for the server.
+    pub(crate) async fn start_with_env(db: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -134,7 +139,8 @@ impl ServerProcess {
         }
         serve
             .args(["serve", "--database-url", db, "--listen", &listen])
-            .args(extra);
+            .args(extra)
+            .envs(env.iter().copied());
         let proc = Spawned::start(serve);
         let base = format!("http://{listen}");
         let c = client();

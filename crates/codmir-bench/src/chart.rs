@@ -72,3 +72,58 @@ pub(crate) fn svg(bars: &[Bar]) -> String {
     s.push_str("</svg>\n");
     s
 }
+
+/// What one panel of the soak's chart plots.
+type Measure = fn(&crate::scenarios::Sample) -> f64;
+
+/// The soak's samples as four small line charts over time (minutes): resident memory,
+/// open file descriptors, database size, p99 latency of each interval.
+pub(crate) fn soak_svg(samples: &[crate::scenarios::Sample]) -> String {
+    let (w, h, pad) = (460.0, 160.0, 40.0);
+    let panels: [(&str, Measure); 4] = [
+        ("resident memory, MiB", |s| s.rss_mib),
+        ("open file descriptors", |s| s.fds as f64),
+        ("database on disk, MiB", |s| s.db_mib),
+        ("delivery p99 per interval, ms", |s| s.p99_ms),
+    ];
+    let end = samples.last().map_or(1.0, |s| s.minute.max(1.0));
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="11">
+<rect width="100%" height="100%" fill="white"/>
+"##,
+        2.0 * (w + pad),
+        2.0 * (h + 2.0 * pad)
+    );
+    for (i, (title, value)) in panels.iter().enumerate() {
+        let x0 = (i % 2) as f64 * (w + pad) + pad;
+        let y0 = (i / 2) as f64 * (h + 2.0 * pad) + pad;
+        let max = samples
+            .iter()
+            .map(|s| finite(value(s)))
+            .fold(0.0, f64::max)
+            .max(1e-9);
+        let points: Vec<String> = samples
+            .iter()
+            .map(|s| {
+                let x = x0 + s.minute / end * w;
+                let y = y0 + h - finite(value(s)) / max * h;
+                format!("{x:.1},{y:.1}")
+            })
+            .collect();
+        let _ = write!(
+            out,
+            r##"<text x="{x0}" y="{}" font-size="12" font-weight="bold">{title}</text>
+<text x="{x0}" y="{}" fill="#555">max {max:.1}; 0 to {end:.0} min</text>
+<rect x="{x0}" y="{y0}" width="{w}" height="{h}" fill="none" stroke="#ccc"/>
+<polyline fill="none" stroke="#1f6feb" stroke-width="1.5" points="{}"/>
+"##,
+            y0 - 18.0,
+            y0 - 5.0,
+            points.join(" ")
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}

@@ -35,6 +35,9 @@ pub(crate) enum Scenario {
     Isolation,
     Idle,
     Retention,
+    /// Long and steady (`--seconds 3600 --rate 200`): memory, descriptors, database size
+    /// and p99 sampled over time. Not part of the default set.
+    Soak,
 }
 
 /// Benchmarks of codmir, each beside the loopback ceiling measured in the same run.
@@ -63,6 +66,9 @@ pub(crate) struct Args {
     /// Seconds of the `latency` scenario.
     #[arg(long, default_value_t = 30)]
     pub(crate) seconds: u64,
+    /// Seconds between two samples of the `soak` scenario.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) sample_every: u64,
     /// Deliveries piled up by the `backlog` scenario.
     #[arg(long, default_value_t = 1_000_000)]
     pub(crate) backlog: u64,
@@ -94,7 +100,12 @@ async fn main() -> Result<()> {
         binary.display()
     );
     let scenarios = if args.scenario.is_empty() {
-        Scenario::value_variants().to_vec()
+        // The soak is long: asked for by name only.
+        Scenario::value_variants()
+            .iter()
+            .copied()
+            .filter(|s| *s != Scenario::Soak)
+            .collect()
     } else {
         args.scenario.clone()
     };
@@ -145,6 +156,7 @@ async fn main() -> Result<()> {
                 continue;
             }
             Scenario::Retention => scenarios::retention(&bench).await,
+            Scenario::Soak => scenarios::soak(&bench).await.map(|r| vec![r]),
         };
         for mut row in result.with_context(|| format!("scenario {s:?}"))? {
             row.scenario = format!("{} [{backend}]", row.scenario);

@@ -6,6 +6,7 @@ mod idle;
 mod isolation;
 mod latency;
 mod retention;
+mod soak;
 mod steady;
 
 pub(crate) use backlog::backlog;
@@ -14,4 +15,5 @@ pub(crate) use idle::idle;
 pub(crate) use isolation::isolation;
 pub(crate) use latency::latency;
 pub(crate) use retention::retention;
+pub(crate) use soak::{Sample, soak};
 pub(crate) use steady::steady;

@@ -24,7 +24,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::helpers::client;
+use crate::helpers::{all_pages, client, get_at};
 use crate::own_pg::OwnPostgres;
 use crate::process::ServerProcess;
 use crate::proxy::Proxy;
@@ -261,30 +261,6 @@ impl Report {
     }
 }
 
-async fn get(base: &str, key: &str, path: &str) -> Value {
-    let r = client()
-        .get(format!("{base}{path}"))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    r.json().await.unwrap()
-}
-
-async fn all(base: &str, key: &str, path: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut cursor = String::new();
-    loop {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let page = get(base, key, &format!("{path}{sep}limit=100{cursor}")).await;
-        out.extend(page["data"].as_array().cloned().unwrap_or_default());
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = format!("&cursor={next}"),
-            None => return out,
-        }
-    }
-}
-
 /// Checks the history once the system is quiet: every claim of the module's header.
 async fn check(
     base: &str,
@@ -300,7 +276,7 @@ async fn check(
     };
     let v = &mut report.violations;
     v.extend(acked.bad_answers.iter().cloned());
-    let events = all(base, key, "/v1/events?order=asc").await;
+    let events = all_pages(base, key, "/v1/events?order=asc").await;
     report.events = events.len();
     let mut created = HashSet::new();
     for e in &events {
@@ -340,7 +316,7 @@ async fn check(
             let id = e["id"].as_str().unwrap_or_default();
             if !ok.contains_key(&(webhook.as_str(), id)) {
                 // Where it stands, to say why.
-                let d = get(
+                let d = get_at(
                     base,
                     key,
                     &format!("/v1/deliveries?event_id={id}&webhook_id={webhook}"),
@@ -357,7 +333,7 @@ async fn check(
                 ));
             }
         }
-        for d in all(base, key, &format!("/v1/webhooks/{webhook}/deliveries")).await {
+        for d in all_pages(base, key, &format!("/v1/webhooks/{webhook}/deliveries")).await {
             report.deliveries += 1;
             let (id, event) = (
                 d["id"].as_str().unwrap_or_default(),
@@ -368,7 +344,7 @@ async fn check(
                     "{id} is recorded succeeded but the receiver never answered it 2xx"
                 ));
             }
-            let full = get(base, key, &format!("/v1/deliveries/{id}")).await;
+            let full = get_at(base, key, &format!("/v1/deliveries/{id}")).await;
             let numbers: Vec<u64> = full["attempts"]
                 .as_array()
                 .into_iter()
@@ -412,7 +388,7 @@ async fn quiet(base: &str, key: &str, webhooks: &[(String, &str)]) {
     while Instant::now() < deadline {
         let mut pending = 0;
         for (w, _) in webhooks {
-            pending += all(
+            pending += all_pages(
                 base,
                 key,
                 &format!("/v1/webhooks/{w}/deliveries?status=pending"),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{client, eventually};
+use crate::helpers::{all_pages, client, eventually, get_at};
 use crate::own_pg::OwnPostgres;
 use crate::process::ServerProcess;
 use crate::receiver::Receiver;
@@ -67,33 +67,6 @@ fn load(
     (seen, task)
 }
 
-async fn get(base: &str, key: &str, path: &str) -> Value {
-    client()
-        .get(format!("{base}{path}"))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-/// Every page of `path` (a list with `next_cursor`).
-async fn all(base: &str, key: &str, path: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut cursor = String::new();
-    loop {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let page = get(base, key, &format!("{path}{sep}limit=100{cursor}")).await;
-        out.extend(page["data"].as_array().unwrap().iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = format!("&cursor={next}"),
-            None => return out,
-        }
-    }
-}
-
 /// The promise, checked from the receiver's side; returns the number of duplicate arrivals.
 async fn check_history(
     base: &str,
@@ -136,7 +109,7 @@ async fn check_history(
         Duration::from_secs(60),
         "no delivery left pending",
         || async {
-            all(
+            all_pages(
                 base,
                 key,
                 &format!("/v1/webhooks/{webhook}/deliveries?status=pending"),
@@ -146,14 +119,14 @@ async fn check_history(
         },
     )
     .await;
-    for d in all(base, key, &format!("/v1/webhooks/{webhook}/deliveries")).await {
+    for d in all_pages(base, key, &format!("/v1/webhooks/{webhook}/deliveries")).await {
         assert_eq!(d["status"], "succeeded", "{d}");
         let event = d["event_id"].as_str().unwrap();
         assert!(
             per_event.contains_key(event),
             "succeeded but never received: {d}"
         );
-        let full = get(
+        let full = get_at(
             base,
             key,
             &format!("/v1/deliveries/{}", d["id"].as_str().unwrap()),
@@ -387,7 +360,7 @@ async fn a_full_sqlite_disk_refuses_writes_keeps_outcomes_and_recovers_without_a
         }
     }
     assert!(refused > 0, "the full disk refused no write");
-    let read = get(&s.base, &key, &format!("/v1/tickets/{before}")).await;
+    let read = get_at(&s.base, &key, &format!("/v1/tickets/{before}")).await;
     assert_eq!(read["title"], "before", "{read}");
     // The outcome of the attempt in flight could not be written: it is kept and retried.
     eventually(Duration::from_secs(10), "the outcome kept", || async {

@@ -310,6 +310,26 @@ pub(crate) async fn get_json(url: &str, key: &str) -> Value {
         .unwrap()
 }
 
+/// `GET base+path` with a key; the JSON body.
+pub(crate) async fn get_at(base: &str, key: &str, path: &str) -> Value {
+    get_json(&format!("{base}{path}"), key).await
+}
+
+/// Every item of the list at `path` (through `base`, with `key`), page after page.
+pub(crate) async fn all_pages(base: &str, key: &str, path: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let page = get_at(base, key, &format!("{path}{sep}limit=100{cursor}")).await;
+        out.extend(page["data"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => return out,
+        }
+    }
+}
+
 /// Deliveries of the workspace's first webhook still pending, through the API at `base`.
 pub(crate) async fn pending_deliveries(base: &str, key: &str) -> usize {
     let hooks = get_json(&format!("{base}/v1/webhooks"), key).await;

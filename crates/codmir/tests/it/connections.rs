@@ -196,7 +196,8 @@ async fn past_max_connections_newcomers_are_closed_and_open_connections_served()
     // The eleventh connection is accepted and closed at once.
     let mut late = TcpStream::connect(addr(&s)).await.unwrap();
     let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(5), late.read(&mut buf))
+    // Generous: under a loaded test run the server may be slow to get to its accept queue.
+    let n = tokio::time::timeout(Duration::from_secs(15), late.read(&mut buf))
         .await
         .expect("closed promptly");
     assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");

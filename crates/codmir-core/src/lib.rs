@@ -5,6 +5,7 @@
 //! deterministic given its inputs (the clock and randomness are passed in or isolated in
 //! `id::random_bytes`), so it is tested without a server.
 
+pub mod endpoint;
 pub mod event;
 pub mod id;
 pub mod retry;

@@ -24,7 +24,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::helpers::{all_pages, client, get_at};
+use crate::helpers::{all_pages, client, eventually, get_at};
 use crate::own_pg::OwnPostgres;
 use crate::process::ServerProcess;
 use crate::proxy::Proxy;
@@ -117,6 +117,13 @@ async fn receive(State(r): State<FlakyReceiver>, headers: HeaderMap, _body: Byte
 }
 
 impl FlakyReceiver {
+    /// Answers every request 503 for `length`.
+    async fn down_for(&self, length: Duration) {
+        self.down.store(true, Ordering::Relaxed);
+        hold(length).await;
+        self.down.store(false, Ordering::Relaxed);
+    }
+
     async fn start() -> (Self, String) {
         let me = Self::default();
         let app = axum::Router::new().fallback(receive).with_state(me.clone());
@@ -168,6 +175,9 @@ fn workload(
             tokio::spawn(async move {
                 let c = client();
                 let mut rng = Rng(seed.wrapping_add(worker * 7919) | 1);
+                // About 25 requests a second per client: enough to have work in flight at
+                // every fault, few enough to check every delivery afterwards.
+                let mut pace = tokio::time::interval(Duration::from_millis(30));
                 while !stop.load(Ordering::Relaxed) {
                     let base = {
                         let nodes = nodes.lock().unwrap();
@@ -204,9 +214,7 @@ fn workload(
                         .bearer_auth(&key)
                         .json(&body)
                         .timeout(Duration::from_secs(30));
-                    // About 25 requests a second per client: enough to have work in flight at
-                    // every fault, few enough to check every delivery afterwards.
-                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    pace.tick().await;
                     let Ok(r) = req.send().await else {
                         // A node killed mid-request: no answer, nothing promised.
                         continue;
@@ -382,28 +390,80 @@ async fn check(
     report
 }
 
-/// Waits until no delivery of `webhooks` is pending (or gives up after a minute).
+/// Waits until no delivery of `webhooks` is pending.
 async fn quiet(base: &str, key: &str, webhooks: &[(String, &str)]) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while Instant::now() < deadline {
-        let mut pending = 0;
+    eventually(Duration::from_secs(90), "no delivery pending", || async {
         for (w, _) in webhooks {
-            pending += all_pages(
-                base,
+            let path = format!("/v1/webhooks/{w}/deliveries?status=pending");
+            if !all_pages(base, key, &path).await.is_empty() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
+/// Keeps a fault in place for `length`: the fault's duration, not a wait for something.
+async fn hold(length: Duration) {
+    tokio::time::sleep(length).await;
+}
+
+/// Waits until the workload has had `more` requests acknowledged: load is flowing again.
+async fn flowing(acked: &Mutex<Acknowledged>, more: usize) {
+    let count = || {
+        let a = acked.lock().unwrap();
+        a.tickets.len() + a.comments.len()
+    };
+    let before = count();
+    eventually(Duration::from_secs(60), "the load flowing", || async {
+        count() >= before + more
+    })
+    .await;
+}
+
+/// The two webhooks of a run (`*` and `ticket.*`) to `url`, and a project, through `server`.
+async fn setup(
+    server: &ServerProcess,
+    key: &str,
+    url: &str,
+) -> (Vec<(String, &'static str)>, String) {
+    let mut webhooks = Vec::new();
+    for pattern in ["*", "ticket.*"] {
+        let w = server
+            .post(
                 key,
-                &format!("/v1/webhooks/{w}/deliveries?status=pending"),
+                "/v1/webhooks",
+                json!({"url": url, "events": [pattern]}),
             )
-            .await
-            .len();
-        }
-        if pending == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if Instant::now() >= deadline {
-            eprintln!("chaos: {pending} deliveries still pending after 90 s");
-        }
+            .await;
+        webhooks.push((w["id"].as_str().unwrap().to_owned(), pattern));
     }
+    let project = server
+        .post(key, "/v1/projects", json!({"name": "Chaos"}))
+        .await;
+    (webhooks, project["id"].as_str().unwrap().to_owned())
+}
+
+/// Stops the load, waits until nothing is pending, and checks the history through `base`.
+async fn finish(
+    stop: &AtomicBool,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    (base, key): (&str, &str),
+    webhooks: &[(String, &str)],
+    acked: &Mutex<Acknowledged>,
+    receiver: &FlakyReceiver,
+    faults: &[Fault],
+) -> (Report, Acknowledged) {
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    quiet(base, key, webhooks).await;
+    let arrivals = receiver.arrivals.lock().unwrap().clone();
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let report = check(base, key, webhooks, &acked, &arrivals, faults).await;
+    (report, acked)
 }
 
 /// Two nodes on one PostgreSQL, each behind a proxy that can cut it off.
@@ -450,25 +510,21 @@ impl Cluster {
         match kind {
             "kill -9 a node" => {
                 self.servers[i].stop_with("KILL");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                hold(Duration::from_millis(500)).await;
                 self.servers[i] = self.node(i).await;
                 *self.nodes.lock().unwrap() = self.servers.iter().map(|s| s.base.clone()).collect();
             }
             "restart PostgreSQL" => {
                 self.pg.stop_with(if i == 0 { "fast" } else { "immediate" });
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                hold(Duration::from_secs(1)).await;
                 self.pg.restart();
             }
             "partition a node" => {
                 self.proxies[i].cut();
-                tokio::time::sleep(LEASE + Duration::from_secs(2)).await;
+                hold(LEASE + Duration::from_secs(2)).await;
                 self.proxies[i].heal();
             }
-            _ => {
-                receiver.down.store(true, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                receiver.down.store(false, Ordering::Relaxed);
-            }
+            _ => receiver.down_for(Duration::from_secs(3)).await,
         }
         Fault {
             kind,
@@ -491,31 +547,17 @@ async fn run_on_postgres(rounds: usize, env: Vec<(&'static str, &'static str)>) 
     let mut cluster = Cluster::start(env).await;
     let key = cluster.servers[0].printed_key().unwrap();
     let (receiver, url) = FlakyReceiver::start().await;
-    let base = cluster.servers[1].base.clone();
-    let mut webhooks = Vec::new();
-    for pattern in ["*", "ticket.*"] {
-        let w = cluster.servers[1]
-            .post(
-                &key,
-                "/v1/webhooks",
-                json!({"url": url, "events": [pattern]}),
-            )
-            .await;
-        webhooks.push((w["id"].as_str().unwrap().to_owned(), pattern));
-    }
-    let project = cluster.servers[1]
-        .post(&key, "/v1/projects", json!({"name": "Chaos"}))
-        .await;
+    let (webhooks, project) = setup(&cluster.servers[1], &key, &url).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (acked, tasks) = workload(
         cluster.nodes.clone(),
         key.clone(),
-        project["id"].as_str().unwrap().to_owned(),
+        project,
         stop.clone(),
         seed(),
     );
     let mut faults = Vec::new();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    flowing(&acked, 20).await;
     for round in 0..rounds {
         let kind = KINDS
             .get(round)
@@ -527,23 +569,19 @@ async fn run_on_postgres(rounds: usize, env: Vec<(&'static str, &'static str)>) 
             fault.end - fault.start
         );
         faults.push(fault);
-        tokio::time::sleep(Duration::from_millis(1000 + rng.below(1000))).await;
+        flowing(&acked, 20 + rng.below(40) as usize).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let base = cluster
-        .nodes
-        .lock()
-        .unwrap()
-        .first()
-        .cloned()
-        .unwrap_or(base);
-    quiet(&base, &key, &webhooks).await;
-    let arrivals = receiver.arrivals.lock().unwrap().clone();
-    let acked = std::mem::take(&mut *acked.lock().unwrap());
-    let report = check(&base, &key, &webhooks, &acked, &arrivals, &faults).await;
+    let base = cluster.nodes.lock().unwrap()[0].clone();
+    let (report, acked) = finish(
+        &stop,
+        tasks,
+        (&base, &key),
+        &webhooks,
+        &acked,
+        &receiver,
+        &faults,
+    )
+    .await;
     eprintln!(
         "chaos: seed {}, {rounds} faults, {} tickets and {} comments acknowledged, {} events, {} deliveries, {} requests received, {} duplicates, {} violations",
         seed(),
@@ -607,37 +645,16 @@ async fn chaos_on_one_sqlite_node_keeps_every_promise() {
     let mut server = ServerProcess::start(&db, &FLAGS).await;
     let key = server.printed_key().unwrap();
     let (receiver, url) = FlakyReceiver::start().await;
-    let mut webhooks = Vec::new();
-    for pattern in ["*", "ticket.*"] {
-        let w = server
-            .post(
-                &key,
-                "/v1/webhooks",
-                json!({"url": url, "events": [pattern]}),
-            )
-            .await;
-        webhooks.push((w["id"].as_str().unwrap().to_owned(), pattern));
-    }
-    let project = server
-        .post(&key, "/v1/projects", json!({"name": "Chaos"}))
-        .await;
+    let (webhooks, project) = setup(&server, &key, &url).await;
     let nodes: Nodes = Arc::new(Mutex::new(vec![server.base.clone()]));
     let stop = Arc::new(AtomicBool::new(false));
-    let (acked, tasks) = workload(
-        nodes.clone(),
-        key.clone(),
-        project["id"].as_str().unwrap().to_owned(),
-        stop.clone(),
-        seed(),
-    );
+    let (acked, tasks) = workload(nodes.clone(), key.clone(), project, stop.clone(), seed());
     let mut faults = Vec::new();
     for kind in ["kill -9 the node", "receiver down", "kill -9 the node"] {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        flowing(&acked, 40).await;
         let start = Instant::now();
         if kind == "receiver down" {
-            receiver.down.store(true, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            receiver.down.store(false, Ordering::Relaxed);
+            receiver.down_for(Duration::from_secs(3)).await;
         } else {
             server.stop_with("KILL");
             server = ServerProcess::start(&db, &FLAGS).await;
@@ -649,15 +666,17 @@ async fn chaos_on_one_sqlite_node_keeps_every_promise() {
             end: Instant::now(),
         });
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    quiet(&server.base, &key, &webhooks).await;
-    let arrivals = receiver.arrivals.lock().unwrap().clone();
-    let acked = std::mem::take(&mut *acked.lock().unwrap());
-    let report = check(&server.base, &key, &webhooks, &acked, &arrivals, &faults).await;
+    flowing(&acked, 20).await;
+    let (report, _) = finish(
+        &stop,
+        tasks,
+        (&server.base, &key),
+        &webhooks,
+        &acked,
+        &receiver,
+        &faults,
+    )
+    .await;
     eprintln!(
         "chaos on SQLite: {} events, {} deliveries, {} requests received, {} duplicates {:?}, {} violations",
         report.events,

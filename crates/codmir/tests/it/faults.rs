@@ -34,6 +34,8 @@ fn load(
     let task = tokio::spawn(async move {
         let c = client();
         let mut i = 0usize;
+        // The load's pace, about 100 requests a second.
+        let mut pace = tokio::time::interval(Duration::from_millis(10));
         while !stop.load(Ordering::Relaxed) {
             let base = &nodes[i % nodes.len()];
             i += 1;
@@ -61,7 +63,7 @@ fn load(
                     s.refused.push((status, body, retry_after, took));
                 }
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            pace.tick().await;
         }
     });
     (seen, task)
@@ -216,7 +218,15 @@ async fn postgresql_restarting_under_load_loses_no_acknowledged_event() {
             .await
             .unwrap();
         assert_eq!(ready.status(), 503, "{mode}");
-        std::thread::sleep(Duration::from_millis(500));
+        // The load meets the outage too before the database comes back.
+        let refused = || seen.lock().unwrap().refused.len();
+        let before = refused();
+        eventually(
+            Duration::from_secs(10),
+            "the load refused while down",
+            || async { refused() > before },
+        )
+        .await;
         pg.restart();
         // Everything resumes by itself: both nodes take writes again.
         let after = acknowledged();
@@ -372,19 +382,13 @@ async fn a_full_sqlite_disk_refuses_writes_keeps_outcomes_and_recovers_without_a
 
     // Space comes back: the server carries on, the kept outcome is written, writes succeed.
     std::fs::remove_file(filler).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, _, body) = create_ticket(&s.base, &key, &p, "after").await;
-        if status == 201 {
-            stored.push(body["id"].as_str().unwrap().to_owned());
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "writes not accepted again: {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(30), "writes accepted again", || async {
+        create_ticket(&s.base, &key, &p, "after").await.0 == 201
+    })
+    .await;
+    let (status, _, body) = create_ticket(&s.base, &key, &p, "after").await;
+    assert_eq!(status, 201, "{body}");
+    stored.push(body["id"].as_str().unwrap().to_owned());
     let mut acknowledged = vec![before];
     acknowledged.extend(stored);
     let duplicates = check_history(&s.base, &key, &webhook, &rx, &acknowledged).await;
@@ -471,8 +475,9 @@ async fn a_node_cut_off_from_postgresql_is_taken_over_and_fenced_when_it_returns
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    // The partition is held past A's leases (4 s), so that B takes A's deliveries over.
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    // The fault's length, not a wait for something: the partition is held past A's leases
+    // (4 s), so that B takes A's deliveries over.
+    tokio::time::sleep_until(cut_at + Duration::from_secs(7)).await;
     proxy.heal();
     let after = acknowledged();
     eventually(Duration::from_secs(40), "A takes writes again", || async {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use codmir_webhook::Verifier;
 
-use crate::helpers::{client, eventually};
+use crate::helpers::{client, eventually, get_at};
 use crate::process::{ServerProcess, Spawned, codmir, finish_within};
 use crate::receiver::Receiver;
 
@@ -39,13 +39,7 @@ async fn ready(listen: &Spawned) -> String {
 }
 
 async fn listen_webhooks(server: &ServerProcess, key: &str) -> Vec<serde_json::Value> {
-    let r = client()
-        .get(format!("{}/v1/webhooks?limit=100", server.base))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    let list: serde_json::Value = r.json().await.unwrap();
+    let list = get_at(&server.base, key, "/v1/webhooks?limit=100").await;
     let all = list["data"].as_array().unwrap().clone();
     let ours = |w: &serde_json::Value| {
         w["description"]
@@ -180,27 +174,11 @@ async fn trigger_causes_a_real_event_of_each_type_and_refuses_others() {
         assert!(done.status.success(), "{t}: {}", done.stderr);
         let out: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
         let id = out["event_id"].as_str().unwrap();
-        let event: serde_json::Value = client()
-            .get(format!("{}/v1/events/{id}", server.base))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let event = get_at(&server.base, &key, &format!("/v1/events/{id}")).await;
         assert_eq!(event["type"], t, "{event}");
     }
     // Every trigger but project.created acted in one project of its own.
-    let projects: serde_json::Value = client()
-        .get(format!("{}/v1/projects?limit=100", server.base))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let projects = get_at(&server.base, &key, "/v1/projects?limit=100").await;
     let named = |n: &str| {
         projects["data"]
             .as_array()

@@ -23,16 +23,12 @@ pub(crate) struct TriggerArgs {
 pub(crate) async fn trigger(remote: &Remote, args: TriggerArgs) -> Outcome {
     let api = Api::new(remote)?;
     let t = args.event_type.as_str();
-    let known = [
-        "ticket.created",
-        "ticket.updated",
-        "ticket.deleted",
-        "ticket.status_changed",
-        "ticket.assigned",
-        "comment.created",
-        "project.created",
-        "member.added",
-    ];
+    // Every type but codmir's own about webhooks: the contract's eight.
+    let known: Vec<&str> = codmir_core::event::EventType::ALL
+        .iter()
+        .map(|t| t.as_str())
+        .filter(|name| !name.starts_with("webhook."))
+        .collect();
     match t {
         _ if known.contains(&t) => {}
         "webhook.ping" => {

@@ -2,12 +2,13 @@
 //! the public API, and prints each scenario's figures beside the loopback ceilings measured in
 //! the same run (table, JSON lines, and an SVG chart).
 //!
-//! The parts: `harness.rs` (databases, servers, ceilings, waiting), `scenarios/` (one file
+//! The parts: `callgrind.rs` (instruction counts), `harness.rs` (databases, servers, ceilings, waiting), `scenarios/` (one file
 //! each), `report.rs` (rows, table, JSON), `load.rs` (API load and the reqwest ceiling),
 //! `raw.rs` (the raw hyper ceiling), `relay.rs` (the two-hop floor), `bulk.rs` (the backlog's
 //! bulk path), `receiver.rs`, `server.rs`, `chart.rs`.
 
 mod bulk;
+mod callgrind;
 mod chart;
 mod harness;
 mod load;
@@ -38,6 +39,9 @@ pub(crate) enum Scenario {
     /// Long and steady (`--seconds 3600 --rate 200`): memory, descriptors, database size
     /// and p99 sampled over time. Not part of the default set.
     Soak,
+    /// Server instructions per event and per delivery under valgrind's callgrind, split by
+    /// part (`--cost-events`). Slow; not part of the default set.
+    Cost,
 }
 
 /// Benchmarks of codmir, each beside the loopback ceiling measured in the same run.
@@ -57,6 +61,9 @@ pub(crate) struct Args {
     /// Events of the `steady` scenario.
     #[arg(long, default_value_t = 50_000)]
     pub(crate) events: u64,
+    /// Events of the `cost` scenario to one webhook (a fifth as many go to ten).
+    #[arg(long, default_value_t = 5_000)]
+    pub(crate) cost_events: u64,
     /// Concurrent API requests (and direct requests for the ceiling).
     #[arg(long, default_value_t = 64)]
     pub(crate) concurrency: usize,
@@ -100,11 +107,11 @@ async fn main() -> Result<()> {
         binary.display()
     );
     let scenarios = if args.scenario.is_empty() {
-        // The soak is long: asked for by name only.
+        // The soak and the cost are long: asked for by name only.
         Scenario::value_variants()
             .iter()
             .copied()
-            .filter(|s| *s != Scenario::Soak)
+            .filter(|s| !matches!(s, Scenario::Soak | Scenario::Cost))
             .collect()
     } else {
         args.scenario.clone()
@@ -157,6 +164,7 @@ async fn main() -> Result<()> {
             }
             Scenario::Retention => scenarios::retention(&bench).await,
             Scenario::Soak => scenarios::soak(&bench).await.map(|r| vec![r]),
+            Scenario::Cost => scenarios::cost(&bench).await,
         };
         for mut row in result.with_context(|| format!("scenario {s:?}"))? {
             row.scenario = format!("{} [{backend}]", row.scenario);

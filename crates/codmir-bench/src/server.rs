@@ -25,8 +25,25 @@ pub(crate) fn default_binary() -> PathBuf {
 
 impl Server {
     pub(crate) async fn start(binary: &Path, database_url: &str, extra: &[&str]) -> Result<Self> {
+        Self::start_under(&[], binary, database_url, extra).await
+    }
+
+    /// [`Server::start`] with the command line `wrapper` in front (e.g. valgrind's).
+    pub(crate) async fn start_under(
+        wrapper: &[String],
+        binary: &Path,
+        database_url: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
         let listen = free_address()?;
-        let mut command = Command::new(binary);
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
         command
             .args([
                 "serve",

@@ -1,6 +1,7 @@
 //! The scenarios, one file each; each returns its rows of the report.
 
 mod backlog;
+mod cost;
 mod fanout;
 mod idle;
 mod isolation;
@@ -10,6 +11,7 @@ mod soak;
 mod steady;
 
 pub(crate) use backlog::backlog;
+pub(crate) use cost::cost;
 pub(crate) use fanout::fanout;
 pub(crate) use idle::idle;
 pub(crate) use isolation::isolation;

@@ -273,7 +273,7 @@ fn start_ready(
         let attempter = attempter.clone();
         s.attempts.spawn(async move {
             attempter.attempt(&work).await;
-            work.webhook.id
+            work.webhook.id.clone()
         });
     }
     // Claimed work left waiting because the budget ran out: wake when it refills; a webhook

@@ -270,14 +270,14 @@ mod tests {
                     now,
                 )
             },
-            webhook: Webhook::new(
+            webhook: Arc::new(Webhook::new(
                 webhook.into(),
                 "ws".into(),
                 EndpointUrl::from_stored("https://example.com/hook".into()),
                 EventFilter::parse(&["*"]).expect("valid filter"),
                 WebhookSecret::parse("s3cret-s3cret-s3cret").expect("valid secret"),
                 now,
-            ),
+            )),
             payload: Arc::from("{}"),
             lease_until: now.plus(Duration::from_secs(60)),
         }
@@ -350,8 +350,9 @@ mod tests {
             local.push(Lane::Fresh, queued("b", n));
         }
         let mut other = queued("c", 0);
-        other.webhook.workspace_id = "ws2".into();
-        other.webhook.url = EndpointUrl::from_stored("https://elsewhere.example/x".into());
+        let hook = Arc::make_mut(&mut other.webhook);
+        hook.workspace_id = "ws2".into();
+        hook.url = EndpointUrl::from_stored("https://elsewhere.example/x".into());
         local.push(Lane::Fresh, other);
         let tight = Bounds {
             per_workspace: 3,

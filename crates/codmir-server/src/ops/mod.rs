@@ -127,7 +127,7 @@ pub(crate) async fn emit(
 pub(crate) async fn enqueue(
     tx: &mut dyn Tx,
     delivery: Delivery,
-    webhook: &Webhook,
+    webhook: &Arc<Webhook>,
     payload: Arc<str>,
     after: &mut AfterCommit,
 ) -> Result<()> {

@@ -63,7 +63,7 @@ pub async fn redeliver(
     enqueue(
         tx,
         delivery.clone(),
-        &webhook,
+        &Arc::new(webhook),
         Arc::from(event.payload),
         after,
     )
@@ -127,7 +127,7 @@ pub async fn ping(
     tx.insert_delivery(&delivery, Some(&lease)).await?;
     Ok(Leased {
         delivery,
-        webhook,
+        webhook: Arc::new(webhook),
         payload: Arc::from(event.payload),
         lease_until: lease.until,
     })
@@ -181,7 +181,7 @@ pub async fn replay(
     now: Timestamp,
     after: &mut AfterCommit,
 ) -> Result<Replayed> {
-    let webhook = sendable(webhook(tx, p, webhook_id).await?)?;
+    let webhook = Arc::new(sendable(webhook(tx, p, webhook_id).await?)?);
     let mut out = Replayed::default();
     let mut cursor: Option<String> = None;
     'window: loop {

@@ -11,6 +11,7 @@
 //! which database it runs on.
 
 mod error;
+mod fanout;
 mod postgres;
 mod rows;
 pub mod seal;
@@ -24,6 +25,8 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 pub use error::{Cause, StoreError, StoreResult, chain};
+pub(crate) use fanout::FanoutCache;
+pub use fanout::Webhooks;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use tx::{

@@ -145,7 +145,8 @@ pub struct Lease {
 #[derive(Debug, Clone)]
 pub struct Leased {
     pub delivery: Delivery,
-    pub webhook: Webhook,
+    /// Shared by every delivery of the webhook that the fan-out or a claim made at once.
+    pub webhook: Arc<Webhook>,
     pub payload: Arc<str>,
     /// When this node's lease on the delivery runs out.
     pub lease_until: Timestamp,
@@ -283,7 +284,7 @@ pub trait OutboxTx: Send {
     async fn webhook_count(&mut self, ws: &str) -> StoreResult<i64>;
 
     /// Every enabled webhook of the workspace, for fan-out.
-    async fn enabled_webhooks(&mut self, ws: &str) -> StoreResult<Vec<Webhook>>;
+    async fn enabled_webhooks(&mut self, ws: &str) -> StoreResult<super::Webhooks>;
 
     async fn update_webhook(&mut self, w: &Webhook) -> StoreResult<()>;
 

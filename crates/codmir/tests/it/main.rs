@@ -17,6 +17,7 @@ mod delivery_log;
 mod events;
 mod failures;
 mod fairness;
+mod fanout;
 mod faults;
 mod first_run;
 mod guides;

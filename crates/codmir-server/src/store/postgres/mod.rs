@@ -18,7 +18,7 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use super::rows::{Columns, corrupt};
 use super::seal::KeyRing;
-use super::{Backend, BoxFuture, Job, Page, PageRequest, StoreError, StoreResult};
+use super::{Backend, BoxFuture, FanoutCache, Job, Page, PageRequest, StoreError, StoreResult};
 
 mod outbox;
 mod queue;
@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres_0003_operations.sql"),
     include_str!("../migrations/postgres_0004_key_use.sql"),
     include_str!("../migrations/postgres_0005_idempotency.sql"),
+    include_str!("../migrations/postgres_0006_fanout_cache.sql"),
 ];
 /// Any fixed number: the advisory lock that serializes migrations of nodes starting together.
 const MIGRATION_LOCK: i64 = 0x636f_646d_6972;
@@ -88,6 +89,7 @@ pub struct PgStore {
     pool: Pool,
     config: tokio_postgres::Config,
     keys: Option<Arc<KeyRing>>,
+    fanout: Arc<FanoutCache>,
 }
 
 impl PgStore {
@@ -121,10 +123,25 @@ impl PgStore {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::database("cannot build the connection pool", e))?;
-        Ok(Self { pool, config, keys })
+        Ok(Self {
+            pool,
+            config,
+            keys,
+            fanout: Arc::default(),
+        })
     }
 
-    async fn run_job(pool: &Pool, keys: Option<Arc<KeyRing>>, mut job: Box<dyn Job>, begin: &str) {
+    /// What every unit of work is given besides its connection.
+    fn shared(&self) -> (Option<Arc<KeyRing>>, Arc<FanoutCache>) {
+        (self.keys.clone(), self.fanout.clone())
+    }
+
+    async fn run_job(
+        pool: &Pool,
+        (keys, fanout): (Option<Arc<KeyRing>>, Arc<FanoutCache>),
+        mut job: Box<dyn Job>,
+        begin: &str,
+    ) {
         let conn = match pool.get().await {
             Ok(c) => c,
             Err(e) => return job.finish(Err(e.into())),
@@ -136,6 +153,7 @@ impl PgStore {
                 let mut tx = PgTx {
                     client: &conn,
                     keys: keys.as_deref(),
+                    fanout: &fanout,
                 };
                 job.run(&mut tx).await
             };
@@ -200,17 +218,17 @@ async fn migrate(config: &tokio_postgres::Config) -> StoreResult<()> {
 
 impl Backend for PgStore {
     fn submit_write(&self, job: Box<dyn Job>) -> BoxFuture<'_, StoreResult<()>> {
-        let (pool, keys) = (self.pool.clone(), self.keys.clone());
-        tokio::spawn(async move { Self::run_job(&pool, keys, job, "BEGIN").await });
+        let (pool, shared) = (self.pool.clone(), self.shared());
+        tokio::spawn(async move { Self::run_job(&pool, shared, job, "BEGIN").await });
         Box::pin(async { Ok(()) })
     }
 
     fn submit_read(&self, job: Box<dyn Job>) -> BoxFuture<'_, StoreResult<()>> {
-        let (pool, keys) = (self.pool.clone(), self.keys.clone());
+        let (pool, shared) = (self.pool.clone(), self.shared());
         tokio::spawn(async move {
             Self::run_job(
                 &pool,
-                keys,
+                shared,
                 job,
                 "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
             )
@@ -296,6 +314,8 @@ struct PgTx<'c> {
     client: &'c Object,
     /// Seals webhook secrets written and opens those read, when the store has keys.
     keys: Option<&'c KeyRing>,
+    /// The fan-out's webhooks, shared by this node's units of work.
+    fanout: &'c FanoutCache,
 }
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];

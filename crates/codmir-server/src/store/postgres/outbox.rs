@@ -1,6 +1,8 @@
 //! The outbox's queries on PostgreSQL: events and webhooks (the delivery queue is
 //! `queue.rs`).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use codmir_core::event::Event;
 use codmir_core::time::Timestamp;
@@ -8,7 +10,7 @@ use codmir_core::webhook::Webhook;
 
 use super::PgTx;
 use crate::store::rows::{self, EVENT_FULL_COLS, WEBHOOK_COLS, headers_json, json_list};
-use crate::store::{EventQuery, OutboxTx, Page, PageRequest, StoreResult, StoredEvent};
+use crate::store::{EventQuery, OutboxTx, Page, PageRequest, StoreResult, StoredEvent, Webhooks};
 
 #[async_trait]
 impl OutboxTx for PgTx<'_> {
@@ -194,16 +196,30 @@ impl OutboxTx for PgTx<'_> {
         .try_map(|w| rows::open_webhook(w, self.keys))
     }
 
-    async fn enabled_webhooks(&mut self, ws: &str) -> StoreResult<Vec<Webhook>> {
-        self.all(
-            &format!("SELECT {WEBHOOK_COLS} FROM webhooks WHERE workspace_id = $1 AND enabled"),
-            &[&ws],
-            rows::webhook,
-        )
-        .await?
-        .into_iter()
-        .map(|w| rows::open_webhook(w, self.keys))
-        .collect()
+    async fn enabled_webhooks(&mut self, ws: &str) -> StoreResult<Webhooks> {
+        let version = self
+            .one(
+                "SELECT webhooks_version FROM workspaces WHERE id = $1",
+                &[&ws],
+                |r| r.int(0),
+            )
+            .await?
+            .unwrap_or(0);
+        if let Some(hooks) = self.fanout.get(ws, version) {
+            return Ok(hooks);
+        }
+        let hooks = self
+            .all(
+                &format!("SELECT {WEBHOOK_COLS} FROM webhooks WHERE workspace_id = $1 AND enabled"),
+                &[&ws],
+                rows::webhook,
+            )
+            .await?
+            .into_iter()
+            .map(|w| rows::open_webhook(w, self.keys).map(Arc::new))
+            .collect::<StoreResult<Webhooks>>()?;
+        self.fanout.put(ws, version, hooks.clone());
+        Ok(hooks)
     }
 
     async fn update_webhook(&mut self, w: &Webhook) -> StoreResult<()> {

@@ -226,7 +226,7 @@ impl QueueTx for PgTx<'_> {
             )
             .await?
             .into_iter()
-            .map(|w| rows::open_webhook(w, self.keys))
+            .map(|w| rows::open_webhook(w, self.keys).map(Arc::new))
             .collect::<StoreResult<Vec<_>>>()?;
         let payloads = self
             .all(
@@ -376,7 +376,7 @@ impl QueueTx for PgTx<'_> {
     async fn release_leases(&mut self, owner: Option<&str>) -> StoreResult<u64> {
         self.exec(
             "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL \
-             WHERE lease_owner IS NOT NULL AND ($1::text IS NULL OR lease_owner = $1)",
+             WHERE status = 'pending' AND lease_owner IS NOT NULL AND ($1::text IS NULL OR lease_owner = $1)",
             &[&owner],
         )
         .await

@@ -15,7 +15,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::rows::{Columns, corrupt};
 use super::seal::KeyRing;
-use super::{Backend, BoxFuture, Job, Page, PageRequest, StoreError, StoreResult};
+use super::{Backend, BoxFuture, FanoutCache, Job, Page, PageRequest, StoreError, StoreResult};
 
 mod outbox;
 mod queue;
@@ -33,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite_0003_operations.sql"),
     include_str!("../migrations/sqlite_0004_key_use.sql"),
     include_str!("../migrations/sqlite_0005_idempotency.sql"),
+    include_str!("../migrations/sqlite_0006_fanout_cache.sql"),
 ];
 
 impl From<rusqlite::Error> for StoreError {
@@ -55,6 +56,7 @@ pub struct SqliteStore {
 
 struct Readers {
     keys: Option<Arc<KeyRing>>,
+    fanout: Arc<FanoutCache>,
     conns: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
 }
@@ -148,11 +150,12 @@ impl SqliteStore {
             .map(|_| open_connection(path, true))
             .collect::<StoreResult<Vec<_>>>()?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let fanout = Arc::new(FanoutCache::default());
         let handle = std::thread::Builder::new()
             .name("codmir-sqlite-writer".into())
             .spawn({
-                let keys = keys.clone();
-                move || writer_loop(writer, rx, keys)
+                let (keys, fanout) = (keys.clone(), fanout.clone());
+                move || writer_loop(writer, rx, keys, &fanout)
             })
             .map_err(|e| StoreError::database("cannot start the writer thread", e))?;
         Ok(Self {
@@ -160,6 +163,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(handle)),
             readers: Arc::new(Readers {
                 keys,
+                fanout,
                 conns: Mutex::new(conns),
                 permits: Arc::new(Semaphore::new(READERS)),
             }),
@@ -171,6 +175,7 @@ fn writer_loop(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Box<dyn Job>>,
     keys: Option<Arc<KeyRing>>,
+    fanout: &FanoutCache,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while let Some(job) = rx.blocking_recv() {
@@ -182,7 +187,7 @@ fn writer_loop(
             }
         }
         let began = std::time::Instant::now();
-        let result = run_batch(&mut conn, &mut batch, keys.as_deref());
+        let result = run_batch(&mut conn, &mut batch, keys.as_deref(), fanout);
         crate::telemetry::commit("sqlite", batch.len(), began.elapsed());
         if let Err(e) = &result {
             tracing::error!(error = %super::chain(e), size = batch.len(), "a write batch failed to commit");
@@ -197,6 +202,7 @@ fn run_batch(
     conn: &mut Connection,
     batch: &mut [Box<dyn Job>],
     keys: Option<&KeyRing>,
+    fanout: &FanoutCache,
 ) -> StoreResult<()> {
     // Cached statements: the same few are run for every unit of work.
     fn exec(conn: &Connection, sql: &str) -> StoreResult<()> {
@@ -212,6 +218,7 @@ fn run_batch(
                 let mut tx = SqliteTx {
                     conn: &mut *conn,
                     keys,
+                    fanout,
                 };
                 run_ready(job.run(&mut tx)).unwrap_or(false)
             };
@@ -223,6 +230,7 @@ fn run_batch(
                 let mut tx = SqliteTx {
                     conn: &mut *conn,
                     keys,
+                    fanout,
                 };
                 run_ready(job.run(&mut tx)).unwrap_or(false)
             };
@@ -279,6 +287,7 @@ impl Backend for SqliteStore {
                         let mut tx = SqliteTx {
                             conn: &mut conn,
                             keys: readers.keys.as_deref(),
+                            fanout: &readers.fanout,
                         };
                         run_ready(job.run(&mut tx))
                     };
@@ -326,6 +335,8 @@ struct SqliteTx<'c> {
     conn: &'c mut Connection,
     /// Seals webhook secrets written and opens those read, when the store has keys.
     keys: Option<&'c KeyRing>,
+    /// The fan-out's webhooks, shared by the writer's units of work.
+    fanout: &'c FanoutCache,
 }
 
 /// A row decoder shared by both backends (`super::rows`).

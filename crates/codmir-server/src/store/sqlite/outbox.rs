@@ -1,5 +1,7 @@
 //! The outbox's queries on SQLite: events and webhooks (the delivery queue is `queue.rs`).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use codmir_core::event::Event;
 use codmir_core::time::Timestamp;
@@ -10,7 +12,7 @@ use super::SqliteTx;
 use crate::store::rows::{
     self, EVENT_COLS, EVENT_FULL_COLS, WEBHOOK_COLS, headers_json, json_list,
 };
-use crate::store::{EventQuery, OutboxTx, Page, PageRequest, StoreResult, StoredEvent};
+use crate::store::{EventQuery, OutboxTx, Page, PageRequest, StoreResult, StoredEvent, Webhooks};
 
 #[async_trait]
 impl OutboxTx for SqliteTx<'_> {
@@ -170,15 +172,30 @@ impl OutboxTx for SqliteTx<'_> {
         .try_map(|w| rows::open_webhook(w, self.keys))
     }
 
-    async fn enabled_webhooks(&mut self, ws: &str) -> StoreResult<Vec<Webhook>> {
-        self.all(
-            &format!("SELECT {WEBHOOK_COLS} FROM webhooks WHERE workspace_id = ?1 AND enabled = 1"),
-            &[&ws],
-            rows::webhook,
-        )?
-        .into_iter()
-        .map(|w| rows::open_webhook(w, self.keys))
-        .collect()
+    async fn enabled_webhooks(&mut self, ws: &str) -> StoreResult<Webhooks> {
+        let version = self
+            .one(
+                "SELECT webhooks_version FROM workspaces WHERE id = ?1",
+                &[&ws],
+                |r| r.int(0),
+            )?
+            .unwrap_or(0);
+        if let Some(hooks) = self.fanout.get(ws, version) {
+            return Ok(hooks);
+        }
+        let hooks = self
+            .all(
+                &format!(
+                    "SELECT {WEBHOOK_COLS} FROM webhooks WHERE workspace_id = ?1 AND enabled = 1"
+                ),
+                &[&ws],
+                rows::webhook,
+            )?
+            .into_iter()
+            .map(|w| rows::open_webhook(w, self.keys).map(Arc::new))
+            .collect::<StoreResult<Webhooks>>()?;
+        self.fanout.put(ws, version, hooks.clone());
+        Ok(hooks)
     }
 
     async fn update_webhook(&mut self, w: &Webhook) -> StoreResult<()> {

@@ -1,6 +1,8 @@
 //! The delivery queue on SQLite: deliveries with their leases and claims, outcomes, the
 //! attempt log, and retention.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use codmir_core::id;
 use codmir_core::time::Timestamp;
@@ -228,7 +230,7 @@ impl QueueTx for SqliteTx<'_> {
             params![lease.owner, lease.until.as_millis(), json_list(&ids)],
             rows::delivery,
         )?;
-        let mut webhooks: Vec<Webhook> = Vec::new();
+        let mut webhooks: Vec<Arc<Webhook>> = Vec::new();
         let mut claimed = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             let webhook = match webhooks.iter().find(|w| w.id == delivery.webhook_id) {
@@ -240,7 +242,7 @@ impl QueueTx for SqliteTx<'_> {
                         rows::webhook,
                     )?;
                     let Some(w) = w else { continue };
-                    let w = rows::open_webhook(w, self.keys)?;
+                    let w = Arc::new(rows::open_webhook(w, self.keys)?);
                     webhooks.push(w.clone());
                     w
                 }
@@ -300,7 +302,7 @@ impl QueueTx for SqliteTx<'_> {
     async fn release_leases(&mut self, owner: Option<&str>) -> StoreResult<u64> {
         let n = self.exec(
             "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL \
-             WHERE lease_owner IS NOT NULL AND (?1 IS NULL OR lease_owner = ?1)",
+             WHERE status = 'pending' AND lease_owner IS NOT NULL AND (?1 IS NULL OR lease_owner = ?1)",
             &[&owner],
         )?;
         Ok(n as u64)

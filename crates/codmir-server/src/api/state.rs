@@ -48,11 +48,33 @@ impl AppState {
             + 'static,
         T: Send + 'static,
     {
+        self.mutate_as(true, work).await
+    }
+
+    /// [`AppState::mutate`] for a unit whose refusals all come before its first write
+    /// ([`crate::store::Store::write_checked`]): the tracker's hot writes.
+    pub async fn mutate_checked<F, T>(&self, work: F) -> Result<T, ApiError>
+    where
+        F: for<'t> FnOnce(&'t mut dyn Tx, &'t mut AfterCommit) -> BoxFuture<'t, ops::Result<T>>
+            + Send
+            + 'static,
+        T: Send + 'static,
+    {
+        self.mutate_as(false, work).await
+    }
+
+    async fn mutate_as<F, T>(&self, guarded: bool, work: F) -> Result<T, ApiError>
+    where
+        F: for<'t> FnOnce(&'t mut dyn Tx, &'t mut AfterCommit) -> BoxFuture<'t, ops::Result<T>>
+            + Send
+            + 'static,
+        T: Send + 'static,
+    {
         let _busy = self.engine.api_work();
         let mut after = AfterCommit::leased_to(self.engine.lease());
         let (value, after) = self
             .store
-            .write(move |tx| {
+            .write_as(guarded, move |tx| {
                 Box::pin(async move {
                     let value = work(&mut *tx, &mut after).await?;
                     Ok::<_, ops::Error>((value, after))

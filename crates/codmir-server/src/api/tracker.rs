@@ -324,7 +324,7 @@ pub(super) async fn create_ticket(
         assignee_id: parse_assignee(body.assignee_id)?,
     };
     let ticket = s
-        .mutate(move |tx, after| {
+        .mutate_checked(move |tx, after| {
             Box::pin(async move { ops::create_ticket(tx, &p, &id, new, now(), after).await })
         })
         .await?;
@@ -397,7 +397,7 @@ pub(super) async fn update_ticket(
         assignee_id: body.assignee_id.map(parse_assignee).transpose()?,
     };
     let ticket = s
-        .mutate(move |tx, after| {
+        .mutate_checked(move |tx, after| {
             Box::pin(async move { ops::update_ticket(tx, &p, &id, patch, now(), after).await })
         })
         .await?;
@@ -412,7 +412,7 @@ pub(super) async fn delete_ticket(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = path_id("tkt", &id, "ticket")?;
-    s.mutate(move |tx, after| {
+    s.mutate_checked(move |tx, after| {
         Box::pin(async move { ops::delete_ticket(tx, &p, &id, now(), after).await })
     })
     .await?;
@@ -431,7 +431,7 @@ pub(super) async fn create_comment(
     let id = path_id("tkt", &id, "ticket")?;
     let body = CommentBody::parse(&body.body)?;
     let comment = s
-        .mutate(move |tx, after| {
+        .mutate_checked(move |tx, after| {
             Box::pin(async move { ops::create_comment(tx, &p, &id, body, now(), after).await })
         })
         .await?;

@@ -126,8 +126,9 @@ pub(super) async fn record_outcomes(
             health
                 .writing_since
                 .store(health.clock(), Ordering::Relaxed);
+            // Outcomes are fenced updates and inserts: only the database can fail them.
             let result = store
-                .write(move |tx| {
+                .write_checked(move |tx| {
                     Box::pin(async move {
                         let mut after = AfterCommit::default();
                         let r = ops::record_outcomes(

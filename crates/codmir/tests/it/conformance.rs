@@ -139,6 +139,81 @@ pub(crate) async fn a_failed_unit_of_work_rolls_back_alone(store: Store) {
     assert_eq!(events.len(), 1);
 }
 
+/// Units written with `write_checked` go without a savepoint of their own on SQLite. One that
+/// fails after writing must leave nothing of itself, and whatever of its commit is kept must
+/// be what was acknowledged: every unit told Ok is stored, every one told Err is not.
+pub(crate) async fn a_checked_unit_that_fails_after_writing_keeps_nothing_half_done(store: Store) {
+    let (p, _) = setup(&store).await;
+    let create = |name: String, then_fail: bool, fail_first: bool| {
+        let (store, pc) = (store.clone(), p.clone());
+        async move {
+            store
+                .write_checked(move |tx| {
+                    Box::pin(async move {
+                        if fail_first {
+                            return Err(ops::Error::NotFound("refused before writing"));
+                        }
+                        ops::create_project(
+                            tx,
+                            &pc,
+                            ProjectName::parse(&name).unwrap(),
+                            Timestamp::now(),
+                            &mut ops::AfterCommit::default(),
+                        )
+                        .await?;
+                        if then_fail {
+                            return Err(ops::Error::NotFound("failed after writing"));
+                        }
+                        Ok(name)
+                    })
+                })
+                .await
+        }
+    };
+    // Submitted together, so that SQLite groups them into commits.
+    let units: Vec<_> = (0..60)
+        .map(|i| tokio::spawn(create(format!("p{i}"), i == 30, i % 7 == 3)))
+        .collect();
+    let mut answers = Vec::new();
+    for unit in units {
+        answers.push(unit.await.unwrap());
+    }
+    let ws = p.workspace_id.clone();
+    let stored: HashSet<String> = store
+        .read(move |tx| {
+            Box::pin(async move {
+                let page = PageRequest {
+                    limit: 100,
+                    after: None,
+                };
+                Ok::<_, StoreError>(tx.list_projects(&ws, &page).await?.items)
+            })
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert!(
+        !stored.contains("p30"),
+        "the unit that failed left its project"
+    );
+    for (i, answer) in answers.iter().enumerate() {
+        let name = format!("p{i}");
+        match answer {
+            Ok(n) => assert!(stored.contains(n), "{n} acknowledged but not stored"),
+            Err(e) => {
+                assert!(!stored.contains(&name), "{name} refused ({e:?}) but stored");
+                let expected =
+                    i == 30 || i % 7 == 3 || matches!(e, ops::Error::Store(s) if s.is_transient());
+                assert!(expected, "{name}: {e:?}");
+            }
+        }
+    }
+    // The commit it spoiled is behind it: the next unit is stored as usual.
+    assert_eq!(create("after".into(), false, false).await.unwrap(), "after");
+}
+
 pub(crate) async fn lists_page_newest_first_by_cursor(store: Store) {
     let (p, _) = setup(&store).await;
     let mut ids = projects(&store, &p, 5).await;
@@ -527,6 +602,7 @@ macro_rules! conformance {
 
 conformance!(
     a_failed_unit_of_work_rolls_back_alone,
+    a_checked_unit_that_fails_after_writing_keeps_nothing_half_done,
     lists_page_newest_first_by_cursor,
     a_duplicate_is_a_conflict,
     rows_read_back_as_written,

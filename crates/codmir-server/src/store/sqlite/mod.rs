@@ -225,7 +225,11 @@ fn run_batch(
             return exec(conn, if ok { "COMMIT" } else { "ROLLBACK" });
         }
         for job in batch.iter_mut() {
-            exec(conn, "SAVEPOINT job")?;
+            let guarded = job.guarded();
+            if guarded {
+                exec(conn, "SAVEPOINT job")?;
+            }
+            let changes = conn.total_changes();
             let ok = {
                 let mut tx = SqliteTx {
                     conn: &mut *conn,
@@ -234,11 +238,21 @@ fn run_batch(
                 };
                 run_ready(job.run(&mut tx)).unwrap_or(false)
             };
-            if ok {
-                exec(conn, "RELEASE job")?;
-            } else {
-                exec(conn, "ROLLBACK TO job")?;
-                exec(conn, "RELEASE job")?;
+            match (guarded, ok) {
+                (true, true) => exec(conn, "RELEASE job")?,
+                (true, false) => {
+                    exec(conn, "ROLLBACK TO job")?;
+                    exec(conn, "RELEASE job")?;
+                }
+                // Refused before writing: nothing to undo.
+                (false, false) if conn.total_changes() == changes => {}
+                (false, false) => {
+                    return Err(StoreError::Unreachable {
+                        context: "a write of the same commit failed part-way; nothing of the commit was kept".into(),
+                        source: None,
+                    });
+                }
+                (false, true) => {}
             }
         }
         exec(conn, "COMMIT")

@@ -67,9 +67,61 @@ pub(crate) async fn steady(b: &Bench) -> Result<Row> {
     };
     b.latency_into(&mut row);
     usage_into(&mut row, &servers, &before, began.elapsed());
+    if let Some(commits) = Commits::of(&b.client, &servers[0].base).await {
+        row.note.push_str(&format!(
+            "; group commit: {:.1} units per commit, {:.2} ms per commit (means over {} commits)",
+            commits.units_per_commit, commits.ms_per_commit, commits.commits
+        ));
+        row.extra["commits"] = json!({
+            "count": commits.commits,
+            "units_per_commit": round3(commits.units_per_commit),
+            "ms_per_commit": round3(commits.ms_per_commit),
+        });
+    }
     for s in servers {
         s.stop().await;
     }
     b.drop_database(db).await;
     Ok(row)
+}
+
+/// The group commit as the server's own metrics saw it: the means of
+/// `codmir_store_commit_batch_size` and `codmir_store_commit_duration_seconds` since start.
+struct Commits {
+    commits: u64,
+    units_per_commit: f64,
+    ms_per_commit: f64,
+}
+
+impl Commits {
+    async fn of(client: &reqwest::Client, base: &str) -> Option<Self> {
+        let text = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        // `name{labels} value`, or `name value`.
+        let value = |name: &str| {
+            text.lines()
+                .filter(|l| {
+                    l.strip_prefix(name)
+                        .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        };
+        let count = value("codmir_store_commit_batch_size_count");
+        if count == 0.0 {
+            return None;
+        }
+        Some(Self {
+            commits: count as u64,
+            units_per_commit: value("codmir_store_commit_batch_size_sum") / count,
+            ms_per_commit: value("codmir_store_commit_duration_seconds_sum") * 1000.0
+                / value("codmir_store_commit_duration_seconds_count").max(1.0),
+        })
+    }
 }

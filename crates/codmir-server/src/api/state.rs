@@ -4,7 +4,10 @@
 //! it except through [`AppState::mutate`] (and [`AppState::attempt_now`], the synchronous
 //! attempt of a test ping).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use codmir_core::tracker::{Principal, Project};
 
 use super::error::ApiError;
 use super::extract;
@@ -23,7 +26,13 @@ pub struct AppState {
     pub(crate) keys: Arc<extract::KeyCache>,
     /// Per API key, when `--api-rate-limit` is set.
     pub(crate) rate_limit: Option<Arc<super::limit::RateLimit>>,
+    /// Projects as read: a project never changes once created and is never deleted, so a
+    /// copy is never stale, on any node.
+    projects: Arc<Mutex<HashMap<String, Arc<Project>>>>,
 }
+
+/// More projects than this and the cache starts over (memory stays bounded).
+const PROJECTS_CACHED: usize = 4096;
 
 impl AppState {
     pub fn new(store: Store, config: Arc<Config>, engine: Engine) -> Self {
@@ -35,7 +44,37 @@ impl AppState {
             rate_limit: config
                 .api_rate_limit
                 .map(|n| Arc::new(super::limit::RateLimit::new(n))),
+            projects: Arc::default(),
         }
+    }
+
+    /// `p`'s project `id`, from the cache or else the database; 404 when `p`'s workspace has
+    /// no such project.
+    pub async fn project(&self, p: &Principal, id: &str) -> Result<Arc<Project>, ApiError> {
+        let cached = self
+            .projects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned();
+        if let Some(project) = cached {
+            return match project.workspace_id == p.workspace_id {
+                true => Ok(project),
+                false => Err(ops::Error::NotFound("project").into()),
+            };
+        }
+        let (pc, id) = (p.clone(), id.to_owned());
+        let project = Arc::new(
+            self.store
+                .read(move |tx| Box::pin(async move { ops::project(tx, &pc, &id).await }))
+                .await?,
+        );
+        let mut cache = self.projects.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= PROJECTS_CACHED {
+            cache.clear();
+        }
+        cache.insert(project.id.clone(), project.clone());
+        Ok(project)
     }
 
     /// The one after-commit path: runs a write as API work, with its new deliveries leased

@@ -323,11 +323,26 @@ pub(super) async fn create_ticket(
             .unwrap_or(Priority::Medium),
         assignee_id: parse_assignee(body.assignee_id)?,
     };
-    let ticket = s
-        .mutate_checked(move |tx, after| {
+    let ticket = if new.assignee_id.is_none() {
+        // The project comes from the cache (projects never change), so the writer does not
+        // read it. The ticket and its event are still made inside the unit: ids and times
+        // are taken there, in commit order, which is what lets `order=asc` read the event
+        // log forward without missing one that committed late.
+        let project = s.project(&p, &id).await?;
+        s.mutate_checked(move |tx, after| {
+            Box::pin(async move {
+                let at = now();
+                let prepared = ops::prepare_ticket(&p, &project, new, None, at);
+                ops::insert_ticket(tx, &p, prepared, at, after).await
+            })
+        })
+        .await?
+    } else {
+        s.mutate_checked(move |tx, after| {
             Box::pin(async move { ops::create_ticket(tx, &p, &id, new, now(), after).await })
         })
-        .await?;
+        .await?
+    };
     Ok((StatusCode::CREATED, axum::Json(ticket.into())))
 }
 

@@ -31,8 +31,8 @@ pub use recovery::{
 };
 pub use stats::{Counts, Latency, Stats, Window, webhook_stats};
 pub use tracker::{
-    add_member, create_comment, create_project, create_ticket, delete_ticket, project, ticket,
-    update_ticket,
+    PreparedTicket, add_member, create_comment, create_project, create_ticket, delete_ticket,
+    insert_ticket, prepare_ticket, project, ticket, update_ticket,
 };
 pub use webhooks::{
     DeliveryLog, MAX_GRACE, NewWebhook, WebhookPatch, create_webhook, delete_webhook, delivery,

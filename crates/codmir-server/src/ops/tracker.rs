@@ -165,6 +165,28 @@ pub async fn create_ticket(
         Some(id) => Some(assignee(tx, p, id).await?),
         None => None,
     };
+    let prepared = prepare_ticket(p, &project, new, assigned, now);
+    insert_ticket(tx, p, prepared, now, after).await
+}
+
+/// A new ticket and its events, serialized and ready to store. Made from a project the
+/// caller already holds (projects never change once created), so the unit of work need not
+/// read it.
+#[derive(Debug)]
+pub struct PreparedTicket {
+    ticket: Ticket,
+    events: Vec<Event>,
+}
+
+/// [`PreparedTicket`] of `new` in `project` (which must be `p`'s), assigned to `assigned`
+/// (the user `new.assignee_id` names, read by the caller).
+pub fn prepare_ticket(
+    p: &Principal,
+    project: &Project,
+    new: NewTicket,
+    assigned: Option<User>,
+    now: Timestamp,
+) -> PreparedTicket {
     let ticket = Ticket {
         id: new_id("tkt", now),
         workspace_id: p.workspace_id.clone(),
@@ -178,16 +200,30 @@ pub async fn create_ticket(
         created_at: now,
         updated_at: now,
     };
-    tx.insert_ticket(&ticket).await?;
-    let data = ticket_data(&ticket, &project, p);
-    let mut events = vec![event(p, &project, EventType::TicketCreated, &data, now)];
+    let data = ticket_data(&ticket, project, p);
+    let mut events = vec![event(p, project, EventType::TicketCreated, &data, now)];
     if let Some(user) = assigned {
         let data = EventData {
             assignee: Some(user_ref(&user)),
             ..data
         };
-        events.push(event(p, &project, EventType::TicketAssigned, &data, now));
+        events.push(event(p, project, EventType::TicketAssigned, &data, now));
     }
+    PreparedTicket { ticket, events }
+}
+
+/// Stores a [`PreparedTicket`] and fans its events out. The project's existence is the
+/// foreign key's to check: a ticket of a project that is not there is refused by the insert,
+/// before anything is written.
+pub async fn insert_ticket(
+    tx: &mut dyn Tx,
+    p: &Principal,
+    prepared: PreparedTicket,
+    now: Timestamp,
+    after: &mut AfterCommit,
+) -> Result<Ticket> {
+    let PreparedTicket { ticket, events } = prepared;
+    tx.insert_ticket(&ticket).await?;
     emit(tx, &p.workspace_id, &events, now, after).await?;
     Ok(ticket)
 }

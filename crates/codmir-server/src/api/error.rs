@@ -1,6 +1,6 @@
 //! The API's one error type and its one mapping to HTTP: every error is a JSON body
 //! `{"error": {"code", "message", "field"?}}`. A 5xx says nothing internal; its cause rides
-//! on the response to [`log_failures`], the layer that logs it once with its cause chain.
+//! on the response to [`edge`], the layer that logs it once with its cause chain.
 
 use std::sync::Arc;
 
@@ -62,7 +62,7 @@ pub enum ApiError {
     Internal(#[source] Cause),
 }
 
-/// The cause of a 5xx, carried from [`ApiError::into_response`] to [`log_failures`] in the
+/// The cause of a 5xx, carried from [`ApiError::into_response`] to [`edge`] in the
 /// response's extensions (never in its body).
 #[derive(Clone)]
 struct Failure(Option<Cause>);
@@ -178,12 +178,7 @@ impl IntoResponse for ApiError {
 
 /// Logs every 5xx once, with its cause chain: `error` for a 500, `warn` for a 503 (shutting
 /// down, overloaded, a request over its time limit).
-pub(super) async fn log_failures(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
-    let mut response = next.run(request).await;
+fn log_failure(method: &axum::http::Method, path: &str, response: &mut Response) {
     let status = response.status();
     if status.is_server_error() {
         let cause = response
@@ -198,7 +193,6 @@ pub(super) async fn log_failures(
             tracing::warn!(%method, %path, status = status.as_u16(), cause, "request not served");
         }
     }
-    response
 }
 
 impl From<ValidationError> for ApiError {
@@ -233,10 +227,11 @@ impl From<ops::Error> for ApiError {
     }
 }
 
-/// Gives every error the API's JSON shape, also those made below our handlers (a path that
-/// does not percent-decode, another extractor's rejection): a 4xx or 5xx whose body is not
-/// JSON is answered again as `{"error": {"code", "message"}}`, its text as the message.
-pub(super) async fn json_errors(
+/// What every request gets at the edge, in one layer (each `from_fn` layer clones the inner
+/// service and boxes a future per request): the URI bound, the log line of a 5xx
+/// ([`log_failure`]), and the API's JSON shape for every error, also those made below our
+/// handlers ([`json_shaped`]).
+pub(super) async fn edge(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -247,7 +242,17 @@ pub(super) async fn json_errors(
     if uri_len > MAX_URI {
         return ApiError::UriTooLong(uri_len).into_response();
     }
-    let response = next.run(request).await;
+    // `Uri` and `Method` clone by reference count: nothing is copied unless a 5xx is logged.
+    let (method, uri) = (request.method().clone(), request.uri().clone());
+    let mut response = next.run(request).await;
+    log_failure(&method, uri.path(), &mut response);
+    json_shaped(response).await
+}
+
+/// A 4xx or 5xx whose body is not JSON (a path that does not percent-decode, another
+/// extractor's rejection) answered again as `{"error": {"code", "message"}}`, its text as
+/// the message.
+async fn json_shaped(response: Response) -> Response {
     let status = response.status();
     let json = response
         .headers()

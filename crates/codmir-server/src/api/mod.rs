@@ -306,7 +306,6 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::internal("a handler panicked"))
         }))
-        .layer(axum::middleware::from_fn(error::log_failures))
-        .layer(axum::middleware::from_fn(error::json_errors))
+        .layer(axum::middleware::from_fn(error::edge))
         .with_state(state)
 }

@@ -238,6 +238,15 @@ fn run_batch(
                 };
                 run_ready(job.run(&mut tx)).unwrap_or(false)
             };
+            if conn.is_autocommit() {
+                // SQLite rolled the whole transaction back (it may on SQLITE_FULL, an I/O
+                // error, out of memory): nothing of this commit is stored, and the units
+                // after this one must not run outside a transaction, each committing alone.
+                return Err(StoreError::Unreachable {
+                    context: "the database rolled the commit back (disk full or I/O error); nothing of it was kept".into(),
+                    source: None,
+                });
+            }
             match (guarded, ok) {
                 (true, true) => exec(conn, "RELEASE job")?,
                 (true, false) => {

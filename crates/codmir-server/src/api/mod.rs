@@ -200,8 +200,8 @@ async fn method_not_allowed(method: axum::http::Method) -> ApiError {
     ApiError::MethodNotAllowed(format!("method {method} is not allowed on this route"))
 }
 
-/// How long one API request may take before it is answered 503.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one API request may take before it is answered 503 (by `error::edge`).
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `GET /metrics` alone, for `--metrics-listen`.
 pub fn metrics_router(state: AppState) -> Router {
@@ -209,17 +209,6 @@ pub fn metrics_router(state: AppState) -> Router {
         .route("/metrics", get(probes::metrics))
         .fallback(not_found)
         .with_state(state)
-}
-
-/// Bounds every request: one that takes longer is answered 503 with the JSON error shape.
-async fn timeout(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => axum::response::IntoResponse::into_response(ApiError::Unavailable),
-    }
 }
 
 /// The API; with `with_metrics`, `GET /metrics` too (left out when it has a listener of its
@@ -302,7 +291,6 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))
-        .layer(axum::middleware::from_fn(timeout))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::internal("a handler panicked"))
         }))

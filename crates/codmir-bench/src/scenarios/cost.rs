@@ -49,6 +49,9 @@ pub(crate) async fn cost(b: &Bench) -> Result<Vec<Row>> {
         run(b, &api, &project, &mut next, events, hooks).await?;
         callgrind::control(server.pid, "--dump").await?;
         let split = callgrind::read_dump(&dir, server.pid, phase as u32 + 1).await?;
+        if b.args.database == "sqlite" && split.writer == 0 {
+            bail!("no thread ran the SQLite writer's loop: its frame was not found in the dumps");
+        }
         let duplicates = b.stats.duplicates.load(Ordering::Relaxed);
         let row = row(webhooks, events, &split, began.elapsed(), duplicates);
         eprintln!("{}", row.note);

@@ -220,7 +220,7 @@ impl AttemptResponse {
                 a.attempted_at,
                 body,
                 |n, v| {
-                    headers.insert(n.to_owned(), v.into());
+                    headers.insert(n.as_str().to_owned(), v.into());
                 },
             );
             headers.insert("content-type".into(), "application/json".into());

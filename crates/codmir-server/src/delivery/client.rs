@@ -14,7 +14,7 @@ use codmir_core::sign::{codmir_signature, standard_key, standard_signature};
 use codmir_core::target::TargetPolicy;
 use codmir_core::webhook::{Delivery, Webhook};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 
 use codmir_core::time::Timestamp;
 
@@ -188,7 +188,7 @@ impl Sender {
             body,
             |name, value| {
                 if let Ok(v) = HeaderValue::try_from(value) {
-                    headers.insert(name, v);
+                    headers.insert(name.clone(), v);
                 }
             },
         );
@@ -253,6 +253,22 @@ impl AsRef<[u8]> for Payload {
     }
 }
 
+/// Our header names, made at compile time: a name given as a string is parsed and checked
+/// again at every insert, eight times per attempt.
+mod names {
+    use reqwest::header::HeaderName;
+
+    pub(super) const X_CODMIR_SIGNATURE: HeaderName = HeaderName::from_static("x-codmir-signature");
+    pub(super) const X_CODMIR_EVENT: HeaderName = HeaderName::from_static("x-codmir-event");
+    pub(super) const X_CODMIR_DELIVERY: HeaderName = HeaderName::from_static("x-codmir-delivery");
+    pub(super) const X_CODMIR_WEBHOOK_ID: HeaderName =
+        HeaderName::from_static("x-codmir-webhook-id");
+    pub(super) const X_CODMIR_ATTEMPT: HeaderName = HeaderName::from_static("x-codmir-attempt");
+    pub(super) const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+    pub(super) const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+    pub(super) const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+}
+
 /// Our headers of attempt number `attempt` of `delivery` made at `now`, in the order they
 /// are set: ids, attempt number and both signatures. Besides them a request carries the
 /// webhook's own headers, `Content-Type` and `User-Agent`. The delivery log shows a request
@@ -263,7 +279,7 @@ pub fn signed_headers(
     attempt: u32,
     now: Timestamp,
     body: &[u8],
-    mut put: impl FnMut(&'static str, String),
+    mut put: impl FnMut(&HeaderName, String),
 ) {
     let secret = webhook.secret.as_str();
     let now_secs = now.as_secs();
@@ -271,15 +287,18 @@ pub fn signed_headers(
     // on the previous secret; `webhook-signature` carries both (new first).
     let previous = webhook.previous_secret_at(now).map(|s| s.as_str());
     put(
-        "x-codmir-signature",
+        &names::X_CODMIR_SIGNATURE,
         codmir_signature(previous.unwrap_or(secret), body),
     );
-    put("x-codmir-event", delivery.event_type.as_str().to_owned());
-    put("x-codmir-delivery", delivery.id.clone());
-    put("x-codmir-webhook-id", webhook.id.clone());
-    put("x-codmir-attempt", attempt.to_string());
-    put("webhook-id", delivery.event_id.clone());
-    put("webhook-timestamp", now_secs.to_string());
+    put(
+        &names::X_CODMIR_EVENT,
+        delivery.event_type.as_str().to_owned(),
+    );
+    put(&names::X_CODMIR_DELIVERY, delivery.id.clone());
+    put(&names::X_CODMIR_WEBHOOK_ID, webhook.id.clone());
+    put(&names::X_CODMIR_ATTEMPT, attempt.to_string());
+    put(&names::WEBHOOK_ID, delivery.event_id.clone());
+    put(&names::WEBHOOK_TIMESTAMP, now_secs.to_string());
     let mut signature =
         standard_signature(&standard_key(secret), &delivery.event_id, now_secs, body);
     if let Some(old) = previous {
@@ -291,7 +310,7 @@ pub fn signed_headers(
             body,
         ));
     }
-    put("webhook-signature", signature);
+    put(&names::WEBHOOK_SIGNATURE, signature);
 }
 
 /// A one-line cause for the delivery log, without internal detail of our own.
@@ -355,7 +374,7 @@ mod tests {
             let mut sent = std::collections::BTreeMap::new();
             let body = text("body");
             super::signed_headers(&webhook, &delivery, 1, at, body.as_bytes(), |k, val| {
-                sent.insert(k, val);
+                sent.insert(k.as_str().to_owned(), val);
             });
             let name = text("name");
             for (header, expected) in v["headers"].as_object().unwrap() {

@@ -72,7 +72,9 @@ def handle(event: dict) -> None:
         pass
     else:
         pass  # a type added after this code was written: ignore it (answering 2xx)
-    print(f"processed {event['id']} {event['type']}", flush=True)
+    # One write, newline included: the server's own access log writes to stdout from another
+    # thread, and print's separate write of the newline lets it in between.
+    print(f"processed {event['id']} {event['type']}\n", end="", flush=True)
 
 
 _work: "queue.Queue[dict]" = queue.Queue()

@@ -115,8 +115,10 @@ async fn start(app: &TestApp, name: &'static str, mut cmd: Command, port: u16) -
 }
 
 impl Guide {
+    /// Whether the guide printed `line`. The Python servers' access logs share stdout with
+    /// the worker thread's lines, so a line may carry another's text beside it.
     fn printed(&self, line: &str) -> bool {
-        self.proc.stdout().iter().any(|l| l == line)
+        self.proc.stdout().iter().any(|l| l.contains(line))
     }
 
     async fn post(&self, headers: &[(&str, String)], body: &[u8]) -> u16 {

@@ -117,10 +117,22 @@ async fn receive(State(r): State<FlakyReceiver>, headers: HeaderMap, _body: Byte
 }
 
 impl FlakyReceiver {
-    /// Answers every request 503 for `length`.
-    async fn down_for(&self, length: Duration) {
+    /// Answers every request 503 until it has refused `refusals` of them.
+    async fn down_until(&self, refusals: usize) {
+        let refused = || {
+            self.arrivals
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|a| a.status == 503)
+                .count()
+        };
+        let before = refused();
         self.down.store(true, Ordering::Relaxed);
-        hold(length).await;
+        eventually(Duration::from_secs(30), "the outage met", || async {
+            refused() >= before + refusals
+        })
+        .await;
         self.down.store(false, Ordering::Relaxed);
     }
 
@@ -404,11 +416,6 @@ async fn quiet(base: &str, key: &str, webhooks: &[(String, &str)]) {
     .await;
 }
 
-/// Keeps a fault in place for `length`: the fault's duration, not a wait for something.
-async fn hold(length: Duration) {
-    tokio::time::sleep(length).await;
-}
-
 /// Waits until the workload has had `more` requests acknowledged: load is flowing again.
 async fn flowing(acked: &Mutex<Acknowledged>, more: usize) {
     let count = || {
@@ -497,6 +504,23 @@ impl Cluster {
         c
     }
 
+    /// Waits until node `i` is not ready (503): it has noticed its database is gone.
+    async fn refusing(&self, i: usize) {
+        let url = format!("{}/readyz", self.servers[i].base);
+        eventually(
+            Duration::from_secs(30),
+            "a node sees its database gone",
+            || async {
+                client()
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 503)
+            },
+        )
+        .await;
+    }
+
     async fn node(&self, i: usize) -> ServerProcess {
         let url = format!(
             "postgres://postgres@127.0.0.1:{}/postgres",
@@ -509,22 +533,25 @@ impl Cluster {
         let start = Instant::now();
         match kind {
             "kill -9 a node" => {
+                // `stop_with` returns once the process is gone: it starts again at once.
                 self.servers[i].stop_with("KILL");
-                hold(Duration::from_millis(500)).await;
                 self.servers[i] = self.node(i).await;
                 *self.nodes.lock().unwrap() = self.servers.iter().map(|s| s.base.clone()).collect();
             }
             "restart PostgreSQL" => {
                 self.pg.stop_with(if i == 0 { "fast" } else { "immediate" });
-                hold(Duration::from_secs(1)).await;
+                // Down until a node has noticed: its writes are refused.
+                self.refusing(i).await;
                 self.pg.restart();
             }
             "partition a node" => {
+                let at_cut = crate::own_pg::leased(&self.pg.url()).await;
                 self.proxies[i].cut();
-                hold(LEASE + Duration::from_secs(2)).await;
+                // Cut off until the other node has taken over what this one held.
+                crate::own_pg::taken_over(&self.pg.url(), &at_cut).await;
                 self.proxies[i].heal();
             }
-            _ => receiver.down_for(Duration::from_secs(3)).await,
+            _ => receiver.down_until(10).await,
         }
         Fault {
             kind,
@@ -654,7 +681,7 @@ async fn chaos_on_one_sqlite_node_keeps_every_promise() {
         flowing(&acked, 40).await;
         let start = Instant::now();
         if kind == "receiver down" {
-            receiver.down_for(Duration::from_secs(3)).await;
+            receiver.down_until(10).await;
         } else {
             server.stop_with("KILL");
             server = ServerProcess::start(&db, &FLAGS).await;

@@ -462,6 +462,7 @@ async fn a_node_cut_off_from_postgresql_is_taken_over_and_fenced_when_it_returns
     })
     .await;
 
+    let at_cut = crate::own_pg::leased(&pg.url()).await;
     proxy.cut();
     let cut_at = tokio::time::Instant::now();
     // The cut-off node answers promptly that its database is unreachable.
@@ -486,9 +487,8 @@ async fn a_node_cut_off_from_postgresql_is_taken_over_and_fenced_when_it_returns
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    // The fault's length, not a wait for something: the partition is held past A's leases
-    // (4 s), so that B takes A's deliveries over.
-    tokio::time::sleep_until(cut_at + Duration::from_secs(7)).await;
+    // The partition is held until B has taken A's deliveries over (A's leases ran out).
+    crate::own_pg::taken_over(&pg.url(), &at_cut).await;
     proxy.heal();
     let after = acknowledged();
     eventually(Duration::from_secs(40), "A takes writes again", || async {

@@ -130,3 +130,37 @@ impl Drop for OwnPostgres {
             .output();
     }
 }
+
+/// The pending deliveries leased right now on the database at `url`: (id, owner, expiry).
+pub(crate) async fn leased(url: &str) -> std::collections::HashSet<(String, String, i64)> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .query(
+            "SELECT id, lease_owner, lease_expires_at FROM deliveries \
+             WHERE status = 'pending' AND lease_owner IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+/// Waits until no lease held at a cut (`at_cut`, from [`leased`]) is still held as it was:
+/// the healthy node's attempts finished, and what the cut-off node held was taken over
+/// once its leases ran out.
+pub(crate) async fn taken_over(
+    url: &str,
+    at_cut: &std::collections::HashSet<(String, String, i64)>,
+) {
+    crate::helpers::eventually(
+        std::time::Duration::from_secs(30),
+        "every lease held at the cut taken over or done",
+        || async { leased(url).await.is_disjoint(at_cut) },
+    )
+    .await;
+}

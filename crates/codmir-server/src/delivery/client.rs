@@ -5,19 +5,21 @@
 //! names that resolve to loopback, private or link-local addresses are refused (SSRF guard).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use codmir_core::retry::parse_retry_after;
 use codmir_core::sign::{codmir_signature, standard_key, standard_signature};
 use codmir_core::target::TargetPolicy;
-use codmir_core::webhook::{Delivery, Webhook};
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
-
 use codmir_core::time::Timestamp;
+use codmir_core::webhook::{Delivery, Webhook};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Body;
+use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
+use hyper::{Method, Request};
 
+use super::connect::{Connector, Target};
 use crate::store::Leased;
 
 /// Most of a response body read; the rest is discarded unread.
@@ -63,43 +65,18 @@ impl AttemptResult {
     }
 }
 
-/// Resolves names with the system resolver and keeps only the addresses the policy allows:
-/// the connection is made to one of those or to none.
-struct GuardedResolver {
-    policy: Arc<TargetPolicy>,
-}
-
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let policy = self.policy.clone();
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> = addrs
-                .iter()
-                .copied()
-                .filter(|a| policy.allows(a.ip()))
-                .collect();
-            if allowed.is_empty() && !addrs.is_empty() {
-                return Err(format!(
-                    "`{host}` resolves only to addresses that are not public, refused (see --allow-cidr)"
-                )
-                .into());
-            }
-            let addrs: Addrs = Box::new(allowed.into_iter());
-            Ok(addrs)
-        })
-    }
-}
-
 #[derive(Clone)]
 pub struct Sender {
-    client: reqwest::Client,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connector: Connector,
     policy: Arc<TargetPolicy>,
-    /// Webhook URLs already parsed (parsing, with IDNA, cost ~3 % of the server's CPU when
-    /// done per attempt). Cleared when it grows past [`PARSED_URLS`].
-    parsed: Arc<std::sync::Mutex<HashMap<String, reqwest::Url>>>,
+    request_timeout: Duration,
+    /// Webhook URLs already taken apart (parsing, with IDNA, cost ~3 % of the server's CPU
+    /// when done per attempt). Cleared when it grows past [`PARSED_URLS`].
+    parsed: Mutex<HashMap<String, Arc<Target>>>,
 }
 
 /// Most parsed URLs kept by a [`Sender`].
@@ -110,101 +87,91 @@ impl Sender {
         connect_timeout: Duration,
         request_timeout: Duration,
         policy: TargetPolicy,
-    ) -> reqwest::Result<Self> {
+    ) -> Result<Self, rustls::Error> {
         let policy = Arc::new(policy);
-        crate::install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(connect_timeout)
-            .timeout(request_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .dns_resolver(Arc::new(GuardedResolver {
-                policy: policy.clone(),
-            }))
-            .build()?;
         Ok(Self {
-            client,
-            policy,
-            parsed: Arc::default(),
+            inner: Arc::new(Inner {
+                connector: Connector::new(policy.clone(), connect_timeout)?,
+                policy,
+                request_timeout,
+                parsed: Mutex::default(),
+            }),
         })
     }
 
-    fn parse(&self, raw: &str) -> Result<reqwest::Url, url::ParseError> {
-        let mut parsed = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(url) = parsed.get(raw) {
-            return Ok(url.clone());
+    fn target(&self, raw: &str) -> Result<Arc<Target>, String> {
+        let mut parsed = self.inner.parsed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = parsed.get(raw) {
+            return Ok(t.clone());
         }
-        let url = reqwest::Url::parse(raw)?;
+        let target = Arc::new(Target::parse(raw)?);
         if parsed.len() >= PARSED_URLS {
             parsed.clear();
         }
-        parsed.insert(raw.to_owned(), url.clone());
-        Ok(url)
+        parsed.insert(raw.to_owned(), target.clone());
+        Ok(target)
     }
 
-    /// POSTs the event to the webhook as attempt number `attempt`, signed afresh at `now`.
+    /// POSTs the event to the webhook as attempt number `attempt`, signed afresh at `now`:
+    /// connecting, sending and reading the answer all within the request timeout.
     pub async fn send(&self, c: &Leased, attempt: u32, now: Timestamp) -> AttemptResult {
-        let url = match self.parse(c.webhook.url.as_str()) {
-            Ok(u) => u,
-            Err(e) => return AttemptResult::failed(format!("invalid URL: {e}")),
+        let target = match self.target(c.webhook.url.as_str()) {
+            Ok(t) => t,
+            Err(e) => return AttemptResult::failed(e),
         };
         // The policy may have changed since the webhook was registered; IP literals bypass the
         // resolver, so they are checked here.
-        if self.policy.https_only && url.scheme() != "https" {
+        let policy = &self.inner.policy;
+        if policy.https_only && !target.is_https() {
             return AttemptResult::failed(
                 "http:// refused: the server runs with --https-only".into(),
             );
         }
-        let literal = match url.host() {
-            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-            _ => None,
-        };
-        if literal.is_some_and(|ip| !self.policy.allows(ip)) {
+        if target.literal().is_some_and(|ip| !policy.allows(ip)) {
             return AttemptResult::failed(
                 "address refused: not public (see --allow-cidr, --allow-private-targets)".into(),
             );
         }
-        let body = c.payload.as_bytes();
-        let mut headers = HeaderMap::with_capacity(10 + c.webhook.headers.pairs().len());
-        // The webhook's own headers first: none of them can be one of ours (they are refused
-        // when registered), and ours are inserted after them regardless.
-        for (name, value) in c.webhook.headers.pairs() {
-            if let (Ok(n), Ok(v)) = (
-                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::try_from(value.as_str()),
-            ) {
-                headers.insert(n, v);
-            }
+        let request = request(&target, c, attempt, now);
+        let bound = self.inner.request_timeout;
+        match tokio::time::timeout(bound, self.exchange(&target, request)).await {
+            Ok(result) => result,
+            Err(_) => AttemptResult::failed(format!("timed out: no full answer within {bound:?}")),
         }
-        signed_headers(
-            &c.webhook,
-            &c.delivery,
-            attempt,
-            now,
-            body,
-            |name, value| {
-                if let Ok(v) = HeaderValue::try_from(value) {
-                    headers.insert(name.clone(), v);
-                }
-            },
-        );
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+    }
 
-        let response = self
-            .client
-            .post(url)
-            .headers(headers)
-            .body(bytes::Bytes::from_owner(Payload(c.payload.clone())))
-            .send()
-            .await;
-        let mut response = match response {
-            Ok(r) => r,
-            Err(e) => return AttemptResult::failed(describe(&e)),
+    /// Sends on a kept connection, or a new one; reads at most [`MAX_RESPONSE_READ`] of the
+    /// answer, and keeps the connection only when the answer was read to its end.
+    async fn exchange(&self, target: &Target, mut request: Request<Full<Bytes>>) -> AttemptResult {
+        let connector = &self.inner.connector;
+        let (conn, response) = loop {
+            let (mut conn, kept) = match connector.idle(&target.origin) {
+                Some(conn) => (conn, true),
+                None => match connector.connect(&target.origin).await {
+                    Ok(conn) => (conn, false),
+                    Err(e) => return AttemptResult::failed(e.0),
+                },
+            };
+            // A kept connection the endpoint closed meanwhile either says so here or hands
+            // the request back unsent: the request then goes on the next one.
+            if let Err(e) = conn.ready().await {
+                if kept {
+                    continue;
+                }
+                return AttemptResult::failed(format!("connection failed: {}", cause(&e)));
+            }
+            match conn.try_send_request(request).await {
+                Ok(response) => break (conn, response),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if kept => request = unsent,
+                    _ => {
+                        return AttemptResult::failed(format!(
+                            "request failed: {}",
+                            cause(e.error())
+                        ));
+                    }
+                },
+            }
         };
         let status = response.status().as_u16();
         let retry_after = if status == 429 || status == 503 {
@@ -216,22 +183,33 @@ impl Sender {
         } else {
             None
         };
+        let mut body = response.into_body();
         let mut kept = Vec::new();
         let mut read = 0usize;
         let mut error = None;
+        let mut ended = false;
         while read < MAX_RESPONSE_READ {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    read += chunk.len();
-                    let room = MAX_RESPONSE_LOGGED.saturating_sub(kept.len());
-                    kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(chunk) = frame.into_data() {
+                        read += chunk.len();
+                        let room = MAX_RESPONSE_LOGGED.saturating_sub(kept.len());
+                        kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    }
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    error = Some(format!("reading the response body: {}", describe(&e)));
+                None => {
+                    ended = true;
+                    break;
+                }
+                Some(Err(e)) => {
+                    error = Some(format!("reading the response body: {}", cause(&e)));
                     break;
                 }
             }
+        }
+        // An answer left unread closes its connection when the body is dropped.
+        if ended || (error.is_none() && body.is_end_stream()) {
+            connector.keep(&target.origin, conn);
         }
         let response_body = (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned());
         AttemptResult {
@@ -242,6 +220,43 @@ impl Sender {
             interrupted: false,
         }
     }
+}
+
+/// The request of one attempt: the webhook's own headers, then ours.
+fn request(target: &Target, c: &Leased, attempt: u32, now: Timestamp) -> Request<Full<Bytes>> {
+    let body = Bytes::from_owner(Payload(c.payload.clone()));
+    let own = c.webhook.headers.pairs();
+    let mut request = Request::new(Full::new(body.clone()));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = target.path.clone();
+    let headers = request.headers_mut();
+    headers.reserve(11 + own.len());
+    headers.insert(HOST, target.authority.clone());
+    // None of the webhook's own headers can be one of ours (they are refused when
+    // registered), and ours are inserted after them regardless.
+    for (name, value) in own {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            headers.insert(n, v);
+        }
+    }
+    signed_headers(
+        &c.webhook,
+        &c.delivery,
+        attempt,
+        now,
+        &body,
+        |name, value| {
+            if let Ok(v) = HeaderValue::try_from(value) {
+                headers.insert(name.clone(), v);
+            }
+        },
+    );
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+    request
 }
 
 /// The stored event bytes, shared with the request body instead of copied per attempt.
@@ -256,7 +271,7 @@ impl AsRef<[u8]> for Payload {
 /// Our header names, made at compile time: a name given as a string is parsed and checked
 /// again at every insert, eight times per attempt.
 mod names {
-    use reqwest::header::HeaderName;
+    use hyper::header::HeaderName;
 
     pub(super) const X_CODMIR_SIGNATURE: HeaderName = HeaderName::from_static("x-codmir-signature");
     pub(super) const X_CODMIR_EVENT: HeaderName = HeaderName::from_static("x-codmir-event");
@@ -313,25 +328,16 @@ pub fn signed_headers(
     put(&names::WEBHOOK_SIGNATURE, signature);
 }
 
-/// A one-line cause for the delivery log, without internal detail of our own.
-fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    let mut cause = String::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        cause = s.to_string();
-        source = s.source();
+/// A one-line cause for the delivery log: the error and, when it has one, its root cause.
+fn cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut root = e;
+    while let Some(s) = root.source() {
+        root = s;
     }
-    if cause.is_empty() {
-        kind.to_owned()
+    if std::ptr::addr_eq(root, e) {
+        e.to_string()
     } else {
-        format!("{kind}: {cause}")
+        format!("{e}: {root}")
     }
 }
 

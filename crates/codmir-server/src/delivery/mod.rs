@@ -15,11 +15,13 @@
 //! The parts: `handle.rs` (what the API holds), `dispatcher.rs` (the loop), `queues.rs` (the
 //! per-webhook lanes and bounds), `budget.rs` (how busy the API is, and the rate of claimed
 //! work while it is), `poll.rs` (when to look in the database), `attempt.rs` (one attempt and
-//! its verdict), `recorder.rs` (batched outcomes), `client.rs` (the signed POST).
+//! its verdict), `recorder.rs` (batched outcomes), `client.rs` (the signed POST), `connect.rs` (its
+//! connections: resolution under the target policy, TLS, the idle pool).
 
 mod attempt;
 mod budget;
 mod client;
+mod connect;
 mod dispatcher;
 mod handle;
 mod poll;
@@ -60,7 +62,7 @@ pub fn spawn(
     store: Store,
     config: Arc<Config>,
     shutdown: watch::Receiver<bool>,
-) -> Result<(Engine, JoinHandle<()>), reqwest::Error> {
+) -> Result<(Engine, JoinHandle<()>), rustls::Error> {
     let sender = Sender::new(
         config.connect_timeout,
         config.request_timeout,

@@ -28,6 +28,7 @@ mod listen;
 mod nodes;
 mod observability;
 mod operations;
+mod outbound;
 mod own_pg;
 mod process;
 mod proxy;

@@ -175,7 +175,8 @@ impl Store {
     /// savepoint of its own (whose statement journal copies each page the unit touches, about
     /// a fifth of the writer's work in a busy batch); should it fail after writing all the
     /// same, its whole commit is rolled back and every unit of it answered with a transient
-    /// error, so nothing half-written is ever kept.
+    /// error, so nothing half-written is ever kept. PostgreSQL groups such units into one
+    /// transaction per batch, with their ticket, event and delivery rows inserted set-based.
     pub async fn write_checked<F, T, E>(&self, work: F) -> Result<T, E>
     where
         F: for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Result<T, E>> + Send + 'static,

@@ -139,6 +139,103 @@ pub(crate) async fn a_failed_unit_of_work_rolls_back_alone(store: Store) {
     assert_eq!(events.len(), 1);
 }
 
+/// Ticket creations submitted together as checked units: each acknowledged one is stored
+/// whole (ticket, event, delivery leased as written), a unit reads back what it has just
+/// written (PostgreSQL holds such rows back for one set-based insert per batch), and a unit
+/// refused before writing leaves nothing.
+pub(crate) async fn checked_ticket_units_together_each_store_their_rows_whole(store: Store) {
+    let (p, _) = setup(&store).await;
+    let project = projects(&store, &p, 1).await.remove(0);
+    let lease = Lease {
+        owner: "node_a".into(),
+        until: Timestamp::from_millis(in_a_minute()),
+    };
+    let create = |i: usize| {
+        let (store, p, project, lease) = (store.clone(), p.clone(), project.clone(), lease.clone());
+        async move {
+            store
+                .write_checked(move |tx| {
+                    Box::pin(async move {
+                        if i % 9 == 4 {
+                            return Err(ops::Error::NotFound("refused before writing"));
+                        }
+                        let new = NewTicket {
+                            title: TicketTitle::parse(&format!("t{i}")).unwrap(),
+                            description: i
+                                .is_multiple_of(2)
+                                .then(|| codmir_core::tracker::Description::parse("d").unwrap()),
+                            status: TicketStatus::Open,
+                            priority: Priority::High,
+                            assignee_id: None,
+                        };
+                        let mut after = ops::AfterCommit::leased_to(lease);
+                        let ticket =
+                            ops::create_ticket(tx, &p, &project, new, Timestamp::now(), &mut after)
+                                .await?;
+                        if i.is_multiple_of(3) {
+                            let read = tx.get_ticket(&p.workspace_id, &ticket.id).await?;
+                            assert_eq!(read.as_ref(), Some(&ticket), "a unit sees its own write");
+                        }
+                        Ok((ticket, after.fresh))
+                    })
+                })
+                .await
+        }
+    };
+    let units: Vec<_> = (0..80).map(|i| tokio::spawn(create(i))).collect();
+    let mut answers = Vec::new();
+    for unit in units {
+        answers.push(unit.await.unwrap());
+    }
+    let ws = p.workspace_id.clone();
+    let stored = store
+        .read(move |tx| {
+            Box::pin(async move {
+                let mut found = Vec::new();
+                for answer in answers {
+                    let Ok((ticket, fresh)) = answer else {
+                        found.push(Err(answer.err().map(|e| format!("{e:?}"))));
+                        continue;
+                    };
+                    let read = tx.get_ticket(&ws, &ticket.id).await?;
+                    assert_eq!(read.as_ref(), Some(&ticket), "stored as acknowledged");
+                    assert_eq!(fresh.len(), 1, "one delivery for the one webhook");
+                    let d = tx.get_delivery(&ws, &fresh[0].delivery.id).await?;
+                    let d = d.expect("its delivery is stored");
+                    assert_eq!(d, fresh[0].delivery);
+                    let event = tx.get_event(&ws, &d.event_id).await?.expect("its event");
+                    assert_eq!(&*event.payload, &*fresh[0].payload);
+                    found.push(Ok(ticket.id));
+                }
+                Ok::<_, StoreError>(found)
+            })
+        })
+        .await
+        .unwrap();
+    for (i, f) in stored.iter().enumerate() {
+        assert_eq!(f.is_ok(), i % 9 != 4, "unit {i}: {f:?}");
+    }
+    // Only the acknowledged ones are there: one ticket.created per stored ticket.
+    let ws = p.workspace_id.clone();
+    let events = store
+        .read(move |tx| {
+            Box::pin(async move {
+                let page = PageRequest {
+                    limit: 100,
+                    after: None,
+                };
+                let q = EventQuery::default();
+                Ok::<_, StoreError>(tx.list_events(&ws, &q, &page).await?.items)
+            })
+        })
+        .await
+        .unwrap();
+    let tickets = events
+        .iter()
+        .filter(|e| e.payload.contains("ticket.created"));
+    assert_eq!(tickets.count(), stored.iter().filter(|f| f.is_ok()).count());
+}
+
 /// Units written with `write_checked` go without a savepoint of their own on SQLite. One that
 /// fails after writing must leave nothing of itself, and whatever of its commit is kept must
 /// be what was acknowledged: every unit told Ok is stored, every one told Err is not.
@@ -603,6 +700,7 @@ macro_rules! conformance {
 conformance!(
     a_failed_unit_of_work_rolls_back_alone,
     a_checked_unit_that_fails_after_writing_keeps_nothing_half_done,
+    checked_ticket_units_together_each_store_their_rows_whole,
     lists_page_newest_first_by_cursor,
     a_duplicate_is_a_conflict,
     rows_read_back_as_written,

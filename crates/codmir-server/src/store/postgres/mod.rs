@@ -3,7 +3,8 @@
 //! access the queries (`tracker.rs`, `outbox.rs`, `queue.rs`) share.
 //!
 //! Each unit of work runs in its own transaction on a pooled connection, in a task of its own
-//! so that a caller that goes away cannot leave a connection mid-transaction. Due deliveries
+//! so that a caller that goes away cannot leave a connection mid-transaction; checked units
+//! (`Store::write_checked`) are grouped into batches with set-based inserts (`batch.rs`). Due deliveries
 //! are claimed with `FOR UPDATE SKIP LOCKED` and a lease; commits that create deliveries
 //! `NOTIFY` the other nodes, which `LISTEN` on a dedicated connection.
 
@@ -20,6 +21,7 @@ use super::rows::{Columns, corrupt};
 use super::seal::KeyRing;
 use super::{Backend, BoxFuture, FanoutCache, Job, Page, PageRequest, StoreError, StoreResult};
 
+mod batch;
 mod outbox;
 mod queue;
 mod tracker;
@@ -90,6 +92,8 @@ pub struct PgStore {
     config: tokio_postgres::Config,
     keys: Option<Arc<KeyRing>>,
     fanout: Arc<FanoutCache>,
+    /// Checked units of work, run in batches by the batcher tasks (`batch.rs`).
+    checked: tokio::sync::mpsc::UnboundedSender<Box<dyn Job>>,
 }
 
 impl PgStore {
@@ -123,11 +127,27 @@ impl PgStore {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::database("cannot build the connection pool", e))?;
+        let fanout: Arc<FanoutCache> = Arc::default();
+        let (checked, queue) = tokio::sync::mpsc::unbounded_channel();
+        let queue: batch::Queue = Arc::new(tokio::sync::Mutex::new(queue));
+        // A quarter of the pool (2 of the default 8): with fewer batchers each batch is larger
+        // (`steady` at 32 publishers: 8.2–8.5 units per commit with 2, 5.0 with 4, the same
+        // throughput and a lower p99), and the other connections stay free for reads, claims
+        // and the other writes.
+        for _ in 0..(pool_size / 4).max(1) {
+            tokio::spawn(batch::batcher(
+                queue.clone(),
+                pool.clone(),
+                keys.clone(),
+                fanout.clone(),
+            ));
+        }
         Ok(Self {
             pool,
             config,
             keys,
-            fanout: Arc::default(),
+            fanout,
+            checked,
         })
     }
 
@@ -154,6 +174,7 @@ impl PgStore {
                     client: &conn,
                     keys: keys.as_deref(),
                     fanout: &fanout,
+                    batch: None,
                 };
                 job.run(&mut tx).await
             };
@@ -218,6 +239,9 @@ async fn migrate(config: &tokio_postgres::Config) -> StoreResult<()> {
 
 impl Backend for PgStore {
     fn submit_write(&self, job: Box<dyn Job>) -> BoxFuture<'_, StoreResult<()>> {
+        if !job.guarded() {
+            return Box::pin(async move { self.checked.send(job).map_err(|_| StoreError::Closed) });
+        }
         let (pool, shared) = (self.pool.clone(), self.shared());
         tokio::spawn(async move { Self::run_job(&pool, shared, job, "BEGIN").await });
         Box::pin(async { Ok(()) })
@@ -316,6 +340,8 @@ struct PgTx<'c> {
     keys: Option<&'c KeyRing>,
     /// The fan-out's webhooks, shared by this node's units of work.
     fanout: &'c FanoutCache,
+    /// Set when the unit runs in a batch of checked units (`batch.rs`).
+    batch: Option<batch::InBatch<'c>>,
 }
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -325,8 +351,12 @@ type Decode<T> = fn(&dyn Columns) -> StoreResult<T>;
 
 impl PgTx<'_> {
     async fn rows(&self, sql: &str, params: Params<'_>) -> StoreResult<Vec<Row>> {
-        let stmt = self.client.prepare_cached(sql).await?;
-        Ok(self.client.query(&stmt, params).await?)
+        self.before(sql).await?;
+        let rows = async {
+            let stmt = self.client.prepare_cached(sql).await?;
+            Ok(self.client.query(&stmt, params).await?)
+        };
+        self.after(rows.await)
     }
 
     async fn one<T>(
@@ -335,10 +365,23 @@ impl PgTx<'_> {
         params: Params<'_>,
         decode: Decode<T>,
     ) -> StoreResult<Option<T>> {
-        let stmt = self.client.prepare_cached(sql).await?;
-        self.client
-            .query_opt(&stmt, params)
-            .await?
+        self.before(sql).await?;
+        self.one_beside(sql, params, decode).await
+    }
+
+    /// [`PgTx::one`] for a read of none of the tables a batch holds rows back for: they
+    /// need not go in first.
+    async fn one_beside<T>(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+        decode: Decode<T>,
+    ) -> StoreResult<Option<T>> {
+        let row = async {
+            let stmt = self.client.prepare_cached(sql).await?;
+            Ok(self.client.query_opt(&stmt, params).await?)
+        };
+        self.after(row.await)?
             .as_ref()
             .map(|r| decode(r))
             .transpose()
@@ -358,8 +401,12 @@ impl PgTx<'_> {
     }
 
     async fn exec(&self, sql: &str, params: Params<'_>) -> StoreResult<u64> {
-        let stmt = self.client.prepare_cached(sql).await?;
-        Ok(self.client.execute(&stmt, params).await?)
+        self.before(sql).await?;
+        let done = async {
+            let stmt = self.client.prepare_cached(sql).await?;
+            Ok(self.client.execute(&stmt, params).await?)
+        };
+        self.after(done.await)
     }
 
     /// A paged query whose last two parameters are the cursor (`$n::text`) and the limit.

@@ -15,6 +15,9 @@ use crate::store::{EventQuery, OutboxTx, Page, PageRequest, StoreResult, StoredE
 #[async_trait]
 impl OutboxTx for PgTx<'_> {
     async fn insert_event(&mut self, e: &Event) -> StoreResult<()> {
+        if self.hold_event(e) {
+            return Ok(());
+        }
         self.exec(
             "INSERT INTO events (id, workspace_id, project_id, type, created_at, payload) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -197,14 +200,21 @@ impl OutboxTx for PgTx<'_> {
     }
 
     async fn enabled_webhooks(&mut self, ws: &str) -> StoreResult<Webhooks> {
-        let version = self
-            .one(
-                "SELECT webhooks_version FROM workspaces WHERE id = $1",
-                &[&ws],
-                |r| r.int(0),
-            )
-            .await?
-            .unwrap_or(0);
+        let version = match self.batch_version(ws) {
+            Some(v) => v,
+            None => {
+                let v = self
+                    .one_beside(
+                        "SELECT webhooks_version FROM workspaces WHERE id = $1",
+                        &[&ws],
+                        |r| r.int(0),
+                    )
+                    .await?
+                    .unwrap_or(0);
+                self.remember_version(ws, v);
+                v
+            }
+        };
         if let Some(hooks) = self.fanout.get(ws, version) {
             return Ok(hooks);
         }

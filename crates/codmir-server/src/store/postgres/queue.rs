@@ -67,6 +67,9 @@ impl QueueTx for PgTx<'_> {
             lease.map(|l| l.owner.as_str()),
             lease.map(|l| l.until.as_millis()),
         );
+        if self.hold_delivery(d, owner.map(|o| (o.to_owned(), until.unwrap_or(0)))) {
+            return Ok(());
+        }
         let attempts = d.attempt_count as i32;
         self.exec(
             &format!(

@@ -255,6 +255,9 @@ impl TrackerTx for PgTx<'_> {
     }
 
     async fn insert_ticket(&mut self, t: &Ticket) -> StoreResult<()> {
+        if self.hold_ticket(t) {
+            return Ok(());
+        }
         self.exec(
             &format!("INSERT INTO tickets ({TICKET_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
             &[

@@ -87,6 +87,8 @@ const RECORDER: &str = "codmir_server::delivery::recorder::record_outcomes::{{cl
 const RECORDER_UNIT: &str =
     "codmir_server::delivery::recorder::record_outcomes::{{closure}}::{{closure}}::{{closure}}";
 const WRITER: &str = "codmir_server::store::sqlite::writer_loop";
+/// PostgreSQL's batches of checked units run in these tasks, not in `run_job`.
+const PG_BATCHER: &str = "codmir_server::store::postgres::batch::batcher::{{closure}}";
 const WORKER: &str = "tokio::runtime::scheduler::multi_thread::worker::Context::run";
 const BLOCKING: &str = "tokio::runtime::blocking::pool::Inner::run";
 
@@ -140,7 +142,8 @@ fn add_thread(split: &mut Split, costs: &BTreeMap<String, u64>) {
             })
             .map(|(_, v)| *v)
             .max()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            + of(PG_BATCHER);
         split.api += api;
         split.delivery += delivery;
         split.engine += engine;

@@ -70,11 +70,14 @@ fn http_is_known_only_where_it_belongs() {
     // Inbound HTTP: the API, and `lib.rs` and `listen.rs`, which serve it.
     let found = offenders("axum", &["api/", "lib.rs", "listen.rs"]);
     assert!(found.is_empty(), "axum outside api/: {found:#?}");
-    let found = offenders("hyper", &["listen.rs"]);
-    assert!(found.is_empty(), "hyper outside listen.rs: {found:#?}");
-    // Outbound HTTP: the delivery engine.
-    let found = offenders("reqwest", &["delivery/"]);
-    assert!(found.is_empty(), "reqwest outside delivery/: {found:#?}");
+    // hyper: the inbound listener, and the delivery client's connections.
+    let found = offenders("hyper", &["listen.rs", "delivery/"]);
+    assert!(found.is_empty(), "hyper outside listen.rs and delivery/: {found:#?}");
+    // Outbound TLS: the delivery engine's connections only.
+    for tls in ["tokio_rustls", "rustls_platform_verifier"] {
+        let found = offenders(tls, &["delivery/connect.rs"]);
+        assert!(found.is_empty(), "{tls} outside delivery/connect.rs: {found:#?}");
+    }
 }
 
 #[test]
@@ -82,5 +85,6 @@ fn the_check_sees_what_it_looks_for() {
     // Without an allowed home, each name is found: the test above could fail.
     assert!(!offenders("rusqlite", &[]).is_empty());
     assert!(!offenders("axum", &[]).is_empty());
-    assert!(!offenders("reqwest", &[]).is_empty());
+    assert!(!offenders("hyper", &[]).is_empty());
+    assert!(!offenders("tokio_rustls", &[]).is_empty());
 }

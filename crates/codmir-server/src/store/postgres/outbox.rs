@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use codmir_core::event::Event;
+use codmir_core::id;
 use codmir_core::time::Timestamp;
 use codmir_core::webhook::Webhook;
 
@@ -53,15 +54,20 @@ impl OutboxTx for PgTx<'_> {
     ) -> StoreResult<Vec<Event>> {
         self.all(
             &format!(
-                "SELECT {EVENT_FULL_COLS} FROM events WHERE workspace_id = $1 AND created_at >= $2 \
-                 AND created_at < $3 AND ($4::text IS NULL OR id > $4) ORDER BY id LIMIT $5"
+                "SELECT {EVENT_FULL_COLS} FROM events WHERE workspace_id = $1 AND id >= $6 \
+                 AND id < $7 AND created_at >= $2 AND created_at < $3 \
+                 AND ($4::text IS NULL OR id > $4) ORDER BY id LIMIT $5"
             ),
+            // The id bounds let the (workspace_id, id) index hold the window: an event's id
+            // starts with its creation time.
             &[
                 &ws,
                 &since.as_millis(),
                 &until.as_millis(),
                 &after,
                 &i64::from(limit),
+                &id::floor("evt", since),
+                &id::floor("evt", until),
             ],
             rows::event_full,
         )

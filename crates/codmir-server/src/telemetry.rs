@@ -2,10 +2,10 @@
 //! their rendering for `GET /metrics`. Labels take small fixed sets of values (outcome,
 //! status class, route template, backend), never ids or URLs.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{SharedString, counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// Bucket bounds in seconds, 1 ms to 60 s, for every latency histogram.
@@ -156,15 +156,37 @@ pub(crate) fn in_flight(n: usize) {
 }
 
 /// One API request answered.
-pub(crate) fn request(route: &str, method: &str, status: u16, took: Duration) {
+pub(crate) fn request(route: Arc<str>, method: &str, status: u16, took: Duration) {
+    // Labels without a copy each: the route shared, the method and the usual statuses static.
+    let method: SharedString = match method {
+        "GET" => "GET".into(),
+        "POST" => "POST".into(),
+        "PATCH" => "PATCH".into(),
+        "DELETE" => "DELETE".into(),
+        other => other.to_owned().into(),
+    };
+    let status: SharedString = match status {
+        200 => "200".into(),
+        201 => "201".into(),
+        202 => "202".into(),
+        204 => "204".into(),
+        400 => "400".into(),
+        401 => "401".into(),
+        404 => "404".into(),
+        409 => "409".into(),
+        422 => "422".into(),
+        429 => "429".into(),
+        503 => "503".into(),
+        other => other.to_string().into(),
+    };
     counter!(
         "codmir_http_requests_total",
-        "route" => route.to_owned(),
-        "method" => method.to_owned(),
-        "status" => status.to_string()
+        "route" => SharedString::from(route.clone()),
+        "method" => method,
+        "status" => status
     )
     .increment(1);
-    histogram!("codmir_http_request_duration_seconds", "route" => route.to_owned())
+    histogram!("codmir_http_request_duration_seconds", "route" => SharedString::from(route))
         .record(took.as_secs_f64());
 }
 

@@ -72,11 +72,17 @@ fn http_is_known_only_where_it_belongs() {
     assert!(found.is_empty(), "axum outside api/: {found:#?}");
     // hyper: the inbound listener, and the delivery client's connections.
     let found = offenders("hyper", &["listen.rs", "delivery/"]);
-    assert!(found.is_empty(), "hyper outside listen.rs and delivery/: {found:#?}");
+    assert!(
+        found.is_empty(),
+        "hyper outside listen.rs and delivery/: {found:#?}"
+    );
     // Outbound TLS: the delivery engine's connections only.
     for tls in ["tokio_rustls", "rustls_platform_verifier"] {
         let found = offenders(tls, &["delivery/connect.rs"]);
-        assert!(found.is_empty(), "{tls} outside delivery/connect.rs: {found:#?}");
+        assert!(
+            found.is_empty(),
+            "{tls} outside delivery/connect.rs: {found:#?}"
+        );
     }
 }
 

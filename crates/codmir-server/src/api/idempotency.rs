@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -30,11 +30,8 @@ const MAX_KEY: usize = 255;
 /// Largest answer kept (creates answer with a few KiB).
 const MAX_ANSWER: usize = 1 << 20;
 
-pub(super) async fn idempotency(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// Runs the request, or answers it from what its key already holds.
+pub(super) async fn idempotency(state: AppState, request: Request, next: Next) -> Response {
     if request.method() != Method::POST {
         return next.run(request).await;
     }

@@ -285,9 +285,8 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
         .route("/v1/deliveries/{id}", get(webhooks::get_delivery))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            idempotency::idempotency,
+            probes::per_route,
         ))
-        .route_layer(axum::middleware::from_fn(probes::count_requests))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))

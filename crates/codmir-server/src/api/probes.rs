@@ -77,21 +77,25 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Counts each request by its route template (`/v1/webhooks/{id}`, never the id itself),
-/// method and status, and times it.
-pub(super) async fn count_requests(
+/// The layer of every route: counts each request by its route template (`/v1/webhooks/{id}`,
+/// never the id itself), method and status, and times it, around `Idempotency-Key` handling.
+/// One `from_fn` layer rather than one each: a layer clones the service below it and boxes a
+/// future per request.
+pub(super) async fn per_route(
+    State(state): State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let route = request
+    let route: std::sync::Arc<str> = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        .map_or("unmatched", |p| p.as_str())
+        .into();
     let method = request.method().clone();
     let began = Instant::now();
-    let response = next.run(request).await;
+    let response = super::idempotency::idempotency(state, request, next).await;
     telemetry::request(
-        &route,
+        route,
         method.as_str(),
         response.status().as_u16(),
         began.elapsed(),

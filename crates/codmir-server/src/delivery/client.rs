@@ -145,12 +145,9 @@ impl Sender {
     async fn exchange(&self, target: &Target, mut request: Request<Full<Bytes>>) -> AttemptResult {
         let connector = &self.inner.connector;
         let (conn, response) = loop {
-            let (mut conn, kept) = match connector.idle(&target.origin) {
-                Some(conn) => (conn, true),
-                None => match connector.connect(&target.origin).await {
-                    Ok(conn) => (conn, false),
-                    Err(e) => return AttemptResult::failed(e.0),
-                },
+            let (mut conn, kept) = match connector.checkout(&target.origin).await {
+                Ok(found) => found,
+                Err(e) => return AttemptResult::failed(e.0),
             };
             // A kept connection the endpoint closed meanwhile either says so here or hands
             // the request back unsent: the request then goes on the next one.

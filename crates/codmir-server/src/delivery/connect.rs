@@ -107,11 +107,19 @@ struct Idle {
     since: Instant,
 }
 
+/// One origin's idle connections, and the signal that one was put back.
 #[derive(Default)]
-struct Pool {
-    idle: HashMap<Origin, Vec<Idle>>,
+struct Lane {
+    idle: Vec<Idle>,
+    freed: Arc<tokio::sync::Notify>,
 }
 
+#[derive(Default)]
+struct Pool {
+    lanes: HashMap<Origin, Lane>,
+}
+
+#[derive(Clone)]
 pub(super) struct Connector {
     policy: Arc<TargetPolicy>,
     tls: tokio_rustls::TlsConnector,
@@ -155,10 +163,49 @@ impl Connector {
         })
     }
 
+    /// A connection to `origin`, and whether it was kept from an earlier attempt: an idle one
+    /// if there is one; else a new one, unless a connection is put back before the new one
+    /// is made — then that one, and the new one is kept for later when it is made. (Under a
+    /// burst, such as one event to a thousand webhooks of one receiver, a new connection can
+    /// wait a second for a dropped SYN to be sent again; an attempt need not wait with it.)
+    pub(super) async fn checkout(&self, origin: &Origin) -> Result<(Conn, bool), ConnectError> {
+        if let Some(conn) = self.idle(origin) {
+            return Ok((conn, true));
+        }
+        let freed = {
+            let mut pool = lock(&self.pool);
+            pool.lanes.entry(origin.clone()).or_default().freed.clone()
+        };
+        let (made, mut made_rx) = tokio::sync::oneshot::channel();
+        let (connector, target) = (self.clone(), origin.clone());
+        tokio::spawn(async move {
+            let result = connector.connect(&target).await;
+            // The attempt took a connection put back meanwhile: this one is kept for later.
+            if let Err(Ok(conn)) = made.send(result) {
+                connector.keep(&target, conn);
+            }
+        });
+        loop {
+            tokio::select! {
+                result = &mut made_rx => {
+                    let conn = result.unwrap_or_else(|_| {
+                        Err(ConnectError("connection failed: the connecting task ended".into()))
+                    })?;
+                    return Ok((conn, false));
+                }
+                () = freed.notified() => {
+                    if let Some(conn) = self.idle(origin) {
+                        return Ok((conn, true));
+                    }
+                }
+            }
+        }
+    }
+
     /// An idle connection to `origin`, most recently used first.
-    pub(super) fn idle(&self, origin: &Origin) -> Option<Conn> {
+    fn idle(&self, origin: &Origin) -> Option<Conn> {
         let mut pool = lock(&self.pool);
-        let list = pool.idle.get_mut(origin)?;
+        let list = &mut pool.lanes.get_mut(origin)?.idle;
         while let Some(idle) = list.pop() {
             if !idle.conn.is_closed() && idle.since.elapsed() < IDLE_FOR {
                 return Some(idle.conn);
@@ -173,17 +220,18 @@ impl Connector {
             return;
         }
         let mut pool = lock(&self.pool);
-        let list = pool.idle.entry(origin.clone()).or_default();
-        if list.len() < IDLE_PER_ORIGIN {
-            list.push(Idle {
+        let lane = pool.lanes.entry(origin.clone()).or_default();
+        if lane.idle.len() < IDLE_PER_ORIGIN {
+            lane.idle.push(Idle {
                 conn,
                 since: Instant::now(),
             });
+            lane.freed.notify_one();
         }
     }
 
     /// A new connection to `origin`, within the connect timeout: resolution, TCP and TLS.
-    pub(super) async fn connect(&self, origin: &Origin) -> Result<Conn, ConnectError> {
+    async fn connect(&self, origin: &Origin) -> Result<Conn, ConnectError> {
         match tokio::time::timeout(self.connect_timeout, self.open(origin)).await {
             Ok(r) => r,
             Err(_) => Err(ConnectError(format!(
@@ -282,9 +330,11 @@ fn lock(pool: &Mutex<Pool>) -> std::sync::MutexGuard<'_, Pool> {
 }
 
 fn sweep(pool: &mut Pool) {
-    pool.idle.retain(|_, list| {
-        list.retain(|i| !i.conn.is_closed() && i.since.elapsed() < IDLE_FOR);
-        !list.is_empty()
+    pool.lanes.retain(|_, lane| {
+        lane.idle
+            .retain(|i| !i.conn.is_closed() && i.since.elapsed() < IDLE_FOR);
+        // A lane an attempt waits on is kept: its signal is the one the attempt listens to.
+        !lane.idle.is_empty() || Arc::strong_count(&lane.freed) > 1
     });
 }
 

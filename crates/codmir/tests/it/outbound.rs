@@ -271,3 +271,42 @@ async fn an_answer_that_trickles_is_cut_off_at_the_request_timeout() {
         );
     }
 }
+
+/// An endpoint that serves one connection and never accepts another: its accept queue (one
+/// deep) fills and further connection attempts wait for SYN retries that cannot succeed.
+/// Attempts that find no idle connection take the first one put back instead of waiting for
+/// their own, as they do when a burst to one receiver loses SYNs.
+#[tokio::test]
+async fn attempts_waiting_for_a_connection_take_one_that_is_put_back() {
+    let app = spawn_app().await; // connect timeout 2 s, request timeout 3 s
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}/hook?from=test", socket.local_addr().unwrap());
+    let listener = socket.listen(1).unwrap();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        serve(tcp, 1, Answer::Keep, log).await;
+        drop(listener);
+    });
+    let mut webhooks = Vec::new();
+    for _ in 0..10 {
+        webhooks.push(register(&app, &url).await);
+    }
+    let project = app.project("P").await;
+    app.ticket(&project, json!({"title": "burst"})).await;
+    let mut first_try = 0;
+    for webhook in &webhooks {
+        let d = settled(&app, webhook, 1).await.remove(0);
+        if d["status"] == "succeeded" && d["attempt_count"] == 1 {
+            first_try += 1;
+        }
+    }
+    // The attempts whose connections the kernel queued for accept (never accepted) lose to
+    // the request timeout, and so may their retries; every other attempt is served on the
+    // one connection. Waiting for its own connection, each of those would have failed.
+    assert!(first_try >= 7, "{first_try} of 10 on the first attempt");
+    let connections = seen.lock().unwrap().iter().map(|s| s.connection).max();
+    assert_eq!(connections, Some(1), "one connection served them all");
+}

@@ -265,16 +265,22 @@ pub(super) async fn batcher(
                 }
             }
         }
-        run_batch(&pool, keys.as_deref(), &fanout, jobs).await;
+        // In a task of its own, as a single unit's is: a unit that panics ends its batch (its
+        // callers are told the store closed), not this batcher.
+        let batch = tokio::spawn(run_batch(pool.clone(), keys.clone(), fanout.clone(), jobs));
+        if batch.await.is_err() {
+            tracing::error!("a batch of units of work panicked; its callers were answered");
+        }
     }
 }
 
 async fn run_batch(
-    pool: &Pool,
-    keys: Option<&KeyRing>,
-    fanout: &FanoutCache,
+    pool: Pool,
+    keys: Option<Arc<KeyRing>>,
+    fanout: Arc<FanoutCache>,
     mut jobs: Vec<Box<dyn Job>>,
 ) {
+    let (keys, fanout) = (keys.as_deref(), &*fanout);
     let conn = match pool.get().await {
         Ok(c) => c,
         Err(e) => {

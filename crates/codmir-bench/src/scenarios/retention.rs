@@ -45,6 +45,13 @@ pub(crate) async fn retention(b: &Bench) -> Result<Vec<Row>> {
     );
     crate::bulk::bulk_at(&path, &webhook, n, "succeeded", old)?;
     let floor = codmir_core::id::floor("dlv", old.plus(Duration::from_secs(1)));
+    // A pass that finds nothing to delete would report an absurd rate: the rows must be old.
+    let written = old_rows(&path, &floor)?;
+    anyhow::ensure!(
+        written >= n as i64,
+        "only {written} of {n} bulk rows have ids older than the floor (ids made earlier in \
+         this process at a later time hold the clock back)"
+    );
     // The pass starts with the server.
     let (servers, api) = b.servers_with(&db, &[], Some(&api.key)).await?;
     let before: Vec<Usage> = servers.iter().map(Server::usage).collect();

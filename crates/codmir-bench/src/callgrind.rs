@@ -88,7 +88,7 @@ const RECORDER_UNIT: &str =
     "codmir_server::delivery::recorder::record_outcomes::{{closure}}::{{closure}}::{{closure}}";
 const WRITER: &str = "codmir_server::store::sqlite::writer_loop";
 /// PostgreSQL's batches of checked units run in these tasks, not in `run_job`.
-const PG_BATCHER: &str = "codmir_server::store::postgres::batch::batcher::{{closure}}";
+const PG_BATCHER: &str = "codmir_server::store::postgres::batch::run_batch::{{closure}}";
 const WORKER: &str = "tokio::runtime::scheduler::multi_thread::worker::Context::run";
 const BLOCKING: &str = "tokio::runtime::blocking::pool::Inner::run";
 

@@ -163,6 +163,11 @@ impl Connector {
         })
     }
 
+    /// The addresses and schemes attempts may reach.
+    pub(super) fn policy(&self) -> &TargetPolicy {
+        &self.policy
+    }
+
     /// A connection to `origin`, and whether it was kept from an earlier attempt: an idle one
     /// if there is one; else a new one, unless a connection is put back before the new one
     /// is made — then that one, and the new one is kept for later when it is made. (Under a

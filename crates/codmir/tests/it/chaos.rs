@@ -24,7 +24,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::helpers::{all_pages, client, eventually, get_at};
+use crate::helpers::{all_pages, answers, client, eventually, get_at};
 use crate::own_pg::OwnPostgres;
 use crate::process::ServerProcess;
 use crate::proxy::Proxy;
@@ -510,13 +510,7 @@ impl Cluster {
         eventually(
             Duration::from_secs(30),
             "a node sees its database gone",
-            || async {
-                client()
-                    .get(&url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 503)
-            },
+            || answers(&url, 503),
         )
         .await;
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{client, eventually};
+use crate::helpers::{answers, client, eventually};
 use crate::process::ServerProcess;
 
 async fn server(flags: &[&str]) -> (tempfile::TempDir, ServerProcess) {
@@ -205,12 +205,8 @@ async fn past_max_connections_newcomers_are_closed_and_open_connections_served()
     assert_eq!(kept.get(&health).send().await.unwrap().status(), 200);
     // Once the idle ones go, there is room again.
     drop(idle);
-    eventually(Duration::from_secs(5), "room again", || async {
-        client()
-            .get(&health)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
+    eventually(Duration::from_secs(5), "room again", || {
+        answers(&health, 200)
     })
     .await;
     let m = client()

@@ -297,6 +297,15 @@ pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// Whether `GET url` is answered with `status` (a refused connection is not).
+pub(crate) async fn answers(url: &str, status: u16) -> bool {
+    client()
+        .get(url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == status)
+}
+
 /// `GET url` with a key; the JSON body.
 pub(crate) async fn get_json(url: &str, key: &str) -> Value {
     client()

@@ -81,10 +81,8 @@ async fn serve(mut tcp: TcpStream, number: usize, answer: Answer, log: Arc<Mutex
             })
             .unwrap_or(0);
         while buf.len() < end + 4 + length {
-            let mut chunk = [0u8; 8192];
-            match tcp.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            if !read_more(&mut tcp, &mut buf).await {
+                return;
             }
         }
         let body = buf[end + 4..end + 4 + length].to_vec();
@@ -110,8 +108,11 @@ async fn serve(mut tcp: TcpStream, number: usize, answer: Answer, log: Arc<Mutex
                 let _ = tcp
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n")
                     .await;
+                // The endpoint's own pace: one byte per tick of its clock.
+                let mut pace = tokio::time::interval(Duration::from_millis(500));
+                pace.tick().await;
                 for _ in 0..1000 {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    pace.tick().await;
                     if tcp.write_all(b"x").await.is_err() {
                         return;
                     }
@@ -131,12 +132,33 @@ async fn read_until_head(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             return Some(i);
         }
-        let mut chunk = [0u8; 8192];
-        match tcp.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        if !read_more(tcp, buf).await {
+            return None;
         }
     }
+}
+
+/// Appends what the next read gives; false once the peer closed or the read failed.
+async fn read_more(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 8192];
+    match tcp.read(&mut chunk).await {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+    }
+}
+
+/// A test app with one webhook to a new endpoint answering `answer`, after `n` events sent
+/// one by one: the endpoint and the webhook's settled deliveries.
+async fn deliver(answer: Answer, n: usize) -> (TestApp, RawEndpoint, Vec<Value>) {
+    let app = spawn_app().await;
+    let endpoint = RawEndpoint::start(answer).await;
+    let webhook = register(&app, &endpoint.url).await;
+    events_one_by_one(&app, &endpoint, n).await;
+    let deliveries = settled(&app, &webhook, n).await;
+    (app, endpoint, deliveries)
 }
 
 async fn register(app: &TestApp, url: &str) -> String {
@@ -182,11 +204,7 @@ async fn events_one_by_one(app: &TestApp, endpoint: &RawEndpoint, n: usize) {
 
 #[tokio::test]
 async fn attempts_to_one_endpoint_share_one_kept_alive_connection() {
-    let app = spawn_app().await;
-    let endpoint = RawEndpoint::start(Answer::Keep).await;
-    let webhook = register(&app, &endpoint.url).await;
-    events_one_by_one(&app, &endpoint, 20).await;
-    let deliveries = settled(&app, &webhook, 20).await;
+    let (_app, endpoint, deliveries) = deliver(Answer::Keep, 20).await;
     assert!(deliveries.iter().all(|d| d["status"] == "succeeded"));
     assert_eq!(
         endpoint.connections(),
@@ -217,11 +235,7 @@ async fn attempts_to_one_endpoint_share_one_kept_alive_connection() {
 
 #[tokio::test]
 async fn an_endpoint_that_closes_every_connection_gets_each_event_on_the_first_attempt() {
-    let app = spawn_app().await;
-    let endpoint = RawEndpoint::start(Answer::Close).await;
-    let webhook = register(&app, &endpoint.url).await;
-    events_one_by_one(&app, &endpoint, 20).await;
-    let deliveries = settled(&app, &webhook, 20).await;
+    let (_app, endpoint, deliveries) = deliver(Answer::Close, 20).await;
     for d in &deliveries {
         assert_eq!(d["status"], "succeeded", "{d}");
         assert_eq!(
@@ -234,11 +248,7 @@ async fn an_endpoint_that_closes_every_connection_gets_each_event_on_the_first_a
 
 #[tokio::test]
 async fn an_answer_read_only_in_part_is_logged_cut_and_its_connection_not_reused() {
-    let app = spawn_app().await;
-    let endpoint = RawEndpoint::start(Answer::Big).await;
-    let webhook = register(&app, &endpoint.url).await;
-    events_one_by_one(&app, &endpoint, 2).await;
-    let deliveries = settled(&app, &webhook, 2).await;
+    let (app, endpoint, deliveries) = deliver(Answer::Big, 2).await;
     for d in &deliveries {
         assert_eq!(d["status"], "succeeded", "{d}");
         let id = d["id"].as_str().unwrap();

@@ -5,7 +5,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::helpers::{client, eventually};
+use crate::helpers::{answers, client, eventually};
 
 /// The master key test servers on PostgreSQL are given (32 bytes in base64).
 pub(crate) const TEST_MASTER_KEY: &str = "dGVzdC1tYXN0ZXIta2V5LW9mLTMyLWJ5dGVzLW9rISE=";
@@ -143,10 +143,9 @@ impl ServerProcess {
             .envs(env.iter().copied());
         let proc = Spawned::start(serve);
         let base = format!("http://{listen}");
-        let c = client();
+        let health = format!("{base}/healthz");
         eventually(Duration::from_secs(10), "server up", || {
-            let (c, url) = (c.clone(), format!("{base}/healthz"));
-            async move { c.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+            answers(&health, 200)
         })
         .await;
         Self { proc, base }

@@ -27,7 +27,8 @@ use tokio::sync::mpsc;
 use super::super::rows::{DELIVERY_INSERT_COLS, TICKET_COLS};
 use super::super::seal::KeyRing;
 use super::super::{FanoutCache, Job, StoreError, StoreResult};
-use super::{JOB_TIMEOUT, PgTx};
+use super::{JOB_TIMEOUT, PgTx, execute};
+use tokio_postgres::types::ToSql;
 
 /// Most units in one transaction.
 const MAX_BATCH: usize = 64;
@@ -130,110 +131,73 @@ impl PgTx<'_> {
     }
 }
 
+/// One column of the held rows, as the array `unnest` takes.
+fn col<'a, R, T>(rows: &'a [R], f: impl Fn(&'a R) -> T) -> Vec<T> {
+    rows.iter().map(f).collect()
+}
+
 /// One statement per table for the rows held back, in the order the foreign keys need.
 async fn insert_held(client: &Object, held: Held) -> StoreResult<()> {
-    if !held.tickets.is_empty() {
-        let t = &held.tickets;
-        let text = |f: fn(&Ticket) -> &str| t.iter().map(f).collect::<Vec<_>>();
-        let opt = |f: fn(&Ticket) -> Option<&str>| t.iter().map(f).collect::<Vec<_>>();
-        let time =
-            |f: fn(&Ticket) -> Timestamp| t.iter().map(|x| f(x).as_millis()).collect::<Vec<_>>();
+    let t = &held.tickets;
+    if !t.is_empty() {
         let sql = format!(
             "INSERT INTO tickets ({TICKET_COLS}) SELECT * FROM unnest($1::text[], $2::text[], \
              $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
              $10::int8[], $11::int8[])"
         );
-        let stmt = client.prepare_cached(&sql).await?;
-        client
-            .execute(
-                &stmt,
-                &[
-                    &text(|x| &x.id),
-                    &text(|x| &x.workspace_id),
-                    &text(|x| &x.project_id),
-                    &text(|x| &x.title),
-                    &opt(|x| x.description.as_deref()),
-                    &text(|x| x.status.as_str()),
-                    &text(|x| x.priority.as_str()),
-                    &opt(|x| x.assignee_id.as_deref()),
-                    &text(|x| &x.created_by),
-                    &time(|x| x.created_at),
-                    &time(|x| x.updated_at),
-                ],
-            )
-            .await?;
+        let params: &[&(dyn ToSql + Sync)] = &[
+            &col(t, |x| x.id.as_str()),
+            &col(t, |x| x.workspace_id.as_str()),
+            &col(t, |x| x.project_id.as_str()),
+            &col(t, |x| x.title.as_str()),
+            &col(t, |x| x.description.as_deref()),
+            &col(t, |x| x.status.as_str()),
+            &col(t, |x| x.priority.as_str()),
+            &col(t, |x| x.assignee_id.as_deref()),
+            &col(t, |x| x.created_by.as_str()),
+            &col(t, |x| x.created_at.as_millis()),
+            &col(t, |x| x.updated_at.as_millis()),
+        ];
+        execute(client, &sql, params).await?;
     }
-    if !held.events.is_empty() {
-        let e = &held.events;
-        let text = |f: fn(&Event) -> &str| e.iter().map(f).collect::<Vec<_>>();
-        let stmt = client
-            .prepare_cached(
-                "INSERT INTO events (id, workspace_id, project_id, type, created_at, payload) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
-                 $5::int8[], $6::text[])",
-            )
-            .await?;
-        client
-            .execute(
-                &stmt,
-                &[
-                    &text(|x| &x.id),
-                    &text(|x| &x.workspace_id),
-                    &e.iter()
-                        .map(|x| x.project_id.as_deref())
-                        .collect::<Vec<_>>(),
-                    &text(|x| x.event_type.as_str()),
-                    &e.iter()
-                        .map(|x| x.created_at.as_millis())
-                        .collect::<Vec<_>>(),
-                    &text(|x| &x.payload),
-                ],
-            )
-            .await?;
+    let e = &held.events;
+    if !e.is_empty() {
+        let sql = "INSERT INTO events (id, workspace_id, project_id, type, created_at, payload) \
+                   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
+                   $5::int8[], $6::text[])";
+        let params: &[&(dyn ToSql + Sync)] = &[
+            &col(e, |x| x.id.as_str()),
+            &col(e, |x| x.workspace_id.as_str()),
+            &col(e, |x| x.project_id.as_deref()),
+            &col(e, |x| x.event_type.as_str()),
+            &col(e, |x| x.created_at.as_millis()),
+            &col(e, |x| x.payload.as_str()),
+        ];
+        execute(client, sql, params).await?;
     }
-    if !held.deliveries.is_empty() {
-        let d = &held.deliveries;
-        let text = |f: fn(&Delivery) -> &str| d.iter().map(|(x, _)| f(x)).collect::<Vec<_>>();
+    let d = &held.deliveries;
+    if !d.is_empty() {
         let sql = format!(
             "INSERT INTO deliveries ({DELIVERY_INSERT_COLS}) SELECT * FROM unnest($1::text[], \
              $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int4[], \
              $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::text[], $13::int8[])"
         );
-        let stmt = client.prepare_cached(&sql).await?;
-        client
-            .execute(
-                &stmt,
-                &[
-                    &text(|x| &x.id),
-                    &text(|x| &x.workspace_id),
-                    &text(|x| &x.webhook_id),
-                    &text(|x| &x.event_id),
-                    &text(|x| x.event_type.as_str()),
-                    &text(|x| x.status.as_str()),
-                    &d.iter()
-                        .map(|(x, _)| x.attempt_count as i32)
-                        .collect::<Vec<_>>(),
-                    &d.iter()
-                        .map(|(x, _)| x.next_attempt_at.map(Timestamp::as_millis))
-                        .collect::<Vec<_>>(),
-                    &d.iter()
-                        .map(|(x, _)| x.created_at.as_millis())
-                        .collect::<Vec<_>>(),
-                    &d.iter()
-                        .map(|(x, _)| x.updated_at.as_millis())
-                        .collect::<Vec<_>>(),
-                    &d.iter()
-                        .map(|(x, _)| x.redelivery_of.as_deref())
-                        .collect::<Vec<_>>(),
-                    &d.iter()
-                        .map(|(_, l)| l.as_ref().map(|(o, _)| o.as_str()))
-                        .collect::<Vec<_>>(),
-                    &d.iter()
-                        .map(|(_, l)| l.as_ref().map(|(_, u)| *u))
-                        .collect::<Vec<_>>(),
-                ],
-            )
-            .await?;
+        let params: &[&(dyn ToSql + Sync)] = &[
+            &col(d, |(x, _)| x.id.as_str()),
+            &col(d, |(x, _)| x.workspace_id.as_str()),
+            &col(d, |(x, _)| x.webhook_id.as_str()),
+            &col(d, |(x, _)| x.event_id.as_str()),
+            &col(d, |(x, _)| x.event_type.as_str()),
+            &col(d, |(x, _)| x.status.as_str()),
+            &col(d, |(x, _)| x.attempt_count as i32),
+            &col(d, |(x, _)| x.next_attempt_at.map(Timestamp::as_millis)),
+            &col(d, |(x, _)| x.created_at.as_millis()),
+            &col(d, |(x, _)| x.updated_at.as_millis()),
+            &col(d, |(x, _)| x.redelivery_of.as_deref()),
+            &col(d, |(_, l)| l.as_ref().map(|(owner, _)| owner.as_str())),
+            &col(d, |(_, l)| l.as_ref().map(|(_, until)| *until)),
+        ];
+        execute(client, &sql, params).await?;
     }
     Ok(())
 }

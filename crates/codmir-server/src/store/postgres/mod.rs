@@ -403,11 +403,7 @@ impl PgTx<'_> {
 
     async fn exec(&self, sql: &str, params: Params<'_>) -> StoreResult<u64> {
         self.before(sql).await?;
-        let done = async {
-            let stmt = self.client.prepare_cached(sql).await?;
-            Ok(self.client.execute(&stmt, params).await?)
-        };
-        self.after(done.await)
+        self.after(execute(self.client, sql, params).await)
     }
 
     /// A paged query whose last two parameters are the cursor (`$n::text`) and the limit.
@@ -425,6 +421,12 @@ impl PgTx<'_> {
         let items = self.all(sql, &params, decode).await?;
         Ok(Page::from_overfetch(items, page.limit))
     }
+}
+
+/// Runs a statement prepared once per connection; the rows it changed.
+async fn execute(client: &Object, sql: &str, params: Params<'_>) -> StoreResult<u64> {
+    let stmt = client.prepare_cached(sql).await?;
+    Ok(client.execute(&stmt, params).await?)
 }
 
 /// A value that is not what the column should hold is corrupt data, not a failed database.

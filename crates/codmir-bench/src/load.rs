@@ -103,6 +103,53 @@ pub(crate) async fn tickets(
     .await
 }
 
+/// Sends messages `seqs` to a svix-server application, each a `ticket.created` payload of
+/// the size codmir sends, titled `b{seq}` so that the receiver counts it like our own.
+pub(crate) async fn svix_messages(
+    api: &Api,
+    app: &str,
+    seqs: std::ops::Range<u64>,
+    concurrency: usize,
+    stats: &Arc<Stats>,
+) -> Sent {
+    let url = Arc::new(format!("{}/api/v1/app/{app}/msg/", api.base));
+    let key = Arc::new(api.key.clone());
+    // The example payload with its title cut out: the body is `head`, `b{seq}`, `tail`.
+    let payload = sample_payload();
+    let at = payload
+        .find("\"title\":\"")
+        .expect("the example has a title")
+        + 9;
+    let end = at + payload[at..].find('"').expect("the title ends");
+    let head = Arc::new(format!(
+        "{{\"eventType\":\"ticket.created\",\"payload\":{}",
+        &payload[..at]
+    ));
+    let tail = Arc::new(format!("{}}}", &payload[end..]));
+    run(
+        api.client.clone(),
+        seqs,
+        concurrency,
+        None,
+        stats.clone(),
+        move |client, seq, stats| {
+            let (url, key, head, tail) = (url.clone(), key.clone(), head.clone(), tail.clone());
+            async move {
+                stats.mark_sent(seq);
+                let r = client
+                    .post(url.as_str())
+                    .bearer_auth(key.as_str())
+                    .header("content-type", "application/json")
+                    .body(format!("{head}b{seq}{tail}"))
+                    .send()
+                    .await;
+                ok_body(r, 202).await
+            }
+        },
+    )
+    .await
+}
+
 /// The ceiling: the same client posts an event-sized body straight to the receiver.
 pub(crate) async fn direct(
     client: &reqwest::Client,

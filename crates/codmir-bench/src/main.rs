@@ -45,6 +45,9 @@ pub(crate) enum Scenario {
     /// Server instructions per event and per delivery under valgrind's callgrind, split by
     /// part (`--cost-events`). Slow; not part of the default set.
     Cost,
+    /// codmir's `steady`, then svix-server's at the same load (`--svix-url`, `--svix-token`
+    /// of one already running). Not part of the default set.
+    Svix,
 }
 
 /// Benchmarks of codmir, each beside the loopback ceiling measured in the same run.
@@ -89,6 +92,12 @@ pub(crate) struct Args {
     #[arg(long, default_value = "target/bench")]
     pub(crate) out: PathBuf,
     /// Internal: serve the two-hop relay on this address instead of benchmarking.
+    /// A running svix-server's base URL, for `--scenario svix`.
+    #[arg(long)]
+    pub(crate) svix_url: Option<String>,
+    /// A bearer token of that svix-server (`svix-server jwt generate`).
+    #[arg(long)]
+    pub(crate) svix_token: Option<String>,
     #[arg(long, hide = true, requires = "relay_target")]
     pub(crate) relay_listen: Option<String>,
     /// Internal: where the relay posts.
@@ -114,7 +123,7 @@ async fn main() -> Result<()> {
         Scenario::value_variants()
             .iter()
             .copied()
-            .filter(|s| !matches!(s, Scenario::Soak | Scenario::Cost))
+            .filter(|s| !matches!(s, Scenario::Soak | Scenario::Cost | Scenario::Svix))
             .collect()
     } else {
         args.scenario.clone()
@@ -168,6 +177,7 @@ async fn main() -> Result<()> {
             Scenario::Retention => scenarios::retention(&bench).await,
             Scenario::Soak => scenarios::soak(&bench).await.map(|r| vec![r]),
             Scenario::Cost => scenarios::cost(&bench).await,
+            Scenario::Svix => scenarios::svix(&bench).await,
         };
         for mut row in result.with_context(|| format!("scenario {s:?}"))? {
             row.scenario = format!("{} [{backend}]", row.scenario);

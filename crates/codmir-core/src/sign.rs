@@ -26,54 +26,6 @@ pub fn codmir_signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(hmac(secret.as_bytes(), &[body])))
 }
 
-/// A secret's HMAC states for both schemes, keyed once. Keying hashes a block of each pad
-/// and, for a `whsec_` secret, decodes its base64; every attempt of every delivery to the
-/// webhook signs with the same secret, so each signature starts from a copy instead.
-#[derive(Clone)]
-pub struct SigningKeys {
-    codmir: HmacSha256,
-    standard: HmacSha256,
-}
-
-impl SigningKeys {
-    pub fn new(secret: &str) -> Self {
-        let key = |k: &[u8]| HmacSha256::new_from_slice(k).expect("HMAC takes any key length");
-        Self {
-            codmir: key(secret.as_bytes()),
-            standard: key(&standard_key(secret)),
-        }
-    }
-
-    /// The same value as [`codmir_signature`] of this secret.
-    pub fn codmir_signature(&self, body: &[u8]) -> String {
-        let mut mac = self.codmir.clone();
-        mac.update(body);
-        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-    }
-
-    /// The same value as [`standard_signature`] with this secret's [`standard_key`].
-    pub fn standard_signature(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-        let mut mac = self.standard.clone();
-        for part in [
-            msg_id.as_bytes(),
-            b".",
-            timestamp.to_string().as_bytes(),
-            b".",
-            body,
-        ] {
-            mac.update(part);
-        }
-        format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
-    }
-}
-
-impl std::fmt::Debug for SigningKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Keyed states are as good as the secret: never printed.
-        f.write_str("SigningKeys(..)")
-    }
-}
-
 /// The bytes a Standard Webhooks signature is keyed with: the decoded part of a
 /// `whsec_<base64>` secret of 24–64 bytes, otherwise the secret's UTF-8 bytes.
 pub fn standard_key(secret: &str) -> Vec<u8> {
@@ -127,27 +79,6 @@ pub fn verify_codmir_signature(secret: &str, body: &[u8], signature: &str) -> bo
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keyed_states_sign_as_the_secret_does() {
-        for secret in [
-            "Jefe-but-longer-than-16",
-            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-        ] {
-            let keys = SigningKeys::new(secret);
-            for body in [&b""[..], b"{}", &[7u8; 300][..]] {
-                // Twice: signing must not change the kept state.
-                for _ in 0..2 {
-                    assert_eq!(keys.codmir_signature(body), codmir_signature(secret, body));
-                    assert_eq!(
-                        keys.standard_signature("msg_1", 1_700_000_000, body),
-                        standard_signature(&standard_key(secret), "msg_1", 1_700_000_000, body)
-                    );
-                }
-            }
-        }
-        assert_eq!(format!("{:?}", SigningKeys::new("s")), "SigningKeys(..)");
-    }
 
     #[test]
     fn contract_signature_matches_a_known_vector() {

@@ -1,27 +1,15 @@
 //! Webhooks as the domain sees them: the secret, the event filter, the record, and
 //! deliveries with their attempts (the endpoint URL is `endpoint.rs`, re-exported here).
 
-use std::sync::OnceLock;
-
 use crate::ValidationError;
 use crate::event::EventType;
-use crate::sign::SigningKeys;
 use crate::time::Timestamp;
 
 pub use crate::endpoint::{EndpointUrl, MAX_URL_LEN};
 
-/// A webhook secret as registered: 16–512 characters, no control characters. It keeps its
-/// keyed signing states once it has signed (see [`SigningKeys`]); equality is the secret's.
-#[derive(Debug, Clone)]
-pub struct WebhookSecret(String, OnceLock<SigningKeys>);
-
-impl PartialEq for WebhookSecret {
-    fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
-    }
-}
-
-impl Eq for WebhookSecret {}
+/// A webhook secret as registered: 16–512 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSecret(String);
 
 impl WebhookSecret {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
@@ -46,26 +34,21 @@ impl WebhookSecret {
                 "must contain only printable characters",
             ));
         }
-        Ok(Self(raw.to_owned(), OnceLock::new()))
+        Ok(Self(raw.to_owned()))
     }
 
     /// A secret read back from the database, where it was validated when it was stored (or
     /// is still sealed, until the store opens it).
     pub fn from_stored(raw: String) -> Self {
-        Self(raw, OnceLock::new())
+        Self(raw)
     }
 
     pub fn generate() -> Self {
-        Self(crate::sign::generate_secret(), OnceLock::new())
+        Self(crate::sign::generate_secret())
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-
-    /// This secret's keyed signing states, made on first use.
-    pub fn signing_keys(&self) -> &SigningKeys {
-        self.1.get_or_init(|| SigningKeys::new(&self.0))
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use codmir_core::retry::parse_retry_after;
+use codmir_core::sign::{codmir_signature, standard_key, standard_signature};
 use codmir_core::target::TargetPolicy;
 use codmir_core::time::Timestamp;
 use codmir_core::webhook::{Delivery, Webhook};
@@ -289,14 +290,14 @@ pub fn signed_headers(
     body: &[u8],
     mut put: impl FnMut(&HeaderName, String),
 ) {
-    let keys = webhook.secret.signing_keys();
+    let secret = webhook.secret.as_str();
     let now_secs = now.as_secs();
     // During a rotation's grace period the contract's header, which holds one value, stays
     // on the previous secret; `webhook-signature` carries both (new first).
-    let previous = webhook.previous_secret_at(now).map(|s| s.signing_keys());
+    let previous = webhook.previous_secret_at(now).map(|s| s.as_str());
     put(
         &names::X_CODMIR_SIGNATURE,
-        previous.unwrap_or(keys).codmir_signature(body),
+        codmir_signature(previous.unwrap_or(secret), body),
     );
     put(
         &names::X_CODMIR_EVENT,
@@ -307,10 +308,16 @@ pub fn signed_headers(
     put(&names::X_CODMIR_ATTEMPT, attempt.to_string());
     put(&names::WEBHOOK_ID, delivery.event_id.clone());
     put(&names::WEBHOOK_TIMESTAMP, now_secs.to_string());
-    let mut signature = keys.standard_signature(&delivery.event_id, now_secs, body);
+    let mut signature =
+        standard_signature(&standard_key(secret), &delivery.event_id, now_secs, body);
     if let Some(old) = previous {
         signature.push(' ');
-        signature.push_str(&old.standard_signature(&delivery.event_id, now_secs, body));
+        signature.push_str(&standard_signature(
+            &standard_key(old),
+            &delivery.event_id,
+            now_secs,
+            body,
+        ));
     }
     put(&names::WEBHOOK_SIGNATURE, signature);
 }

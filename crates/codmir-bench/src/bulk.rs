@@ -26,6 +26,8 @@ pub(crate) fn bulk_at(
     now: codmir_core::time::Timestamp,
 ) -> Result<()> {
     use codmir_core::event::{Event, EventData, EventType, Ref, TicketView};
+    // Not `new_id`: the rows are dated `now`, which may be in the past (see `numbered`).
+    use codmir_core::id::numbered;
     let mut conn = rusqlite::Connection::open(path)?;
     let tx = conn.transaction()?;
     let (ws, project): (String, String) =
@@ -40,7 +42,7 @@ pub(crate) fn bulk_at(
         )?;
         for seq in 0..n {
             let ticket = TicketView {
-                id: id_at("tkt", now, seq),
+                id: numbered("tkt", now, seq),
                 project_id: project.clone(),
                 title: format!("b{seq}"),
                 description: None,
@@ -63,10 +65,14 @@ pub(crate) fn bulk_at(
                 }),
                 ..EventData::default()
             };
-            let mut e = Event::new(&ws, Some(&project), EventType::TicketCreated, now, &data);
-            let id = id_at("evt", now, seq);
-            e.payload = e.payload.replace(&e.id, &id);
-            e.id = id;
+            let e = Event::with_id(
+                numbered("evt", now, seq),
+                &ws,
+                Some(&project),
+                EventType::TicketCreated,
+                now,
+                &data,
+            );
             ev.execute(rusqlite::params![
                 e.id,
                 ws,
@@ -80,7 +86,7 @@ pub(crate) fn bulk_at(
                 (1, None)
             };
             dl.execute(rusqlite::params![
-                id_at("dlv", now, seq),
+                numbered("dlv", now, seq),
                 ws,
                 webhook,
                 e.id,
@@ -93,36 +99,4 @@ pub(crate) fn bulk_at(
     }
     tx.commit()?;
     Ok(())
-}
-
-/// An id made at `at`, told apart by `seq`, without `new_id`: ids made in one process never go
-/// back in time, so once anything in the bench made an id today (an example payload for the
-/// ceilings does), `new_id` at a time 40 days ago would hand out today's ids.
-fn id_at(prefix: &str, at: codmir_core::time::Timestamp, seq: u64) -> String {
-    const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
-    let mut id = codmir_core::id::floor(prefix, at).into_bytes();
-    let end = id.len();
-    // The last eight characters are the low 40 bits of the random part, zero in a floor.
-    for i in 0..8 {
-        id[end - 1 - i] = ALPHABET[((seq >> (5 * i)) & 31) as usize];
-    }
-    String::from_utf8(id).expect("the id alphabet is ASCII")
-}
-
-#[cfg(test)]
-mod tests {
-    use codmir_core::time::Timestamp;
-
-    use super::id_at;
-
-    #[test]
-    fn ids_at_a_time_are_valid_distinct_and_in_their_millisecond() {
-        let at = Timestamp::from_millis(1_700_000_000_000);
-        let _today = codmir_core::id::new_id("dlv", Timestamp::now());
-        let (a, b) = (id_at("dlv", at, 0), id_at("dlv", at, 1_000_000));
-        assert!(codmir_core::id::is_valid("dlv", &a) && codmir_core::id::is_valid("dlv", &b));
-        assert!(a < b);
-        assert!(codmir_core::id::floor("dlv", at) <= a);
-        assert!(b < codmir_core::id::floor("dlv", at.plus(std::time::Duration::from_millis(1))));
-    }
 }

@@ -12,7 +12,7 @@ use crate::Args;
 use crate::load::{self, Api, Sent, percentile_ms};
 use crate::raw;
 use crate::receiver::Stats;
-use crate::report::Row;
+use crate::report::{Row, round3};
 use crate::server::Server;
 
 /// The two ceilings of one run, in requests per second.
@@ -231,6 +231,40 @@ impl Bench {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// The row of a run that sent `sent` from `start_ns` on: waits for its deliveries, then
+    /// fills in the rates, both ceilings, the counts and the end-to-end latencies, with the
+    /// API round trip's p50 and p99 in `extra` and returned (ms) for the note.
+    pub(crate) async fn delivered_row(
+        &self,
+        scenario: String,
+        start_ns: u64,
+        sent: &Sent,
+        ceilings: &Ceilings,
+    ) -> (Row, (f64, f64)) {
+        let delivered = self.wait_delivered(sent.accepted).await;
+        let mut trips = sent.round_trips.clone();
+        let trip = (
+            percentile_ms(&mut trips, 50.0),
+            percentile_ms(&mut trips, 99.0),
+        );
+        let mut row = Row {
+            scenario,
+            events_per_s: sent.rate(),
+            deliveries_per_s: delivered as f64 / self.span_since(start_ns).as_secs_f64(),
+            ceiling_per_s: ceilings.best(),
+            reqwest_ceiling_per_s: ceilings.reqwest,
+            expected: sent.accepted,
+            delivered,
+            duplicates: self.stats.duplicates.load(Ordering::Relaxed),
+            extra: serde_json::json!({
+                "api_round_trip_ms": {"p50": round3(trip.0), "p99": round3(trip.1)},
+            }),
+            ..Row::default()
+        };
+        self.latency_into(&mut row);
+        (row, trip)
     }
 
     pub(crate) fn latency_into(&self, row: &mut Row) {

@@ -78,28 +78,11 @@ pub(crate) async fn tickets(
     rate: Option<f64>,
     stats: &Arc<Stats>,
 ) -> Sent {
-    let url = Arc::new(format!("{}/v1/projects/{project}/tickets", api.base));
-    let key = Arc::new(api.key.clone());
-    run(
-        api.client.clone(),
-        seqs,
-        concurrency,
-        rate,
-        stats.clone(),
-        move |client, seq, stats| {
-            let (url, key) = (url.clone(), key.clone());
-            async move {
-                stats.mark_sent(seq);
-                let r = client
-                    .post(url.as_str())
-                    .bearer_auth(key.as_str())
-                    .json(&json!({"title": format!("b{seq}")}))
-                    .send()
-                    .await;
-                ok_body(r, 201).await
-            }
-        },
-    )
+    let url = format!("{}/v1/projects/{project}/tickets", api.base);
+    let load = Load { concurrency, rate };
+    posts(api, url, 201, seqs, load, stats, |seq| {
+        json!({"title": format!("b{seq}")}).to_string()
+    })
     .await
 }
 
@@ -112,38 +95,66 @@ pub(crate) async fn svix_messages(
     concurrency: usize,
     stats: &Arc<Stats>,
 ) -> Sent {
-    let url = Arc::new(format!("{}/api/v1/app/{app}/msg/", api.base));
-    let key = Arc::new(api.key.clone());
+    const TITLE: &str = "\"title\":\"";
     // The example payload with its title cut out: the body is `head`, `b{seq}`, `tail`.
     let payload = sample_payload();
-    let at = payload
-        .find("\"title\":\"")
-        .expect("the example has a title")
-        + 9;
+    let at = payload.find(TITLE).expect("the example has a title") + TITLE.len();
     let end = at + payload[at..].find('"').expect("the title ends");
-    let head = Arc::new(format!(
+    let head = format!(
         "{{\"eventType\":\"ticket.created\",\"payload\":{}",
         &payload[..at]
-    ));
-    let tail = Arc::new(format!("{}}}", &payload[end..]));
+    );
+    let tail = format!("{}}}", &payload[end..]);
+    let url = format!("{}/api/v1/app/{app}/msg/", api.base);
+    let load = Load {
+        concurrency,
+        rate: None,
+    };
+    posts(api, url, 202, seqs, load, stats, move |seq| {
+        format!("{head}b{seq}{tail}")
+    })
+    .await
+}
+
+/// How hard a load run pushes: `concurrency` requests in flight, or at most `rate` per second.
+struct Load {
+    concurrency: usize,
+    rate: Option<f64>,
+}
+
+/// POSTs the JSON `body` of each of `seqs` to `url` with the API's key, marking it sent first;
+/// a request counts as accepted when it is answered `status`.
+async fn posts<B>(
+    api: &Api,
+    url: String,
+    status: u16,
+    seqs: std::ops::Range<u64>,
+    load: Load,
+    stats: &Arc<Stats>,
+    body: B,
+) -> Sent
+where
+    B: Fn(u64) -> String + Send + Sync + 'static,
+{
+    let (url, key, body) = (Arc::new(url), Arc::new(api.key.clone()), Arc::new(body));
     run(
         api.client.clone(),
         seqs,
-        concurrency,
-        None,
+        load.concurrency,
+        load.rate,
         stats.clone(),
         move |client, seq, stats| {
-            let (url, key, head, tail) = (url.clone(), key.clone(), head.clone(), tail.clone());
+            let (url, key, body) = (url.clone(), key.clone(), body.clone());
             async move {
                 stats.mark_sent(seq);
                 let r = client
                     .post(url.as_str())
                     .bearer_auth(key.as_str())
                     .header("content-type", "application/json")
-                    .body(format!("{head}b{seq}{tail}"))
+                    .body(body(seq))
                     .send()
                     .await;
-                ok_body(r, 202).await
+                ok_body(r, status).await
             }
         },
     )

@@ -91,13 +91,13 @@ pub(crate) struct Args {
     /// Where the JSON lines and the chart are written.
     #[arg(long, default_value = "target/bench")]
     pub(crate) out: PathBuf,
-    /// Internal: serve the two-hop relay on this address instead of benchmarking.
     /// A running svix-server's base URL, for `--scenario svix`.
     #[arg(long)]
     pub(crate) svix_url: Option<String>,
     /// A bearer token of that svix-server (`svix-server jwt generate`).
     #[arg(long)]
     pub(crate) svix_token: Option<String>,
+    /// Internal: serve the two-hop relay on this address instead of benchmarking.
     #[arg(long, hide = true, requires = "relay_target")]
     pub(crate) relay_listen: Option<String>,
     /// Internal: where the relay posts.

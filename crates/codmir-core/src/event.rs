@@ -241,7 +241,25 @@ impl Event {
         now: Timestamp,
         data: &EventData,
     ) -> Self {
-        let id = new_id("evt", now);
+        Self::with_id(
+            new_id("evt", now),
+            workspace_id,
+            project_id,
+            event_type,
+            now,
+            data,
+        )
+    }
+
+    /// [`Event::new`] with an id made by the caller (a bulk writer dating rows in the past).
+    pub fn with_id(
+        id: String,
+        workspace_id: &str,
+        project_id: Option<&str>,
+        event_type: EventType,
+        now: Timestamp,
+        data: &EventData,
+    ) -> Self {
         let payload = Payload {
             id: &id,
             event_type: event_type.as_str(),

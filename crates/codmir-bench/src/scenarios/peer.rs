@@ -5,14 +5,12 @@
 //! `--svix-url` and `--svix-token` name one already running (docs/benchmarks.md has the
 //! configuration it was measured with).
 
-use std::sync::atomic::Ordering;
-
 use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::steady;
 use crate::harness::Bench;
-use crate::load::{self, Api, percentile_ms};
+use crate::load::{self, Api};
 use crate::report::{Row, round, round3};
 
 pub(crate) async fn svix(b: &Bench) -> Result<Vec<Row>> {
@@ -44,34 +42,15 @@ pub(crate) async fn svix(b: &Bench) -> Result<Vec<Row>> {
     .context("svix-server: create an endpoint")?;
     let start_ns = b.stats.now_ns();
     let sent = load::svix_messages(&api, &app, 0..n, b.args.concurrency, &b.stats).await;
-    let delivered = b.wait_delivered(sent.accepted).await;
-    let rate = delivered as f64 / b.span_since(start_ns).as_secs_f64();
-    let mut trips = sent.round_trips.clone();
-    let (api_p50, api_p99) = (
-        percentile_ms(&mut trips, 50.0),
-        percentile_ms(&mut trips, 99.0),
+    let (mut theirs, (api_p50, api_p99)) = b
+        .delivered_row("svix-server steady".into(), start_ns, &sent, &ceilings)
+        .await;
+    let lead = ours.deliveries_per_s / theirs.deliveries_per_s.max(1e-9);
+    theirs.note = format!(
+        "{n} messages to {base}, concurrency {}, API errors {}, API round trip p50 {api_p50:.2} ms p99 {api_p99:.2} ms; codmir's steady in this run {:.0}/s = {lead:.2}× svix-server",
+        b.args.concurrency, sent.errors, ours.deliveries_per_s
     );
-    let lead = ours.deliveries_per_s / rate.max(1e-9);
-    let mut theirs = Row {
-        scenario: "svix-server steady".into(),
-        events_per_s: sent.rate(),
-        deliveries_per_s: rate,
-        ceiling_per_s: ceilings.best(),
-        reqwest_ceiling_per_s: ceilings.reqwest,
-        expected: sent.accepted,
-        delivered,
-        duplicates: b.stats.duplicates.load(Ordering::Relaxed),
-        note: format!(
-            "{n} messages to {base}, concurrency {}, API errors {}, API round trip p50 {api_p50:.2} ms p99 {api_p99:.2} ms; codmir's steady in this run {:.0}/s = {lead:.2}× svix-server",
-            b.args.concurrency, sent.errors, ours.deliveries_per_s
-        ),
-        extra: json!({
-            "api_round_trip_ms": {"p50": round3(api_p50), "p99": round3(api_p99)},
-            "codmir_deliveries_per_s": round(ours.deliveries_per_s),
-            "codmir_to_svix": round3(lead),
-        }),
-        ..Row::default()
-    };
-    b.latency_into(&mut theirs);
+    theirs.extra["codmir_deliveries_per_s"] = json!(round(ours.deliveries_per_s));
+    theirs.extra["codmir_to_svix"] = json!(round3(lead));
     Ok(vec![ours, theirs])
 }

@@ -56,6 +56,9 @@ pub(crate) struct Split {
     pub(crate) store: u64,
     /// Attempt tasks: signing, the HTTP client, the response.
     pub(crate) delivery: u64,
+    /// The part of `delivery` spent in HMAC-SHA256 (both signatures of each attempt), which
+    /// valgrind runs on SHA-256's software path: it does not emulate SHA-NI.
+    pub(crate) delivery_signing: u64,
     /// The dispatcher loop and the recorder task.
     pub(crate) engine: u64,
     /// Blocking-pool threads: SQLite reads.
@@ -87,6 +90,7 @@ const RECORDER: &str = "codmir_server::delivery::recorder::record_outcomes::{{cl
 const RECORDER_UNIT: &str =
     "codmir_server::delivery::recorder::record_outcomes::{{closure}}::{{closure}}::{{closure}}";
 const WRITER: &str = "codmir_server::store::sqlite::writer_loop";
+const HMAC: &str = "codmir_core::sign::hmac";
 /// PostgreSQL's batches of checked units run in these tasks, not in `run_job`.
 const PG_BATCHER: &str = "codmir_server::store::postgres::batch::run_batch::{{closure}}";
 const WORKER: &str = "tokio::runtime::scheduler::multi_thread::worker::Context::run";
@@ -146,6 +150,7 @@ fn add_thread(split: &mut Split, costs: &BTreeMap<String, u64>) {
             + of(PG_BATCHER);
         split.api += api;
         split.delivery += delivery;
+        split.delivery_signing += of(HMAC);
         split.engine += engine;
         split.store += store;
         split.runtime += total.saturating_sub(api + delivery + engine + store);

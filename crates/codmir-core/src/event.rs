@@ -260,21 +260,73 @@ impl Event {
         now: Timestamp,
         data: &EventData,
     ) -> Self {
-        let payload = Payload {
-            id: &id,
-            event_type: event_type.as_str(),
-            // Milliseconds: events of one burst, and the two events of one PATCH, would
-            // otherwise share a timestamp, and receivers order by it.
-            timestamp: now.to_rfc3339_millis(),
-            data,
-        };
-        // Serializing plain structs of strings and JSON values cannot fail.
-        let payload = serde_json::to_string(&payload).expect("event payload serializes");
+        UnstampedEvent::new(workspace_id, project_id, event_type, data).stamp_with(id, now)
+    }
+}
+
+/// An event whose `data` is serialized but which has no id or time yet. Made before a unit
+/// of work, so that the writer only stamps it: the id and time are taken there, in commit
+/// order, and spliced around bytes already made.
+#[derive(Debug, Clone)]
+pub struct UnstampedEvent {
+    workspace_id: String,
+    project_id: Option<String>,
+    event_type: EventType,
+    /// `data` as compact JSON.
+    data: String,
+}
+
+impl UnstampedEvent {
+    pub fn new(
+        workspace_id: &str,
+        project_id: Option<&str>,
+        event_type: EventType,
+        data: &EventData,
+    ) -> Self {
         Self {
-            id,
             workspace_id: workspace_id.to_owned(),
             project_id: project_id.map(str::to_owned),
             event_type,
+            // Serializing plain structs of strings and JSON values cannot fail.
+            data: serde_json::to_string(data).expect("event data serializes"),
+        }
+    }
+
+    /// The event, with an id and time taken now.
+    pub fn stamp(self, now: Timestamp) -> Event {
+        self.stamp_with(new_id("evt", now), now)
+    }
+
+    /// The payload `{"id","type","timestamp","data"}` in the contract's order. The id (of
+    /// [`crate::id`]'s alphabet), the type and the RFC 3339 time need no JSON escaping, so
+    /// they are written as they are.
+    fn stamp_with(self, id: String, now: Timestamp) -> Event {
+        debug_assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        // Milliseconds: events of one burst, and the two events of one PATCH, would
+        // otherwise share a timestamp, and receivers order by it.
+        let timestamp = now.to_rfc3339_millis();
+        let type_name = self.event_type.as_str();
+        let mut payload = String::with_capacity(
+            48 + id.len() + type_name.len() + timestamp.len() + self.data.len(),
+        );
+        for part in [
+            r#"{"id":""#,
+            &id,
+            r#"","type":""#,
+            type_name,
+            r#"","timestamp":""#,
+            &timestamp,
+            r#"","data":"#,
+            &self.data,
+            "}",
+        ] {
+            payload.push_str(part);
+        }
+        Event {
+            id,
+            workspace_id: self.workspace_id,
+            project_id: self.project_id,
+            event_type: self.event_type,
             created_at: now,
             payload,
         }
@@ -446,6 +498,39 @@ mod tests {
             e.id
         );
         assert_eq!(e.payload, expected);
+    }
+
+    #[test]
+    fn a_stamped_payload_is_what_serializing_it_whole_gives() {
+        let data = EventData {
+            ticket: Some(TicketView {
+                id: "tkt_1".into(),
+                project_id: "proj_1".into(),
+                title: "quote \" backslash \\ newline \n tab \t é 🎫 \u{1}".into(),
+                description: None,
+                status: "open",
+                priority: "high",
+                assignee_id: None,
+                created_by: "usr_1".into(),
+                created_at: "2024-01-15T10:30:00.999Z".into(),
+                updated_at: "2024-01-15T10:30:00.999Z".into(),
+            }),
+            ..EventData::default()
+        };
+        let at = Timestamp::from_millis(1_705_314_600_001);
+        let e = UnstampedEvent::new("ws_1", Some("proj_1"), EventType::TicketCreated, &data)
+            .stamp(at);
+        let whole = serde_json::to_string(&Payload {
+            id: &e.id,
+            event_type: "ticket.created",
+            timestamp: at.to_rfc3339_millis(),
+            data: &data,
+        })
+        .unwrap();
+        assert_eq!(e.payload, whole);
+        let parsed: Value = serde_json::from_str(&e.payload).unwrap();
+        assert_eq!(parsed["data"]["ticket"]["title"], data.ticket.unwrap().title);
+        assert_eq!((e.created_at, e.event_type), (at, EventType::TicketCreated));
     }
 
     #[test]

@@ -325,16 +325,14 @@ pub(super) async fn create_ticket(
     };
     let ticket = if new.assignee_id.is_none() {
         // The project comes from the cache (projects never change), so the writer does not
-        // read it. The ticket and its event are still made inside the unit: ids and times
-        // are taken there, in commit order, which is what lets `order=asc` read the event
-        // log forward without missing one that committed late.
+        // read it, and the ticket and its event JSON are made here, off the writer thread.
+        // The event's id and time are still taken inside the unit, in commit order, which
+        // is what lets `order=asc` read the event log forward without missing one that
+        // committed late.
         let project = s.project(&p, &id).await?;
+        let prepared = ops::prepare_ticket(&p, &project, new, None, now());
         s.mutate_checked(move |tx, after| {
-            Box::pin(async move {
-                let at = now();
-                let prepared = ops::prepare_ticket(&p, &project, new, None, at);
-                ops::insert_ticket(tx, &p, prepared, at, after).await
-            })
+            Box::pin(async move { ops::insert_ticket(tx, &p, prepared, now(), after).await })
         })
         .await?
     } else {

@@ -2,8 +2,8 @@
 
 use codmir_core::ValidationError;
 use codmir_core::event::{
-    CommentView, Event, EventData, EventType, MemberView, TicketView, changes_map, project_ref,
-    user_ref,
+    CommentView, Event, EventData, EventType, MemberView, TicketView, UnstampedEvent, changes_map,
+    project_ref, user_ref,
 };
 use codmir_core::id::new_id;
 use codmir_core::time::Timestamp;
@@ -171,11 +171,13 @@ pub async fn create_ticket(
 
 /// A new ticket and its events, serialized and ready to store. Made from a project the
 /// caller already holds (projects never change once created), so the unit of work need not
-/// read it.
+/// read it, and before the unit, so the writer neither serializes nor allocates for it: the
+/// ticket's id and times are the request's; only the events' ids and times, which must follow
+/// commit order (the event log is read forward by id), are taken by the unit.
 #[derive(Debug)]
 pub struct PreparedTicket {
     ticket: Ticket,
-    events: Vec<Event>,
+    events: Vec<UnstampedEvent>,
 }
 
 /// [`PreparedTicket`] of `new` in `project` (which must be `p`'s), assigned to `assigned`
@@ -201,18 +203,21 @@ pub fn prepare_ticket(
         updated_at: now,
     };
     let data = ticket_data(&ticket, project, p);
-    let mut events = vec![event(p, project, EventType::TicketCreated, &data, now)];
+    let unstamped = |t, data: &EventData| {
+        UnstampedEvent::new(&p.workspace_id, Some(&project.id), t, data)
+    };
+    let mut events = vec![unstamped(EventType::TicketCreated, &data)];
     if let Some(user) = assigned {
         let data = EventData {
             assignee: Some(user_ref(&user)),
             ..data
         };
-        events.push(event(p, project, EventType::TicketAssigned, &data, now));
+        events.push(unstamped(EventType::TicketAssigned, &data));
     }
     PreparedTicket { ticket, events }
 }
 
-/// Stores a [`PreparedTicket`] and fans its events out. The project's existence is the
+/// Stores a [`PreparedTicket`], its events stamped at `now`, and fans them out. The project's existence is the
 /// foreign key's to check: a ticket of a project that is not there is refused by the insert,
 /// before anything is written.
 pub async fn insert_ticket(
@@ -223,6 +228,7 @@ pub async fn insert_ticket(
     after: &mut AfterCommit,
 ) -> Result<Ticket> {
     let PreparedTicket { ticket, events } = prepared;
+    let events: Vec<Event> = events.into_iter().map(|e| e.stamp(now)).collect();
     tx.insert_ticket(&ticket).await?;
     emit(tx, &p.workspace_id, &events, now, after).await?;
     Ok(ticket)

@@ -518,8 +518,8 @@ mod tests {
             ..EventData::default()
         };
         let at = Timestamp::from_millis(1_705_314_600_001);
-        let e = UnstampedEvent::new("ws_1", Some("proj_1"), EventType::TicketCreated, &data)
-            .stamp(at);
+        let e =
+            UnstampedEvent::new("ws_1", Some("proj_1"), EventType::TicketCreated, &data).stamp(at);
         let whole = serde_json::to_string(&Payload {
             id: &e.id,
             event_type: "ticket.created",
@@ -529,7 +529,10 @@ mod tests {
         .unwrap();
         assert_eq!(e.payload, whole);
         let parsed: Value = serde_json::from_str(&e.payload).unwrap();
-        assert_eq!(parsed["data"]["ticket"]["title"], data.ticket.unwrap().title);
+        assert_eq!(
+            parsed["data"]["ticket"]["title"],
+            data.ticket.unwrap().title
+        );
         assert_eq!((e.created_at, e.event_type), (at, EventType::TicketCreated));
     }
 

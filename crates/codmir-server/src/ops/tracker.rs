@@ -203,9 +203,8 @@ pub fn prepare_ticket(
         updated_at: now,
     };
     let data = ticket_data(&ticket, project, p);
-    let unstamped = |t, data: &EventData| {
-        UnstampedEvent::new(&p.workspace_id, Some(&project.id), t, data)
-    };
+    let unstamped =
+        |t, data: &EventData| UnstampedEvent::new(&p.workspace_id, Some(&project.id), t, data);
     let mut events = vec![unstamped(EventType::TicketCreated, &data)];
     if let Some(user) = assigned {
         let data = EventData {

@@ -7,9 +7,16 @@ use crate::time::Timestamp;
 
 pub use crate::endpoint::{EndpointUrl, MAX_URL_LEN};
 
-/// A webhook secret as registered: 16–512 characters, no control characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A webhook secret as registered: 16–512 characters, no control characters. Its `Debug`
+/// shows only its length, so that a webhook printed in a log or a panic does not carry it.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookSecret(String);
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WebhookSecret(<{} characters>)", self.0.chars().count())
+    }
+}
 
 impl WebhookSecret {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
@@ -54,9 +61,18 @@ impl WebhookSecret {
 
 /// Static headers a webhook's requests carry besides codmir's own: at most
 /// [`CustomHeaders::MAX`], names that are HTTP tokens, values of visible ASCII. Headers that
-/// belong to the connection, the body or the signatures are refused.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// belong to the connection, the body or the signatures are refused. Their `Debug` shows the
+/// names only: values are often the receiver's credentials.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct CustomHeaders(Vec<(String, String)>);
+
+impl std::fmt::Debug for CustomHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| format!("{name}: <redacted>")))
+            .finish()
+    }
+}
 
 impl CustomHeaders {
     pub const MAX: usize = 20;
@@ -418,6 +434,42 @@ pub struct Attempt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_printed_webhook_shows_neither_its_secrets_nor_its_header_values() {
+        let secret = WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let url = EndpointUrl::parse(
+            "https://hooks.example.com/in",
+            &crate::target::TargetPolicy::default(),
+        )
+        .unwrap();
+        let mut w = Webhook::new(
+            "wh_1".into(),
+            "ws_1".into(),
+            url,
+            EventFilter::parse(&["*"]).unwrap(),
+            secret,
+            Timestamp::from_millis(0),
+        );
+        w.headers = CustomHeaders::parse(&[("Authorization", "Bearer receiver-token-42")]).unwrap();
+        w.previous_secret = Some((
+            WebhookSecret::parse("old-secret-0123456789").unwrap(),
+            Timestamp::from_millis(1),
+        ));
+        let printed = format!("{w:?} {w:#?}");
+        for hidden in [
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "receiver-token-42",
+            "old-secret-0123456789",
+        ] {
+            assert!(!printed.contains(hidden), "{hidden} in {printed}");
+        }
+        assert!(printed.contains("Authorization: <redacted>"), "{printed}");
+        assert!(
+            printed.contains("WebhookSecret(<38 characters>)"),
+            "{printed}"
+        );
+    }
 
     #[test]
     fn filters_match_names_families_and_all() {

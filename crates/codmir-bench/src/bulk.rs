@@ -25,7 +25,7 @@ pub(crate) fn bulk_at(
     status: &str,
     now: codmir_core::time::Timestamp,
 ) -> Result<()> {
-    use codmir_core::event::{Event, EventData, EventType, Ref, TicketView};
+    use codmir_core::event::{EventData, EventType, Ref, TicketView, UnstampedEvent};
     // Not `new_id`: the rows are dated `now`, which may be in the past (see `numbered`).
     use codmir_core::id::numbered;
     let mut conn = rusqlite::Connection::open(path)?;
@@ -65,14 +65,8 @@ pub(crate) fn bulk_at(
                 }),
                 ..EventData::default()
             };
-            let e = Event::with_id(
-                numbered("evt", now, seq),
-                &ws,
-                Some(&project),
-                EventType::TicketCreated,
-                now,
-                &data,
-            );
+            let e = UnstampedEvent::new(&ws, Some(&project), EventType::TicketCreated, &data)
+                .stamp_with(numbered("evt", now, seq), now);
             ev.execute(rusqlite::params![
                 e.id,
                 ws,

@@ -241,26 +241,7 @@ impl Event {
         now: Timestamp,
         data: &EventData,
     ) -> Self {
-        Self::with_id(
-            new_id("evt", now),
-            workspace_id,
-            project_id,
-            event_type,
-            now,
-            data,
-        )
-    }
-
-    /// [`Event::new`] with an id made by the caller (a bulk writer dating rows in the past).
-    pub fn with_id(
-        id: String,
-        workspace_id: &str,
-        project_id: Option<&str>,
-        event_type: EventType,
-        now: Timestamp,
-        data: &EventData,
-    ) -> Self {
-        UnstampedEvent::new(workspace_id, project_id, event_type, data).stamp_with(id, now)
+        UnstampedEvent::new(workspace_id, project_id, event_type, data).stamp(now)
     }
 }
 
@@ -297,10 +278,11 @@ impl UnstampedEvent {
         self.stamp_with(new_id("evt", now), now)
     }
 
-    /// The payload `{"id","type","timestamp","data"}` in the contract's order. The id (of
-    /// [`crate::id`]'s alphabet), the type and the RFC 3339 time need no JSON escaping, so
-    /// they are written as they are.
-    fn stamp_with(self, id: String, now: Timestamp) -> Event {
+    /// [`UnstampedEvent::stamp`] with an id made by the caller (a bulk writer dating rows in
+    /// the past). The payload is `{"id","type","timestamp","data"}` in the contract's order;
+    /// the id (of [`crate::id`]'s alphabet), the type and the RFC 3339 time need no JSON
+    /// escaping, so they are written as they are.
+    pub fn stamp_with(self, id: String, now: Timestamp) -> Event {
         debug_assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
         // Milliseconds: events of one burst, and the two events of one PATCH, would
         // otherwise share a timestamp, and receivers order by it.

@@ -10,11 +10,15 @@
 //! Architecture invariant: SQL lives only in the backend modules; nothing above `store` knows
 //! which database it runs on.
 
+mod conn;
 mod error;
 mod fanout;
 mod postgres;
+mod queries;
 mod rows;
 pub mod seal;
+#[macro_use]
+mod sql;
 mod sqlite;
 mod tx;
 

@@ -2,8 +2,8 @@
 //! the functions here turn a row into a domain value. A value that does not parse (an unknown
 //! status, a column of the wrong type) is [`StoreError::Corrupt`] on either backend.
 //!
-//! The column lists are the same in both dialects, so they live here beside their decoders:
-//! a query selects `USER_COLS` exactly when it decodes with [`user`].
+//! Each decoder reads the columns of its list in `sql.rs` (`user` those of `user_cols!()`), in
+//! that order.
 
 use codmir_core::event::{Event, EventType};
 use codmir_core::time::Timestamp;
@@ -49,7 +49,6 @@ pub(super) fn json_list(items: &[String]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
 }
 
-pub(super) const WORKSPACE_COLS: &str = "id, name, created_at";
 pub(super) fn workspace(r: &dyn Columns) -> StoreResult<Workspace> {
     Ok(Workspace {
         id: r.text(0)?,
@@ -58,12 +57,11 @@ pub(super) fn workspace(r: &dyn Columns) -> StoreResult<Workspace> {
     })
 }
 
-pub(super) const USER_COLS: &str = "id, workspace_id, name, email, created_at";
 pub(super) fn user(r: &dyn Columns) -> StoreResult<User> {
     user_at(r, 0)
 }
 
-/// A user whose columns (`USER_COLS`) start at `base`.
+/// A user whose columns (`user_cols!()`) start at `base`.
 fn user_at(r: &dyn Columns, base: usize) -> StoreResult<User> {
     Ok(User {
         id: r.text(base)?,
@@ -74,10 +72,6 @@ fn user_at(r: &dyn Columns, base: usize) -> StoreResult<User> {
     })
 }
 
-pub(super) const KEY_INFO_COLS: &str =
-    "k.id, w.name, u.name, k.created_at, k.last_used_at, k.revoked_at, k.workspace_id";
-pub(super) const KEY_INFO_FROM: &str =
-    "api_keys k JOIN users u ON u.id = k.user_id JOIN workspaces w ON w.id = k.workspace_id";
 pub(super) fn key_info(r: &dyn Columns) -> StoreResult<KeyInfo> {
     Ok(KeyInfo {
         id: r.text(0)?,
@@ -101,8 +95,6 @@ pub(super) fn idempotent(r: &dyn Columns) -> StoreResult<Idempotent> {
     })
 }
 
-pub(super) const API_KEY_COLS: &str =
-    "k.id, k.workspace_id, k.user_id, k.secret_hash, k.created_at, u.name";
 pub(super) fn api_key(r: &dyn Columns) -> StoreResult<(ApiKeyRecord, Principal)> {
     let secret_hash: [u8; 32] = r
         .bytes(3)?
@@ -123,7 +115,6 @@ pub(super) fn api_key(r: &dyn Columns) -> StoreResult<(ApiKeyRecord, Principal)>
     Ok((key, principal))
 }
 
-pub(super) const PROJECT_COLS: &str = "id, workspace_id, name, created_by, created_at";
 pub(super) fn project(r: &dyn Columns) -> StoreResult<Project> {
     Ok(Project {
         id: r.text(0)?,
@@ -134,8 +125,6 @@ pub(super) fn project(r: &dyn Columns) -> StoreResult<Project> {
     })
 }
 
-pub(super) const MEMBER_COLS: &str =
-    "m.project_id, m.role, m.added_at, u.id, u.workspace_id, u.name, u.email, u.created_at";
 pub(super) fn member(r: &dyn Columns) -> StoreResult<Member> {
     Ok(Member {
         project_id: r.text(0)?,
@@ -145,8 +134,6 @@ pub(super) fn member(r: &dyn Columns) -> StoreResult<Member> {
     })
 }
 
-pub(super) const TICKET_COLS: &str = "id, workspace_id, project_id, title, description, status, \
-                                      priority, assignee_id, created_by, created_at, updated_at";
 pub(super) fn ticket(r: &dyn Columns) -> StoreResult<Ticket> {
     Ok(Ticket {
         id: r.text(0)?,
@@ -163,7 +150,6 @@ pub(super) fn ticket(r: &dyn Columns) -> StoreResult<Ticket> {
     })
 }
 
-pub(super) const COMMENT_COLS: &str = "id, workspace_id, ticket_id, author_id, body, created_at";
 pub(super) fn comment(r: &dyn Columns) -> StoreResult<Comment> {
     Ok(Comment {
         id: r.text(0)?,
@@ -175,7 +161,6 @@ pub(super) fn comment(r: &dyn Columns) -> StoreResult<Comment> {
     })
 }
 
-pub(super) const EVENT_FULL_COLS: &str = "id, workspace_id, project_id, type, created_at, payload";
 pub(super) fn event_full(r: &dyn Columns) -> StoreResult<Event> {
     Ok(Event {
         id: r.text(0)?,
@@ -219,18 +204,12 @@ pub(super) fn first_int(r: &dyn Columns) -> StoreResult<i64> {
     r.int(0)
 }
 
-pub(super) const EVENT_COLS: &str = "id, payload";
 pub(super) fn event(r: &dyn Columns) -> StoreResult<StoredEvent> {
     Ok(StoredEvent {
         id: r.text(0)?,
         payload: r.text(1)?,
     })
 }
-
-pub(super) const WEBHOOK_COLS: &str = "id, workspace_id, url, events, project_ids, description, \
-                                       secret, enabled, created_at, updated_at, disabled_reason, \
-                                       disabled_at, max_in_flight, rate_limit_per_second, \
-                                       headers, previous_secret, previous_secret_until";
 
 /// A webhook's custom headers as stored: a JSON array of `[name, value]` pairs.
 pub(super) fn headers_json(h: &CustomHeaders) -> String {
@@ -318,15 +297,6 @@ pub(super) fn seal(secret: &WebhookSecret, keys: Option<&KeyRing>) -> String {
     keys.map_or_else(|| secret.as_str().to_owned(), |k| k.seal(secret.as_str()))
 }
 
-pub(super) const DELIVERY_COLS: &str = "id, workspace_id, webhook_id, event_id, event_type, \
-                                        status, attempt_count, next_attempt_at, created_at, \
-                                        updated_at, redelivery_of, last_attempt_at, \
-                                        last_status_code, last_error";
-/// The columns an insert of a delivery sets, in this order (the `last_*` start empty).
-pub(super) const DELIVERY_INSERT_COLS: &str = "id, workspace_id, webhook_id, event_id, \
-                                               event_type, status, attempt_count, \
-                                               next_attempt_at, created_at, updated_at, \
-                                               redelivery_of, lease_owner, lease_expires_at";
 pub(super) fn delivery(r: &dyn Columns) -> StoreResult<Delivery> {
     Ok(Delivery {
         id: r.text(0)?,
@@ -350,8 +320,6 @@ pub(super) fn delivery(r: &dyn Columns) -> StoreResult<Delivery> {
     })
 }
 
-pub(super) const ATTEMPT_COLS: &str =
-    "delivery_id, attempt, attempted_at, duration_ms, status_code, error, response_body";
 pub(super) fn attempt(r: &dyn Columns) -> StoreResult<Attempt> {
     let status_code = r
         .opt_int(4)?

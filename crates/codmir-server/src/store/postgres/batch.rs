@@ -24,11 +24,11 @@ use codmir_core::webhook::Delivery;
 use deadpool_postgres::{Object, Pool};
 use tokio::sync::mpsc;
 
-use super::super::rows::{DELIVERY_INSERT_COLS, TICKET_COLS};
+use super::super::conn::HeldRow;
 use super::super::seal::KeyRing;
+use super::super::sql::postgres_only as q;
 use super::super::{FanoutCache, Job, StoreError, StoreResult};
-use super::{JOB_TIMEOUT, PgTx, execute};
-use tokio_postgres::types::ToSql;
+use super::{JOB_TIMEOUT, Params, PgTx};
 
 /// Most units in one transaction.
 const MAX_BATCH: usize = 64;
@@ -65,24 +65,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl PgTx<'_> {
-    /// Holds a ticket row back for the batch's insert; `false` outside a batch.
-    pub(super) fn hold_ticket(&self, t: &Ticket) -> bool {
-        self.hold(|h| h.tickets.push(t.clone()))
-    }
-
-    pub(super) fn hold_event(&self, e: &Event) -> bool {
-        self.hold(|h| h.events.push(e.clone()))
-    }
-
-    pub(super) fn hold_delivery(&self, d: &Delivery, lease: Option<(String, i64)>) -> bool {
-        self.hold(|h| h.deliveries.push((d.clone(), lease)))
-    }
-
-    fn hold(&self, put: impl FnOnce(&mut Held)) -> bool {
+    /// Holds a row back for the batch's insert; `false` outside a batch.
+    pub(super) fn hold_row(&self, row: HeldRow<'_>) -> bool {
         let Some(batch) = &self.batch else {
             return false;
         };
-        put(&mut lock(batch.held));
+        let mut held = lock(batch.held);
+        match row {
+            HeldRow::Ticket(t) => held.tickets.push(t.clone()),
+            HeldRow::Event(e) => held.events.push(e.clone()),
+            HeldRow::Delivery(d, lease) => held.deliveries.push((
+                d.clone(),
+                lease.map(|l| (l.owner.clone(), l.until.as_millis())),
+            )),
+        }
         batch.wrote.store(true, Ordering::Relaxed);
         true
     }
@@ -140,12 +136,7 @@ fn col<'a, R, T>(rows: &'a [R], f: impl Fn(&'a R) -> T) -> Vec<T> {
 async fn insert_held(client: &Object, held: Held) -> StoreResult<()> {
     let t = &held.tickets;
     if !t.is_empty() {
-        let sql = format!(
-            "INSERT INTO tickets ({TICKET_COLS}) SELECT * FROM unnest($1::text[], $2::text[], \
-             $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
-             $10::int8[], $11::int8[])"
-        );
-        let params: &[&(dyn ToSql + Sync)] = &[
+        let params: Params<'_> = &[
             &col(t, |x| x.id.as_str()),
             &col(t, |x| x.workspace_id.as_str()),
             &col(t, |x| x.project_id.as_str()),
@@ -158,14 +149,11 @@ async fn insert_held(client: &Object, held: Held) -> StoreResult<()> {
             &col(t, |x| x.created_at.as_millis()),
             &col(t, |x| x.updated_at.as_millis()),
         ];
-        execute(client, &sql, params).await?;
+        execute(client, q::INSERT_TICKETS, params).await?;
     }
     let e = &held.events;
     if !e.is_empty() {
-        let sql = "INSERT INTO events (id, workspace_id, project_id, type, created_at, payload) \
-                   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
-                   $5::int8[], $6::text[])";
-        let params: &[&(dyn ToSql + Sync)] = &[
+        let params: Params<'_> = &[
             &col(e, |x| x.id.as_str()),
             &col(e, |x| x.workspace_id.as_str()),
             &col(e, |x| x.project_id.as_deref()),
@@ -173,16 +161,11 @@ async fn insert_held(client: &Object, held: Held) -> StoreResult<()> {
             &col(e, |x| x.created_at.as_millis()),
             &col(e, |x| x.payload.as_str()),
         ];
-        execute(client, sql, params).await?;
+        execute(client, q::INSERT_EVENTS, params).await?;
     }
     let d = &held.deliveries;
     if !d.is_empty() {
-        let sql = format!(
-            "INSERT INTO deliveries ({DELIVERY_INSERT_COLS}) SELECT * FROM unnest($1::text[], \
-             $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int4[], \
-             $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::text[], $13::int8[])"
-        );
-        let params: &[&(dyn ToSql + Sync)] = &[
+        let params: Params<'_> = &[
             &col(d, |(x, _)| x.id.as_str()),
             &col(d, |(x, _)| x.workspace_id.as_str()),
             &col(d, |(x, _)| x.webhook_id.as_str()),
@@ -197,9 +180,15 @@ async fn insert_held(client: &Object, held: Held) -> StoreResult<()> {
             &col(d, |(_, l)| l.as_ref().map(|(owner, _)| owner.as_str())),
             &col(d, |(_, l)| l.as_ref().map(|(_, until)| *until)),
         ];
-        execute(client, &sql, params).await?;
+        execute(client, q::INSERT_DELIVERIES, params).await?;
     }
     Ok(())
+}
+
+/// Runs a statement prepared once per connection; the rows it changed.
+async fn execute(client: &Object, sql: &str, params: Params<'_>) -> StoreResult<u64> {
+    let stmt = client.prepare_cached(sql).await?;
+    Ok(client.execute(&stmt, params).await?)
 }
 
 /// The checked units waiting for a batcher.

@@ -1,6 +1,7 @@
 //! The PostgreSQL backend's machinery, for several stateless `codmir serve` nodes on one
 //! database: migrations under an advisory lock, the connection pool, `LISTEN`, and the row
-//! access the queries (`tracker.rs`, `outbox.rs`, `queue.rs`) share.
+//! access the shared queries run on (`Conn`); its own claims, retention and set-based
+//! outcomes are in `queue.rs`.
 //!
 //! Each unit of work runs in its own transaction on a pooled connection, in a task of its own
 //! so that a caller that goes away cannot leave a connection mid-transaction; checked units
@@ -12,19 +13,25 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+
+use bytes::BytesMut;
+use codmir_core::time::Timestamp;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio::sync::Notify;
-use tokio_postgres::types::{FromSql, ToSql, Type};
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
+use super::conn::{Arg, Conn, Decode, HeldRow, args};
 use super::rows::{Columns, corrupt};
 use super::seal::KeyRing;
-use super::{Backend, BoxFuture, FanoutCache, Job, Page, PageRequest, StoreError, StoreResult};
+use super::sql::{self, Sql, postgres_only};
+use super::{
+    Backend, BoxFuture, FanoutCache, Job, Lease, Leased, Outcome, StoreError, StoreResult,
+};
 
 mod batch;
-mod outbox;
 mod queue;
-mod tracker;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres_0001_init.sql"),
@@ -37,8 +44,9 @@ const MIGRATIONS: &[&str] = &[
 ];
 /// Any fixed number: the advisory lock that serializes migrations of nodes starting together.
 const MIGRATION_LOCK: i64 = 0x636f_646d_6972;
-/// The channel commits that create deliveries notify.
-const CHANNEL: &str = "codmir_deliveries";
+/// Subscribes to the channel commits that create deliveries notify
+/// (`postgres_only::NOTIFY`).
+const LISTEN: &str = "LISTEN codmir_deliveries";
 /// How long to wait for a connection to open, or for a free one in the pool.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest a unit of work may wait for PostgreSQL's answers. A server that went away
@@ -307,7 +315,7 @@ async fn listen(
         }
         Ok(())
     });
-    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    client.batch_execute(LISTEN).await?;
     // Deliveries announced while this connection was away were not heard: claim now.
     wake.notify_one();
     let mut check = tokio::time::interval(LISTEN_CHECK);
@@ -347,87 +355,190 @@ struct PgTx<'c> {
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
-/// A row decoder shared by both backends (`super::rows`).
-type Decode<T> = fn(&dyn Columns) -> StoreResult<T>;
-
 impl PgTx<'_> {
-    async fn rows(&self, sql: &str, params: Params<'_>) -> StoreResult<Vec<Row>> {
+    /// Runs a query with its arguments, through the batch's hooks.
+    async fn query<P>(&self, sql: &str, args: P) -> StoreResult<Vec<Row>>
+    where
+        P: ExactSizeIterator,
+        P::Item: tokio_postgres::types::BorrowToSql,
+    {
         self.before(sql).await?;
+        self.query_beside(sql, args).await
+    }
+
+    /// [`PgTx::query`] for a read of none of the tables a batch holds rows back for: they
+    /// need not go in first.
+    async fn query_beside<P>(&self, sql: &str, args: P) -> StoreResult<Vec<Row>>
+    where
+        P: ExactSizeIterator,
+        P::Item: tokio_postgres::types::BorrowToSql,
+    {
         let rows = async {
             let stmt = self.client.prepare_cached(sql).await?;
-            Ok(self.client.query(&stmt, params).await?)
+            let stream = self.client.query_raw(&stmt, args).await?;
+            Ok(futures_util::TryStreamExt::try_collect(stream).await?)
         };
         self.after(rows.await)
     }
 
-    async fn one<T>(
-        &self,
-        sql: &str,
-        params: Params<'_>,
-        decode: Decode<T>,
-    ) -> StoreResult<Option<T>> {
+    /// Runs a statement with its arguments, through the batch's hooks; the rows it changed.
+    async fn execute<P>(&self, sql: &str, args: P) -> StoreResult<u64>
+    where
+        P: ExactSizeIterator,
+        P::Item: tokio_postgres::types::BorrowToSql,
+    {
         self.before(sql).await?;
-        self.one_beside(sql, params, decode).await
-    }
-
-    /// [`PgTx::one`] for a read of none of the tables a batch holds rows back for: they
-    /// need not go in first.
-    async fn one_beside<T>(
-        &self,
-        sql: &str,
-        params: Params<'_>,
-        decode: Decode<T>,
-    ) -> StoreResult<Option<T>> {
-        let row = async {
+        let n = async {
             let stmt = self.client.prepare_cached(sql).await?;
-            Ok(self.client.query_opt(&stmt, params).await?)
+            Ok(self.client.execute_raw(&stmt, args).await?)
         };
-        self.after(row.await)?
-            .as_ref()
-            .map(|r| decode(r))
-            .transpose()
+        self.after(n.await)
+    }
+}
+
+impl PgTx<'_> {
+    /// [`PgTx::execute`] with arguments the driver binds as they are (arrays for `unnest`).
+    async fn execute_params(&self, sql: &str, params: Params<'_>) -> StoreResult<u64> {
+        self.before(sql).await?;
+        let n = async {
+            let stmt = self.client.prepare_cached(sql).await?;
+            Ok(self.client.execute(&stmt, params).await?)
+        };
+        self.after(n.await)
+    }
+}
+
+impl Conn for PgTx<'_> {
+    fn keys(&self) -> Option<&KeyRing> {
+        self.keys
     }
 
-    async fn all<T>(
-        &self,
-        sql: &str,
-        params: Params<'_>,
+    fn fanout(&self) -> &FanoutCache {
+        self.fanout
+    }
+
+    fn exec(
+        &mut self,
+        sql: &'static Sql,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = StoreResult<u64>> + Send {
+        self.execute(sql.postgres, args.iter())
+    }
+
+    async fn all<T: Send>(
+        &mut self,
+        sql: &'static Sql,
+        args: &[Arg<'_>],
         decode: Decode<T>,
     ) -> StoreResult<Vec<T>> {
-        self.rows(sql, params)
-            .await?
-            .iter()
-            .map(|r| decode(r))
-            .collect()
+        let rows = self.query(sql.postgres, args.iter()).await?;
+        rows.iter().map(|r| decode(r)).collect()
     }
 
-    async fn exec(&self, sql: &str, params: Params<'_>) -> StoreResult<u64> {
-        self.before(sql).await?;
-        self.after(execute(self.client, sql, params).await)
-    }
-
-    /// A paged query whose last two parameters are the cursor (`$n::text`) and the limit.
-    async fn page<T>(
-        &self,
-        sql: &str,
-        head: &[&(dyn ToSql + Sync)],
-        page: &PageRequest,
+    async fn one<T: Send>(
+        &mut self,
+        sql: &'static Sql,
+        args: &[Arg<'_>],
         decode: Decode<T>,
-    ) -> StoreResult<Page<T>> {
-        let limit = i64::from(page.limit) + 1;
-        let mut params: Vec<&(dyn ToSql + Sync)> = head.to_vec();
-        params.push(&page.after);
-        params.push(&limit);
-        let items = self.all(sql, &params, decode).await?;
-        Ok(Page::from_overfetch(items, page.limit))
+    ) -> StoreResult<Option<T>> {
+        let rows = self.query(sql.postgres, args.iter()).await?;
+        rows.first().map(|r| decode(r)).transpose()
+    }
+
+    fn hold(&mut self, row: HeldRow<'_>) -> bool {
+        self.hold_row(row)
+    }
+
+    async fn webhooks_version(&mut self, ws: &str) -> StoreResult<i64> {
+        if let Some(v) = self.batch_version(ws) {
+            return Ok(v);
+        }
+        // The version is in `workspaces`, which no batch holds rows back for.
+        let rows = self
+            .query_beside(sql::WEBHOOKS_VERSION.postgres, args![ws].iter())
+            .await?;
+        let v = match rows.first() {
+            Some(r) => r.int(0)?,
+            None => 0,
+        };
+        self.remember_version(ws, v);
+        Ok(v)
+    }
+
+    async fn announce(&mut self) -> StoreResult<()> {
+        self.execute(postgres_only::NOTIFY, std::iter::empty::<Arg<'_>>())
+            .await?;
+        Ok(())
+    }
+
+    fn claim_due(
+        &mut self,
+        lease: &Lease,
+        now: Timestamp,
+        limit: u32,
+        skip: &[String],
+    ) -> impl Future<Output = StoreResult<Vec<Leased>>> + Send {
+        self.claim(lease, now, limit, skip)
+    }
+
+    fn delete_old(
+        &mut self,
+        delivery_floor: &str,
+        event_floor: &str,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<(u64, u64, u64)>> + Send {
+        self.retain(delivery_floor, event_floor, limit)
+    }
+
+    fn record_outcomes_at_once(
+        &mut self,
+        outcomes: &[Outcome],
+    ) -> impl Future<Output = StoreResult<Option<usize>>> + Send {
+        self.outcomes_set_based(outcomes)
     }
 }
 
-/// Runs a statement prepared once per connection; the rows it changed.
-async fn execute(client: &Object, sql: &str, params: Params<'_>) -> StoreResult<u64> {
-    let stmt = client.prepare_cached(sql).await?;
-    Ok(client.execute(&stmt, params).await?)
+/// Arguments bind by the parameter's declared type: an integer as the column's INT2, INT4 or
+/// INT8 (out of its range is an error, never a silent cut), a list as an array.
+impl ToSql for Arg<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        match *self {
+            Arg::Null => Ok(IsNull::Yes),
+            Arg::Text(s) => s.to_sql(ty, out),
+            Arg::Int(n) => match *ty {
+                Type::INT2 => i16::try_from(n)?.to_sql(ty, out),
+                Type::INT4 => i32::try_from(n)?.to_sql(ty, out),
+                _ => n.to_sql(ty, out),
+            },
+            Arg::Bool(b) => b.to_sql(ty, out),
+            Arg::Bytes(b) => b.to_sql(ty, out),
+            Arg::List(items) => items.to_sql(ty, out),
+        }
+    }
+
+    /// Every type, as far as the driver's static check goes: which types an argument fits
+    /// depends on its variant, checked in `to_sql_checked`.
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    fn to_sql_checked(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        let fits = match self {
+            Arg::Null => true,
+            Arg::Text(_) => <&str as ToSql>::accepts(ty),
+            Arg::Int(_) => matches!(*ty, Type::INT2 | Type::INT4 | Type::INT8),
+            Arg::Bool(_) => <bool as ToSql>::accepts(ty),
+            Arg::Bytes(_) => <&[u8] as ToSql>::accepts(ty),
+            Arg::List(_) => <&[String] as ToSql>::accepts(ty),
+        };
+        if !fits {
+            return Err(format!("{self:?} cannot be bound as {ty}").into());
+        }
+        self.to_sql(ty, out)
+    }
 }
+
+type BoxError = Box<dyn std::error::Error + Sync + Send>;
 
 /// A value that is not what the column should hold is corrupt data, not a failed database.
 fn column<'r, T: FromSql<'r>>(row: &'r Row, i: usize) -> StoreResult<T> {
@@ -459,4 +570,21 @@ impl Columns for Row {
     fn bytes(&self, i: usize) -> StoreResult<Vec<u8>> {
         column(self, i)
     }
+}
+
+/// Prepares each statement on the database at `url`, migrated to the current schema; the
+/// names of those that do not prepare, with PostgreSQL's reason.
+#[cfg(test)]
+pub(super) async fn unpreparable(url: &str, statements: &[(&str, &str)]) -> Vec<String> {
+    let config = tokio_postgres::Config::from_str(url).expect("a PostgreSQL URL");
+    migrate(&config).await.expect("migrate");
+    let (client, connection) = config.connect(NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    let mut failed = Vec::new();
+    for (name, text) in statements {
+        if let Err(e) = client.prepare(text).await {
+            failed.push(format!("{name}: {e}"));
+        }
+    }
+    failed
 }

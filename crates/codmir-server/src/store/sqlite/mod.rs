@@ -1,7 +1,7 @@
 //! The SQLite backend's machinery: opening and migrating the file, one writer thread that
 //! group-commits units of work, a small pool of read connections, and the row access the
-//! queries share. WAL mode, `synchronous=FULL`: a commit is on disk when it returns. The
-//! queries themselves are in `tracker.rs`, `outbox.rs` and `queue.rs`.
+//! shared queries run on (`Conn`). WAL mode, `synchronous=FULL`: a commit is on disk when it
+//! returns. SQLite's own claims and retention are in `queue.rs`.
 
 use std::future::Future;
 use std::path::Path;
@@ -9,17 +9,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 
-use rusqlite::types::ValueRef;
+use codmir_core::time::Timestamp;
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, OpenFlags, Row};
 use tokio::sync::{Semaphore, mpsc};
 
-use super::rows::{Columns, corrupt};
+use super::conn::{Arg, Conn, Decode, args};
+use super::rows::{Columns, corrupt, json_list};
 use super::seal::KeyRing;
-use super::{Backend, BoxFuture, FanoutCache, Job, Page, PageRequest, StoreError, StoreResult};
+use super::sql::{self, Sql};
+use super::{Backend, BoxFuture, FanoutCache, Job, Lease, Leased, StoreError, StoreResult};
 
-mod outbox;
 mod queue;
-mod tracker;
 
 /// Units of work committed together at most; more wait for the next commit.
 const MAX_BATCH: usize = 512;
@@ -366,29 +367,10 @@ struct SqliteTx<'c> {
     fanout: &'c FanoutCache,
 }
 
-/// A row decoder shared by both backends (`super::rows`).
-type Decode<T> = fn(&dyn Columns) -> StoreResult<T>;
-
 impl SqliteTx<'_> {
-    fn one<T>(
-        &self,
-        sql: &str,
-        params: &[&dyn rusqlite::ToSql],
-        decode: Decode<T>,
-    ) -> StoreResult<Option<T>> {
+    fn run_all<T>(&self, sql: &str, args: &[Arg<'_>], decode: Decode<T>) -> StoreResult<Vec<T>> {
         let mut stmt = self.conn.prepare_cached(sql)?;
-        let mut rows = stmt.query(params)?;
-        rows.next()?.map(|r| decode(r)).transpose()
-    }
-
-    fn all<T>(
-        &self,
-        sql: &str,
-        params: &[&dyn rusqlite::ToSql],
-        decode: Decode<T>,
-    ) -> StoreResult<Vec<T>> {
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        let mut rows = stmt.query(params)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
             out.push(decode(r)?);
@@ -396,24 +378,99 @@ impl SqliteTx<'_> {
         Ok(out)
     }
 
-    /// Runs a paged query whose last two parameters are the cursor and the limit.
-    fn page<T>(
-        &self,
-        sql: &str,
-        head: &[&dyn rusqlite::ToSql],
-        page: &PageRequest,
-        decode: Decode<T>,
-    ) -> StoreResult<Page<T>> {
-        let limit = i64::from(page.limit) + 1;
-        let mut params: Vec<&dyn rusqlite::ToSql> = head.to_vec();
-        params.push(&page.after);
-        params.push(&limit);
-        let items = self.all(sql, &params, decode)?;
-        Ok(Page::from_overfetch(items, page.limit))
+    fn run_one<T>(&self, sql: &str, args: &[Arg<'_>], decode: Decode<T>) -> StoreResult<Option<T>> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+        rows.next()?.map(|r| decode(r)).transpose()
     }
 
-    fn exec(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> StoreResult<usize> {
-        Ok(self.conn.prepare_cached(sql)?.execute(params)?)
+    fn run_exec(&self, sql: &str, args: &[Arg<'_>]) -> StoreResult<u64> {
+        let n = self
+            .conn
+            .prepare_cached(sql)?
+            .execute(rusqlite::params_from_iter(args))?;
+        Ok(n as u64)
+    }
+}
+
+/// Every SQLite call is synchronous: each future is ready when made, so a unit of work over
+/// [`SqliteTx`] never waits (`run_ready`).
+impl Conn for SqliteTx<'_> {
+    fn keys(&self) -> Option<&KeyRing> {
+        self.keys
+    }
+
+    fn fanout(&self) -> &FanoutCache {
+        self.fanout
+    }
+
+    fn exec(
+        &mut self,
+        sql: &'static Sql,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = StoreResult<u64>> + Send {
+        std::future::ready(self.run_exec(sql.sqlite, args))
+    }
+
+    fn all<T: Send>(
+        &mut self,
+        sql: &'static Sql,
+        args: &[Arg<'_>],
+        decode: Decode<T>,
+    ) -> impl Future<Output = StoreResult<Vec<T>>> + Send {
+        std::future::ready(self.run_all(sql.sqlite, args, decode))
+    }
+
+    fn one<T: Send>(
+        &mut self,
+        sql: &'static Sql,
+        args: &[Arg<'_>],
+        decode: Decode<T>,
+    ) -> impl Future<Output = StoreResult<Option<T>>> + Send {
+        std::future::ready(self.run_one(sql.sqlite, args, decode))
+    }
+
+    fn webhooks_version(&mut self, ws: &str) -> impl Future<Output = StoreResult<i64>> + Send {
+        let v = self.run_one(sql::WEBHOOKS_VERSION.sqlite, args![ws], |r| r.int(0));
+        std::future::ready(v.map(|v| v.unwrap_or(0)))
+    }
+
+    fn announce(&mut self) -> impl Future<Output = StoreResult<()>> + Send {
+        // One node: the API wakes its own engine after the commit.
+        std::future::ready(Ok(()))
+    }
+
+    fn claim_due(
+        &mut self,
+        lease: &Lease,
+        now: Timestamp,
+        limit: u32,
+        skip: &[String],
+    ) -> impl Future<Output = StoreResult<Vec<Leased>>> + Send {
+        std::future::ready(self.claim_due_now(lease, now, limit, skip))
+    }
+
+    fn delete_old(
+        &mut self,
+        delivery_floor: &str,
+        event_floor: &str,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<(u64, u64, u64)>> + Send {
+        std::future::ready(self.delete_old_now(delivery_floor, event_floor, limit))
+    }
+}
+
+/// Arguments bind as they are; a list as its JSON array, which `json_each` reads.
+impl rusqlite::ToSql for Arg<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match *self {
+            Arg::Null => ToSqlOutput::Owned(Value::Null),
+            Arg::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Arg::Int(n) => ToSqlOutput::Owned(Value::Integer(n)),
+            Arg::Bool(b) => ToSqlOutput::Owned(Value::Integer(i64::from(b))),
+            Arg::Bytes(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+            Arg::List(items) => ToSqlOutput::Owned(Value::Text(json_list(items))),
+        })
     }
 }
 
@@ -450,4 +507,16 @@ impl Columns for Row<'_> {
             )),
         }
     }
+}
+
+/// Prepares each statement on a new database at `path`, migrated to the current schema;
+/// the names of those that do not prepare, with SQLite's reason.
+#[cfg(test)]
+pub(super) fn unpreparable(path: &Path, statements: &[(&str, &str)]) -> Vec<String> {
+    let mut conn = open_connection(path, false).expect("open");
+    migrate(&mut conn).expect("migrate");
+    statements
+        .iter()
+        .filter_map(|(name, text)| conn.prepare(text).err().map(|e| format!("{name}: {e}")))
+        .collect()
 }

@@ -56,6 +56,11 @@ pub enum ApiError {
          Idempotency-Key is made once)"
     )]
     DatabaseUnreachable(#[source] Cause),
+    #[error(
+        "another write committed together with this request failed, so nothing of this request \
+         was stored; retry (a create retried with the same Idempotency-Key is made once)"
+    )]
+    RolledBack(#[source] Cause),
     #[error("the database's disk is full; nothing was stored (free space, then retry)")]
     InsufficientStorage(#[source] Cause),
     #[error("internal error")]
@@ -119,6 +124,7 @@ impl ApiError {
             ApiError::DatabaseUnreachable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
             }
+            ApiError::RolledBack(_) => (StatusCode::SERVICE_UNAVAILABLE, "rolled_back"),
             ApiError::InsufficientStorage(_) => {
                 (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
             }
@@ -133,6 +139,7 @@ impl IntoResponse for ApiError {
         let failure = match &self {
             ApiError::Internal(cause)
             | ApiError::DatabaseUnreachable(cause)
+            | ApiError::RolledBack(cause)
             | ApiError::InsufficientStorage(cause) => Some(Failure(Some(cause.clone()))),
             ApiError::Unavailable => Some(Failure(None)),
             _ => None,
@@ -153,6 +160,8 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited(secs) => Some(*secs),
             // A node restarting, a database failing over: seconds, usually.
             ApiError::Unavailable | ApiError::DatabaseUnreachable(_) => Some(RETRY_UNAVAILABLE),
+            // A neighbour's failure: running it again now is expected to succeed.
+            ApiError::RolledBack(_) => Some(1),
             ApiError::InsufficientStorage(_) => Some(RETRY_FULL),
             _ => None,
         };
@@ -206,6 +215,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Closed => ApiError::Unavailable,
             StoreError::Unreachable { .. } => ApiError::DatabaseUnreachable(Arc::new(e)),
+            StoreError::RolledBack { .. } => ApiError::RolledBack(Arc::new(e)),
             StoreError::Full(_) => ApiError::InsufficientStorage(Arc::new(e)),
             StoreError::Conflict(_) => ApiError::Conflict {
                 code: "conflict",

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use codmir_core::time::Timestamp;
 use codmir_core::tracker::{Principal, Project};
 
 use super::error::ApiError;
@@ -87,43 +88,53 @@ impl AppState {
             + 'static,
         T: Send + 'static,
     {
-        self.mutate_as(true, work).await
-    }
-
-    /// [`AppState::mutate`] for a unit whose refusals all come before its first write
-    /// ([`crate::store::Store::write_checked`]): the tracker's hot writes.
-    pub async fn mutate_checked<F, T>(&self, work: F) -> Result<T, ApiError>
-    where
-        F: for<'t> FnOnce(&'t mut dyn Tx, &'t mut AfterCommit) -> BoxFuture<'t, ops::Result<T>>
-            + Send
-            + 'static,
-        T: Send + 'static,
-    {
-        self.mutate_as(false, work).await
-    }
-
-    async fn mutate_as<F, T>(&self, guarded: bool, work: F) -> Result<T, ApiError>
-    where
-        F: for<'t> FnOnce(&'t mut dyn Tx, &'t mut AfterCommit) -> BoxFuture<'t, ops::Result<T>>
-            + Send
-            + 'static,
-        T: Send + 'static,
-    {
         let _busy = self.engine.api_work();
         let mut after = AfterCommit::leased_to(self.engine.lease());
         let (value, after) = self
             .store
-            .write_as(guarded, move |tx| {
+            .write(move |tx| {
                 Box::pin(async move {
                     let value = work(&mut *tx, &mut after).await?;
                     Ok::<_, ops::Error>((value, after))
                 })
             })
             .await?;
+        self.handed_over(after).await;
+        Ok(value)
+    }
+
+    /// [`AppState::mutate`] for a unit in two phases, checks then writes
+    /// ([`ops::Checked`], run by [`crate::store::Store::write_checked`]): the tracker's hot
+    /// writes. The unit's time is taken when it runs, so events are stamped in commit order.
+    pub async fn mutate_checked<U: ops::Checked>(&self, unit: U) -> Result<U::Output, ApiError> {
+        let _busy = self.engine.api_work();
+        let mut after = AfterCommit::leased_to(self.engine.lease());
+        let (value, after) = self
+            .store
+            .write_checked(
+                move |tx| {
+                    Box::pin(async move {
+                        let now = Timestamp::now();
+                        Ok::<_, ops::Error>((unit.check(tx, now).await?, now))
+                    })
+                },
+                move |tx, (plan, now)| {
+                    Box::pin(async move {
+                        let value = U::write(plan, tx, now, &mut after).await?;
+                        Ok((value, after))
+                    })
+                },
+            )
+            .await?;
+        self.handed_over(after).await;
+        Ok(value)
+    }
+
+    /// Tells the engine what a committed unit changed.
+    async fn handed_over(&self, after: AfterCommit) {
         if !after.is_empty() {
             self.engine.after_commit(after).await;
         }
-        Ok(value)
     }
 
     /// Whether the delivery engine's loop still runs.

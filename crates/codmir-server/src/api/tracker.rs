@@ -330,14 +330,13 @@ pub(super) async fn create_ticket(
         // is what lets `order=asc` read the event log forward without missing one that
         // committed late.
         let project = s.project(&p, &id).await?;
-        let prepared = ops::prepare_ticket(&p, &project, new, None, now());
-        s.mutate_checked(move |tx, after| {
-            Box::pin(async move { ops::insert_ticket(tx, &p, prepared, now(), after).await })
-        })
-        .await?
+        s.mutate_checked(ops::prepare_ticket(&p, &project, new, None, now()))
+            .await?
     } else {
-        s.mutate_checked(move |tx, after| {
-            Box::pin(async move { ops::create_ticket(tx, &p, &id, new, now(), after).await })
+        s.mutate_checked(ops::CreateTicket {
+            principal: p,
+            project_id: id,
+            new,
         })
         .await?
     };
@@ -410,8 +409,10 @@ pub(super) async fn update_ticket(
         assignee_id: body.assignee_id.map(parse_assignee).transpose()?,
     };
     let ticket = s
-        .mutate_checked(move |tx, after| {
-            Box::pin(async move { ops::update_ticket(tx, &p, &id, patch, now(), after).await })
+        .mutate_checked(ops::UpdateTicket {
+            principal: p,
+            id,
+            patch,
         })
         .await?;
     Ok(axum::Json(ticket.into()))
@@ -425,10 +426,8 @@ pub(super) async fn delete_ticket(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = path_id("tkt", &id, "ticket")?;
-    s.mutate_checked(move |tx, after| {
-        Box::pin(async move { ops::delete_ticket(tx, &p, &id, now(), after).await })
-    })
-    .await?;
+    s.mutate_checked(ops::DeleteTicket { principal: p, id })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -444,8 +443,10 @@ pub(super) async fn create_comment(
     let id = path_id("tkt", &id, "ticket")?;
     let body = CommentBody::parse(&body.body)?;
     let comment = s
-        .mutate_checked(move |tx, after| {
-            Box::pin(async move { ops::create_comment(tx, &p, &id, body, now(), after).await })
+        .mutate_checked(ops::CreateComment {
+            principal: p,
+            ticket_id: id,
+            body,
         })
         .await?;
     Ok((StatusCode::CREATED, axum::Json(comment.into())))

@@ -126,24 +126,28 @@ pub(super) async fn record_outcomes(
             health
                 .writing_since
                 .store(health.clock(), Ordering::Relaxed);
-            // Outcomes are fenced updates and inserts: only the database can fail them.
+            // Outcomes are fenced updates and inserts: nothing to check, and only the database
+            // can fail them.
             let result = store
-                .write_checked(move |tx| {
-                    Box::pin(async move {
-                        let mut after = AfterCommit::default();
-                        let r = ops::record_outcomes(
-                            tx,
-                            &outcomes,
-                            &targets,
-                            &policy,
-                            &known,
-                            Timestamp::now(),
-                            &mut after,
-                        )
-                        .await?;
-                        Ok::<_, ops::Error>((r, after))
-                    })
-                })
+                .write_checked(
+                    |_| Box::pin(async { Ok::<_, ops::Error>(()) }),
+                    move |tx, ()| {
+                        Box::pin(async move {
+                            let mut after = AfterCommit::default();
+                            let r = ops::record_outcomes(
+                                tx,
+                                &outcomes,
+                                &targets,
+                                &policy,
+                                &known,
+                                Timestamp::now(),
+                                &mut after,
+                            )
+                            .await?;
+                            Ok((r, after))
+                        })
+                    },
+                )
                 .await;
             health.writing_since.store(0, Ordering::Relaxed);
             let Err(e) = &result else {

@@ -5,6 +5,7 @@
 //!
 //! Architecture invariant: nothing here knows HTTP or SQL.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use codmir_core::ValidationError;
@@ -12,7 +13,7 @@ use codmir_core::event::Event;
 use codmir_core::time::Timestamp;
 use codmir_core::webhook::{Delivery, Webhook};
 
-use crate::store::{Lease, Leased, StoreError, Tx};
+use crate::store::{Lease, Leased, ReadTx, StoreError, StoreResult, Tx};
 
 mod keys;
 mod outcomes;
@@ -31,8 +32,8 @@ pub use recovery::{
 };
 pub use stats::{Counts, Latency, Stats, Window, webhook_stats};
 pub use tracker::{
-    PreparedTicket, add_member, create_comment, create_project, create_ticket, delete_ticket,
-    insert_ticket, prepare_ticket, project, ticket, update_ticket,
+    CreateComment, CreateTicket, DeleteTicket, Planned, PreparedTicket, TicketUpdate, UpdateTicket,
+    add_member, create_project, prepare_ticket, project, ticket,
 };
 pub use webhooks::{
     DeliveryLog, MAX_GRACE, NewWebhook, WebhookPatch, create_webhook, delete_webhook, delivery,
@@ -54,6 +55,43 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// A unit of work that may share its commit with others (`Store::write_checked`): its checks
+/// may read and refuse but cannot write (they get a [`ReadTx`]); its writes cannot refuse
+/// (they fail only with the database's own error). So the rule that lets such units share a
+/// commit without a savepoint of their own is kept by the compiler. `now` is taken when the
+/// unit runs, in commit order.
+pub trait Checked: Send + Sized + 'static {
+    /// What the checks decided to write.
+    type Plan: Send + 'static;
+    /// What the unit answers.
+    type Output: Send + 'static;
+
+    fn check(
+        self,
+        tx: &mut dyn ReadTx,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Self::Plan>> + Send;
+
+    fn write(
+        plan: Self::Plan,
+        tx: &mut dyn Tx,
+        now: Timestamp,
+        after: &mut AfterCommit,
+    ) -> impl Future<Output = StoreResult<Self::Output>> + Send;
+}
+
+/// Runs a checked unit inside a unit of work that is not shared (`Store::write`): both
+/// phases, one after the other.
+pub async fn run<U: Checked>(
+    tx: &mut dyn Tx,
+    unit: U,
+    now: Timestamp,
+    after: &mut AfterCommit,
+) -> Result<U::Output> {
+    let plan = unit.check(&mut *tx, now).await?;
+    Ok(U::write(plan, tx, now, after).await?)
+}
 
 /// What the delivery engine must learn from a unit of work once it has committed, collected
 /// while the unit runs and handed to the engine after the commit (by the API's `mutate`, the
@@ -95,7 +133,7 @@ pub(crate) async fn emit(
     events: &[Event],
     now: Timestamp,
     after: &mut AfterCommit,
-) -> Result<()> {
+) -> StoreResult<()> {
     for event in events {
         tx.insert_event(event).await?;
     }
@@ -130,7 +168,7 @@ pub(crate) async fn enqueue(
     webhook: &Arc<Webhook>,
     payload: Arc<str>,
     after: &mut AfterCommit,
-) -> Result<()> {
+) -> StoreResult<()> {
     tx.insert_delivery(&delivery, after.lease.as_ref()).await?;
     if let Some(lease) = &after.lease {
         after.fresh.push(Leased {
@@ -147,7 +185,7 @@ pub(crate) async fn enqueue(
 /// this node: those go to its engine in-process, and waking the other nodes would only make
 /// each of them run a claim that finds nothing (with two PostgreSQL nodes, one per commit of
 /// the other).
-pub(crate) async fn announce(tx: &mut dyn Tx, after: &AfterCommit) -> Result<()> {
+pub(crate) async fn announce(tx: &mut dyn Tx, after: &AfterCommit) -> StoreResult<()> {
     if after.lease.is_none() {
         tx.announce_deliveries().await?;
     }

@@ -8,8 +8,8 @@ use codmir_core::event::{Event, EventData, EventType, WebhookView};
 use codmir_core::time::Timestamp;
 use codmir_core::webhook::{DeliveryStatus, DisablePolicy};
 
-use super::{AfterCommit, Result, emit};
-use crate::store::{Outcome, Tx};
+use super::{AfterCommit, emit};
+use crate::store::{Outcome, StoreResult, Tx};
 
 /// The webhook an attempt went to.
 #[derive(Debug, Clone)]
@@ -43,7 +43,7 @@ pub async fn record_outcomes(
     clean: &HashSet<String>,
     now: Timestamp,
     after: &mut AfterCommit,
-) -> Result<Recorded> {
+) -> StoreResult<Recorded> {
     let recorded = tx.record_outcomes(outcomes).await?;
     let mut out = Recorded {
         not_recorded: outcomes.len() - recorded,
@@ -117,7 +117,7 @@ pub async fn disable(
     reason: &str,
     now: Timestamp,
     after: &mut AfterCommit,
-) -> Result<bool> {
+) -> StoreResult<bool> {
     let Some(mut w) = tx.lock_webhook(workspace, webhook).await? else {
         return Ok(false);
     };

@@ -12,8 +12,8 @@ use codmir_core::tracker::{
     TicketPatch, User,
 };
 
-use super::{AfterCommit, Error, Result, emit};
-use crate::store::Tx;
+use super::{AfterCommit, Checked, Error, Result, emit};
+use crate::store::{ReadTx, StoreResult, Tx};
 
 /// An event of `t` about `project`, caused by `p`.
 fn event(
@@ -33,19 +33,19 @@ fn actor(p: &Principal) -> codmir_core::event::Ref {
     }
 }
 
-pub async fn project(tx: &mut dyn Tx, p: &Principal, id: &str) -> Result<Project> {
+pub async fn project(tx: &mut dyn ReadTx, p: &Principal, id: &str) -> Result<Project> {
     tx.get_project(&p.workspace_id, id)
         .await?
         .ok_or(Error::NotFound("project"))
 }
 
-pub async fn ticket(tx: &mut dyn Tx, p: &Principal, id: &str) -> Result<Ticket> {
+pub async fn ticket(tx: &mut dyn ReadTx, p: &Principal, id: &str) -> Result<Ticket> {
     tx.get_ticket(&p.workspace_id, id)
         .await?
         .ok_or(Error::NotFound("ticket"))
 }
 
-async fn locked_ticket(tx: &mut dyn Tx, p: &Principal, id: &str) -> Result<Ticket> {
+async fn locked_ticket(tx: &mut dyn ReadTx, p: &Principal, id: &str) -> Result<Ticket> {
     tx.lock_ticket(&p.workspace_id, id)
         .await?
         .ok_or(Error::NotFound("ticket"))
@@ -132,7 +132,7 @@ pub async fn add_member(
     Ok(member)
 }
 
-async fn assignee(tx: &mut dyn Tx, p: &Principal, id: &str) -> Result<User> {
+async fn assignee(tx: &mut dyn ReadTx, p: &Principal, id: &str) -> Result<User> {
     tx.get_user(&p.workspace_id, id).await?.ok_or_else(|| {
         ValidationError::new(
             "assignee_id",
@@ -151,22 +151,37 @@ fn ticket_data(t: &Ticket, project: &Project, p: &Principal) -> EventData {
     }
 }
 
-/// Creates a ticket: `ticket.created`, and `ticket.assigned` when it has an assignee.
-pub async fn create_ticket(
-    tx: &mut dyn Tx,
-    p: &Principal,
-    project_id: &str,
-    new: NewTicket,
-    now: Timestamp,
-    after: &mut AfterCommit,
-) -> Result<Ticket> {
-    let project = project(tx, p, project_id).await?;
-    let assigned = match &new.assignee_id {
-        Some(id) => Some(assignee(tx, p, id).await?),
-        None => None,
-    };
-    let prepared = prepare_ticket(p, &project, new, assigned, now);
-    insert_ticket(tx, p, prepared, now, after).await
+/// Creates a ticket: `ticket.created`, and `ticket.assigned` when it has an assignee. Its
+/// checks read the project and the assignee.
+#[derive(Debug)]
+pub struct CreateTicket {
+    pub principal: Principal,
+    pub project_id: String,
+    pub new: NewTicket,
+}
+
+impl Checked for CreateTicket {
+    type Plan = PreparedTicket;
+    type Output = Ticket;
+
+    async fn check(self, tx: &mut dyn ReadTx, now: Timestamp) -> Result<PreparedTicket> {
+        let p = &self.principal;
+        let project = project(tx, p, &self.project_id).await?;
+        let assigned = match &self.new.assignee_id {
+            Some(id) => Some(assignee(tx, p, id).await?),
+            None => None,
+        };
+        Ok(prepare_ticket(p, &project, self.new, assigned, now))
+    }
+
+    async fn write(
+        plan: PreparedTicket,
+        tx: &mut dyn Tx,
+        now: Timestamp,
+        after: &mut AfterCommit,
+    ) -> StoreResult<Ticket> {
+        PreparedTicket::write(plan, tx, now, after).await
+    }
 }
 
 /// A new ticket and its events, serialized and ready to store. Made from a project the
@@ -216,124 +231,198 @@ pub fn prepare_ticket(
     PreparedTicket { ticket, events }
 }
 
-/// Stores a [`PreparedTicket`], its events stamped at `now`, and fans them out. The project's existence is the
-/// foreign key's to check: a ticket of a project that is not there is refused by the insert,
-/// before anything is written.
-pub async fn insert_ticket(
-    tx: &mut dyn Tx,
-    p: &Principal,
-    prepared: PreparedTicket,
-    now: Timestamp,
-    after: &mut AfterCommit,
-) -> Result<Ticket> {
-    let PreparedTicket { ticket, events } = prepared;
-    let events: Vec<Event> = events.into_iter().map(|e| e.stamp(now)).collect();
-    tx.insert_ticket(&ticket).await?;
-    emit(tx, &p.workspace_id, &events, now, after).await?;
-    Ok(ticket)
+/// A ticket already prepared has nothing left to check: the project's existence is the
+/// foreign key's to check (a ticket of a project that is not there is refused by the insert,
+/// before anything is written). Its events are stamped when it is written, in commit order.
+impl Checked for PreparedTicket {
+    type Plan = Self;
+    type Output = Ticket;
+
+    async fn check(self, _: &mut dyn ReadTx, _: Timestamp) -> Result<Self> {
+        Ok(self)
+    }
+
+    async fn write(
+        plan: Self,
+        tx: &mut dyn Tx,
+        now: Timestamp,
+        after: &mut AfterCommit,
+    ) -> StoreResult<Ticket> {
+        let PreparedTicket { ticket, events } = plan;
+        let events: Vec<Event> = events.into_iter().map(|e| e.stamp(now)).collect();
+        tx.insert_ticket(&ticket).await?;
+        emit(tx, &ticket.workspace_id, &events, now, after).await?;
+        Ok(ticket)
+    }
+}
+
+/// A row a checked unit decided to write, with the events it causes.
+#[derive(Debug)]
+pub struct Planned<T> {
+    row: T,
+    events: Vec<Event>,
 }
 
 /// Applies a patch: `ticket.updated` when anything changed, plus `ticket.status_changed` for
 /// a new status and `ticket.assigned` for a new (non-empty) assignee.
-pub async fn update_ticket(
-    tx: &mut dyn Tx,
-    p: &Principal,
-    id: &str,
-    patch: TicketPatch,
-    now: Timestamp,
-    after: &mut AfterCommit,
-) -> Result<Ticket> {
-    let current = locked_ticket(tx, p, id).await?;
-    let assigned = match &patch.assignee_id {
-        Some(Some(id)) if Some(id) != current.assignee_id.as_ref() => {
-            Some(assignee(tx, p, id).await?)
-        }
-        _ => None,
-    };
-    let (next, changes) = patch.apply(&current, now);
-    if changes.is_empty() {
-        return Ok(current);
-    }
-    tx.update_ticket(&next).await?;
-    let project = project(tx, p, &next.project_id).await?;
-    let base = ticket_data(&next, &project, p);
-    let mut events = vec![event(
-        p,
-        &project,
-        EventType::TicketUpdated,
-        &EventData {
-            changes: Some(changes_map(&changes)),
-            ..base.clone()
-        },
-        now,
-    )];
-    if let Some(change) = changes.iter().find(|c| c.field == "status") {
-        let data = EventData {
-            changes: Some(changes_map(std::slice::from_ref(change))),
-            ..base.clone()
+#[derive(Debug)]
+pub struct UpdateTicket {
+    pub principal: Principal,
+    pub id: String,
+    pub patch: TicketPatch,
+}
+
+/// What an [`UpdateTicket`]'s checks decided.
+#[derive(Debug)]
+pub enum TicketUpdate {
+    /// The patch changes nothing: the ticket as it is, and nothing to write.
+    Unchanged(Ticket),
+    Changed(Planned<Ticket>),
+}
+
+impl Checked for UpdateTicket {
+    type Plan = TicketUpdate;
+    type Output = Ticket;
+
+    async fn check(self, tx: &mut dyn ReadTx, now: Timestamp) -> Result<TicketUpdate> {
+        let p = &self.principal;
+        let current = locked_ticket(tx, p, &self.id).await?;
+        let assigned = match &self.patch.assignee_id {
+            Some(Some(id)) if Some(id) != current.assignee_id.as_ref() => {
+                Some(assignee(tx, p, id).await?)
+            }
+            _ => None,
         };
-        events.push(event(
+        let (next, changes) = self.patch.apply(&current, now);
+        if changes.is_empty() {
+            return Ok(TicketUpdate::Unchanged(current));
+        }
+        let project = project(tx, p, &next.project_id).await?;
+        let base = ticket_data(&next, &project, p);
+        let mut events = vec![event(
             p,
             &project,
-            EventType::TicketStatusChanged,
-            &data,
+            EventType::TicketUpdated,
+            &EventData {
+                changes: Some(changes_map(&changes)),
+                ..base.clone()
+            },
             now,
-        ));
+        )];
+        if let Some(change) = changes.iter().find(|c| c.field == "status") {
+            let data = EventData {
+                changes: Some(changes_map(std::slice::from_ref(change))),
+                ..base.clone()
+            };
+            let status_changed = EventType::TicketStatusChanged;
+            events.push(event(p, &project, status_changed, &data, now));
+        }
+        if let (Some(user), Some(change)) =
+            (assigned, changes.iter().find(|c| c.field == "assignee_id"))
+        {
+            let data = EventData {
+                assignee: Some(user_ref(&user)),
+                changes: Some(changes_map(std::slice::from_ref(change))),
+                ..base
+            };
+            events.push(event(p, &project, EventType::TicketAssigned, &data, now));
+        }
+        Ok(TicketUpdate::Changed(Planned { row: next, events }))
     }
-    if let (Some(user), Some(change)) =
-        (assigned, changes.iter().find(|c| c.field == "assignee_id"))
-    {
-        let data = EventData {
-            assignee: Some(user_ref(&user)),
-            changes: Some(changes_map(std::slice::from_ref(change))),
-            ..base
+
+    async fn write(
+        plan: TicketUpdate,
+        tx: &mut dyn Tx,
+        now: Timestamp,
+        after: &mut AfterCommit,
+    ) -> StoreResult<Ticket> {
+        let Planned { row, events } = match plan {
+            TicketUpdate::Unchanged(ticket) => return Ok(ticket),
+            TicketUpdate::Changed(planned) => planned,
         };
-        events.push(event(p, &project, EventType::TicketAssigned, &data, now));
+        tx.update_ticket(&row).await?;
+        emit(tx, &row.workspace_id, &events, now, after).await?;
+        Ok(row)
     }
-    emit(tx, &p.workspace_id, &events, now, after).await?;
-    Ok(next)
 }
 
 /// Deletes a ticket: `ticket.deleted` carries the ticket as it was.
-pub async fn delete_ticket(
-    tx: &mut dyn Tx,
-    p: &Principal,
-    id: &str,
-    now: Timestamp,
-    after: &mut AfterCommit,
-) -> Result<()> {
-    let current = locked_ticket(tx, p, id).await?;
-    tx.delete_ticket(&current.id, now).await?;
-    let project = project(tx, p, &current.project_id).await?;
-    let data = ticket_data(&current, &project, p);
-    let event = event(p, &project, EventType::TicketDeleted, &data, now);
-    emit(tx, &p.workspace_id, &[event], now, after).await
+#[derive(Debug)]
+pub struct DeleteTicket {
+    pub principal: Principal,
+    pub id: String,
 }
 
-pub async fn create_comment(
-    tx: &mut dyn Tx,
-    p: &Principal,
-    ticket_id: &str,
-    body: CommentBody,
-    now: Timestamp,
-    after: &mut AfterCommit,
-) -> Result<Comment> {
-    let ticket = ticket(tx, p, ticket_id).await?;
-    let comment = Comment {
-        id: new_id("cmt", now),
-        workspace_id: p.workspace_id.clone(),
-        ticket_id: ticket.id.clone(),
-        author_id: p.user_id.clone(),
-        body: body.into_string(),
-        created_at: now,
-    };
-    tx.insert_comment(&comment).await?;
-    let project = project(tx, p, &ticket.project_id).await?;
-    let data = EventData {
-        comment: Some(CommentView::from(&comment)),
-        ..ticket_data(&ticket, &project, p)
-    };
-    let event = event(p, &project, EventType::CommentCreated, &data, now);
-    emit(tx, &p.workspace_id, &[event], now, after).await?;
-    Ok(comment)
+impl Checked for DeleteTicket {
+    type Plan = Planned<Ticket>;
+    type Output = ();
+
+    async fn check(self, tx: &mut dyn ReadTx, now: Timestamp) -> Result<Planned<Ticket>> {
+        let p = &self.principal;
+        let current = locked_ticket(tx, p, &self.id).await?;
+        let project = project(tx, p, &current.project_id).await?;
+        let data = ticket_data(&current, &project, p);
+        let event = event(p, &project, EventType::TicketDeleted, &data, now);
+        Ok(Planned {
+            row: current,
+            events: vec![event],
+        })
+    }
+
+    async fn write(
+        plan: Planned<Ticket>,
+        tx: &mut dyn Tx,
+        now: Timestamp,
+        after: &mut AfterCommit,
+    ) -> StoreResult<()> {
+        tx.delete_ticket(&plan.row.id, now).await?;
+        emit(tx, &plan.row.workspace_id, &plan.events, now, after).await
+    }
+}
+
+/// Comments on a ticket: `comment.created`.
+#[derive(Debug)]
+pub struct CreateComment {
+    pub principal: Principal,
+    pub ticket_id: String,
+    pub body: CommentBody,
+}
+
+impl Checked for CreateComment {
+    type Plan = Planned<Comment>;
+    type Output = Comment;
+
+    async fn check(self, tx: &mut dyn ReadTx, now: Timestamp) -> Result<Planned<Comment>> {
+        let p = &self.principal;
+        let ticket = ticket(tx, p, &self.ticket_id).await?;
+        let project = project(tx, p, &ticket.project_id).await?;
+        let comment = Comment {
+            id: new_id("cmt", now),
+            workspace_id: p.workspace_id.clone(),
+            ticket_id: ticket.id.clone(),
+            author_id: p.user_id.clone(),
+            body: self.body.into_string(),
+            created_at: now,
+        };
+        let data = EventData {
+            comment: Some(CommentView::from(&comment)),
+            ..ticket_data(&ticket, &project, p)
+        };
+        let event = event(p, &project, EventType::CommentCreated, &data, now);
+        Ok(Planned {
+            row: comment,
+            events: vec![event],
+        })
+    }
+
+    async fn write(
+        plan: Planned<Comment>,
+        tx: &mut dyn Tx,
+        now: Timestamp,
+        after: &mut AfterCommit,
+    ) -> StoreResult<Comment> {
+        tx.insert_comment(&plan.row).await?;
+        emit(tx, &plan.row.workspace_id, &plan.events, now, after).await?;
+        Ok(plan.row)
+    }
 }

@@ -33,6 +33,11 @@ pub enum StoreError {
         #[source]
         source: Option<Cause>,
     },
+    /// Another unit of work sharing this one's commit failed while writing, so the whole
+    /// commit was rolled back: nothing of this unit was kept, and running it again may
+    /// succeed at once.
+    #[error("rolled back with the commit it shared: {context}")]
+    RolledBack { context: String },
     /// The disk is full: the write was not made.
     #[error("the database's disk is full")]
     Full(#[source] Cause),
@@ -65,9 +70,13 @@ impl StoreError {
         }
     }
 
-    /// Whether retrying later may succeed where this failed (the database was away or full).
+    /// Whether retrying later may succeed where this failed (the database was away or full, or
+    /// a neighbour spoiled the commit).
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unreachable { .. } | StoreError::Full(_))
+        matches!(
+            self,
+            StoreError::Unreachable { .. } | StoreError::Full(_) | StoreError::RolledBack { .. }
+        )
     }
 
     /// A database failure that has no error of its own below it.

@@ -35,27 +35,61 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use tx::{
     ApiKeyRecord, DeliveryQuery, EventQuery, Idempotent, KeyInfo, Lease, Leased, OutboxTx, Outcome,
-    Page, PageRequest, QueueTx, StoredEvent, TrackerTx, Tx,
+    Page, PageRequest, QueueTx, ReadTx, StoredEvent, TrackerTx, Tx,
 };
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// How a unit of work may share a commit with others (SQLite's group commit, PostgreSQL's
+/// batches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// It may fail at any point, so it is undone alone: in a shared commit SQLite gives it a
+    /// savepoint of its own; PostgreSQL gives it a transaction of its own.
+    Isolated,
+    /// Written in two phases ([`Store::write_checked`]): checks that may refuse but cannot
+    /// write, then writes that only the database can fail. It needs no savepoint; should its
+    /// writes fail all the same, the whole commit it shares is rolled back.
+    Checked,
+}
+
+/// How a unit of work ran, as its backend must know it.
+#[derive(Debug)]
+pub enum Ran {
+    /// It succeeded: what it wrote stays.
+    Done,
+    /// Its checks refused it, before it could write anything: nothing to undo.
+    Refused,
+    /// It failed after it may have written: undo it. `cause` is the store's error, when the
+    /// failure was the database's.
+    Failed(Option<StoreError>),
+}
+
 /// A unit of work queued to a backend. `run` executes it inside the backend's transaction
-/// scope and says whether it succeeded (false rolls back its scope); `finish` reports the
-/// outcome to the caller once the commit is known.
+/// scope and says how it went; `finish` reports the outcome to the caller once the commit
+/// is known.
 pub trait Job: Send {
-    fn run<'a>(&'a mut self, tx: &'a mut dyn Tx) -> BoxFuture<'a, bool>;
+    fn sharing(&self) -> Sharing;
+    fn run<'a>(&'a mut self, tx: &'a mut dyn Tx) -> BoxFuture<'a, Ran>;
     fn finish(self: Box<Self>, commit: StoreResult<()>);
-    /// Whether a failure of this unit after it wrote must be undone alone, leaving the rest of
-    /// its commit intact (a savepoint around it). False for units written by
-    /// [`Store::write_checked`].
-    fn guarded(&self) -> bool {
-        true
+}
+
+/// What a unit answers once its commit is known: its own error if it failed (it was undone
+/// whatever became of the commit), else the commit's.
+fn answer<T, E: From<StoreError>>(
+    commit: StoreResult<()>,
+    outcome: Option<Result<T, E>>,
+) -> Result<T, E> {
+    match (commit, outcome) {
+        (Ok(()), Some(outcome)) => outcome,
+        (Err(_), Some(Err(e))) => Err(e),
+        (Err(e), _) => Err(e.into()),
+        (Ok(()), None) => Err(StoreError::failed("the unit of work did not run").into()),
     }
 }
 
+/// A unit of work in one phase ([`Store::write`], [`Store::read`]).
 struct TypedJob<F, T, E> {
-    guarded: bool,
     work: Option<F>,
     outcome: Option<Result<T, E>>,
     reply: oneshot::Sender<Result<T, E>>,
@@ -67,32 +101,91 @@ where
     T: Send + 'static,
     E: From<StoreError> + Send + 'static,
 {
-    fn run<'a>(&'a mut self, tx: &'a mut dyn Tx) -> BoxFuture<'a, bool> {
+    fn sharing(&self) -> Sharing {
+        Sharing::Isolated
+    }
+
+    fn run<'a>(&'a mut self, tx: &'a mut dyn Tx) -> BoxFuture<'a, Ran> {
         Box::pin(async move {
             let Some(work) = self.work.take() else {
-                return false;
+                return Ran::Failed(None);
             };
             let result = work(tx).await;
-            let ok = result.is_ok();
+            let ran = if result.is_ok() {
+                Ran::Done
+            } else {
+                Ran::Failed(None)
+            };
             self.outcome = Some(result);
-            ok
+            ran
         })
     }
 
-    fn guarded(&self) -> bool {
-        self.guarded
+    fn finish(self: Box<Self>, commit: StoreResult<()>) {
+        // The caller may have gone away (request cancelled); the work is committed regardless.
+        let _ = self.reply.send(answer(commit, self.outcome));
+    }
+}
+
+/// A unit of work in two phases ([`Store::write_checked`]).
+struct CheckedJob<C, W, K, T, E> {
+    phases: Option<(C, W)>,
+    outcome: Option<Result<T, E>>,
+    reply: oneshot::Sender<Result<T, E>>,
+    _checked: std::marker::PhantomData<fn() -> K>,
+}
+
+impl<C, W, K, T, E> Job for CheckedJob<C, W, K, T, E>
+where
+    C: for<'t> FnOnce(&'t mut dyn ReadTx) -> BoxFuture<'t, Result<K, E>> + Send + 'static,
+    W: for<'t> FnOnce(&'t mut dyn Tx, K) -> BoxFuture<'t, StoreResult<T>> + Send + 'static,
+    K: Send + 'static,
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    fn sharing(&self) -> Sharing {
+        Sharing::Checked
+    }
+
+    fn run<'a>(&'a mut self, tx: &'a mut dyn Tx) -> BoxFuture<'a, Ran> {
+        Box::pin(async move {
+            let Some((check, write)) = self.phases.take() else {
+                return Ran::Failed(None);
+            };
+            let checked = match check(&mut *tx).await {
+                Ok(checked) => checked,
+                Err(e) => {
+                    self.outcome = Some(Err(e));
+                    return Ran::Refused;
+                }
+            };
+            match write(tx, checked).await {
+                Ok(value) => {
+                    self.outcome = Some(Ok(value));
+                    Ran::Done
+                }
+                Err(e) => {
+                    self.outcome = Some(Err(e.clone().into()));
+                    Ran::Failed(Some(e))
+                }
+            }
+        })
     }
 
     fn finish(self: Box<Self>, commit: StoreResult<()>) {
-        let result = match (commit, self.outcome) {
-            (Ok(()), Some(outcome)) => outcome,
-            // A failed unit of work was rolled back: its own error is the answer.
-            (Err(_), Some(Err(e))) => Err(e),
-            (Err(e), _) => Err(e.into()),
-            (Ok(()), None) => Err(StoreError::failed("the unit of work did not run").into()),
-        };
-        // The caller may have gone away (request cancelled); the work is committed regardless.
-        let _ = self.reply.send(result);
+        let _ = self.reply.send(answer(commit, self.outcome));
+    }
+}
+
+/// What the other units of a commit that a checked unit spoiled are told: the database's
+/// own failure when that was the cause (it was down, or full), else that their commit was
+/// rolled back with it.
+pub(crate) fn spoiled_by(cause: Option<StoreError>) -> StoreError {
+    match cause {
+        Some(e) if e.is_transient() => e,
+        _ => StoreError::RolledBack {
+            context: "a unit of work sharing the commit failed while writing".into(),
+        },
     }
 }
 
@@ -134,12 +227,6 @@ pub fn sqlite_path(url: &str) -> Option<&str> {
         .or_else(|| url.strip_prefix("sqlite:"))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Read,
-    Write { guarded: bool },
-}
-
 /// A cheap, cloneable handle on the database.
 #[derive(Clone)]
 pub struct Store {
@@ -164,40 +251,50 @@ impl Store {
         Ok(Self { backend })
     }
 
-    /// Runs `work` in a write transaction; resolves after the commit that holds it.
+    /// Runs `work` in a write transaction; resolves after the commit that holds it. A unit
+    /// that fails is undone alone (`Sharing::Isolated`).
     pub async fn write<F, T, E>(&self, work: F) -> Result<T, E>
     where
         F: for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        self.submit(work, Mode::Write { guarded: true }).await
+        let (reply, rx) = oneshot::channel();
+        let job = TypedJob {
+            work: Some(work),
+            outcome: None,
+            reply,
+        };
+        self.backend.submit_write(Box::new(job)).await?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// [`Store::write`] for a unit whose every refusal comes before its first write, so that
-    /// only the database itself can fail it after writing. SQLite then runs it without a
-    /// savepoint of its own (whose statement journal copies each page the unit touches, about
-    /// a fifth of the writer's work in a busy batch); should it fail after writing all the
-    /// same, its whole commit is rolled back and every unit of it answered with a transient
-    /// error, so nothing half-written is ever kept. PostgreSQL groups such units into one
-    /// transaction per batch, with their ticket, event and delivery rows inserted set-based.
-    pub async fn write_checked<F, T, E>(&self, work: F) -> Result<T, E>
+    /// A write in two phases: `check` reads and may refuse (it is handed reads only, so it
+    /// cannot write), then `write` writes what the check decided and can fail only with the
+    /// database's own error. Such a unit needs no undo of its own, so it may share a commit
+    /// cheaply: SQLite runs it without a savepoint (whose statement journal copies each page
+    /// a unit touches, about a fifth of the writer's work in a busy batch), PostgreSQL groups
+    /// such units into one transaction per batch with their ticket, event and delivery rows
+    /// inserted set-based. Should `write` fail all the same, the whole commit is rolled back
+    /// and every other unit of it answered [`StoreError::RolledBack`] (or the database's own
+    /// failure), so nothing half-written is ever kept.
+    pub async fn write_checked<C, W, K, T, E>(&self, check: C, write: W) -> Result<T, E>
     where
-        F: for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Result<T, E>> + Send + 'static,
+        C: for<'t> FnOnce(&'t mut dyn ReadTx) -> BoxFuture<'t, Result<K, E>> + Send + 'static,
+        W: for<'t> FnOnce(&'t mut dyn Tx, K) -> BoxFuture<'t, StoreResult<T>> + Send + 'static,
+        K: Send + 'static,
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        self.submit(work, Mode::Write { guarded: false }).await
-    }
-
-    /// [`Store::write`] when `guarded`, else [`Store::write_checked`].
-    pub async fn write_as<F, T, E>(&self, guarded: bool, work: F) -> Result<T, E>
-    where
-        F: for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-    {
-        self.submit(work, Mode::Write { guarded }).await
+        let (reply, rx) = oneshot::channel();
+        let job = CheckedJob {
+            phases: Some((check, write)),
+            outcome: None,
+            reply,
+            _checked: std::marker::PhantomData,
+        };
+        self.backend.submit_write(Box::new(job)).await?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Runs `work` on a read-only snapshot.
@@ -207,27 +304,13 @@ impl Store {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        self.submit(work, Mode::Read).await
-    }
-
-    async fn submit<F, T, E>(&self, work: F, mode: Mode) -> Result<T, E>
-    where
-        F: for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-    {
         let (reply, rx) = oneshot::channel();
-        let job = Box::new(TypedJob {
-            guarded: mode != (Mode::Write { guarded: false }),
+        let job = TypedJob {
             work: Some(work),
             outcome: None,
             reply,
-        });
-        if mode == Mode::Read {
-            self.backend.submit_read(job).await?;
-        } else {
-            self.backend.submit_write(job).await?;
-        }
+        };
+        self.backend.submit_read(Box::new(job)).await?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 

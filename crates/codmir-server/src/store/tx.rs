@@ -162,25 +162,148 @@ pub struct Outcome {
     pub next_attempt_at: Option<Timestamp>,
 }
 
-/// The tracker's rows: workspaces, users and their API keys, projects, members, tickets and
-/// comments.
+/// Every read, of all areas: what may only read gets this handle (a checked unit's checks),
+/// so it cannot write.
 #[async_trait]
-pub trait TrackerTx: Send {
+pub trait ReadTx: Send {
     async fn workspace_count(&mut self) -> StoreResult<i64>;
     async fn get_workspace(&mut self, id: &str) -> StoreResult<Option<Workspace>>;
     async fn find_workspace_by_name(&mut self, name: &str) -> StoreResult<Option<Workspace>>;
-    async fn insert_workspace(&mut self, w: &Workspace) -> StoreResult<()>;
 
     async fn find_user_by_name(&mut self, ws: &str, name: &str) -> StoreResult<Option<User>>;
     async fn find_user_by_email(&mut self, ws: &str, email: &str) -> StoreResult<Option<User>>;
     async fn get_user(&mut self, ws: &str, id: &str) -> StoreResult<Option<User>>;
-    async fn insert_user(&mut self, u: &User) -> StoreResult<()>;
-
-    async fn insert_api_key(&mut self, k: &ApiKeyRecord) -> StoreResult<()>;
     /// A key that is not revoked, with the principal it acts as.
     async fn get_api_key(&mut self, id: &str) -> StoreResult<Option<(ApiKeyRecord, Principal)>>;
     /// Every key of every workspace, revoked ones included, oldest first.
     async fn list_api_keys(&mut self) -> StoreResult<Vec<KeyInfo>>;
+    async fn get_project(&mut self, ws: &str, id: &str) -> StoreResult<Option<Project>>;
+    async fn list_projects(&mut self, ws: &str, page: &PageRequest) -> StoreResult<Page<Project>>;
+
+    async fn get_member(&mut self, project_id: &str, user_id: &str) -> StoreResult<Option<Member>>;
+    async fn list_members(
+        &mut self,
+        project_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Member>>;
+    async fn get_ticket(&mut self, ws: &str, id: &str) -> StoreResult<Option<Ticket>>;
+    /// Like `get_ticket`, and holds the row against concurrent writers until commit.
+    async fn lock_ticket(&mut self, ws: &str, id: &str) -> StoreResult<Option<Ticket>>;
+    async fn list_tickets(
+        &mut self,
+        project_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Ticket>>;
+    /// The comments of a ticket, newest first.
+    async fn list_comments(
+        &mut self,
+        ticket_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Comment>>;
+
+    async fn get_event(&mut self, ws: &str, id: &str) -> StoreResult<Option<StoredEvent>>;
+
+    /// Up to `limit` events of the workspace created in `[since, until)` with ids after
+    /// `after`, oldest first, whole (type, project, payload): what a replay walks.
+    async fn events_between(
+        &mut self,
+        ws: &str,
+        since: Timestamp,
+        until: Timestamp,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>>;
+
+    /// The workspace's events matching `q`; with `q.ascending` the cursor pages forward.
+    async fn list_events(
+        &mut self,
+        ws: &str,
+        q: &EventQuery,
+        page: &PageRequest,
+    ) -> StoreResult<Page<StoredEvent>>;
+
+    async fn get_webhook(&mut self, ws: &str, id: &str) -> StoreResult<Option<Webhook>>;
+
+    /// Like `get_webhook`, and holds the row against concurrent writers until commit.
+    async fn lock_webhook(&mut self, ws: &str, id: &str) -> StoreResult<Option<Webhook>>;
+
+    async fn list_webhooks(&mut self, ws: &str, page: &PageRequest) -> StoreResult<Page<Webhook>>;
+
+    /// How many webhooks the workspace has.
+    async fn webhook_count(&mut self, ws: &str) -> StoreResult<i64>;
+
+    /// Every enabled webhook of the workspace, for fan-out.
+    async fn enabled_webhooks(&mut self, ws: &str) -> StoreResult<super::Webhooks>;
+
+    /// The statuses of the webhook's deliveries of each of `event_ids`, as
+    /// `(event_id, delivery_id, status)`.
+    async fn delivery_states(
+        &mut self,
+        webhook_id: &str,
+        event_ids: &[String],
+    ) -> StoreResult<Vec<(String, String, DeliveryStatus)>>;
+
+    /// For the metrics: pending deliveries, those due at `now` and not leased, the oldest due
+    /// time among them, and disabled webhooks.
+    async fn queue_gauges(
+        &mut self,
+        now: Timestamp,
+    ) -> StoreResult<(i64, i64, Option<Timestamp>, i64)>;
+
+    /// For a webhook's statistics: its deliveries created at or after `since`, counted per
+    /// status and per `bucket_ms` of creation time, as `(bucket start, status, count)`.
+    async fn delivery_counts(
+        &mut self,
+        webhook_id: &str,
+        since: Timestamp,
+        bucket_ms: i64,
+    ) -> StoreResult<Vec<(Timestamp, DeliveryStatus, i64)>>;
+
+    /// For a webhook's statistics: how long each of its deliveries created at or after
+    /// `since` that succeeded took, from creation to the end of the successful attempt, in
+    /// milliseconds, ascending.
+    async fn success_latencies(
+        &mut self,
+        webhook_id: &str,
+        since: Timestamp,
+    ) -> StoreResult<Vec<i64>>;
+
+    /// The earliest `next_attempt_at` of a pending delivery that is not leased at `now` and
+    /// not of a webhook in `skip`, if any.
+    async fn next_due_at(
+        &mut self,
+        now: Timestamp,
+        skip: &[String],
+    ) -> StoreResult<Option<Timestamp>>;
+
+    async fn get_delivery(&mut self, ws: &str, id: &str) -> StoreResult<Option<Delivery>>;
+
+    async fn list_deliveries(
+        &mut self,
+        webhook_id: &str,
+        status: Option<DeliveryStatus>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Delivery>>;
+
+    /// The workspace's deliveries matching `q`, across its webhooks, newest first.
+    async fn list_workspace_deliveries(
+        &mut self,
+        ws: &str,
+        q: &DeliveryQuery,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Delivery>>;
+
+    async fn list_attempts(&mut self, delivery_id: &str) -> StoreResult<Vec<Attempt>>;
+}
+
+/// The tracker's rows: workspaces, users and their API keys, projects, members, tickets and
+/// comments.
+#[async_trait]
+pub trait TrackerTx: Send {
+    async fn insert_workspace(&mut self, w: &Workspace) -> StoreResult<()>;
+    async fn insert_user(&mut self, u: &User) -> StoreResult<()>;
+
+    async fn insert_api_key(&mut self, k: &ApiKeyRecord) -> StoreResult<()>;
     /// Marks a key revoked at `at`; false when there is no such key or it already was.
     async fn revoke_api_key(&mut self, id: &str, at: Timestamp) -> StoreResult<bool>;
     /// Records that a key was used at `at`.
@@ -209,36 +332,13 @@ pub trait TrackerTx: Send {
     async fn idempotency_release(&mut self, ws: &str, key: &str) -> StoreResult<()>;
 
     async fn insert_project(&mut self, p: &Project) -> StoreResult<()>;
-    async fn get_project(&mut self, ws: &str, id: &str) -> StoreResult<Option<Project>>;
-    async fn list_projects(&mut self, ws: &str, page: &PageRequest) -> StoreResult<Page<Project>>;
-
-    async fn get_member(&mut self, project_id: &str, user_id: &str) -> StoreResult<Option<Member>>;
     async fn insert_member(&mut self, m: &Member) -> StoreResult<()>;
-    async fn list_members(
-        &mut self,
-        project_id: &str,
-        page: &PageRequest,
-    ) -> StoreResult<Page<Member>>;
 
     async fn insert_ticket(&mut self, t: &Ticket) -> StoreResult<()>;
-    async fn get_ticket(&mut self, ws: &str, id: &str) -> StoreResult<Option<Ticket>>;
-    /// Like `get_ticket`, and holds the row against concurrent writers until commit.
-    async fn lock_ticket(&mut self, ws: &str, id: &str) -> StoreResult<Option<Ticket>>;
     async fn update_ticket(&mut self, t: &Ticket) -> StoreResult<()>;
     async fn delete_ticket(&mut self, id: &str, at: Timestamp) -> StoreResult<()>;
-    async fn list_tickets(
-        &mut self,
-        project_id: &str,
-        page: &PageRequest,
-    ) -> StoreResult<Page<Ticket>>;
 
     async fn insert_comment(&mut self, c: &Comment) -> StoreResult<()>;
-    /// The comments of a ticket, newest first.
-    async fn list_comments(
-        &mut self,
-        ticket_id: &str,
-        page: &PageRequest,
-    ) -> StoreResult<Page<Comment>>;
 }
 
 /// The outbox: events and webhooks.
@@ -246,45 +346,11 @@ pub trait TrackerTx: Send {
 pub trait OutboxTx: Send {
     async fn insert_event(&mut self, e: &Event) -> StoreResult<()>;
 
-    async fn get_event(&mut self, ws: &str, id: &str) -> StoreResult<Option<StoredEvent>>;
-
-    /// Up to `limit` events of the workspace created in `[since, until)` with ids after
-    /// `after`, oldest first, whole (type, project, payload): what a replay walks.
-    async fn events_between(
-        &mut self,
-        ws: &str,
-        since: Timestamp,
-        until: Timestamp,
-        after: Option<&str>,
-        limit: u32,
-    ) -> StoreResult<Vec<Event>>;
-
-    /// The workspace's events matching `q`; with `q.ascending` the cursor pages forward.
-    async fn list_events(
-        &mut self,
-        ws: &str,
-        q: &EventQuery,
-        page: &PageRequest,
-    ) -> StoreResult<Page<StoredEvent>>;
-
     async fn insert_webhook(&mut self, w: &Webhook) -> StoreResult<()>;
-
-    async fn get_webhook(&mut self, ws: &str, id: &str) -> StoreResult<Option<Webhook>>;
-
-    /// Like `get_webhook`, and holds the row against concurrent writers until commit.
-    async fn lock_webhook(&mut self, ws: &str, id: &str) -> StoreResult<Option<Webhook>>;
-
-    async fn list_webhooks(&mut self, ws: &str, page: &PageRequest) -> StoreResult<Page<Webhook>>;
 
     /// Seals again, under the store's current key, every webhook secret that is not yet (one
     /// written before encryption, or under an older key); returns how many webhooks changed.
     async fn reseal_secrets(&mut self) -> StoreResult<u64>;
-
-    /// How many webhooks the workspace has.
-    async fn webhook_count(&mut self, ws: &str) -> StoreResult<i64>;
-
-    /// Every enabled webhook of the workspace, for fan-out.
-    async fn enabled_webhooks(&mut self, ws: &str) -> StoreResult<super::Webhooks>;
 
     async fn update_webhook(&mut self, w: &Webhook) -> StoreResult<()>;
 
@@ -308,14 +374,6 @@ pub trait OutboxTx: Send {
 /// retention.
 #[async_trait]
 pub trait QueueTx: Send {
-    /// The statuses of the webhook's deliveries of each of `event_ids`, as
-    /// `(event_id, delivery_id, status)`.
-    async fn delivery_states(
-        &mut self,
-        webhook_id: &str,
-        event_ids: &[String],
-    ) -> StoreResult<Vec<(String, String, DeliveryStatus)>>;
-
     /// Deletes up to `limit` settled deliveries with ids below `delivery_floor`, with their
     /// attempts, then up to `limit` events with ids below `event_floor` that no delivery
     /// needs any more. Returns `(deliveries, attempts, events)` deleted.
@@ -335,31 +393,6 @@ pub trait QueueTx: Send {
     /// Makes the pending deliveries of a webhook that are due later due at `now`; returns how
     /// many.
     async fn make_due_now(&mut self, webhook_id: &str, now: Timestamp) -> StoreResult<u64>;
-
-    /// For the metrics: pending deliveries, those due at `now` and not leased, the oldest due
-    /// time among them, and disabled webhooks.
-    async fn queue_gauges(
-        &mut self,
-        now: Timestamp,
-    ) -> StoreResult<(i64, i64, Option<Timestamp>, i64)>;
-
-    /// For a webhook's statistics: its deliveries created at or after `since`, counted per
-    /// status and per `bucket_ms` of creation time, as `(bucket start, status, count)`.
-    async fn delivery_counts(
-        &mut self,
-        webhook_id: &str,
-        since: Timestamp,
-        bucket_ms: i64,
-    ) -> StoreResult<Vec<(Timestamp, DeliveryStatus, i64)>>;
-
-    /// For a webhook's statistics: how long each of its deliveries created at or after
-    /// `since` that succeeded took, from creation to the end of the successful attempt, in
-    /// milliseconds, ascending.
-    async fn success_latencies(
-        &mut self,
-        webhook_id: &str,
-        since: Timestamp,
-    ) -> StoreResult<Vec<i64>>;
 
     /// Cancels the pending deliveries of a webhook; returns how many.
     async fn cancel_pending_deliveries(
@@ -398,36 +431,9 @@ pub trait QueueTx: Send {
     /// Drops one lease of `owner` so the delivery can be claimed again at once.
     /// (Also used for deliveries handed off in-process that this node cannot take now.)
     async fn release_lease(&mut self, delivery_id: &str, owner: &str) -> StoreResult<()>;
-
-    /// The earliest `next_attempt_at` of a pending delivery that is not leased at `now` and
-    /// not of a webhook in `skip`, if any.
-    async fn next_due_at(
-        &mut self,
-        now: Timestamp,
-        skip: &[String],
-    ) -> StoreResult<Option<Timestamp>>;
-
-    async fn get_delivery(&mut self, ws: &str, id: &str) -> StoreResult<Option<Delivery>>;
-
-    async fn list_deliveries(
-        &mut self,
-        webhook_id: &str,
-        status: Option<DeliveryStatus>,
-        page: &PageRequest,
-    ) -> StoreResult<Page<Delivery>>;
-
-    /// The workspace's deliveries matching `q`, across its webhooks, newest first.
-    async fn list_workspace_deliveries(
-        &mut self,
-        ws: &str,
-        q: &DeliveryQuery,
-        page: &PageRequest,
-    ) -> StoreResult<Page<Delivery>>;
-
-    async fn list_attempts(&mut self, delivery_id: &str) -> StoreResult<Vec<Attempt>>;
 }
 
 /// One transaction's operations, all areas: what a unit of work takes as `&mut dyn Tx`.
-pub trait Tx: TrackerTx + OutboxTx + QueueTx + Send {}
+pub trait Tx: ReadTx + TrackerTx + OutboxTx + QueueTx + Send {}
 
-impl<T: TrackerTx + OutboxTx + QueueTx + Send> Tx for T {}
+impl<T: ReadTx + TrackerTx + OutboxTx + QueueTx + Send> Tx for T {}

@@ -5,11 +5,12 @@ use std::collections::HashSet;
 
 use codmir_core::time::Timestamp;
 use codmir_core::tracker::{
-    NewTicket, Principal, Priority, ProjectName, TicketStatus, TicketTitle, UserName, WorkspaceName,
+    NewTicket, Principal, Priority, Project, ProjectName, TicketStatus, TicketTitle, UserName,
+    WorkspaceName,
 };
 use codmir_core::webhook::{Attempt, DeliveryStatus, EndpointUrl, EventFilter, WebhookSecret};
 use codmir_server::Store;
-use codmir_server::ops::{self, NewWebhook};
+use codmir_server::ops::{self, Checked, NewWebhook};
 use codmir_server::store::{EventQuery, Lease, Leased, Outcome, PageRequest, StoreError};
 
 /// A workspace with a webhook for every event; returns the caller and the webhook id.
@@ -153,32 +154,48 @@ pub(crate) async fn checked_ticket_units_together_each_store_their_rows_whole(st
     let create = |i: usize| {
         let (store, p, project, lease) = (store.clone(), p.clone(), project.clone(), lease.clone());
         async move {
+            let new = NewTicket {
+                title: TicketTitle::parse(&format!("t{i}")).unwrap(),
+                description: i
+                    .is_multiple_of(2)
+                    .then(|| codmir_core::tracker::Description::parse("d").unwrap()),
+                status: TicketStatus::Open,
+                priority: Priority::High,
+                assignee_id: None,
+            };
+            let unit = ops::CreateTicket {
+                principal: p.clone(),
+                project_id: project,
+                new,
+            };
             store
-                .write_checked(move |tx| {
-                    Box::pin(async move {
-                        if i % 9 == 4 {
-                            return Err(ops::Error::NotFound("refused before writing"));
-                        }
-                        let new = NewTicket {
-                            title: TicketTitle::parse(&format!("t{i}")).unwrap(),
-                            description: i
-                                .is_multiple_of(2)
-                                .then(|| codmir_core::tracker::Description::parse("d").unwrap()),
-                            status: TicketStatus::Open,
-                            priority: Priority::High,
-                            assignee_id: None,
-                        };
-                        let mut after = ops::AfterCommit::leased_to(lease);
-                        let ticket =
-                            ops::create_ticket(tx, &p, &project, new, Timestamp::now(), &mut after)
-                                .await?;
-                        if i.is_multiple_of(3) {
-                            let read = tx.get_ticket(&p.workspace_id, &ticket.id).await?;
-                            assert_eq!(read.as_ref(), Some(&ticket), "a unit sees its own write");
-                        }
-                        Ok((ticket, after.fresh))
-                    })
-                })
+                .write_checked(
+                    move |tx| {
+                        Box::pin(async move {
+                            if i % 9 == 4 {
+                                return Err(ops::Error::NotFound("refused by its checks"));
+                            }
+                            let now = Timestamp::now();
+                            Ok((unit.check(tx, now).await?, now))
+                        })
+                    },
+                    move |tx, (plan, now)| {
+                        Box::pin(async move {
+                            let mut after = ops::AfterCommit::leased_to(lease);
+                            let ticket =
+                                ops::CreateTicket::write(plan, tx, now, &mut after).await?;
+                            if i.is_multiple_of(3) {
+                                let read = tx.get_ticket(&p.workspace_id, &ticket.id).await?;
+                                assert_eq!(
+                                    read.as_ref(),
+                                    Some(&ticket),
+                                    "a unit sees its own write"
+                                );
+                            }
+                            Ok((ticket, after.fresh))
+                        })
+                    },
+                )
                 .await
         }
     };
@@ -236,34 +253,44 @@ pub(crate) async fn checked_ticket_units_together_each_store_their_rows_whole(st
     assert_eq!(tickets.count(), stored.iter().filter(|f| f.is_ok()).count());
 }
 
-/// Units written with `write_checked` go without a savepoint of their own on SQLite. One that
-/// fails after writing must leave nothing of itself, and whatever of its commit is kept must
-/// be what was acknowledged: every unit told Ok is stored, every one told Err is not.
+/// Units written with `write_checked` go without a savepoint of their own on SQLite. One whose
+/// writes fail (here: a second insert of the project it has just inserted, refused by the
+/// primary key) must leave nothing of itself, and whatever of its commit is kept must be what
+/// was acknowledged: every unit told Ok is stored, every one told Err is not, and the others
+/// of its commit are told it was rolled back.
 pub(crate) async fn a_checked_unit_that_fails_after_writing_keeps_nothing_half_done(store: Store) {
     let (p, _) = setup(&store).await;
-    let create = |name: String, then_fail: bool, fail_first: bool| {
+    let create = |name: String, then_fail: bool, refuse: bool| {
         let (store, pc) = (store.clone(), p.clone());
         async move {
             store
-                .write_checked(move |tx| {
-                    Box::pin(async move {
-                        if fail_first {
-                            return Err(ops::Error::NotFound("refused before writing"));
-                        }
-                        ops::create_project(
-                            tx,
-                            &pc,
-                            ProjectName::parse(&name).unwrap(),
-                            Timestamp::now(),
-                            &mut ops::AfterCommit::default(),
-                        )
-                        .await?;
-                        if then_fail {
-                            return Err(ops::Error::NotFound("failed after writing"));
-                        }
-                        Ok(name)
-                    })
-                })
+                .write_checked(
+                    move |_| {
+                        Box::pin(async move {
+                            if refuse {
+                                return Err(ops::Error::NotFound("refused by its checks"));
+                            }
+                            Ok(())
+                        })
+                    },
+                    move |tx, ()| {
+                        Box::pin(async move {
+                            let now = Timestamp::now();
+                            let project = Project {
+                                id: codmir_core::id::new_id("proj", now),
+                                workspace_id: pc.workspace_id.clone(),
+                                name: name.clone(),
+                                created_by: pc.user_id.clone(),
+                                created_at: now,
+                            };
+                            tx.insert_project(&project).await?;
+                            if then_fail {
+                                tx.insert_project(&project).await?;
+                            }
+                            Ok(name)
+                        })
+                    },
+                )
                 .await
         }
     };
@@ -301,8 +328,12 @@ pub(crate) async fn a_checked_unit_that_fails_after_writing_keeps_nothing_half_d
             Ok(n) => assert!(stored.contains(n), "{n} acknowledged but not stored"),
             Err(e) => {
                 assert!(!stored.contains(&name), "{name} refused ({e:?}) but stored");
-                let expected =
-                    i == 30 || i % 7 == 3 || matches!(e, ops::Error::Store(s) if s.is_transient());
+                let expected = match e {
+                    ops::Error::NotFound(_) => i % 7 == 3,
+                    ops::Error::Store(StoreError::Conflict(_)) => i == 30,
+                    ops::Error::Store(StoreError::RolledBack { .. }) => true,
+                    _ => false,
+                };
                 assert!(expected, "{name}: {e:?}");
             }
         }
@@ -372,15 +403,13 @@ pub(crate) async fn rows_read_back_as_written(store: Store) {
                     priority: Priority::Urgent,
                     assignee_id: Some(pc.user_id.clone()),
                 };
-                ops::create_ticket(
-                    tx,
-                    &pc,
-                    &project,
+                let unit = ops::CreateTicket {
+                    principal: pc,
+                    project_id: project,
                     new,
-                    Timestamp::now(),
-                    &mut ops::AfterCommit::default(),
-                )
-                .await
+                };
+                let mut after = ops::AfterCommit::default();
+                ops::run(tx, unit, Timestamp::now(), &mut after).await
             })
         })
         .await

@@ -267,16 +267,15 @@ async fn a_failure_before_commit_leaves_neither_data_nor_event() {
                 priority: Priority::Low,
                 assignee_id: None,
             };
-            ops::create_ticket(
-                tx,
-                &p,
-                &pid,
+            let unit = ops::CreateTicket {
+                principal: p,
+                project_id: pid,
                 new,
-                Timestamp::now(),
-                &mut ops::AfterCommit::default(),
-            )
-            .await
-            .map(drop)
+            };
+            let mut after = ops::AfterCommit::default();
+            ops::run(tx, unit, Timestamp::now(), &mut after)
+                .await
+                .map(drop)
         })
     })
     .await;
@@ -287,46 +286,42 @@ async fn a_failure_before_commit_leaves_neither_data_nor_event() {
                 status: Some(TicketStatus::Closed),
                 ..TicketPatch::default()
             };
-            ops::update_ticket(
-                tx,
-                &p,
-                &t,
+            let unit = ops::UpdateTicket {
+                principal: p,
+                id: t,
                 patch,
-                Timestamp::now(),
-                &mut ops::AfterCommit::default(),
-            )
-            .await
-            .map(drop)
+            };
+            let mut after = ops::AfterCommit::default();
+            ops::run(tx, unit, Timestamp::now(), &mut after)
+                .await
+                .map(drop)
         })
     })
     .await;
     let t = tid.clone();
     fail_after(&app, move |tx, p| {
         Box::pin(async move {
-            ops::delete_ticket(
-                tx,
-                &p,
-                &t,
-                Timestamp::now(),
-                &mut ops::AfterCommit::default(),
-            )
-            .await
+            let unit = ops::DeleteTicket {
+                principal: p,
+                id: t,
+            };
+            let mut after = ops::AfterCommit::default();
+            ops::run(tx, unit, Timestamp::now(), &mut after).await
         })
     })
     .await;
     let t = tid.clone();
     fail_after(&app, move |tx, p| {
         Box::pin(async move {
-            ops::create_comment(
-                tx,
-                &p,
-                &t,
-                CommentBody::parse("ghost").unwrap(),
-                Timestamp::now(),
-                &mut ops::AfterCommit::default(),
-            )
-            .await
-            .map(drop)
+            let unit = ops::CreateComment {
+                principal: p,
+                ticket_id: t,
+                body: CommentBody::parse("ghost").unwrap(),
+            };
+            let mut after = ops::AfterCommit::default();
+            ops::run(tx, unit, Timestamp::now(), &mut after)
+                .await
+                .map(drop)
         })
     })
     .await;

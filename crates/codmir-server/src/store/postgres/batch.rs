@@ -8,13 +8,12 @@
 //! `INSERT … SELECT FROM unnest(…)` per table just before the commit, or before any other
 //! statement of the transaction, so that every statement still sees every earlier write.
 //!
-//! A unit that fails after writing (only the database can make a checked unit do that), or
+//! A unit that fails while writing (only the database can make a checked unit do that), or
 //! whose statement failed (which aborts a PostgreSQL transaction), rolls the whole batch
-//! back: each of its units is answered with a transient error, and nothing half-written is
-//! kept.
+//! back: each of its units is answered with a transient error (`StoreError::RolledBack`, or
+//! the database's own when it was down), and nothing half-written is kept.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use codmir_core::event::Event;
@@ -27,7 +26,7 @@ use tokio::sync::mpsc;
 use super::super::conn::HeldRow;
 use super::super::seal::KeyRing;
 use super::super::sql::postgres_only as q;
-use super::super::{FanoutCache, Job, StoreError, StoreResult};
+use super::super::{FanoutCache, Job, Ran, StoreError, StoreResult, spoiled_by};
 use super::{JOB_TIMEOUT, Params, PgTx};
 
 /// Most units in one transaction.
@@ -50,10 +49,8 @@ impl Held {
 /// What a [`PgTx`] in a batch holds besides its connection.
 pub(super) struct InBatch<'b> {
     pub(super) held: &'b Mutex<Held>,
-    /// The current unit wrote (or held a row back).
-    pub(super) wrote: AtomicBool,
-    /// A statement of the current unit failed: the transaction is aborted.
-    pub(super) failed: AtomicBool,
+    /// A statement of the current unit failed (the transaction is aborted), with its error.
+    pub(super) failed: Mutex<Option<StoreError>>,
     /// Each workspace's `webhooks_version` as first read in this batch. Every unit of a
     /// batch was submitted before the batch began, so a version read after that is recent
     /// enough for all of them: no webhook write they could have seen committed is missed.
@@ -79,7 +76,6 @@ impl PgTx<'_> {
                 lease.map(|l| (l.owner.clone(), l.until.as_millis())),
             )),
         }
-        batch.wrote.store(true, Ordering::Relaxed);
         true
     }
 
@@ -95,14 +91,12 @@ impl PgTx<'_> {
         }
     }
 
-    /// Before a statement: the rows held back go in first, and a statement that may write
-    /// marks the unit as having written.
+    /// Before a statement: the rows held back go in first.
     pub(super) async fn before(&self, sql: &str) -> StoreResult<()> {
         let Some(batch) = &self.batch else {
             return Ok(());
         };
         if !sql.trim_start().starts_with("SELECT") {
-            batch.wrote.store(true, Ordering::Relaxed);
             // It may have been a webhook write (an outcome can disable one): the next fan-out
             // reads the version again.
             lock(batch.versions).clear();
@@ -112,16 +106,13 @@ impl PgTx<'_> {
             return Ok(());
         }
         let sent = insert_held(self.client, held).await;
-        if sent.is_err() {
-            batch.failed.store(true, Ordering::Relaxed);
-        }
-        sent
+        self.after(sent)
     }
 
     /// After a statement: a failed one has aborted the transaction.
     pub(super) fn after<T>(&self, result: StoreResult<T>) -> StoreResult<T> {
-        if let (Err(_), Some(batch)) = (&result, &self.batch) {
-            batch.failed.store(true, Ordering::Relaxed);
+        if let (Err(e), Some(batch)) = (&result, &self.batch) {
+            lock(&batch.failed).get_or_insert_with(|| e.clone());
         }
         result
     }
@@ -253,24 +244,18 @@ async fn run_batch(
                 fanout,
                 batch: Some(InBatch {
                     held: &held,
-                    wrote: AtomicBool::new(false),
-                    failed: AtomicBool::new(false),
+                    failed: Mutex::new(None),
                     versions: &versions,
                 }),
             };
-            let ok = job.run(&mut tx).await;
-            let batch = tx.batch.as_ref().expect("set above");
-            let (wrote, failed) = (
-                batch.wrote.load(Ordering::Relaxed),
-                batch.failed.load(Ordering::Relaxed),
-            );
-            if !ok && (wrote || failed) {
-                return Err(StoreError::Unreachable {
-                    context: "a unit of work failed after writing; its whole commit was \
-                              rolled back"
-                        .into(),
-                    source: None,
-                });
+            let ran = job.run(&mut tx).await;
+            let batch = tx.batch.take().expect("set above");
+            // A unit refused by its checks wrote nothing (`ReadTx`); but a statement that
+            // failed, even a read, has aborted the transaction.
+            match (ran, lock(&batch.failed).take()) {
+                (Ran::Done | Ran::Refused, None) => {}
+                (Ran::Failed(cause), None) => return Err(spoiled_by(cause)),
+                (_, Some(failed)) => return Err(spoiled_by(Some(failed))),
             }
         }
         let rest = std::mem::take(&mut *lock(&held));

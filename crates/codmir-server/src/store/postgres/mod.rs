@@ -27,7 +27,8 @@ use super::rows::{Columns, corrupt};
 use super::seal::KeyRing;
 use super::sql::{self, Sql, postgres_only};
 use super::{
-    Backend, BoxFuture, FanoutCache, Job, Lease, Leased, Outcome, StoreError, StoreResult,
+    Backend, BoxFuture, FanoutCache, Job, Lease, Leased, Outcome, Ran, Sharing, StoreError,
+    StoreResult,
 };
 
 mod batch;
@@ -185,7 +186,7 @@ impl PgStore {
                     fanout: &fanout,
                     batch: None,
                 };
-                job.run(&mut tx).await
+                matches!(job.run(&mut tx).await, Ran::Done)
             };
             conn.batch_execute(if ok { "COMMIT" } else { "ROLLBACK" })
                 .await?;
@@ -248,7 +249,7 @@ async fn migrate(config: &tokio_postgres::Config) -> StoreResult<()> {
 
 impl Backend for PgStore {
     fn submit_write(&self, job: Box<dyn Job>) -> BoxFuture<'_, StoreResult<()>> {
-        if !job.guarded() {
+        if job.sharing() == Sharing::Checked {
             return Box::pin(async move { self.checked.send(job).map_err(|_| StoreError::Closed) });
         }
         let (pool, shared) = (self.pool.clone(), self.shared());
@@ -572,19 +573,40 @@ impl Columns for Row {
     }
 }
 
-/// Prepares each statement on the database at `url`, migrated to the current schema; the
-/// names of those that do not prepare, with PostgreSQL's reason.
+/// Prepares each statement on a new database of the server at `server` (a URL without a
+/// database name), migrated to the current schema and dropped after; the names of those that
+/// do not prepare, with PostgreSQL's reason.
 #[cfg(test)]
-pub(super) async fn unpreparable(url: &str, statements: &[(&str, &str)]) -> Vec<String> {
-    let config = tokio_postgres::Config::from_str(url).expect("a PostgreSQL URL");
+pub(super) async fn unpreparable(server: &str, statements: &[(&str, &str)]) -> Vec<String> {
+    let connect = |url: String| async move {
+        let (client, connection) = tokio_postgres::connect(&url, NoTls)
+            .await
+            .expect("PostgreSQL is reachable");
+        tokio::spawn(connection);
+        client
+    };
+    let admin = connect(format!("{server}/postgres")).await;
+    let mut suffix = [0u8; 8];
+    codmir_core::id::random_bytes(&mut suffix);
+    let name = format!("codmir_sql_{}", hex::encode(suffix));
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create a database");
+    let url = format!("{server}/{name}");
+    let config = tokio_postgres::Config::from_str(&url).expect("a PostgreSQL URL");
     migrate(&config).await.expect("migrate");
-    let (client, connection) = config.connect(NoTls).await.expect("connect");
-    tokio::spawn(connection);
+    let client = connect(url).await;
     let mut failed = Vec::new();
     for (name, text) in statements {
         if let Err(e) = client.prepare(text).await {
             failed.push(format!("{name}: {e}"));
         }
     }
+    drop(client);
+    admin
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .expect("drop the database");
     failed
 }

@@ -18,7 +18,9 @@ use super::conn::{Arg, Conn, Decode, args};
 use super::rows::{Columns, corrupt, json_list};
 use super::seal::KeyRing;
 use super::sql::{self, Sql};
-use super::{Backend, BoxFuture, FanoutCache, Job, Lease, Leased, StoreError, StoreResult};
+use super::{
+    Backend, BoxFuture, FanoutCache, Job, Lease, Leased, Ran, Sharing, StoreError, StoreResult,
+};
 
 mod queue;
 
@@ -219,54 +221,61 @@ fn run_batch(
         if let [job] = batch {
             // Alone in its transaction, a unit needs no savepoint (whose statement journal
             // copies every page it touches): a failure rolls the transaction back.
-            let ok = {
+            let ran = {
                 let mut tx = SqliteTx {
                     conn: &mut *conn,
                     keys,
                     fanout,
                 };
-                run_ready(job.run(&mut tx)).unwrap_or(false)
+                run_ready(job.run(&mut tx)).unwrap_or(Ran::Failed(None))
             };
-            return exec(conn, if ok { "COMMIT" } else { "ROLLBACK" });
+            return exec(
+                conn,
+                if matches!(ran, Ran::Done) {
+                    "COMMIT"
+                } else {
+                    "ROLLBACK"
+                },
+            );
         }
         for job in batch.iter_mut() {
-            let guarded = job.guarded();
-            if guarded {
+            let sharing = job.sharing();
+            if sharing == Sharing::Isolated {
                 exec(conn, "SAVEPOINT job")?;
             }
             let changes = conn.total_changes();
-            let ok = {
+            let ran = {
                 let mut tx = SqliteTx {
                     conn: &mut *conn,
                     keys,
                     fanout,
                 };
-                run_ready(job.run(&mut tx)).unwrap_or(false)
+                run_ready(job.run(&mut tx)).unwrap_or(Ran::Failed(None))
             };
             if conn.is_autocommit() {
                 // SQLite rolled the whole transaction back (it may on SQLITE_FULL, an I/O
                 // error, out of memory): nothing of this commit is stored, and the units
                 // after this one must not run outside a transaction, each committing alone.
-                return Err(StoreError::Unreachable {
-                    context: "the database rolled the commit back (disk full or I/O error); nothing of it was kept".into(),
-                    source: None,
+                return Err(match ran {
+                    Ran::Failed(Some(e)) if e.is_transient() => e,
+                    _ => StoreError::Unreachable {
+                        context: "the database rolled the commit back (disk full or I/O error); nothing of it was kept".into(),
+                        source: None,
+                    },
                 });
             }
-            match (guarded, ok) {
-                (true, true) => exec(conn, "RELEASE job")?,
-                (true, false) => {
+            match (sharing, ran) {
+                (Sharing::Isolated, Ran::Done) => exec(conn, "RELEASE job")?,
+                (Sharing::Isolated, _) => {
                     exec(conn, "ROLLBACK TO job")?;
                     exec(conn, "RELEASE job")?;
                 }
-                // Refused before writing: nothing to undo.
-                (false, false) if conn.total_changes() == changes => {}
-                (false, false) => {
-                    return Err(StoreError::Unreachable {
-                        context: "a write of the same commit failed part-way; nothing of the commit was kept".into(),
-                        source: None,
-                    });
+                (Sharing::Checked, Ran::Done) => {}
+                // Its checks could only read (`ReadTx`).
+                (Sharing::Checked, Ran::Refused) => {
+                    debug_assert_eq!(conn.total_changes(), changes, "a check wrote");
                 }
-                (false, true) => {}
+                (Sharing::Checked, Ran::Failed(cause)) => return Err(super::spoiled_by(cause)),
             }
         }
         exec(conn, "COMMIT")

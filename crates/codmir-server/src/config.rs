@@ -26,6 +26,10 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long a graceful shutdown waits for in-flight deliveries.
     pub shutdown_grace: Duration,
+    /// How long one API request may take before it is answered 503. A request past it is
+    /// dropped; a POST with an `Idempotency-Key` still runs to its end and keeps its answer
+    /// for a retry (`api::idempotency`).
+    pub api_timeout: Duration,
     /// Most attempts in flight to one webhook at once, so a slow endpoint uses only its share.
     pub max_in_flight_per_endpoint: usize,
     /// Most attempts in flight in all.
@@ -62,6 +66,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(10),
+            api_timeout: Duration::from_secs(30),
             max_in_flight_per_endpoint: 64,
             max_in_flight: 512,
             max_in_flight_per_workspace: 256,

@@ -8,18 +8,19 @@ mod listen;
 pub mod ops;
 mod retention;
 pub mod store;
+pub mod tasks;
 mod telemetry;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::Config;
 pub use listen::ConnectionLimits;
 pub use store::{Store, chain as error_chain};
+pub use tasks::Tasks;
 
 /// Makes ring the process's TLS crypto provider, which the delivery client needs. Calling it
 /// again does nothing.
@@ -80,34 +81,51 @@ pub fn start_with_metrics(
 ) -> std::io::Result<Running> {
     telemetry::install();
     let config = Arc::new(config);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (engine, engine_task) = delivery::spawn(store.clone(), config.clone(), stop_rx.clone())
+    // Every background task of this server is spawned through `tasks` and told to stop by it.
+    let tasks = Tasks::default();
+    let (engine, engine_task) = delivery::spawn(store.clone(), config.clone(), tasks.clone())
         .map_err(|e| std::io::Error::other(format!("cannot build the HTTP client: {e}")))?;
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
+    tasks.spawn({
+        let tasks = tasks.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => tasks.stop(),
+                () = tasks.stopping() => {}
+            }
+        }
     });
     if let Some(keep) = config.retention {
-        tokio::spawn(retention::run(
+        tasks.spawn(retention::run(
             store.clone(),
             keep,
             config.retention_interval,
             config.retention_batch,
-            stop_rx.clone(),
+            tasks.clone(),
         ));
     }
     let limits = config.connection_limits;
-    let state = api::AppState::new(store.clone(), config, engine.clone());
+    let grace = config.shutdown_grace;
+    let state = api::AppState::new(store.clone(), config, engine.clone(), tasks.clone());
     let with_metrics = metrics.is_none();
     if let Some(metrics) = metrics {
         let app = api::metrics_router(state.clone());
-        tokio::spawn(listen::serve(metrics, app, limits, stop_rx.clone()));
+        tasks.spawn(listen::serve(metrics, app, limits, tasks.clone()));
     }
     let task = tokio::spawn(async move {
-        let served =
-            listen::serve(listener, api::router(state, with_metrics), limits, stop_rx).await;
-        // The engine sees the same signal and stops claiming; wait for its in-flight attempts.
+        let router = api::router(state, with_metrics);
+        let served = listen::serve(listener, router, limits, tasks.clone()).await;
+        // Whatever ended serving, every task is told to stop. The engine stops claiming and
+        // lets its in-flight attempts finish (bounded by the grace); then what is left (a
+        // key's use being recorded, leases being released, a connection still draining) is
+        // waited for, then the store closes once its units in flight are done.
+        tasks.stop();
         let _ = engine_task.await;
+        if !tasks.wait(grace).await {
+            tracing::warn!(
+                running = tasks.running(),
+                "background tasks still running after the shutdown grace; closing the store"
+            );
+        }
         store.close().await;
         served
     });

@@ -13,7 +13,9 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
+
+use crate::tasks::Tasks;
 
 /// What one listener allows.
 #[derive(Debug, Clone, Copy)]
@@ -40,13 +42,14 @@ const MAX_HEAD: usize = 64 * 1024;
 /// How long shutdown waits for open connections to finish their requests.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Serves `app` on `listener` until `stop` turns true, then stops accepting and lets open
-/// connections finish their requests (at most [`DRAIN`]).
+/// Serves `app` on `listener` until `tasks` stop, then stops accepting and lets open
+/// connections finish their requests (at most [`DRAIN`]). Each connection's task is tracked
+/// by `tasks`.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
-    mut stop: watch::Receiver<bool>,
+    tasks: Tasks,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
@@ -68,7 +71,7 @@ pub(crate) async fn serve(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = stop.wait_for(|stop| *stop) => break,
+            () = tasks.stopping() => break,
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,
@@ -95,7 +98,7 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let (app, builder, watcher) = (app.clone(), builder.clone(), graceful.watcher());
         let within = limits.header_read_timeout;
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             // hyper's header timeout starts once it knows the protocol; a client that sends
             // nothing (or stalls inside the HTTP/2 preface) never gets that far.
             if !speaks(&stream, within).await {

@@ -4,26 +4,25 @@
 
 use std::time::Duration;
 
+use crate::store::{Store, chain};
+use crate::tasks::Tasks;
 use codmir_core::id;
 use codmir_core::time::Timestamp;
-use tokio::sync::watch;
-
-use crate::store::{Store, chain};
 
 /// The least pause between two batches; the pause is also at least as long as the batch took,
 /// so that a pass holds the writer (or the database) at most half of the time.
 const BREATHE: Duration = Duration::from_millis(10);
 
-/// Deletes what is older than `keep` now, then every `interval`, until `shutdown`.
+/// Deletes what is older than `keep` now, then every `interval`, until `tasks` stop.
 pub(crate) async fn run(
     store: Store,
     keep: Duration,
     interval: Duration,
     batch: u32,
-    mut shutdown: watch::Receiver<bool>,
+    tasks: Tasks,
 ) {
     loop {
-        if *shutdown.borrow() {
+        if tasks.is_stopping() {
             return;
         }
         let cutoff = Timestamp::from_millis(
@@ -31,16 +30,16 @@ pub(crate) async fn run(
                 .as_millis()
                 .saturating_sub(keep.as_millis().min(i64::MAX as u128) as i64),
         );
-        pass(&store, cutoff, batch.max(1), &mut shutdown).await;
+        pass(&store, cutoff, batch.max(1), &tasks).await;
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
-            _ = shutdown.changed() => {}
+            () = tasks.stopping() => {}
         }
     }
 }
 
 /// One pass: batches until one deletes less than a whole batch of each kind.
-async fn pass(store: &Store, cutoff: Timestamp, batch: u32, shutdown: &mut watch::Receiver<bool>) {
+async fn pass(store: &Store, cutoff: Timestamp, batch: u32, tasks: &Tasks) {
     let (delivery_floor, event_floor) = (id::floor("dlv", cutoff), id::floor("evt", cutoff));
     let mut total = (0, 0, 0);
     loop {
@@ -63,7 +62,7 @@ async fn pass(store: &Store, cutoff: Timestamp, batch: u32, shutdown: &mut watch
                 break;
             }
         }
-        if *shutdown.borrow() {
+        if tasks.is_stopping() {
             break;
         }
         tokio::time::sleep(started.elapsed().max(BREATHE)).await;

@@ -239,10 +239,11 @@ impl From<ops::Error> for ApiError {
 
 /// What every request gets at the edge, in one layer (each `from_fn` layer clones the inner
 /// service and boxes a future per request): the URI bound, the time bound (a request past
-/// [`super::REQUEST_TIMEOUT`] is answered 503), the log line of a 5xx ([`log_failure`]), and
+/// `Config::api_timeout` is answered 503), the log line of a 5xx ([`log_failure`]), and
 /// the API's JSON shape for every error, also those made below our handlers
 /// ([`json_shaped`]). Panics are caught inside it, so their 500 is logged and shaped too.
 pub(super) async fn edge(
+    axum::extract::State(limit): axum::extract::State<std::time::Duration>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -255,7 +256,7 @@ pub(super) async fn edge(
     }
     // `Uri` and `Method` clone by reference count: nothing is copied unless a 5xx is logged.
     let (method, uri) = (request.method().clone(), request.uri().clone());
-    let mut response = tokio::time::timeout(super::REQUEST_TIMEOUT, next.run(request))
+    let mut response = tokio::time::timeout(limit, next.run(request))
         .await
         .unwrap_or_else(|_| ApiError::Unavailable.into_response());
     log_failure(&method, uri.path(), &mut response);

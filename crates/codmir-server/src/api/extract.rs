@@ -266,7 +266,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiE
         let id = key_id;
         // Off the request's path: the answer does not wait for this write.
         let store = state.store.clone();
-        tokio::spawn(async move {
+        state.tasks.spawn(async move {
             let at = Timestamp::now();
             let touched = store
                 .write(move |tx| Box::pin(async move { tx.touch_api_key(&id, at).await }))

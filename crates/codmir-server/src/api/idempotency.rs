@@ -4,10 +4,17 @@
 //! while the first still runs is a 409. Answers of 5xx are not kept, so such a request may be
 //! retried for real. Keys are per workspace.
 //!
+//! Once its key is claimed, a request runs to its end in a task of the server's own
+//! (`AppState::tasks`), whatever becomes of the request: one past the API's time bound, or
+//! whose client went away, is dropped, but its work still finishes and its answer is kept
+//! (or, on a 5xx or a panic, its key is released), so a retry gets that answer or runs the
+//! request again — never a key stuck "in progress", never the work done twice.
+//!
 //! The answer is stored once the handler has committed its own work, in a transaction of its
-//! own: a crash between the two leaves the key claimed without an answer, which a retry sees
-//! as in progress until the record expires (24 h) — it never runs the work twice.
+//! own: a process killed between the two leaves the key claimed without an answer, which a
+//! retry sees as in progress until the record expires (24 h) — it never runs the work twice.
 
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -16,6 +23,7 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use codmir_core::time::Timestamp;
+use futures_util::FutureExt;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
@@ -126,16 +134,42 @@ async fn replay_or_run(
         Err(e) => return Err(ApiError::from(e).into_response()),
     }
 
-    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    let request = Request::from_parts(parts, Body::from(body));
+    let settled =
+        state
+            .tasks
+            .clone()
+            .spawn(settle(state, principal.workspace_id, key, next, request));
+    settled.await.map_err(|e| {
+        ApiError::internal(format!("the request's task did not finish: {e}")).into_response()
+    })
+}
+
+/// Runs a request whose key is claimed and settles the key: keeps the answer, or releases the
+/// key when the request failed (5xx) or its handler panicked.
+async fn settle(
+    state: AppState,
+    ws: String,
+    key: String,
+    next: Next,
+    request: Request,
+) -> Response {
+    let ran = AssertUnwindSafe(next.run(request)).catch_unwind().await;
+    let response = match ran {
+        Ok(response) if !response.status().is_server_error() => response,
+        failed => {
+            let released = state
+                .store
+                .write(move |tx| Box::pin(async move { tx.idempotency_release(&ws, &key).await }))
+                .await;
+            if let Err(e) = released {
+                tracing::warn!(error = %crate::store::chain(&e), "could not release an idempotency key");
+            }
+            return failed
+                .unwrap_or_else(|_| ApiError::internal("a handler panicked").into_response());
+        }
+    };
     let status = response.status();
-    let ws = principal.workspace_id;
-    if status.is_server_error() {
-        let _ = state
-            .store
-            .write(move |tx| Box::pin(async move { tx.idempotency_release(&ws, &key).await }))
-            .await;
-        return Ok(response);
-    }
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, MAX_ANSWER)
         .await
@@ -151,5 +185,5 @@ async fn replay_or_run(
     if let Err(e) = stored {
         tracing::warn!(error = %crate::store::chain(&e), "could not keep an idempotent answer");
     }
-    Ok(Response::from_parts(parts, Body::from(bytes)))
+    Response::from_parts(parts, Body::from(bytes))
 }

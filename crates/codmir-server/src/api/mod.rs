@@ -21,8 +21,6 @@ mod stats;
 mod tracker;
 mod webhooks;
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
@@ -200,9 +198,6 @@ async fn method_not_allowed(method: axum::http::Method) -> ApiError {
     ApiError::MethodNotAllowed(format!("method {method} is not allowed on this route"))
 }
 
-/// How long one API request may take before it is answered 503 (by `error::edge`).
-pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// `GET /metrics` alone, for `--metrics-listen`.
 pub fn metrics_router(state: AppState) -> Router {
     Router::new()
@@ -293,6 +288,9 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::internal("a handler panicked"))
         }))
-        .layer(axum::middleware::from_fn(error::edge))
+        .layer(axum::middleware::from_fn_with_state(
+            state.config.api_timeout,
+            error::edge,
+        ))
         .with_state(state)
 }

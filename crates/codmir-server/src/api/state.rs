@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::delivery::Engine;
 use crate::ops::{self, AfterCommit};
 use crate::store::{BoxFuture, Leased, Outcome, Store, Tx};
+use crate::tasks::Tasks;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -30,13 +31,16 @@ pub struct AppState {
     /// Projects as read: a project never changes once created and is never deleted, so a
     /// copy is never stale, on any node.
     projects: Arc<Mutex<HashMap<String, Arc<Project>>>>,
+    /// The server's tasks: what a request leaves to finish off its path (a key's use, an
+    /// idempotency key's release) runs through them, so shutdown waits for it.
+    pub(crate) tasks: Tasks,
 }
 
 /// More projects than this and the cache starts over (memory stays bounded).
 const PROJECTS_CACHED: usize = 4096;
 
 impl AppState {
-    pub fn new(store: Store, config: Arc<Config>, engine: Engine) -> Self {
+    pub fn new(store: Store, config: Arc<Config>, engine: Engine, tasks: Tasks) -> Self {
         Self {
             store,
             config: config.clone(),
@@ -46,6 +50,7 @@ impl AppState {
                 .api_rate_limit
                 .map(|n| Arc::new(super::limit::RateLimit::new(n))),
             projects: Arc::default(),
+            tasks,
         }
     }
 

@@ -21,6 +21,7 @@ use hyper::{Method, Request};
 
 use super::connect::{Connector, Target};
 use crate::store::Leased;
+use crate::tasks::Tasks;
 
 /// Most of a response body read; the rest is discarded unread.
 pub const MAX_RESPONSE_READ: usize = 64 * 1024;
@@ -86,10 +87,11 @@ impl Sender {
         connect_timeout: Duration,
         request_timeout: Duration,
         policy: TargetPolicy,
+        tasks: Tasks,
     ) -> Result<Self, rustls::Error> {
         Ok(Self {
             inner: Arc::new(Inner {
-                connector: Connector::new(Arc::new(policy), connect_timeout)?,
+                connector: Connector::new(Arc::new(policy), connect_timeout, tasks)?,
                 request_timeout,
                 parsed: Mutex::default(),
             }),

@@ -20,6 +20,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
+use crate::tasks::Tasks;
+
 /// The sending half of one HTTP/1.1 connection; its connection task runs on its own.
 pub(super) type Conn = http1::SendRequest<Full<Bytes>>;
 
@@ -125,12 +127,15 @@ pub(super) struct Connector {
     tls: tokio_rustls::TlsConnector,
     connect_timeout: Duration,
     pool: Arc<Mutex<Pool>>,
+    /// The server's tasks: the sweeper and each connection being made run through them.
+    tasks: Tasks,
 }
 
 impl Connector {
     pub(super) fn new(
         policy: Arc<TargetPolicy>,
         connect_timeout: Duration,
+        tasks: Tasks,
     ) -> Result<Self, rustls::Error> {
         use rustls_platform_verifier::BuilderVerifierExt;
         crate::install_crypto_provider();
@@ -142,24 +147,27 @@ impl Connector {
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let pool: Arc<Mutex<Pool>> = Arc::default();
         // Without traffic nothing would close idle connections; the sweeper ends with the
-        // last connector.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let weak = Arc::downgrade(&pool);
-            runtime.spawn(async move {
-                let mut every = tokio::time::interval(SWEEP_EVERY);
-                every.tick().await;
-                loop {
-                    every.tick().await;
-                    let Some(pool) = weak.upgrade() else { return };
-                    sweep(&mut lock(&pool));
+        // last connector, or when the server stops.
+        let weak = Arc::downgrade(&pool);
+        let sweeper = tasks.clone();
+        tasks.spawn(async move {
+            let mut every = tokio::time::interval(SWEEP_EVERY);
+            every.tick().await;
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    () = sweeper.stopping() => return,
                 }
-            });
-        }
+                let Some(pool) = weak.upgrade() else { return };
+                sweep(&mut lock(&pool));
+            }
+        });
         Ok(Self {
             policy,
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
             connect_timeout,
             pool,
+            tasks,
         })
     }
 
@@ -183,7 +191,7 @@ impl Connector {
         };
         let (made, mut made_rx) = tokio::sync::oneshot::channel();
         let (connector, target) = (self.clone(), origin.clone());
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let result = connector.connect(&target).await;
             // The attempt took a connection put back meanwhile: this one is kept for later.
             if let Err(Ok(conn)) = made.send(result) {

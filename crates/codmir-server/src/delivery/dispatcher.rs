@@ -18,6 +18,7 @@ use super::queues::{Bounds, Lane, Local};
 use super::recorder::{Health, record_outcomes};
 use crate::config::Config;
 use crate::store::{Lease, Leased, Store, StoreError, chain};
+use crate::tasks::Tasks;
 
 /// The longest the engine sleeps without looking for due work.
 const MAX_IDLE: Duration = Duration::from_secs(1);
@@ -58,7 +59,7 @@ struct State {
 impl Dispatcher {
     /// Runs until `shutdown` turns true, then stops starting attempts and waits (bounded by
     /// the configured grace) for those in flight; what it still holds is released.
-    pub(super) async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub(super) async fn run(self, tasks: Tasks) {
         let Dispatcher {
             store,
             config,
@@ -78,7 +79,7 @@ impl Dispatcher {
         let cut_off = engine.cut_off.clone();
         let (recorder_done, done_rx) = oneshot::channel::<()>();
         let recording = Arc::new(Health::default());
-        let recorder = tokio::spawn(record_outcomes(
+        let recorder = tasks.spawn(record_outcomes(
             store.clone(),
             engine,
             config.disable_policy,
@@ -112,7 +113,7 @@ impl Dispatcher {
         tokio::pin!(refill);
         let mut refill_at: Option<tokio::time::Instant> = None;
         loop {
-            if *shutdown.borrow() {
+            if tasks.is_stopping() {
                 break;
             }
             if let Some(wait) = start_ready(&mut s, &config, &load, &attempter) {
@@ -159,7 +160,7 @@ impl Dispatcher {
                 () = refill.as_mut(), if refill_at.is_some() => {
                     refill_at = None;
                 }
-                _ = shutdown.changed() => {}
+                () = tasks.stopping() => {}
             }
         }
         finish(&mut s.attempts, config.shutdown_grace, &cut_off).await;

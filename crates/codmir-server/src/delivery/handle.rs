@@ -11,6 +11,7 @@ use super::attempt::Attempter;
 use super::budget::{ApiLoad, ApiWork};
 use crate::ops::AfterCommit;
 use crate::store::{Lease, Leased, Outcome, Store, StoreError, chain};
+use crate::tasks::Tasks;
 
 /// What the handle tells the loop, in commit order.
 #[derive(Debug)]
@@ -36,6 +37,8 @@ pub struct Engine {
     /// For attempts made at a caller's request and answered synchronously (pings).
     pub(super) attempter: Arc<Attempter>,
     pub(super) cut_off: Arc<watch::Sender<bool>>,
+    /// The server's tasks: releases of work handed over but not taken run through them.
+    pub(super) tasks: Tasks,
 }
 
 impl Engine {
@@ -116,7 +119,8 @@ impl Engine {
                 _ => return,
             };
             let (store, node) = (self.store.clone(), self.node.clone());
-            tokio::spawn(async move { release(&store, &node, fresh).await });
+            self.tasks
+                .spawn(async move { release(&store, &node, fresh).await });
             self.wake.notify_one();
         }
     }

@@ -44,6 +44,7 @@ pub use handle::Engine;
 
 use crate::config::Config;
 use crate::store::Store;
+use crate::tasks::Tasks;
 
 /// Batches of handed-off deliveries that may wait for the engine loop.
 const HANDOFF_DEPTH: usize = 4096;
@@ -61,12 +62,13 @@ fn lease_duration(config: &Config) -> Duration {
 pub fn spawn(
     store: Store,
     config: Arc<Config>,
-    shutdown: watch::Receiver<bool>,
+    tasks: Tasks,
 ) -> Result<(Engine, JoinHandle<()>), rustls::Error> {
     let sender = Sender::new(
         config.connect_timeout,
         config.request_timeout,
         config.target_policy(),
+        tasks.clone(),
     )?;
     let node: Arc<str> = new_id("node", Timestamp::now()).into();
     let lease = lease_duration(&config);
@@ -92,6 +94,7 @@ pub fn spawn(
         load: load.clone(),
         attempter: attempter.clone(),
         cut_off: cut_off.clone(),
+        tasks: tasks.clone(),
     };
     let dispatcher = dispatcher::Dispatcher {
         attempter,
@@ -105,6 +108,6 @@ pub fn spawn(
         recorded,
         engine: engine.clone(),
     };
-    let task = tokio::spawn(dispatcher.run(shutdown));
+    let task = tasks.spawn(dispatcher.run(tasks.clone()));
     Ok((engine, task))
 }

@@ -1,8 +1,11 @@
 //! `Idempotency-Key`: a retried create returns the first answer and does the work once.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, new_key, spawn_app};
+use crate::helpers::{TestApp, eventually, new_key, spawn_app, spawn_app_with, test_config};
+use crate::receiver::{Receiver, Reply};
 
 async fn post(app: &TestApp, key: &str, idem: &str, path: &str, body: Value) -> (u16, Value, bool) {
     let r = app
@@ -79,4 +82,50 @@ async fn a_repeated_create_returns_the_same_resource_and_makes_one_event() {
             .len(),
         2
     );
+}
+
+/// A request dropped by the API's time bound while its work still runs leaves its key neither
+/// stuck nor free: a retry meets "in progress" while the first runs, then gets the first's
+/// answer, and the work (a ping, sent to the receiver) is done once.
+#[tokio::test]
+async fn a_request_past_the_time_bound_settles_its_key_for_the_retry() {
+    let config = codmir_server::Config {
+        api_timeout: Duration::from_millis(300),
+        ..test_config()
+    };
+    let app = spawn_app_with(config).await;
+    let rx = Receiver::start().await;
+    rx.script([Reply::Delay(1500, 200)]);
+    let hook = app
+        .post(
+            "/v1/webhooks",
+            json!({"url": rx.url, "events": ["*"], "secret": "a-secret-of-twenty-chars"}),
+        )
+        .await;
+    assert_eq!(hook.status, 201, "{}", hook.body);
+    let ping = format!("/v1/webhooks/{}/ping", hook.body["id"].as_str().unwrap());
+    let k = app.key.clone();
+
+    let (status, body, _) = post(&app, &k, "ping-once", &ping, json!({})).await;
+    assert_eq!(status, 503, "past the time bound: {body}");
+    let (status, body, _) = post(&app, &k, "ping-once", &ping, json!({})).await;
+    assert_eq!(status, 409, "the first still runs: {body}");
+    assert_eq!(body["error"]["code"], "idempotency_key_in_progress");
+
+    let answered = std::sync::Mutex::new(None);
+    eventually(
+        Duration::from_secs(10),
+        "the first answer, kept",
+        || async {
+            let (status, body, replayed) = post(&app, &k, "ping-once", &ping, json!({})).await;
+            let done = status != 409;
+            *answered.lock().unwrap() = Some((status, body, replayed));
+            done
+        },
+    )
+    .await;
+    let (status, body, replayed) = answered.into_inner().unwrap().unwrap();
+    assert_eq!((status, replayed), (200, true), "{body}");
+    assert_eq!(body["succeeded"], true, "{body}");
+    assert_eq!(rx.count(), 1, "the ping was sent once");
 }

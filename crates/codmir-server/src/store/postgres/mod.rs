@@ -26,6 +26,8 @@ use super::conn::{Arg, Conn, Decode, HeldRow, args};
 use super::rows::{Columns, corrupt};
 use super::seal::KeyRing;
 use super::sql::{self, Sql, postgres_only};
+use crate::tasks::Tasks;
+
 use super::{
     Backend, BoxFuture, FanoutCache, Job, Lease, Leased, Outcome, Ran, Sharing, StoreError,
     StoreResult,
@@ -103,7 +105,10 @@ pub struct PgStore {
     keys: Option<Arc<KeyRing>>,
     fanout: Arc<FanoutCache>,
     /// Checked units of work, run in batches by the batcher tasks (`batch.rs`).
-    checked: tokio::sync::mpsc::UnboundedSender<Box<dyn Job>>,
+    /// `None` once closed.
+    checked: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<Box<dyn Job>>>>,
+    /// The store's own tasks (batchers, units of work, `LISTEN`), waited for by `close`.
+    tasks: Tasks,
 }
 
 impl PgStore {
@@ -144,8 +149,9 @@ impl PgStore {
         // (`steady` at 32 publishers: 8.2–8.5 units per commit with 2, 5.0 with 4, the same
         // throughput and a lower p99), and the other connections stay free for reads, claims
         // and the other writes.
+        let tasks = Tasks::default();
         for _ in 0..(pool_size / 4).max(1) {
-            tokio::spawn(batch::batcher(
+            tasks.spawn(batch::batcher(
                 queue.clone(),
                 pool.clone(),
                 keys.clone(),
@@ -157,7 +163,8 @@ impl PgStore {
             config,
             keys,
             fanout,
-            checked,
+            checked: std::sync::Mutex::new(Some(checked)),
+            tasks,
         })
     }
 
@@ -249,31 +256,54 @@ async fn migrate(config: &tokio_postgres::Config) -> StoreResult<()> {
 
 impl Backend for PgStore {
     fn submit_write(&self, job: Box<dyn Job>) -> BoxFuture<'_, StoreResult<()>> {
+        if self.tasks.is_stopping() {
+            return Box::pin(async { Err(StoreError::Closed) });
+        }
         if job.sharing() == Sharing::Checked {
-            return Box::pin(async move { self.checked.send(job).map_err(|_| StoreError::Closed) });
+            let queue = self
+                .checked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            return Box::pin(async move {
+                let queue = queue.ok_or(StoreError::Closed)?;
+                queue.send(job).map_err(|_| StoreError::Closed)
+            });
         }
         let (pool, shared) = (self.pool.clone(), self.shared());
-        tokio::spawn(async move { Self::run_job(&pool, shared, job, "BEGIN").await });
+        self.tasks
+            .spawn(async move { Self::run_job(&pool, shared, job, "BEGIN").await });
         Box::pin(async { Ok(()) })
     }
 
     fn submit_read(&self, job: Box<dyn Job>) -> BoxFuture<'_, StoreResult<()>> {
+        if self.tasks.is_stopping() {
+            return Box::pin(async { Err(StoreError::Closed) });
+        }
         let (pool, shared) = (self.pool.clone(), self.shared());
-        tokio::spawn(async move {
-            Self::run_job(
-                &pool,
-                shared,
-                job,
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-            )
-            .await
-        });
+        let read = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+        self.tasks
+            .spawn(async move { Self::run_job(&pool, shared, job, read).await });
         Box::pin(async { Ok(()) })
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
-        self.pool.close();
-        Box::pin(async {})
+        // New work is refused from now on; the batchers drain what is queued and end, units
+        // in flight finish (each bounded by `JOB_TIMEOUT`), `LISTEN` hangs up.
+        self.checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        self.tasks.stop();
+        Box::pin(async move {
+            if !self.tasks.wait(JOB_TIMEOUT + CONNECT_TIMEOUT).await {
+                tracing::warn!(
+                    running = self.tasks.running(),
+                    "units of work still running when the store closed"
+                );
+            }
+            self.pool.close();
+        })
     }
 
     fn releases_all_leases_on_start(&self) -> bool {
@@ -281,14 +311,20 @@ impl Backend for PgStore {
     }
 
     fn subscribe(&self, wake: Arc<Notify>) {
-        let config = self.config.clone();
-        tokio::spawn(async move {
+        let (config, tasks) = (self.config.clone(), self.tasks.clone());
+        self.tasks.spawn(async move {
             loop {
-                if let Err(e) = listen(&config, &wake).await {
-                    tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                tokio::select! {
+                    listened = listen(&config, &wake, &tasks) => if let Err(e) = listened {
+                        tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                    },
+                    () = tasks.stopping() => return,
                 }
                 // Whatever was notified while disconnected is picked up by the engine's poll.
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = tasks.stopping() => return,
+                }
             }
         });
     }
@@ -298,10 +334,12 @@ impl Backend for PgStore {
 async fn listen(
     config: &tokio_postgres::Config,
     wake: &Notify,
+    tasks: &Tasks,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let driver = tokio::spawn(async move {
+    // Ends when the client is dropped (the connection closes), also should this future be.
+    let driver = tasks.spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
             match message {

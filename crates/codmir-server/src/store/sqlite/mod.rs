@@ -345,7 +345,8 @@ impl Backend for SqliteStore {
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
-        // Dropping the sender lets the writer drain what is queued, commit it and stop.
+        // Dropping the sender lets the writer drain what is queued, commit it and stop (units
+        // submitted from now on are refused).
         self.writes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -359,6 +360,12 @@ impl Backend for SqliteStore {
             if let Some(handle) = handle {
                 let _ = tokio::task::spawn_blocking(move || handle.join()).await;
             }
+            // Reads in flight finish first: every reader's permit comes back; then reads are
+            // refused.
+            if let Ok(all) = self.readers.permits.acquire_many(READERS as u32).await {
+                all.forget();
+            }
+            self.readers.permits.close();
         })
     }
 

@@ -49,12 +49,16 @@ use crate::tasks::Tasks;
 /// Batches of handed-off deliveries that may wait for the engine loop.
 const HANDOFF_DEPTH: usize = 4096;
 
-/// How long a lease lasts: the configured length, and at least one whole attempt and its
-/// record with margin.
+/// How long a lease lasts: the configured length, and at least room for a delivery to wait
+/// its turn and then make a whole attempt. An attempt starts only while the lease outlasts it
+/// (`Bounds::lease_deadline`: the request's time bound and a second); a lease of exactly that
+/// length would have run too short by the time any delivery got its turn, and every one would
+/// be left for a claim that leases it just as short, for ever. With the defaults (15 s
+/// requests) this is the 60 s default.
 fn lease_duration(config: &Config) -> Duration {
     config
         .lease_duration
-        .max(config.request_timeout + Duration::from_secs(1))
+        .max(2 * config.request_timeout + Duration::from_secs(30))
 }
 
 /// Starts the engine loop on `store`; it runs until `shutdown` turns true and its task ends
@@ -110,4 +114,27 @@ pub fn spawn(
     };
     let task = tasks.spawn(dispatcher.run(tasks.clone()));
     Ok((engine, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_leaves_room_to_wait_before_an_attempt_of_any_length() {
+        for secs in [1, 15, 59, 60, 300] {
+            let config = Config {
+                request_timeout: Duration::from_secs(secs),
+                ..Config::default()
+            };
+            let lease = lease_duration(&config);
+            // What an attempt needs when it starts, and half a minute of queueing at least.
+            let needed = config.request_timeout + Duration::from_secs(1);
+            assert!(
+                lease >= needed + Duration::from_secs(29),
+                "{secs} s: {lease:?}"
+            );
+        }
+        assert_eq!(lease_duration(&Config::default()), Duration::from_secs(60));
+    }
 }

@@ -567,3 +567,41 @@ async fn openapi_states_the_bounds_the_api_enforces() {
         (422, Some("limit"))
     );
 }
+
+#[tokio::test]
+async fn comments_are_listed_newest_first_and_me_names_the_key() {
+    let app = spawn_app().await;
+    let p = app.project("P").await;
+    let t = app.ticket(&p, json!({"title": "T"})).await;
+    let t = t["id"].as_str().unwrap();
+    let mut made = Vec::new();
+    for body in ["first", "second", "third"] {
+        let r = app
+            .post(&format!("/v1/tickets/{t}/comments"), json!({"body": body}))
+            .await;
+        assert_eq!(r.status, 201);
+        made.push(r.body["id"].as_str().unwrap().to_owned());
+    }
+    let page = app.get(&format!("/v1/tickets/{t}/comments?limit=2")).await;
+    assert_eq!(page.status, 200);
+    let bodies: Vec<&str> = page.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, ["third", "second"]);
+    assert_eq!(page.body["has_more"], true);
+    let missing = app
+        .get("/v1/tickets/tkt_01m8mfwv1zhaevqnr82bqc78pm/comments")
+        .await;
+    assert_eq!(missing.status, 404);
+
+    let me = app.get("/v1/me").await;
+    assert_eq!(me.status, 200);
+    assert_eq!(me.body["user"]["name"], "admin");
+    assert!(me.body["user"]["id"].as_str().unwrap().starts_with("usr_"));
+    assert_eq!(me.body["workspace"]["name"], "default");
+    let anonymous = app.request("GET", "/v1/me", Some("cmk_nope"), None).await;
+    assert_eq!(anonymous.status, 401);
+}

@@ -7,15 +7,14 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{PgDb, eventually, hmac};
+use crate::helpers::{PgDb, contract_verifies, eventually};
 use crate::process::{ServerProcess, codmir, finish_within};
 use crate::receiver::{Hit, Receiver};
 
 const SECRET: &str = "your-webhook-secret-kept-at-rest";
 
 fn verifies(hit: &Hit) -> bool {
-    let expected = format!("sha256={}", hex::encode(hmac(SECRET.as_bytes(), &hit.body)));
-    hit.header("x-codmir-signature") == expected
+    contract_verifies(hit, SECRET)
 }
 
 /// A webhook with [`SECRET`] to a new receiver, and a project: returns the receiver once it

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::helpers::{eventually, spawn_app};
+use crate::helpers::{WAIT, eventually, id_of, spawn_app};
 use crate::receiver::{Receiver, Reply};
 
 #[tokio::test]
@@ -86,4 +86,95 @@ async fn each_attempt_shows_the_request_the_receiver_got() {
         .await;
     assert_eq!(other.body["data"].as_array().unwrap().len(), 0);
     assert_eq!(app.get("/v1/deliveries?event_id=nope").await.status, 422);
+}
+
+#[tokio::test]
+async fn the_delivery_list_spans_webhooks_filters_and_says_why_each_failed() {
+    let app = spawn_app().await; // retries 100 ms, 200 ms: three attempts in all
+    let (bad, good) = (Receiver::start().await, Receiver::start().await);
+    bad.always(Reply::Status(500));
+    let bad_id = id_of(
+        &app.register(json!({"url": bad.url, "events": ["project.*"]}))
+            .await,
+    );
+    let good_id = id_of(
+        &app.register(json!({"url": good.url, "events": ["*"]}))
+            .await,
+    );
+    app.project("P").await;
+    eventually(WAIT, "both deliveries settled", || async {
+        let all = app.list("/v1/deliveries?limit=100").await;
+        all.len() == 2 && all.iter().all(|d| d["status"] != "pending")
+    })
+    .await;
+
+    let failed = app.list("/v1/deliveries?status=failed").await;
+    assert_eq!(failed.len(), 1);
+    let f = &failed[0];
+    assert_eq!(f["webhook_id"], bad_id.as_str());
+    assert_eq!(f["attempt_count"], 3);
+    assert_eq!(f["last_status_code"], 500, "the list says why: {f}");
+    assert_eq!(f["last_error"], Value::Null);
+    assert!(f["last_attempt_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(f["redelivery_of"], Value::Null);
+
+    let ok = app
+        .list(&format!("/v1/deliveries?webhook_id={good_id}"))
+        .await;
+    assert_eq!(ok.len(), 1);
+    assert_eq!(ok[0]["status"], "succeeded");
+    assert_eq!(ok[0]["last_status_code"], 200);
+    assert_eq!(
+        app.list("/v1/deliveries?event_type=project.*").await.len(),
+        2
+    );
+    assert_eq!(
+        app.list("/v1/deliveries?event_type=project.created")
+            .await
+            .len(),
+        2
+    );
+    assert!(
+        app.list("/v1/deliveries?event_type=ticket.*")
+            .await
+            .is_empty()
+    );
+    assert!(
+        app.list("/v1/deliveries?since=2999-01-01T00:00:00Z")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        app.list("/v1/deliveries?until=2999-01-01T00:00:00Z")
+            .await
+            .len(),
+        2
+    );
+    // Pages like every list.
+    let first = app.get("/v1/deliveries?limit=1").await;
+    assert_eq!(first.body["has_more"], true);
+    let cursor = first.body["next_cursor"].as_str().unwrap();
+    let second = app
+        .list(&format!("/v1/deliveries?limit=1&cursor={cursor}"))
+        .await;
+    assert_eq!(second.len(), 1);
+    assert_ne!(second[0]["id"], first.body["data"][0]["id"]);
+
+    for (query, field) in [
+        ("since=yesterday", "since"),
+        ("until=2024-13-01T00:00:00Z", "until"),
+        ("status=lost", "status"),
+        ("event_type=ticket.exploded", "event_type"),
+        ("webhook_id=nope", "webhook_id"),
+    ] {
+        let r = app.get(&format!("/v1/deliveries?{query}")).await;
+        assert_eq!(r.status, 422, "{query}: {}", r.text);
+        assert_eq!(r.body["error"]["field"], field, "{query}");
+    }
+    // Another workspace sees none of them.
+    let other = crate::helpers::new_key(&app.store, "other", "eve").await;
+    let r = app
+        .request("GET", "/v1/deliveries", Some(&other), None)
+        .await;
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 0);
 }

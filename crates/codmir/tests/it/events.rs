@@ -8,7 +8,7 @@ use codmir_core::tracker::{
 use codmir_server::ops;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, ids, spawn_app};
 
 fn keys(v: &Value) -> Vec<&str> {
     v.as_object().unwrap().keys().map(String::as_str).collect()
@@ -366,4 +366,73 @@ async fn a_failure_before_commit_leaves_neither_data_nor_event() {
     // The server still commits new work after the rolled-back units.
     app.ticket(&project, json!({"title": "After"})).await;
     assert_eq!(app.events().await.len(), before + 1);
+}
+
+#[tokio::test]
+async fn the_event_log_filters_by_pattern_project_and_time_and_reads_forward() {
+    let app = spawn_app().await;
+    let p1 = app.project("One").await;
+    let p2 = app.project("Two").await;
+    for (p, title) in [(&p1, "a"), (&p2, "b"), (&p1, "c")] {
+        app.ticket(p, json!({"title": title})).await;
+    }
+    // Newest first by default; `order=asc` reads the log forward, page by page.
+    let all = app.list("/v1/events?limit=100").await;
+    assert_eq!(all.len(), 5);
+    let mut forward = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/events?order=asc&limit=2&cursor={c}"),
+            None => "/v1/events?order=asc&limit=2".to_owned(),
+        };
+        let r = app.get(&path).await;
+        forward.extend(r.body["data"].as_array().unwrap().clone());
+        match r.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let mut reversed = ids(&all);
+    reversed.reverse();
+    assert_eq!(ids(&forward), reversed, "ascending is the log forward");
+
+    let tickets = app.list("/v1/events?type=ticket.*").await;
+    assert_eq!(tickets.len(), 3);
+    assert!(tickets.iter().all(|e| e["type"] == "ticket.created"));
+    let of_p1 = app
+        .list(&format!("/v1/events?project_id={p1}&type=ticket.created"))
+        .await;
+    assert_eq!(of_p1.len(), 2);
+    assert_eq!(
+        app.list(&format!("/v1/events?project_id={p2}")).await.len(),
+        2
+    );
+    assert_eq!(app.list("/v1/events?type=*").await.len(), 5);
+    // A time window: since the second event's timestamp, until the fourth's (exclusive).
+    let ts = |e: &Value| e["timestamp"].as_str().unwrap().to_owned();
+    let (from, to) = (ts(&forward[1]), ts(&forward[3]));
+    let window = app
+        .list(&format!("/v1/events?order=asc&since={from}&until={to}"))
+        .await;
+    assert!(!window.is_empty());
+    assert!(
+        window.iter().all(|e| ts(e) >= from && ts(e) < to),
+        "{window:?}"
+    );
+    assert!(
+        app.list("/v1/events?since=2999-01-01T00:00:00Z")
+            .await
+            .is_empty()
+    );
+    for (query, field) in [
+        ("type=ticket.exploded", "type"),
+        ("order=sideways", "order"),
+        ("since=2024-01-15", "since"),
+        ("project_id=p1", "project_id"),
+    ] {
+        let r = app.get(&format!("/v1/events?{query}")).await;
+        assert_eq!(r.status, 422, "{query}: {}", r.text);
+        assert_eq!(r.body["error"]["field"], field, "{query}");
+    }
 }

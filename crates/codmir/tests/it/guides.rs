@@ -131,6 +131,7 @@ impl Guide {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Node.js, npm, Python 3 and the guides' npm and PyPI packages; .ci/run installs them and runs it"]
 async fn the_node_and_python_guides_verify_real_deliveries_and_refuse_bad_ones() {
     node_ready();
     let python = python_ready();

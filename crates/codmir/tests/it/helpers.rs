@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::receiver::Hit;
+
 pub(crate) struct TestApp {
     pub base: String,
     pub key: String,
@@ -195,6 +197,20 @@ impl TestApp {
         Resp { status, body, text }
     }
 
+    /// Registers a webhook (`POST /v1/webhooks` must answer 201); the created webhook.
+    pub(crate) async fn register(&self, body: Value) -> Value {
+        let r = self.post("/v1/webhooks", body).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.body
+    }
+
+    /// The `data` of a GET that must answer 200.
+    pub(crate) async fn list(&self, path: &str) -> Vec<Value> {
+        let r = self.get(path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        r.body["data"].as_array().unwrap().clone()
+    }
+
     pub(crate) async fn get(&self, path: &str) -> Resp {
         self.request("GET", path, Some(&self.key), None).await
     }
@@ -357,4 +373,45 @@ pub(crate) fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
     let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
     m.update(msg);
     m.finalize().into_bytes().to_vec()
+}
+
+/// How long a test waits for something that takes milliseconds when all is well.
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
+
+/// The `id` of an API object.
+pub(crate) fn id_of(object: &Value) -> String {
+    object["id"].as_str().unwrap().to_owned()
+}
+
+/// The `id`s of a list's items, in order.
+pub(crate) fn ids(items: &[Value]) -> Vec<String> {
+    items.iter().map(id_of).collect()
+}
+
+/// The contract's `verifySignature`: `X-Codmir-Signature` is `sha256=` and the HMAC-SHA256 hex
+/// of the body under the secret.
+pub(crate) fn contract_verifies(hit: &Hit, secret: &str) -> bool {
+    let expected = format!("sha256={}", hex::encode(hmac(secret.as_bytes(), &hit.body)));
+    hit.header("x-codmir-signature") == expected
+}
+
+/// Standard Webhooks: one of the space-separated `v1,` signatures is the HMAC of
+/// `{id}.{timestamp}.{body}` under the base64 key of `whsec_…`.
+pub(crate) fn standard_verifies(hit: &Hit, signing_secret: &str) -> bool {
+    use base64::Engine;
+    let base64 = base64::engine::general_purpose::STANDARD;
+    let key = base64
+        .decode(signing_secret.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut msg = format!(
+        "{}.{}.",
+        hit.header("webhook-id"),
+        hit.header("webhook-timestamp")
+    )
+    .into_bytes();
+    msg.extend_from_slice(&hit.body);
+    let expected = format!("v1,{}", base64.encode(hmac(&key, &msg)));
+    hit.header("webhook-signature")
+        .split(' ')
+        .any(|s| s == expected)
 }

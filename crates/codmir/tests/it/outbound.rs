@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{TestApp, eventually, spawn_app};
+use crate::helpers::{TestApp, eventually, id_of, spawn_app};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -161,15 +161,12 @@ async fn deliver(answer: Answer, n: usize) -> (TestApp, RawEndpoint, Vec<Value>)
     (app, endpoint, deliveries)
 }
 
+/// A webhook of `ticket.created` to `url`; its id.
 async fn register(app: &TestApp, url: &str) -> String {
-    let r = app
-        .post(
-            "/v1/webhooks",
-            json!({"url": url, "events": ["ticket.created"]}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.body["id"].as_str().unwrap().to_owned()
+    id_of(
+        &app.register(json!({"url": url, "events": ["ticket.created"]}))
+            .await,
+    )
 }
 
 /// Every delivery of `webhook`, once none is pending.

@@ -131,14 +131,24 @@ impl ServerProcess {
             .local_addr()
             .unwrap()
             .port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut serve = codmir();
+        Self::start_as(codmir(), &format!("127.0.0.1:{port}"), db, extra, env).await
+    }
+
+    /// `serve` run by `serve` (the binary, or a command that runs it, such as `ip netns exec
+    /// NS codmir`) listening on `listen`; returns once it answers there.
+    pub(crate) async fn start_as(
+        mut serve: Command,
+        listen: &str,
+        db: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         if db.starts_with("postgres") {
             // PostgreSQL nodes must be given the master key (SQLite makes its own file).
             serve.env("CODMIR_MASTER_KEY", TEST_MASTER_KEY);
         }
         serve
-            .args(["serve", "--database-url", db, "--listen", &listen])
+            .args(["serve", "--database-url", db, "--listen", listen])
             .args(extra)
             .envs(env.iter().copied());
         let proc = Spawned::start(serve);

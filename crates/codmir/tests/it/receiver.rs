@@ -91,11 +91,16 @@ async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
 
 impl Receiver {
     pub(crate) async fn start() -> Self {
+        Self::start_at("127.0.0.1").await
+    }
+
+    /// A receiver on a free port of `ip`, an address of this machine.
+    pub(crate) async fn start_at(ip: &str) -> Self {
         let inner = Arc::new(Inner::default());
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let url = format!("http://{}/webhooks/codmir", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self { url, inner }

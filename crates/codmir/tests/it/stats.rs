@@ -65,7 +65,6 @@ async fn stats_count_what_the_receiver_saw_with_latency_and_a_full_series() {
         l["p99"].as_i64().unwrap(),
     );
     assert!(0 <= p50 && p50 <= p90 && p90 <= p99, "{l}");
-    assert!(p99 < WAIT.as_millis() as i64, "{l}");
 
     // Every minute of the hour is there, oldest first, and they add up to the totals.
     let series = s["series"].as_array().unwrap();

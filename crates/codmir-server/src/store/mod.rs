@@ -84,7 +84,8 @@ fn answer<T, E: From<StoreError>>(
         (Ok(()), Some(outcome)) => outcome,
         (Err(_), Some(Err(e))) => Err(e),
         (Err(e), _) => Err(e.into()),
-        (Ok(()), None) => Err(StoreError::failed("the unit of work did not run").into()),
+        // It did not run, or did not finish when polled (a SQLite unit may not wait).
+        (Ok(()), None) => Err(StoreError::failed("the unit of work did not complete").into()),
     }
 }
 

@@ -120,15 +120,22 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 }
 
 /// Polls a future that must be ready at once: every SQLite operation is synchronous, so a
-/// unit of work over [`SqliteTx`] never waits. `None` means it tried to (a bug).
+/// unit of work over [`SqliteTx`] never waits. `None` means it tried to (a bug), or panicked:
+/// a unit's panic must not end the writer thread, which every later write needs.
 fn run_ready<F: Future>(future: F) -> Option<F::Output> {
     let mut future = std::pin::pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(v) => Some(v),
-        Poll::Pending => None,
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        future
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+    }));
+    match polled {
+        Ok(Poll::Ready(v)) => Some(v),
+        Ok(Poll::Pending) => None,
+        Err(_) => {
+            tracing::error!("a unit of work panicked; it was rolled back");
+            None
+        }
     }
 }
 
@@ -535,4 +542,40 @@ pub(super) fn unpreparable(path: &Path, statements: &[(&str, &str)]) -> Vec<Stri
         .iter()
         .filter_map(|(name, text)| conn.prepare(text).err().map(|e| format!("{name}: {e}")))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::{Store, StoreError};
+
+    /// The writer polls each unit once: a unit that waits for anything (a network call, a
+    /// timer) cannot hold the transaction, and every other unit of the batch, while it waits.
+    #[tokio::test]
+    async fn a_unit_of_work_that_waits_is_refused_and_holds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("db").display());
+        let store = Store::open(&url).await.unwrap();
+        let waited: Result<(), StoreError> = store
+            .write(|_| {
+                Box::pin(async {
+                    std::future::pending::<()>().await;
+                    Ok(())
+                })
+            })
+            .await;
+        assert!(
+            matches!(&waited, Err(StoreError::Database { context, .. }) if context.contains("did not complete")),
+            "{waited:?}"
+        );
+        // A unit that panics is answered likewise, and the writer goes on.
+        let panicked: Result<(), StoreError> = store
+            .write(|_| Box::pin(async { panic!("a bug in a unit of work") }))
+            .await;
+        assert!(panicked.is_err(), "{panicked:?}");
+        let count = store
+            .read(|tx| Box::pin(async move { tx.workspace_count().await }))
+            .await;
+        assert_eq!(count.unwrap(), 0, "the store still serves");
+        store.close().await;
+    }
 }

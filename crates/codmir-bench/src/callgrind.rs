@@ -83,7 +83,7 @@ impl Split {
 }
 
 /// Entry functions of the parts (inclusive costs; exact names as callgrind demangles them).
-const API: &str = "codmir_server::listen::serve::{{closure}}::{{closure}}";
+const API: &str = "<codmir_server::listen::Connection as core::future::future::Future>::poll";
 const DELIVERY: &str = "codmir_server::delivery::dispatcher::start_ready::{{closure}}";
 const DISPATCHER: &str = "codmir_server::delivery::dispatcher::Dispatcher::run::{{closure}}";
 const RECORDER: &str = "codmir_server::delivery::recorder::record_outcomes::{{closure}}";
@@ -209,7 +209,7 @@ mod tests {
 14,277,588 (49.08%)  /w/src/delivery/dispatcher.rs:codmir_server::delivery::dispatcher::start_ready::{{closure}} [/w/codmir]
 14,145,194 (48.62%)  /w/src/delivery/attempt.rs:codmir_server::delivery::dispatcher::start_ready::{{closure}}
 49,245,227 (169.3%)  /r/axum/src/util.rs:<axum::util::MapIntoResponseFuture<F> as core::future::future::Future>::poll'2 [/w/codmir]
- 8,864,496 (30.47%)  /w/src/listen.rs:codmir_server::listen::serve::{{closure}}::{{closure}} [/w/codmir]
+ 8,864,496 (30.47%)  /w/src/listen.rs:<codmir_server::listen::Connection as core::future::future::Future>::poll [/w/codmir]
  1,000,000 ( 3.44%)  /r/tokio/src/runtime/scheduler/multi_thread/worker.rs:tokio::runtime::scheduler::multi_thread::worker::Context::run [/w/codmir]
 ";
         let costs = inclusive(out);

@@ -98,7 +98,7 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let (app, builder, watcher) = (app.clone(), builder.clone(), graceful.watcher());
         let within = limits.header_read_timeout;
-        tasks.spawn(async move {
+        tasks.spawn(Connection(Box::pin(async move {
             // hyper's header timeout starts once it knows the protocol; a client that sends
             // nothing (or stalls inside the HTTP/2 preface) never gets that far.
             if !speaks(&stream, within).await {
@@ -112,7 +112,7 @@ pub(crate) async fn serve(
             );
             let _ = watcher.watch(conn).await;
             drop(slot);
-        });
+        })));
     }
     drop(listener);
     if tokio::time::timeout(DRAIN, graceful.shutdown())
@@ -122,6 +122,22 @@ pub(crate) async fn serve(
         tracing::warn!("open connections did not finish within the shutdown drain; closed");
     }
     Ok(())
+}
+
+/// One connection's task, with a `poll` of its own that is never inlined: profiles
+/// (`codmir-bench --scenario cost`) find the API's work by this frame.
+struct Connection(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>);
+
+impl std::future::Future for Connection {
+    type Output = ();
+
+    #[inline(never)]
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
 }
 
 /// Waits, up to `within`, for the client to send enough to tell its protocol: a first byte,

@@ -228,6 +228,13 @@ pub fn sqlite_path(url: &str) -> Option<&str> {
         .or_else(|| url.strip_prefix("sqlite:"))
 }
 
+/// Whether a unit of work reads a snapshot or writes.
+#[derive(Debug, Clone, Copy)]
+enum Access {
+    Read,
+    Write,
+}
+
 /// A cheap, cloneable handle on the database.
 #[derive(Clone)]
 pub struct Store {
@@ -260,14 +267,14 @@ impl Store {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let (reply, rx) = oneshot::channel();
-        let job = TypedJob {
-            work: Some(work),
-            outcome: None,
-            reply,
-        };
-        self.backend.submit_write(Box::new(job)).await?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.submit(Access::Write, |reply| {
+            Box::new(TypedJob {
+                work: Some(work),
+                outcome: None,
+                reply,
+            })
+        })
+        .await
     }
 
     /// A write in two phases: `check` reads and may refuse (it is handed reads only, so it
@@ -287,15 +294,15 @@ impl Store {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let (reply, rx) = oneshot::channel();
-        let job = CheckedJob {
-            phases: Some((check, write)),
-            outcome: None,
-            reply,
-            _checked: std::marker::PhantomData,
-        };
-        self.backend.submit_write(Box::new(job)).await?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.submit(Access::Write, |reply| {
+            Box::new(CheckedJob {
+                phases: Some((check, write)),
+                outcome: None,
+                reply,
+                _checked: std::marker::PhantomData,
+            })
+        })
+        .await
     }
 
     /// Runs `work` on a read-only snapshot.
@@ -305,14 +312,29 @@ impl Store {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let (reply, rx) = oneshot::channel();
-        let job = TypedJob {
-            work: Some(work),
-            outcome: None,
-            reply,
-        };
-        self.backend.submit_read(Box::new(job)).await?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.submit(Access::Read, |reply| {
+            Box::new(TypedJob {
+                work: Some(work),
+                outcome: None,
+                reply,
+            })
+        })
+        .await
+    }
+
+    /// Queues the job `make` builds around its reply channel; resolves with its answer.
+    async fn submit<T, E: From<StoreError>>(
+        &self,
+        access: Access,
+        make: impl FnOnce(oneshot::Sender<Result<T, E>>) -> Box<dyn Job>,
+    ) -> Result<T, E> {
+        let (reply, answer) = oneshot::channel();
+        let job = make(reply);
+        match access {
+            Access::Read => self.backend.submit_read(job).await?,
+            Access::Write => self.backend.submit_write(job).await?,
+        }
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     pub async fn close(&self) {

@@ -11,9 +11,9 @@ use codmir_core::time::Timestamp;
 use codmir_core::tracker::{Comment, Member, Principal, Project, Ticket, User, Workspace};
 use codmir_core::webhook::{Attempt, Delivery, DeliveryStatus, Webhook};
 
-use super::conn::{Conn, HeldRow, args};
+use super::conn::{Arg, Conn, Decode, HeldRow, args};
 use super::rows::{self, headers_json, json_list};
-use super::sql;
+use super::sql::{self, Sql};
 use super::{
     ApiKeyRecord, DeliveryQuery, EventQuery, Idempotent, KeyInfo, Lease, Leased, OutboxTx, Outcome,
     Page, PageRequest, QueueTx, ReadTx, StoreResult, StoredEvent, TrackerTx, Webhooks,
@@ -22,6 +22,18 @@ use super::{
 /// The `LIMIT` of a page's query: one more than asked, to learn whether more exist.
 fn overfetch(page: &PageRequest) -> i64 {
     i64::from(page.limit) + 1
+}
+
+/// A page of a list query whose last two arguments are the cursor and [`overfetch`].
+async fn paged<C: Conn, T: Send>(
+    c: &mut C,
+    sql: &'static Sql,
+    args: &[Arg<'_>],
+    page: &PageRequest,
+    decode: Decode<T>,
+) -> StoreResult<Page<T>> {
+    let items = c.all(sql, args, decode).await?;
+    Ok(Page::from_overfetch(items, page.limit))
 }
 
 #[async_trait]
@@ -71,14 +83,14 @@ impl<C: Conn> ReadTx for C {
     }
 
     async fn list_projects(&mut self, ws: &str, page: &PageRequest) -> StoreResult<Page<Project>> {
-        let items = self
-            .all(
-                &sql::LIST_PROJECTS,
-                args![ws, page.after, overfetch(page)],
-                rows::project,
-            )
-            .await?;
-        Ok(Page::from_overfetch(items, page.limit))
+        paged(
+            self,
+            &sql::LIST_PROJECTS,
+            args![ws, page.after, overfetch(page)],
+            page,
+            rows::project,
+        )
+        .await
     }
 
     async fn get_member(&mut self, project_id: &str, user_id: &str) -> StoreResult<Option<Member>> {
@@ -91,14 +103,14 @@ impl<C: Conn> ReadTx for C {
         project_id: &str,
         page: &PageRequest,
     ) -> StoreResult<Page<Member>> {
-        let items = self
-            .all(
-                &sql::LIST_MEMBERS,
-                args![project_id, page.after, overfetch(page)],
-                rows::member,
-            )
-            .await?;
-        Ok(Page::from_overfetch(items, page.limit))
+        paged(
+            self,
+            &sql::LIST_MEMBERS,
+            args![project_id, page.after, overfetch(page)],
+            page,
+            rows::member,
+        )
+        .await
     }
 
     async fn get_ticket(&mut self, ws: &str, id: &str) -> StoreResult<Option<Ticket>> {
@@ -116,14 +128,14 @@ impl<C: Conn> ReadTx for C {
         project_id: &str,
         page: &PageRequest,
     ) -> StoreResult<Page<Ticket>> {
-        let items = self
-            .all(
-                &sql::LIST_TICKETS,
-                args![project_id, page.after, overfetch(page)],
-                rows::ticket,
-            )
-            .await?;
-        Ok(Page::from_overfetch(items, page.limit))
+        paged(
+            self,
+            &sql::LIST_TICKETS,
+            args![project_id, page.after, overfetch(page)],
+            page,
+            rows::ticket,
+        )
+        .await
     }
 
     async fn list_comments(
@@ -131,14 +143,14 @@ impl<C: Conn> ReadTx for C {
         ticket_id: &str,
         page: &PageRequest,
     ) -> StoreResult<Page<Comment>> {
-        let items = self
-            .all(
-                &sql::LIST_COMMENTS,
-                args![ticket_id, page.after, overfetch(page)],
-                rows::comment,
-            )
-            .await?;
-        Ok(Page::from_overfetch(items, page.limit))
+        paged(
+            self,
+            &sql::LIST_COMMENTS,
+            args![ticket_id, page.after, overfetch(page)],
+            page,
+            rows::comment,
+        )
+        .await
     }
 
     async fn get_event(&mut self, ws: &str, id: &str) -> StoreResult<Option<StoredEvent>> {
@@ -173,22 +185,22 @@ impl<C: Conn> ReadTx for C {
         } else {
             &sql::LIST_EVENTS_BACK
         };
-        let items = self
-            .all(
-                statement,
-                args![
-                    ws,
-                    q.type_like(),
-                    q.project_id,
-                    q.since,
-                    q.until,
-                    page.after,
-                    overfetch(page)
-                ],
-                rows::event,
-            )
-            .await?;
-        Ok(Page::from_overfetch(items, page.limit))
+        paged(
+            self,
+            statement,
+            args![
+                ws,
+                q.type_like(),
+                q.project_id,
+                q.since,
+                q.until,
+                page.after,
+                overfetch(page)
+            ],
+            page,
+            rows::event,
+        )
+        .await
     }
 
     async fn get_webhook(&mut self, ws: &str, id: &str) -> StoreResult<Option<Webhook>> {
@@ -318,14 +330,14 @@ impl<C: Conn> ReadTx for C {
         page: &PageRequest,
     ) -> StoreResult<Page<Delivery>> {
         let status = status.map(DeliveryStatus::as_str);
-        let items = self
-            .all(
-                &sql::LIST_DELIVERIES,
-                args![webhook_id, status, page.after, overfetch(page)],
-                rows::delivery,
-            )
-            .await?;
-        Ok(Page::from_overfetch(items, page.limit))
+        paged(
+            self,
+            &sql::LIST_DELIVERIES,
+            args![webhook_id, status, page.after, overfetch(page)],
+            page,
+            rows::delivery,
+        )
+        .await
     }
 
     async fn list_workspace_deliveries(
@@ -335,24 +347,24 @@ impl<C: Conn> ReadTx for C {
         page: &PageRequest,
     ) -> StoreResult<Page<Delivery>> {
         let statement = &sql::LIST_WORKSPACE_DELIVERIES;
-        let items = self
-            .all(
-                statement,
-                args![
-                    ws,
-                    q.webhook_id,
-                    q.status.map(DeliveryStatus::as_str),
-                    q.type_like(),
-                    q.since,
-                    q.until,
-                    q.event_id,
-                    page.after,
-                    overfetch(page),
-                ],
-                rows::delivery,
-            )
-            .await?;
-        Ok(Page::from_overfetch(items, page.limit))
+        paged(
+            self,
+            statement,
+            args![
+                ws,
+                q.webhook_id,
+                q.status.map(DeliveryStatus::as_str),
+                q.type_like(),
+                q.since,
+                q.until,
+                q.event_id,
+                page.after,
+                overfetch(page),
+            ],
+            page,
+            rows::delivery,
+        )
+        .await
     }
 
     async fn list_attempts(&mut self, delivery_id: &str) -> StoreResult<Vec<Attempt>> {

@@ -313,3 +313,33 @@ async fn json_shaped(response: Response) -> Response {
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_commit_spoiled_by_a_neighbour_is_a_503_that_says_so_and_when_to_retry() {
+        let spoiled = StoreError::RolledBack {
+            context: "a unit of work sharing the commit failed while writing".into(),
+        };
+        assert!(spoiled.is_transient());
+        let response = ApiError::from(spoiled).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "1");
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "rolled_back");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("nothing of this request was stored"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("unit of work"),
+            "nothing internal: {message}"
+        );
+    }
+}

@@ -230,7 +230,7 @@ pub fn sqlite_path(url: &str) -> Option<&str> {
 
 /// Whether a unit of work reads a snapshot or writes.
 #[derive(Debug, Clone, Copy)]
-enum Access {
+pub(crate) enum Access {
     Read,
     Write,
 }

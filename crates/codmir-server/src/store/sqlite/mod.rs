@@ -19,7 +19,8 @@ use super::rows::{Columns, corrupt, json_list};
 use super::seal::KeyRing;
 use super::sql::{self, Sql};
 use super::{
-    Backend, BoxFuture, FanoutCache, Job, Lease, Leased, Ran, Sharing, StoreError, StoreResult,
+    Access, Backend, BoxFuture, FanoutCache, Job, Lease, Leased, Ran, Sharing, StoreError,
+    StoreResult,
 };
 
 mod queue;
@@ -65,13 +66,14 @@ struct Readers {
     permits: Arc<Semaphore>,
 }
 
-fn open_connection(path: &Path, read_only: bool) -> StoreResult<Connection> {
-    let flags = if read_only {
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
-    } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+fn open_connection(path: &Path, access: Access) -> StoreResult<Connection> {
+    let flags = match access {
+        Access::Read => OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        Access::Write => {
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        }
     };
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -149,7 +151,7 @@ impl SqliteStore {
 
     fn open_blocking(path: &Path, keys: Option<Arc<KeyRing>>) -> StoreResult<Self> {
         create_private(path)?;
-        let mut writer = open_connection(path, false).map_err(|e| match e {
+        let mut writer = open_connection(path, Access::Write).map_err(|e| match e {
             StoreError::Database { source, .. } => StoreError::Database {
                 context: format!("cannot open {}", path.display()),
                 source,
@@ -158,7 +160,7 @@ impl SqliteStore {
         })?;
         migrate(&mut writer)?;
         let conns = (0..READERS)
-            .map(|_| open_connection(path, true))
+            .map(|_| open_connection(path, Access::Read))
             .collect::<StoreResult<Vec<_>>>()?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let fanout = Arc::new(FanoutCache::default());
@@ -536,7 +538,7 @@ impl Columns for Row<'_> {
 /// the names of those that do not prepare, with SQLite's reason.
 #[cfg(test)]
 pub(super) fn unpreparable(path: &Path, statements: &[(&str, &str)]) -> Vec<String> {
-    let mut conn = open_connection(path, false).expect("open");
+    let mut conn = open_connection(path, Access::Write).expect("open");
     migrate(&mut conn).expect("migrate");
     statements
         .iter()

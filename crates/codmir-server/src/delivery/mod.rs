@@ -49,16 +49,16 @@ use crate::tasks::Tasks;
 /// Batches of handed-off deliveries that may wait for the engine loop.
 const HANDOFF_DEPTH: usize = 4096;
 
-/// How long a lease lasts: the configured length, and at least room for a delivery to wait
-/// its turn and then make a whole attempt. An attempt starts only while the lease outlasts it
+/// How long a lease lasts: the configured length, and at least a whole attempt, its record
+/// and a second to wait for its turn. An attempt starts only while the lease outlasts it
 /// (`Bounds::lease_deadline`: the request's time bound and a second); a lease of exactly that
-/// length would have run too short by the time any delivery got its turn, and every one would
-/// be left for a claim that leases it just as short, for ever. With the defaults (15 s
-/// requests) this is the 60 s default.
+/// length (a `--request-timeout` of 59 s with the default 60 s lease) had run too short by the
+/// time any delivery got its turn, and every one was left for a claim that leased it just as
+/// short, for ever. Short leases stay short: they are how fast another node takes over.
 fn lease_duration(config: &Config) -> Duration {
     config
         .lease_duration
-        .max(2 * config.request_timeout + Duration::from_secs(30))
+        .max(config.request_timeout + Duration::from_secs(2))
 }
 
 /// Starts the engine loop on `store`; it runs until `shutdown` turns true and its task ends
@@ -122,19 +122,26 @@ mod tests {
 
     #[test]
     fn a_lease_leaves_room_to_wait_before_an_attempt_of_any_length() {
-        for secs in [1, 15, 59, 60, 300] {
+        for secs in [1, 15, 58, 59, 60, 300] {
             let config = Config {
                 request_timeout: Duration::from_secs(secs),
                 ..Config::default()
             };
             let lease = lease_duration(&config);
-            // What an attempt needs when it starts, and half a minute of queueing at least.
+            // What an attempt needs when it starts, and a second to wait for its turn.
             let needed = config.request_timeout + Duration::from_secs(1);
             assert!(
-                lease >= needed + Duration::from_secs(29),
+                lease >= needed + Duration::from_secs(1),
                 "{secs} s: {lease:?}"
             );
         }
+        // A lease configured longer is kept as it is: short leases are fast takeovers.
+        let short = Config {
+            request_timeout: Duration::from_secs(2),
+            lease_duration: Duration::from_secs(4),
+            ..Config::default()
+        };
+        assert_eq!(lease_duration(&short), Duration::from_secs(4));
         assert_eq!(lease_duration(&Config::default()), Duration::from_secs(60));
     }
 }

@@ -19,6 +19,9 @@ impl std::fmt::Debug for WebhookSecret {
 }
 
 impl WebhookSecret {
+    /// Fewest different characters a secret chosen by a customer must have.
+    pub const MIN_DISTINCT: usize = 8;
+
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let chars = raw.chars().count();
         if chars < 16 {
@@ -39,6 +42,20 @@ impl WebhookSecret {
             return Err(ValidationError::new(
                 "secret",
                 "must contain only printable characters",
+            ));
+        }
+        // Length alone lets `aaaaaaaaaaaaaaaa` through: a guessable secret is no secret.
+        let mut distinct: Vec<char> = raw.chars().collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() < Self::MIN_DISTINCT {
+            return Err(ValidationError::new(
+                "secret",
+                format!(
+                    "must have at least {} different characters (got {}); leave it out to have one generated",
+                    Self::MIN_DISTINCT,
+                    distinct.len()
+                ),
             ));
         }
         Ok(Self(raw.to_owned()))
@@ -81,7 +98,7 @@ impl CustomHeaders {
 
     /// Headers codmir sets, or that describe the connection or the body.
     fn reserved(lower: &str) -> bool {
-        const EXACT: [&str; 11] = [
+        const EXACT: [&str; 20] = [
             "connection",
             "keep-alive",
             "proxy-authenticate",
@@ -93,8 +110,20 @@ impl CustomHeaders {
             "upgrade",
             "host",
             "user-agent",
+            // What a receiver or a proxy in front of it would take as the client's, or as
+            // about the transfer rather than the event: cookies, forwarding, and negotiation.
+            "cookie",
+            "set-cookie",
+            "forwarded",
+            "via",
+            "x-real-ip",
+            "expect",
+            "accept-encoding",
+            "range",
+            "date",
         ];
         EXACT.contains(&lower)
+            || lower.starts_with("x-forwarded-")
             || lower.starts_with("content-")
             || lower.starts_with("x-codmir-")
             || lower.starts_with("webhook-")
@@ -503,6 +532,15 @@ mod tests {
             "webhook-id",
             "X-Hub-Signature",
             "User-Agent",
+            "Cookie",
+            "X-Forwarded-For",
+            "x-forwarded-host",
+            "Forwarded",
+            "Via",
+            "Expect",
+            "Accept-Encoding",
+            "Range",
+            "Date",
             "bad name",
             "",
         ] {
@@ -556,9 +594,23 @@ mod tests {
     }
 
     #[test]
-    fn secrets_are_bounded_and_printable() {
+    fn secrets_are_bounded_printable_and_not_guessable() {
         assert!(WebhookSecret::parse("your-webhook-secret").is_ok());
         assert!(WebhookSecret::parse("short").is_err());
         assert!(WebhookSecret::parse("sixteen-chars-ok\n").is_err());
+        // Long enough but from too few characters: refused, saying how many it has.
+        for weak in [
+            "aaaaaaaaaaaaaaaa",
+            "abababababababababab",
+            "abcabcabcabcabcabc1234",
+        ] {
+            let e = WebhookSecret::parse(weak).unwrap_err();
+            assert!(
+                e.message.contains("different characters"),
+                "{weak}: {}",
+                e.message
+            );
+        }
+        assert!(WebhookSecret::parse("abcdefgh12345678").is_ok());
     }
 }

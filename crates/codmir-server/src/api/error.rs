@@ -260,7 +260,13 @@ pub(super) async fn edge(
         .await
         .unwrap_or_else(|_| ApiError::Unavailable.into_response());
     log_failure(&method, uri.path(), &mut response);
-    json_shaped(response).await
+    let mut response = json_shaped(response).await;
+    // No answer is to be read as anything but its declared type.
+    response.headers_mut().insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 /// A 4xx or 5xx whose body is not JSON (a path that does not percent-decode, another

@@ -42,6 +42,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
                 "Content-Type `{essence}` is not supported; send application/json"
             )));
         }
+        refuse_oversized(req.headers())?;
         // A body that trickles in holds a connection and a task: it gets a deadline.
         let read = tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(req, state))
             .await
@@ -57,7 +58,28 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     }
 }
 
+/// A body declared larger than [`MAX_BODY`] is refused before any of it is read, rather than
+/// waited for.
+pub(super) fn refuse_oversized(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > MAX_BODY as u64 => Err(ApiError::PayloadTooLarge(MAX_BODY)),
+        _ => Ok(()),
+    }
+}
+
+/// Every request body of the API is a JSON object. serde would also read a struct from an
+/// array of its fields in order (`[null, null]`), which no client means: refused.
 pub(super) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::Unprocessable {
+            field: None,
+            message: "the request body must be a JSON object, not an array".into(),
+        });
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

@@ -1,8 +1,9 @@
 //! `Idempotency-Key` on every POST, as Stripe's API has it: a retry with the same key and the
 //! same request within 24 hours gets the first answer again (with `Idempotent-Replayed:
 //! true`) and the work is not done twice; the same key with another request is a 422; a retry
-//! while the first still runs is a 409. Answers of 5xx are not kept, so such a request may be
-//! retried for real. Keys are per workspace.
+//! while the first still runs is a 409. Only successes are kept: after a refusal (4xx) or a
+//! failure (5xx) the key is free again, for the corrected request or a real retry. Keys are
+//! per workspace.
 //!
 //! Once its key is claimed, a request runs to its end in a task of the server's own
 //! (`AppState::tasks`), whatever becomes of the request: one past the API's time bound, or
@@ -73,6 +74,7 @@ async fn replay_or_run(
     let Auth(principal) = Auth::from_request_parts(&mut parts, &state)
         .await
         .map_err(IntoResponse::into_response)?;
+    super::extract::refuse_oversized(&parts.headers).map_err(IntoResponse::into_response)?;
     let body = axum::body::to_bytes(body, MAX_BODY)
         .await
         .map_err(|_| ApiError::PayloadTooLarge(MAX_BODY).into_response())?;
@@ -155,8 +157,10 @@ async fn settle(
     request: Request,
 ) -> Response {
     let ran = AssertUnwindSafe(next.run(request)).catch_unwind().await;
+    // Only what was done is kept: a refusal (4xx) changed nothing, so the key is free for the
+    // corrected request; a failure (5xx, a panic) may be retried for real.
     let response = match ran {
-        Ok(response) if !response.status().is_server_error() => response,
+        Ok(response) if response.status().is_success() => response,
         failed => {
             let released = state
                 .store

@@ -144,8 +144,19 @@ pub async fn revoke_workspace_key(
     now: Timestamp,
 ) -> Result<KeyInfo> {
     let keys = workspace_keys(tx, p).await?;
-    if !keys.iter().any(|k| k.id == id) {
+    let Some(key) = keys.iter().find(|k| k.id == id) else {
         return Err(Error::NotFound("API key"));
+    };
+    let active = keys.iter().filter(|k| k.revoked_at.is_none()).count();
+    if key.revoked_at.is_none() && active == 1 {
+        // Through the API that would lock the workspace out of it for good; the operator can
+        // still revoke it on the server (`codmir keys revoke`).
+        return Err(Error::Conflict {
+            code: "last_active_key",
+            message: format!(
+                "API key {id} is the workspace's last active key: create another first (`codmir keys create`), or revoke it on the server with `codmir keys revoke`"
+            ),
+        });
     }
     revoke_key(tx, id, now).await
 }

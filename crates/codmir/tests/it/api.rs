@@ -605,3 +605,73 @@ async fn comments_are_listed_newest_first_and_me_names_the_key() {
     let anonymous = app.request("GET", "/v1/me", Some("cmk_nope"), None).await;
     assert_eq!(anonymous.status, 401);
 }
+
+/// Every request body is a JSON object: an array (which serde would read field by field into
+/// a struct) is a 422 and changes nothing; a body declared larger than the limit is a 413
+/// before any of it is sent; every answer says `nosniff`.
+#[tokio::test]
+async fn bodies_are_objects_of_a_bounded_size_and_answers_are_not_sniffed() {
+    let app = spawn_app().await;
+    let hook = app
+        .register(json!({"url": "https://example.com/h", "events": ["*"]}))
+        .await;
+    let id = hook["id"].as_str().unwrap();
+    let rotate = format!("/v1/webhooks/{id}/rotate-secret");
+    for (path, body) in [
+        (rotate.as_str(), json!([null, null])),
+        ("/v1/projects", json!(["P"])),
+    ] {
+        let r = app.post(path, body).await;
+        assert_eq!(r.status, 422, "{path}: {}", r.text);
+        assert!(r.text.contains("JSON object"), "{}", r.text);
+    }
+    let read = app.get(&format!("/v1/webhooks/{id}")).await;
+    assert_eq!(
+        read.body["previous_secret_expires_at"],
+        Value::Null,
+        "not rotated"
+    );
+    assert!(
+        app.get("/v1/projects").await.body["data"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // Declared 10 GB and nothing sent: answered from the head alone (waiting for the body
+    // would end in a 408).
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    for idempotent in [false, true] {
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let key_header = if idempotent {
+            "Idempotency-Key: big\r\n"
+        } else {
+            ""
+        };
+        let head = format!(
+            "POST /v1/projects HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n{key_header}Content-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n",
+            app.key
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = conn.read(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+        assert!(answer.starts_with("HTTP/1.1 413"), "{idempotent}: {answer}");
+        assert!(answer.contains("payload_too_large"), "{answer}");
+    }
+
+    for r in [
+        app.get("/v1/projects").await,
+        app.get("/v1/nothing-here").await,
+        app.post("/v1/projects", json!({"name": ""})).await,
+    ] {
+        let nosniff = r.headers.get("x-content-type-options");
+        assert_eq!(
+            nosniff.and_then(|v| v.to_str().ok()),
+            Some("nosniff"),
+            "{}",
+            r.text
+        );
+    }
+}

@@ -168,3 +168,22 @@ async fn past_the_rate_limit_a_key_gets_429_with_retry_after_and_recovers() {
     })
     .await;
 }
+
+/// Revoking the workspace's last active key through the API would lock the workspace out of
+/// it for good: refused, saying how to do it instead; once another key exists it may go.
+#[tokio::test]
+async fn the_last_active_key_of_a_workspace_cannot_be_revoked_through_the_api() {
+    let app = spawn_app().await;
+    let own = app.key[4..20].to_owned();
+    let r = app.delete(&format!("/v1/api-keys/{own}")).await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "last_active_key");
+    assert!(r.text.contains("codmir keys create"), "{}", r.text);
+    assert_eq!(app.get("/v1/me").await.status, 200, "still usable");
+
+    let other = crate::helpers::new_key(&app.store, "default", "ops").await;
+    let r = app.delete(&format!("/v1/api-keys/{own}")).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let me = app.request("GET", "/v1/me", Some(&other), None).await;
+    assert_eq!(me.status, 200);
+}

@@ -213,6 +213,21 @@ async fn bad_registrations_are_422_naming_the_problem() {
             "printable",
         ),
         (
+            json!({"url": "https://x.com/", "events": ["*"], "secret": "aaaaaaaaaaaaaaaa"}),
+            "secret",
+            "different characters",
+        ),
+        (
+            json!({"url": "https://x.com/", "events": ["*"], "headers": {"Cookie": "s=1"}}),
+            "headers",
+            "Cookie",
+        ),
+        (
+            json!({"url": "https://x.com/", "events": ["*"], "headers": {"X-Forwarded-For": "1.2.3.4"}}),
+            "headers",
+            "X-Forwarded-For",
+        ),
+        (
             json!({"url": "https://x.com/", "events": ["*"], "project_ids": ["proj_01m8mfwv1zhaevqnr82bqc78pm"]}),
             "project_ids",
             "no project",

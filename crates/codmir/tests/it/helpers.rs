@@ -170,6 +170,7 @@ pub(crate) struct Resp {
     pub status: u16,
     pub body: Value,
     pub text: String,
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl TestApp {
@@ -192,9 +193,15 @@ impl TestApp {
         }
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let text = resp.text().await.unwrap();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp { status, body, text }
+        Resp {
+            status,
+            body,
+            text,
+            headers,
+        }
     }
 
     /// Registers a webhook (`POST /v1/webhooks` must answer 201); the created webhook.

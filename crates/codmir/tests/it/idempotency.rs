@@ -66,11 +66,19 @@ async fn a_repeated_create_returns_the_same_resource_and_makes_one_event() {
     )
     .await;
     assert_eq!((s, replayed), (201, false));
-    // A refused request's answer is kept too (it is not a 5xx).
+    // A refusal is not kept: nothing was done, so the same key runs the corrected request.
     let (s, _, _) = post(&app, &k, "bad", "/v1/projects", json!({"name": ""})).await;
     assert_eq!(s, 422);
     let (s, _, replayed) = post(&app, &k, "bad", "/v1/projects", json!({"name": ""})).await;
-    assert_eq!((s, replayed), (422, true));
+    assert_eq!((s, replayed), (422, false), "run again, not replayed");
+    let (s, _, replayed) = post(&app, &k, "bad", "/v1/projects", json!({"name": "Fixed"})).await;
+    assert_eq!(
+        (s, replayed),
+        (201, false),
+        "the corrected request, under the same key"
+    );
+    let (s, _, replayed) = post(&app, &k, "bad", "/v1/projects", json!({"name": "Fixed"})).await;
+    assert_eq!((s, replayed), (201, true));
     // A key that is not printable ASCII is refused before anything runs.
     let (s, body, _) = post(&app, &k, "", "/v1/projects", json!({"name": "Z"})).await;
     assert_eq!(s, 422, "{body}");
@@ -80,7 +88,7 @@ async fn a_repeated_create_returns_the_same_resource_and_makes_one_event() {
             .as_array()
             .unwrap()
             .len(),
-        2
+        3
     );
 }
 

@@ -422,6 +422,16 @@ impl<C: Conn> TrackerTx for C {
         let found = self
             .one(&sql::IDEMPOTENCY_GET, args![ws, key], rows::idempotent)
             .await?;
+        // The answer kept may show a secret (a webhook's create): sealed at rest.
+        let found = found
+            .map(|mut f| {
+                f.body = f
+                    .body
+                    .map(|b| rows::open_text(b, self.keys()))
+                    .transpose()?;
+                Ok::<_, super::StoreError>(f)
+            })
+            .transpose()?;
         if found.is_none() {
             // A concurrent claim of the same key (PostgreSQL) fails here on the primary key:
             // a conflict.
@@ -439,6 +449,7 @@ impl<C: Conn> TrackerTx for C {
         status: u16,
         body: &str,
     ) -> StoreResult<()> {
+        let body = rows::seal_text(body, self.keys());
         self.exec(&sql::IDEMPOTENCY_FINISH, args![ws, key, status, body])
             .await?;
         Ok(())

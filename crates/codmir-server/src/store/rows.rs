@@ -294,7 +294,21 @@ pub(super) fn stored_secrets(r: &dyn Columns) -> StoreResult<(String, String, Op
 
 /// A secret as written: sealed when the store has a key ring.
 pub(super) fn seal(secret: &WebhookSecret, keys: Option<&KeyRing>) -> String {
-    keys.map_or_else(|| secret.as_str().to_owned(), |k| k.seal(secret.as_str()))
+    seal_text(secret.as_str(), keys)
+}
+
+/// Any text as written where it may hold a secret: sealed when the store has a key ring.
+pub(super) fn seal_text(plain: &str, keys: Option<&KeyRing>) -> String {
+    keys.map_or_else(|| plain.to_owned(), |k| k.seal(plain))
+}
+
+/// Text read back that [`seal_text`] may have sealed (values written before sealing are
+/// plain, and read as they are).
+pub(super) fn open_text(stored: String, keys: Option<&KeyRing>) -> StoreResult<String> {
+    match keys {
+        Some(k) => k.open(&stored),
+        None => Ok(stored),
+    }
 }
 
 pub(super) fn delivery(r: &dyn Columns) -> StoreResult<Delivery> {

@@ -172,7 +172,7 @@ impl KeyRing {
         let Some(rest) = stored.strip_prefix(PREFIX) else {
             return Ok(stored.to_owned());
         };
-        let corrupt = |why: &str| StoreError::Corrupt(format!("a sealed webhook secret: {why}"));
+        let corrupt = |why: &str| StoreError::Corrupt(format!("a sealed value: {why}"));
         let (id, data) = rest.split_once(':').ok_or_else(|| corrupt("no key id"))?;
         let bytes = STANDARD.decode(data).map_err(|_| corrupt("not base64"))?;
         if bytes.len() < NONCE {
@@ -186,7 +186,7 @@ impl KeyRing {
         let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
         let (_, cipher) = keys.iter().find(|(k, _)| k == id).ok_or_else(|| {
             StoreError::failed(format!(
-                "a webhook secret is sealed under master key {id}, which this server was not \
+                "a value is sealed under master key {id}, which this server was not \
                  given (it has {:?})",
                 keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>()
             ))

@@ -111,6 +111,38 @@ async fn secrets_are_sealed_in_the_sqlite_files_and_a_rotation_reseals_them_live
     .await;
     assert!(rx.hits().iter().all(verifies));
     assert!(!found_in(&files, SECRET));
+
+    // A create sent with an Idempotency-Key keeps its answer for a retry, and that answer
+    // shows the secret: it is sealed too, and the retry still gets it.
+    const KEPT: &str = "a-secret-kept-for-a-retry-0987";
+    let create = || async {
+        let r = crate::helpers::client()
+            .post(format!("{}/v1/webhooks", s.base))
+            .bearer_auth(&key)
+            .header("idempotency-key", "create-with-a-secret")
+            .json(&json!({"url": rx.url, "events": ["project.created"], "secret": KEPT}))
+            .send()
+            .await
+            .unwrap();
+        let replayed = r.headers().contains_key("idempotent-replayed");
+        (
+            r.status().as_u16(),
+            replayed,
+            r.json::<serde_json::Value>().await.unwrap(),
+        )
+    };
+    let (status, replayed, first) = create().await;
+    assert_eq!((status, replayed), (201, false), "{first}");
+    let (status, replayed, again) = create().await;
+    assert_eq!((status, replayed), (201, true), "{again}");
+    assert_eq!(again["secret"], KEPT, "the retry gets the answer whole");
+    let signing = first["signing_secret"].as_str().unwrap().to_owned();
+    for secret in [KEPT, signing.as_str(), &signing["whsec_".len()..]] {
+        assert!(
+            !found_in(&files, secret),
+            "{secret} is in the database files"
+        );
+    }
 }
 
 #[tokio::test]

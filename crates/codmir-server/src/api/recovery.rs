@@ -15,7 +15,8 @@ use super::webhooks::{CreatedWebhook, DeliveryResponse};
 use crate::ops;
 
 /// Sends a delivery again: a new delivery of the same event bytes, linked to the original,
-/// sent now whatever the original's status.
+/// sent now whatever the original's status; while a redelivery of it is still pending, that
+/// one (asked for at once, a hundred redeliveries make one request).
 #[utoipa::path(post, path = "/v1/deliveries/{id}/redeliver", tag = "webhooks",
     responses((status = 202, body = DeliveryResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("api_key" = [])))]

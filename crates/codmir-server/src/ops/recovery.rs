@@ -40,7 +40,27 @@ pub async fn redeliver(
         .get_delivery(&p.workspace_id, delivery_id)
         .await?
         .ok_or(Error::NotFound("delivery"))?;
-    let webhook = sendable(webhook(tx, p, &original.webhook_id).await?)?;
+    // Redeliveries of one delivery asked for at once are one: the webhook's row is held until
+    // the commit (PostgreSQL; SQLite's writer runs one unit at a time), so each sees the one
+    // before it, and a redelivery of this delivery still pending is the answer.
+    let webhook = tx
+        .lock_webhook(&p.workspace_id, &original.webhook_id)
+        .await?
+        .ok_or(Error::NotFound("webhook"))?;
+    let webhook = sendable(webhook)?;
+    let same_event = tx
+        .delivery_states(&webhook.id, std::slice::from_ref(&original.event_id))
+        .await?;
+    for (_, id, status) in same_event {
+        if status != DeliveryStatus::Pending || id == original.id {
+            continue;
+        }
+        if let Some(pending) = tx.get_delivery(&p.workspace_id, &id).await?
+            && pending.redelivery_of.as_deref() == Some(original.id.as_str())
+        {
+            return Ok(pending);
+        }
+    }
     let event = tx
         .get_event(&p.workspace_id, &original.event_id)
         .await?

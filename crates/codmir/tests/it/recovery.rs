@@ -332,3 +332,54 @@ async fn disable_fix_enable_replay_loses_nothing() {
     names.sort();
     assert_eq!(names, ["after", "before", "while-off-1", "while-off-2"]);
 }
+
+/// A hundred redeliveries of one delivery asked for at once, while the first is still being
+/// sent, are one: every answer names the same new delivery and the receiver gets one request.
+/// Once it has gone, a redelivery is a new one again.
+#[tokio::test]
+async fn concurrent_redeliveries_of_one_delivery_make_one_request() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    let w = app
+        .register(json!({"url": rx.url, "events": ["project.created"]}))
+        .await;
+    let wid = id_of(&w);
+    app.project("P").await;
+    eventually(WAIT, "the first delivery", || async { rx.count() == 1 }).await;
+    let original = id_of(&app.list(&format!("/v1/deliveries?webhook_id={wid}")).await[0]);
+    // The redelivery takes a while at the receiver: it is pending throughout the burst.
+    rx.script([Reply::Delay(1500, 200)]);
+    let path = format!("/v1/deliveries/{original}/redeliver");
+    let asks: Vec<_> = (0..100)
+        .map(|_| {
+            let (client, url, key) = (
+                app.client.clone(),
+                format!("{}{path}", app.base),
+                app.key.clone(),
+            );
+            tokio::spawn(async move {
+                let r = client.post(url).bearer_auth(key).send().await.unwrap();
+                assert_eq!(r.status(), 202);
+                id_of(&r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut named = Vec::new();
+    for ask in asks {
+        named.push(ask.await.unwrap());
+    }
+    named.dedup();
+    assert_eq!(named.len(), 1, "one redelivery: {named:?}");
+    assert_ne!(named[0], original);
+    eventually(WAIT, "the redelivery answered", || async {
+        app.get(&format!("/v1/deliveries/{}", named[0])).await.body["status"] == "succeeded"
+    })
+    .await;
+    assert_eq!(rx.count(), 2, "one request for the hundred asks");
+
+    // Settled, it is not pending any more: the next redelivery is a new one.
+    let again = app.post(&path, json!({})).await;
+    assert_eq!(again.status, 202, "{}", again.text);
+    assert_ne!(id_of(&again.body), named[0]);
+    eventually(WAIT, "sent again", || async { rx.count() == 3 }).await;
+}

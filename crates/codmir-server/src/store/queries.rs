@@ -557,7 +557,8 @@ impl WebhookRow {
             events: json_list(w.events.patterns()),
             project_ids: json_list(&w.project_ids),
             secret: rows::seal(&w.secret, keys),
-            headers: headers_json(&w.headers),
+            // Header values may be credentials (`Authorization: Bearer …`): sealed too.
+            headers: rows::seal_text(&headers_json(&w.headers), keys),
             previous_secret: w.previous_secret.as_ref().map(|(s, _)| rows::seal(s, keys)),
         }
     }
@@ -614,14 +615,13 @@ impl<C: Conn> OutboxTx for C {
 
     async fn reseal_secrets(&mut self) -> StoreResult<u64> {
         let stored = self
-            .all(&sql::SECRETS_TO_RESEAL, &[], rows::stored_secrets)
+            .all(&sql::SECRETS_TO_RESEAL, &[], rows::sealed_row)
             .await?;
         let mut changed = 0;
-        for (id, secret, previous) in stored {
-            let resealed = rows::resealed(self.keys(), &secret, previous.as_deref())?;
-            if let Some((secret, previous)) = resealed {
-                self.exec(&sql::RESEAL_SECRET, args![id, secret, previous])
-                    .await?;
+        for row in stored {
+            if let Some(r) = rows::resealed(self.keys(), row)? {
+                let a = args![r.id, r.secret, r.previous, r.headers];
+                self.exec(&sql::RESEAL_SECRET, a).await?;
                 changed += 1;
             }
         }

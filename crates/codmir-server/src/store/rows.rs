@@ -231,10 +231,17 @@ fn opt_count(r: &dyn Columns, i: usize, what: &str) -> StoreResult<Option<u32>> 
         .map(|n| u32::try_from(n).map_err(|e| corrupt(what, e)))
         .transpose()
 }
-pub(super) fn webhook(r: &dyn Columns) -> StoreResult<Webhook> {
+/// A webhook as read, its secrets and its custom headers (whose values may be credentials)
+/// possibly still sealed: [`open_webhook`] makes it a [`Webhook`].
+pub(super) struct StoredWebhook {
+    webhook: Webhook,
+    headers: String,
+}
+
+pub(super) fn webhook(r: &dyn Columns) -> StoreResult<StoredWebhook> {
     let events: Vec<String> =
         serde_json::from_str(&r.text(3)?).map_err(|e| corrupt("webhooks.events", e))?;
-    Ok(Webhook {
+    let webhook = Webhook {
         id: r.text(0)?,
         workspace_id: r.text(1)?,
         url: EndpointUrl::from_stored(r.text(2)?),
@@ -251,16 +258,26 @@ pub(super) fn webhook(r: &dyn Columns) -> StoreResult<Webhook> {
         disabled_at: opt_ts(r, 11)?,
         max_in_flight: opt_count(r, 12, "webhooks.max_in_flight")?,
         rate_limit_per_second: opt_count(r, 13, "webhooks.rate_limit_per_second")?,
-        headers: headers_from(&r.text(14)?)?,
+        headers: CustomHeaders::default(),
         previous_secret: match (r.opt_text(15)?, opt_ts(r, 16)?) {
             (Some(s), Some(until)) => Some((WebhookSecret::from_stored(s), until)),
             _ => None,
         },
+    };
+    Ok(StoredWebhook {
+        webhook,
+        headers: r.text(14)?,
     })
 }
 
-/// A webhook as read, with its secrets opened (`keys`: the store's key ring, if it seals).
-pub(super) fn open_webhook(mut w: Webhook, keys: Option<&KeyRing>) -> StoreResult<Webhook> {
+/// A webhook as read, with its secrets and headers opened (`keys`: the store's key ring, if it
+/// seals; values written before sealing are read as they are).
+pub(super) fn open_webhook(stored: StoredWebhook, keys: Option<&KeyRing>) -> StoreResult<Webhook> {
+    let StoredWebhook {
+        webhook: mut w,
+        headers,
+    } = stored;
+    w.headers = headers_from(&open_text(headers, keys)?)?;
     let Some(keys) = keys else { return Ok(w) };
     w.secret = WebhookSecret::from_stored(keys.open(w.secret.as_str())?);
     if let Some((s, until)) = w.previous_secret.take() {
@@ -269,27 +286,40 @@ pub(super) fn open_webhook(mut w: Webhook, keys: Option<&KeyRing>) -> StoreResul
     Ok(w)
 }
 
-/// For re-sealing: the secrets of a stored row (`id, secret, previous_secret`) sealed under
-/// the current key, when either is not yet; `None` when the row is current (or the store
-/// does not seal).
-pub(super) fn resealed(
-    keys: Option<&KeyRing>,
-    secret: &str,
-    previous: Option<&str>,
-) -> StoreResult<Option<(String, Option<String>)>> {
-    let Some(keys) = keys else { return Ok(None) };
-    if keys.is_current(secret) && previous.is_none_or(|p| keys.is_current(p)) {
-        return Ok(None);
-    }
-    let previous = previous.map(|p| keys.open(p)).transpose()?;
-    Ok(Some((
-        keys.seal(&keys.open(secret)?),
-        previous.map(|p| keys.seal(&p)),
-    )))
+/// The sealed values of one stored webhook row: `id, secret, previous_secret, headers`.
+pub(super) struct SealedRow {
+    pub(super) id: String,
+    pub(super) secret: String,
+    pub(super) previous: Option<String>,
+    pub(super) headers: String,
 }
 
-pub(super) fn stored_secrets(r: &dyn Columns) -> StoreResult<(String, String, Option<String>)> {
-    Ok((r.text(0)?, r.text(1)?, r.opt_text(2)?))
+/// For re-sealing: the row's sealed values sealed under the current key, when any is not yet;
+/// `None` when the row is current (or the store does not seal).
+pub(super) fn resealed(keys: Option<&KeyRing>, row: SealedRow) -> StoreResult<Option<SealedRow>> {
+    let Some(keys) = keys else { return Ok(None) };
+    let current = keys.is_current(&row.secret)
+        && row.previous.as_deref().is_none_or(|p| keys.is_current(p))
+        && keys.is_current(&row.headers);
+    if current {
+        return Ok(None);
+    }
+    let again = |v: &str| keys.open(v).map(|plain| keys.seal(&plain));
+    Ok(Some(SealedRow {
+        secret: again(&row.secret)?,
+        previous: row.previous.as_deref().map(again).transpose()?,
+        headers: again(&row.headers)?,
+        id: row.id,
+    }))
+}
+
+pub(super) fn sealed_row(r: &dyn Columns) -> StoreResult<SealedRow> {
+    Ok(SealedRow {
+        id: r.text(0)?,
+        secret: r.text(1)?,
+        previous: r.opt_text(2)?,
+        headers: r.text(3)?,
+    })
 }
 
 /// A secret as written: sealed when the store has a key ring.

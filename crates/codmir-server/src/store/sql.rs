@@ -256,10 +256,10 @@ statements! { OUTBOX: Sql;
         postgres: ["SELECT ", webhook_cols!(), " FROM webhooks WHERE workspace_id = $1 AND id = $2 FOR UPDATE"],
     );
     SECRETS_TO_RESEAL = each!(
-        sqlite: ["SELECT id, secret, previous_secret FROM webhooks"],
-        postgres: ["SELECT id, secret, previous_secret FROM webhooks FOR UPDATE"],
+        sqlite: ["SELECT id, secret, previous_secret, headers FROM webhooks"],
+        postgres: ["SELECT id, secret, previous_secret, headers FROM webhooks FOR UPDATE"],
     );
-    RESEAL_SECRET = both!("UPDATE webhooks SET secret = ?2, previous_secret = ?3 WHERE id = ?1");
+    RESEAL_SECRET = both!("UPDATE webhooks SET secret = ?2, previous_secret = ?3, headers = ?4 WHERE id = ?1");
     WEBHOOK_COUNT = both!("SELECT count(*) FROM webhooks WHERE workspace_id = ?1");
     LIST_WEBHOOKS = both!("SELECT ", webhook_cols!(), " FROM webhooks WHERE workspace_id = ?1 \
         AND (CAST(?2 AS TEXT) IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3");

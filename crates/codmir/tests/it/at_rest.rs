@@ -115,12 +115,17 @@ async fn secrets_are_sealed_in_the_sqlite_files_and_a_rotation_reseals_them_live
     // A create sent with an Idempotency-Key keeps its answer for a retry, and that answer
     // shows the secret: it is sealed too, and the retry still gets it.
     const KEPT: &str = "a-secret-kept-for-a-retry-0987";
+    // A custom header's value may be a credential: sealed like the secrets.
+    const TOKEN: &str = "Bearer a-header-credential-5678";
     let create = || async {
         let r = crate::helpers::client()
             .post(format!("{}/v1/webhooks", s.base))
             .bearer_auth(&key)
             .header("idempotency-key", "create-with-a-secret")
-            .json(&json!({"url": rx.url, "events": ["project.created"], "secret": KEPT}))
+            .json(
+                &json!({"url": rx.url, "events": ["project.created"], "secret": KEPT,
+                           "headers": {"Authorization": TOKEN}}),
+            )
             .send()
             .await
             .unwrap();

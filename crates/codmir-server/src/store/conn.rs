@@ -1,4 +1,4 @@
-//! What the shared queries (`queries.rs`) need of a backend's transaction: run a statement
+//! What the shared queries (`queries/`) need of a backend's transaction: run a statement
 //! with borrowed arguments and decode its rows, plus the few operations whose SQL really
 //! differs per dialect. Generic, not `dyn`: each backend's queries are compiled for its own
 //! transaction type, so the hot path gains no allocation or indirection.

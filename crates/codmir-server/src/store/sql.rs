@@ -332,8 +332,6 @@ statements! { QUEUE: Sql;
         AND (CAST(?6 AS BIGINT) IS NULL OR created_at < ?6) AND (CAST(?7 AS TEXT) IS NULL OR event_id = ?7) \
         AND (CAST(?8 AS TEXT) IS NULL OR id < ?8) ORDER BY id DESC LIMIT ?9");
     LIST_ATTEMPTS = both!("SELECT ", attempt_cols!(), " FROM attempts WHERE delivery_id = ?1 ORDER BY attempt");
-    WEBHOOK_BY_ID = both!("SELECT ", webhook_cols!(), " FROM webhooks WHERE id = ?1");
-    EVENT_PAYLOAD = both!("SELECT payload FROM events WHERE id = ?1");
 }
 
 /// What only the SQLite backend runs: claims and retention, in several short statements.
@@ -346,6 +344,10 @@ pub(super) mod sqlite_only {
             " ORDER BY next_attempt_at LIMIT ?3");
         CLAIM_LEASE = concat!("UPDATE deliveries SET lease_owner = ?1, lease_expires_at = ?2 \
             WHERE id IN (SELECT value FROM json_each(?3)) RETURNING ", delivery_cols!());
+        /// A claimed delivery's webhook and payload, read one by one (PostgreSQL reads them
+        /// for a whole claim at once).
+        WEBHOOK_BY_ID = concat!("SELECT ", webhook_cols!(), " FROM webhooks WHERE id = ?1");
+        EVENT_PAYLOAD = "SELECT payload FROM events WHERE id = ?1";
         OLD_DELIVERIES = "SELECT id FROM deliveries WHERE id < ?1 AND status <> 'pending' ORDER BY id LIMIT ?2";
         DELETE_ATTEMPTS_OF = "DELETE FROM attempts WHERE delivery_id IN (SELECT value FROM json_each(?1))";
         DELETE_DELIVERIES = "DELETE FROM deliveries WHERE id IN (SELECT value FROM json_each(?1))";

@@ -1,7 +1,7 @@
 //! The SSRF guard: a matrix of non-public spellings refused at registration, and a real
 //! private network (codmir in a network namespace, a canary HTTP receiver on a private address
-//! across a veth pair) that codmir never reaches, by IP literal or by a name resolving to it,
-//! unless `--allow-cidr` allows it.
+//! across a veth pair, the test's own DNS server naming it) that codmir never reaches, by IP
+//! literal or by a name resolving to it, unless `--allow-cidr` allows it.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -165,13 +165,14 @@ async fn registration_refuses_every_non_public_spelling_and_accepts_public_ones(
 }
 
 /// A network namespace joined to this one by a veth pair, with a private address on each end;
-/// codmir runs inside it, where `/etc/netns/NS/hosts` (which `ip netns exec` puts in place of
-/// `/etc/hosts` for that process alone) names this end. The machine's `/etc/hosts` is never
-/// touched. Removed when dropped.
+/// codmir runs inside it. Names are resolved there by the machine's own resolver, reading the
+/// machine's own files: the nameserver `/etc/resolv.conf` names is given, inside the namespace
+/// only, to the test's DNS server ([`serve_dns`]), which answers the canary's name. No file is
+/// written. Removed when dropped.
 struct PrivateNet {
     ns: String,
     subnet: u8,
-    /// A name, for codmir only, of this end's private address.
+    /// The canary's name, which the test's DNS server answers with this end's address.
     name: String,
 }
 
@@ -212,13 +213,18 @@ impl PrivateNet {
             && ip(&["netns", "exec", &ns, "ip", "link", "set", &ns_if, "up"])
             && ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
         assert!(ok, "setting up the veth pair");
-        let etc = std::path::Path::new("/etc/netns").join(&ns);
-        std::fs::create_dir_all(&etc).unwrap();
-        std::fs::write(
-            etc.join("hosts"),
-            format!("127.0.0.1 localhost\n{} {}\n", net.near(), net.name),
-        )
-        .unwrap();
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let nameserver: std::net::IpAddr = resolv
+            .lines()
+            .find_map(|l| l.strip_prefix("nameserver"))
+            .and_then(|a| a.trim().parse().ok())
+            .expect("a nameserver in /etc/resolv.conf");
+        // Inside the namespace, the machine's nameserver is an address of its own loopback.
+        let prefix = if nameserver.is_ipv4() { "32" } else { "128" };
+        let at = format!("{nameserver}/{prefix}");
+        ip(&["netns", "exec", &ns, "ip", "addr", "add", &at, "dev", "lo"]);
+        let answer: std::net::Ipv4Addr = net.near().parse().unwrap();
+        serve_dns(&ns, nameserver, net.name.clone(), answer);
         net
     }
 
@@ -251,10 +257,66 @@ impl PrivateNet {
 impl Drop for PrivateNet {
     fn drop(&mut self) {
         ip(&["netns", "del", &self.ns]);
-        let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(&self.ns));
-        // The directory too, unless another namespace has files there.
-        let _ = std::fs::remove_dir("/etc/netns");
     }
+}
+
+/// A DNS server on `at`:53 inside the namespace `ns`, on a thread of its own (a network
+/// namespace is per thread; the socket stays in it): an A query for `name` gets `answer`, an
+/// AAAA query for it no record, any other name NXDOMAIN. Returns once it listens.
+fn serve_dns(ns: &str, at: std::net::IpAddr, name: String, answer: std::net::Ipv4Addr) {
+    use std::os::fd::AsFd;
+    let path = format!("/var/run/netns/{ns}");
+    let (ready, listening) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let netns = std::fs::File::open(path).unwrap();
+        rustix::thread::move_into_link_name_space(
+            netns.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap();
+        let socket = std::net::UdpSocket::bind((at, 53)).unwrap();
+        ready.send(()).unwrap();
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            if let Some(reply) = dns_reply(&buf[..n], &name, answer) {
+                let _ = socket.send_to(&reply, from);
+            }
+        }
+    });
+    listening
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the test's DNS server listens");
+}
+
+/// The answer to one DNS query (RFC 1035: a 12-byte header, one question of labels, type and
+/// class), or `None` for what is not one.
+fn dns_reply(query: &[u8], name: &str, answer: std::net::Ipv4Addr) -> Option<Vec<u8>> {
+    let mut at = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = usize::from(*query.get(at)?);
+        at += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(query.get(at..at + len)?).to_ascii_lowercase());
+        at += len;
+    }
+    let qtype = u16::from_be_bytes([*query.get(at)?, *query.get(at + 1)?]);
+    let question = query.get(12..at + 4)?;
+    let ours = labels.join(".") == name;
+    let a = ours && qtype == 1;
+    let mut reply = Vec::with_capacity(64);
+    reply.extend_from_slice(&query[..2]); // the query's id
+    reply.extend_from_slice(if ours { &[0x81, 0x80] } else { &[0x81, 0x83] }); // NOERROR | NXDOMAIN
+    reply.extend_from_slice(&[0, 1, 0, u8::from(a), 0, 0, 0, 0]);
+    reply.extend_from_slice(question);
+    if a {
+        // The question's name (a pointer to offset 12), A, IN, TTL 0, four bytes.
+        reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4]);
+        reply.extend_from_slice(&answer.octets());
+    }
+    Some(reply)
 }
 
 async fn register(s: &ServerProcess, key: &str, url: &str) -> (u16, Value) {

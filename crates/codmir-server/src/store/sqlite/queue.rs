@@ -9,7 +9,7 @@ use codmir_core::webhook::Webhook;
 use super::SqliteTx;
 use crate::store::conn::args;
 use crate::store::rows::{self, json_list};
-use crate::store::sql::{self, sqlite_only as q};
+use crate::store::sql::sqlite_only as q;
 use crate::store::{Lease, Leased, StoreResult};
 
 impl SqliteTx<'_> {
@@ -53,7 +53,7 @@ impl SqliteTx<'_> {
             let webhook = match webhooks.iter().find(|w| w.id == delivery.webhook_id) {
                 Some(w) => w.clone(),
                 None => {
-                    let by_id = sql::WEBHOOK_BY_ID.sqlite;
+                    let by_id = q::WEBHOOK_BY_ID;
                     let w = self.run_one(by_id, args![delivery.webhook_id], rows::webhook)?;
                     let Some(w) = w else { continue };
                     let w = Arc::new(rows::open_webhook(w, self.keys)?);
@@ -61,7 +61,7 @@ impl SqliteTx<'_> {
                     w
                 }
             };
-            let payload = sql::EVENT_PAYLOAD.sqlite;
+            let payload = q::EVENT_PAYLOAD;
             let payload = self.run_one(payload, args![delivery.event_id], |r| r.text(0))?;
             let Some(payload) = payload else { continue };
             claimed.push(Leased {

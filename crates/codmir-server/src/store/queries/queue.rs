@@ -1,0 +1,133 @@
+//! The delivery queue's writes (`QueueTx`), once for both backends.
+
+use async_trait::async_trait;
+use codmir_core::time::Timestamp;
+use codmir_core::webhook::Delivery;
+
+use crate::store::conn::{Conn, HeldRow, args};
+use crate::store::sql;
+use crate::store::{Lease, Leased, Outcome, QueueTx, StoreResult};
+
+#[async_trait]
+impl<C: Conn> QueueTx for C {
+    async fn delete_old(
+        &mut self,
+        delivery_floor: &str,
+        event_floor: &str,
+        limit: u32,
+    ) -> StoreResult<(u64, u64, u64)> {
+        Conn::delete_old(self, delivery_floor, event_floor, limit).await
+    }
+
+    async fn insert_delivery(&mut self, d: &Delivery, lease: Option<&Lease>) -> StoreResult<()> {
+        if self.hold(HeldRow::Delivery(d, lease)) {
+            return Ok(());
+        }
+        self.exec(
+            &sql::INSERT_DELIVERY,
+            args![
+                d.id,
+                d.workspace_id,
+                d.webhook_id,
+                d.event_id,
+                d.event_type.as_str(),
+                d.status.as_str(),
+                d.attempt_count,
+                d.next_attempt_at,
+                d.created_at,
+                d.updated_at,
+                d.redelivery_of,
+                lease.map(|l| l.owner.as_str()),
+                lease.map(|l| l.until),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn announce_deliveries(&mut self) -> StoreResult<()> {
+        self.announce().await
+    }
+
+    async fn make_due_now(&mut self, webhook_id: &str, now: Timestamp) -> StoreResult<u64> {
+        self.exec(&sql::MAKE_DUE_NOW, args![webhook_id, now]).await
+    }
+
+    async fn cancel_pending_deliveries(
+        &mut self,
+        webhook_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<u64> {
+        self.exec(&sql::CANCEL_PENDING, args![webhook_id, at]).await
+    }
+
+    async fn claim_due(
+        &mut self,
+        lease: &Lease,
+        now: Timestamp,
+        limit: u32,
+        skip: &[String],
+    ) -> StoreResult<Vec<Leased>> {
+        Conn::claim_due(self, lease, now, limit, skip).await
+    }
+
+    async fn record_outcome(&mut self, o: &Outcome) -> StoreResult<bool> {
+        let a = &o.attempt;
+        let ended = a.attempted_at.as_millis() + a.duration_ms as i64;
+        if self
+            .exec(
+                &sql::RECORD_OUTCOME,
+                args![
+                    a.delivery_id,
+                    o.new_status.as_str(),
+                    a.attempt,
+                    o.next_attempt_at,
+                    ended,
+                    o.lease_owner,
+                    a.attempted_at,
+                    a.status_code,
+                    a.error,
+                ],
+            )
+            .await?
+            == 0
+        {
+            return Ok(false);
+        }
+        self.exec(
+            &sql::INSERT_ATTEMPT,
+            args![
+                a.delivery_id,
+                a.attempt,
+                a.attempted_at,
+                a.duration_ms as i64,
+                a.status_code,
+                a.error,
+                a.response_body,
+            ],
+        )
+        .await?;
+        Ok(true)
+    }
+
+    async fn record_outcomes(&mut self, outcomes: &[Outcome]) -> StoreResult<usize> {
+        if let Some(recorded) = self.record_outcomes_at_once(outcomes).await? {
+            return Ok(recorded);
+        }
+        let mut recorded = 0;
+        for o in outcomes {
+            recorded += usize::from(self.record_outcome(o).await?);
+        }
+        Ok(recorded)
+    }
+
+    async fn release_leases(&mut self, owner: Option<&str>) -> StoreResult<u64> {
+        self.exec(&sql::RELEASE_LEASES, args![owner]).await
+    }
+
+    async fn release_lease(&mut self, delivery_id: &str, owner: &str) -> StoreResult<()> {
+        self.exec(&sql::RELEASE_LEASE, args![delivery_id, owner])
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,178 @@
+//! The tracker's writes (`TrackerTx`), once for both backends.
+
+use async_trait::async_trait;
+use codmir_core::time::Timestamp;
+use codmir_core::tracker::{Comment, Member, Project, Ticket, User, Workspace};
+
+use crate::store::conn::{Conn, HeldRow, args};
+use crate::store::rows::{self};
+use crate::store::sql;
+use crate::store::{ApiKeyRecord, Idempotent, StoreResult, TrackerTx};
+
+#[async_trait]
+impl<C: Conn> TrackerTx for C {
+    async fn insert_workspace(&mut self, w: &Workspace) -> StoreResult<()> {
+        self.exec(&sql::INSERT_WORKSPACE, args![w.id, w.name, w.created_at])
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_user(&mut self, u: &User) -> StoreResult<()> {
+        self.exec(
+            &sql::INSERT_USER,
+            args![u.id, u.workspace_id, u.name, u.email, u.created_at],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_api_key(&mut self, k: &ApiKeyRecord) -> StoreResult<()> {
+        let hash = &k.secret_hash[..];
+        self.exec(
+            &sql::INSERT_API_KEY,
+            args![k.id, k.workspace_id, k.user_id, hash, k.created_at],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn revoke_api_key(&mut self, id: &str, at: Timestamp) -> StoreResult<bool> {
+        Ok(self.exec(&sql::REVOKE_API_KEY, args![id, at]).await? > 0)
+    }
+
+    async fn touch_api_key(&mut self, id: &str, at: Timestamp) -> StoreResult<()> {
+        self.exec(&sql::TOUCH_API_KEY, args![id, at]).await?;
+        Ok(())
+    }
+
+    async fn idempotency_claim(
+        &mut self,
+        ws: &str,
+        key: &str,
+        fingerprint: &[u8; 32],
+        now: Timestamp,
+        expired_before: Timestamp,
+    ) -> StoreResult<Option<Idempotent>> {
+        self.exec(&sql::IDEMPOTENCY_EXPIRE, args![ws, expired_before])
+            .await?;
+        let found = self
+            .one(&sql::IDEMPOTENCY_GET, args![ws, key], rows::idempotent)
+            .await?;
+        // The answer kept may show a secret (a webhook's create): sealed at rest.
+        let found = found
+            .map(|mut f| {
+                f.body = f
+                    .body
+                    .map(|b| rows::open_text(b, self.keys()))
+                    .transpose()?;
+                Ok::<_, crate::store::StoreError>(f)
+            })
+            .transpose()?;
+        if found.is_none() {
+            // A concurrent claim of the same key (PostgreSQL) fails here on the primary key:
+            // a conflict.
+            let fingerprint = &fingerprint[..];
+            self.exec(&sql::IDEMPOTENCY_INSERT, args![ws, key, fingerprint, now])
+                .await?;
+        }
+        Ok(found)
+    }
+
+    async fn idempotency_finish(
+        &mut self,
+        ws: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> StoreResult<()> {
+        let body = rows::seal_text(body, self.keys());
+        self.exec(&sql::IDEMPOTENCY_FINISH, args![ws, key, status, body])
+            .await?;
+        Ok(())
+    }
+
+    async fn idempotency_release(&mut self, ws: &str, key: &str) -> StoreResult<()> {
+        self.exec(&sql::IDEMPOTENCY_RELEASE, args![ws, key]).await?;
+        Ok(())
+    }
+
+    async fn insert_project(&mut self, p: &Project) -> StoreResult<()> {
+        self.exec(
+            &sql::INSERT_PROJECT,
+            args![p.id, p.workspace_id, p.name, p.created_by, p.created_at],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_member(&mut self, m: &Member) -> StoreResult<()> {
+        self.exec(
+            &sql::INSERT_MEMBER,
+            args![m.project_id, m.user.id, m.role.as_str(), m.added_at],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_ticket(&mut self, t: &Ticket) -> StoreResult<()> {
+        if self.hold(HeldRow::Ticket(t)) {
+            return Ok(());
+        }
+        self.exec(
+            &sql::INSERT_TICKET,
+            args![
+                t.id,
+                t.workspace_id,
+                t.project_id,
+                t.title,
+                t.description,
+                t.status.as_str(),
+                t.priority.as_str(),
+                t.assignee_id,
+                t.created_by,
+                t.created_at,
+                t.updated_at,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn update_ticket(&mut self, t: &Ticket) -> StoreResult<()> {
+        self.exec(
+            &sql::UPDATE_TICKET,
+            args![
+                t.id,
+                t.title,
+                t.description,
+                t.status.as_str(),
+                t.priority.as_str(),
+                t.assignee_id,
+                t.updated_at,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_ticket(&mut self, id: &str, at: Timestamp) -> StoreResult<()> {
+        self.exec(&sql::DELETE_TICKET, args![id, at]).await?;
+        Ok(())
+    }
+
+    async fn insert_comment(&mut self, c: &Comment) -> StoreResult<()> {
+        self.exec(
+            &sql::INSERT_COMMENT,
+            args![
+                c.id,
+                c.workspace_id,
+                c.ticket_id,
+                c.author_id,
+                c.body,
+                c.created_at
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}

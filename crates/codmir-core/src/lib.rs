@@ -9,6 +9,7 @@ pub mod endpoint;
 pub mod event;
 pub mod id;
 pub mod retry;
+pub mod share;
 pub mod sign;
 pub mod target;
 pub mod time;

@@ -78,8 +78,9 @@ impl WebhookSecret {
 
 /// Static headers a webhook's requests carry besides codmir's own: at most
 /// [`CustomHeaders::MAX`], names that are HTTP tokens, values of visible ASCII. Headers that
-/// belong to the connection, the body or the signatures are refused. Their `Debug` shows the
-/// names only: values are often the receiver's credentials.
+/// belong to the connection, the body or the signatures are refused. Values are often the
+/// receiver's credentials, so they are write-only: their `Debug` shows the names only, and
+/// what is shown back is [`CustomHeaders::masked`].
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct CustomHeaders(Vec<(String, String)>);
 
@@ -162,6 +163,11 @@ impl CustomHeaders {
                     Self::MAX_VALUE
                 )));
             }
+            if value.starts_with(MASK) {
+                return Err(err(format!(
+                    "the value of `{name}` is a masked value as reads show it; send the value itself (or leave `headers` out to keep them)"
+                )));
+            }
             if out.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
                 return Err(err(format!("`{name}` is given twice")));
             }
@@ -173,7 +179,26 @@ impl CustomHeaders {
     pub fn pairs(&self) -> &[(String, String)] {
         &self.0
     }
+
+    /// The names, each with its value masked: what reads and the delivery log show.
+    pub fn masked(&self) -> impl Iterator<Item = (&str, String)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), mask(v)))
+    }
 }
+
+/// What a custom header's value is shown as: [`MASK`], and its last four characters when it
+/// has at least 20 (so that at least 16 stay hidden), to tell two values apart.
+pub fn mask(value: &str) -> String {
+    if value.len() >= 20 {
+        format!("{MASK}{}", &value[value.len() - 4..])
+    } else {
+        MASK.to_owned()
+    }
+}
+
+/// The start of every masked value; a value sent back starting with it is refused (a masked
+/// value copied from a read would otherwise replace the real one).
+pub const MASK: &str = "********";
 
 /// Which event types a webhook receives: exact names, `family.*` or `*`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -556,6 +581,28 @@ mod tests {
         assert!(CustomHeaders::parse(&[("X-A", "1"), ("x-a", "2")]).is_err());
         let many: Vec<(String, String)> = (0..21).map(|i| (format!("X-{i}"), "v".into())).collect();
         assert!(CustomHeaders::parse(&many).is_err());
+    }
+
+    #[test]
+    fn header_values_are_shown_masked_and_a_masked_value_is_not_taken_back() {
+        let h = CustomHeaders::parse(&[
+            ("X-Tenant", "acme"),
+            ("Authorization", "Bearer receiver-token-1234"),
+            ("X-Nineteen", "abcdefghijklmnopqrs"),
+        ])
+        .unwrap();
+        let shown: Vec<(&str, String)> = h.masked().collect();
+        assert_eq!(
+            shown,
+            [
+                ("X-Tenant", "********".to_owned()),
+                ("Authorization", "********1234".to_owned()),
+                ("X-Nineteen", "********".to_owned()),
+            ]
+        );
+        let e = CustomHeaders::parse(&[("Authorization", "********1234")]).unwrap_err();
+        assert!(e.message.contains("masked"), "{}", e.message);
+        assert!(!format!("{h:?}").contains("acme"));
     }
 
     #[test]

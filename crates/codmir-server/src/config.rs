@@ -34,10 +34,12 @@ pub struct Config {
     pub max_in_flight_per_endpoint: usize,
     /// Most attempts in flight in all.
     pub max_in_flight: usize,
-    /// Most attempts in flight for one workspace's webhooks: its share of `max_in_flight`,
-    /// so that one tenant's slow endpoints cannot hold every slot.
-    pub max_in_flight_per_workspace: usize,
-    /// Most attempts in flight to one host across all webhooks (amplification).
+    /// A ceiling on one workspace's attempts in flight. Without one, a workspace gets its fair
+    /// share: the slots left after a reserve, divided among the workspaces that have work
+    /// (`codmir_core::share`).
+    pub max_in_flight_per_workspace: Option<usize>,
+    /// Most attempts in flight from one workspace to one host and port, across its webhooks
+    /// (amplification); another workspace's attempts to the same host do not count.
     pub max_in_flight_per_host: usize,
     /// Most webhooks one workspace may register.
     pub max_webhooks_per_workspace: usize,
@@ -69,7 +71,7 @@ impl Default for Config {
             api_timeout: Duration::from_secs(30),
             max_in_flight_per_endpoint: 64,
             max_in_flight: 512,
-            max_in_flight_per_workspace: 256,
+            max_in_flight_per_workspace: None,
             max_in_flight_per_host: 128,
             max_webhooks_per_workspace: 100,
             lease_duration: Duration::from_secs(60),
@@ -90,6 +92,16 @@ impl Config {
             allow_private: self.allow_private_targets,
             allowed: self.allowed_cidrs.clone(),
             https_only: self.https_only,
+        }
+    }
+
+    /// How the delivery slots are shared (`codmir_core::share`).
+    pub fn shares(&self) -> codmir_core::share::Shares {
+        codmir_core::share::Shares {
+            total: self.max_in_flight,
+            per_workspace: self.max_in_flight_per_workspace,
+            per_endpoint: self.max_in_flight_per_endpoint,
+            per_destination: self.max_in_flight_per_host,
         }
     }
 }

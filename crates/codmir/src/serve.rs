@@ -79,12 +79,14 @@ pub(crate) struct ServeArgs {
     /// Most delivery attempts in flight in all.
     #[arg(long, env = "CODMIR_MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u16).range(1..))]
     max_in_flight: u16,
-    /// Most delivery attempts in flight for one workspace's webhooks (its share of
-    /// --max-in-flight, so one tenant's slow endpoints cannot hold every slot). Default: half
-    /// of --max-in-flight.
+    /// A ceiling on one workspace's delivery attempts in flight. Default: none beyond its fair
+    /// share, which is what is left of --max-in-flight after a reserve of an eighth (kept for
+    /// a workspace that starts having work), divided among the workspaces that have work; a
+    /// quarter of that while most of its recent attempts were slow.
     #[arg(long, env = "CODMIR_MAX_IN_FLIGHT_PER_WORKSPACE", value_parser = clap::value_parser!(u16).range(1..))]
     max_in_flight_per_workspace: Option<u16>,
-    /// Most delivery attempts in flight to one host across all webhooks.
+    /// Most delivery attempts in flight from one workspace to one host and port, across its
+    /// webhooks (another workspace's attempts to the same host do not count).
     #[arg(long, env = "CODMIR_MAX_IN_FLIGHT_PER_HOST", default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..))]
     max_in_flight_per_host: u16,
     /// Most webhooks one workspace may register (422 beyond).
@@ -239,9 +241,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         request_timeout: args.request_timeout,
         max_in_flight_per_endpoint: args.max_in_flight_per_endpoint.into(),
         max_in_flight: args.max_in_flight.into(),
-        max_in_flight_per_workspace: args
-            .max_in_flight_per_workspace
-            .map_or(usize::from(args.max_in_flight).div_ceil(2), usize::from),
+        max_in_flight_per_workspace: args.max_in_flight_per_workspace.map(usize::from),
         max_in_flight_per_host: args.max_in_flight_per_host.into(),
         max_webhooks_per_workspace: args.max_webhooks_per_workspace as usize,
         lease_duration: args.delivery_lease,

@@ -3,7 +3,8 @@
 //! true`) and the work is not done twice; the same key with another request is a 422; a retry
 //! while the first still runs is a 409. Only successes are kept: after a refusal (4xx) or a
 //! failure (5xx) the key is free again, for the corrected request or a real retry. Keys are
-//! per workspace.
+//! per workspace, and an answer is replayed only to the API key that made the request (the
+//! key is part of the request's fingerprint): another key of the workspace gets a 422.
 //!
 //! Once its key is claimed, a request runs to its end in a task of the server's own
 //! (`AppState::tasks`), whatever becomes of the request: one past the API's time bound, or
@@ -84,6 +85,12 @@ async fn replay_or_run(
     hash.update(parts.uri.to_string());
     hash.update([0]);
     hash.update(&body);
+    // The API key is part of the request: an answer (which may show a secret) is replayed
+    // only to the key that made it, not to another key of the workspace.
+    hash.update([0]);
+    if let Some(auth) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+        hash.update(auth.as_bytes());
+    }
     let fingerprint: [u8; 32] = hash.finalize().into();
 
     let now = Timestamp::now();

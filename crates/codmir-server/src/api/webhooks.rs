@@ -92,6 +92,8 @@ pub(super) struct WebhookResponse {
     pub max_in_flight: Option<u32>,
     /// `null`: no limit.
     pub rate_limit_per_second: Option<u32>,
+    /// The custom headers' names, each value masked (`********`, and its last four characters
+    /// when it has at least 20): values are write-only.
     #[schema(value_type = Object)]
     pub headers: serde_json::Map<String, serde_json::Value>,
     /// Always true: a secret is set. Its value is shown only when the webhook is created or
@@ -118,9 +120,8 @@ impl From<Webhook> for WebhookResponse {
             rate_limit_per_second: w.rate_limit_per_second,
             headers: w
                 .headers
-                .pairs()
-                .iter()
-                .map(|(n, v)| (n.clone(), serde_json::Value::String(v.clone())))
+                .masked()
+                .map(|(n, v)| (n.to_owned(), serde_json::Value::String(v)))
                 .collect(),
             secret_set: true,
             previous_secret_expires_at: w
@@ -198,8 +199,8 @@ pub(super) struct AttemptResponse {
     pub error: Option<String>,
     /// The first 4 KiB of the response body.
     pub response_body: Option<String>,
-    /// The request's headers in the order sent; `null` when the webhook is gone. Signatures
-    /// are computed again with the webhook's secrets as they are now: after a later rotation
+    /// The request's headers in the order sent, custom header values masked as the webhook
+    /// shows them; `null` when the webhook is gone. Signatures are computed again with the webhook's secrets as they are now: after a later rotation
     /// they differ from the ones sent.
     #[schema(value_type = Option<Object>)]
     pub request_headers: Option<serde_json::Map<String, serde_json::Value>>,
@@ -209,8 +210,8 @@ impl AttemptResponse {
     fn new(a: Attempt, log: &ops::DeliveryLog) -> Self {
         let request_headers = log.webhook.as_ref().map(|w| {
             let mut headers = serde_json::Map::new();
-            for (name, value) in w.headers.pairs() {
-                headers.insert(name.to_ascii_lowercase(), value.clone().into());
+            for (name, value) in w.headers.masked() {
+                headers.insert(name.to_ascii_lowercase(), value.into());
             }
             let body = log.payload.as_deref().unwrap_or_default().as_bytes();
             crate::delivery::signed_headers(

@@ -14,7 +14,7 @@ use super::attempt::Observed;
 use super::budget::{ApiLoad, Budget};
 use super::handle::Handoff;
 use super::poll::PollTimer;
-use super::queues::{Bounds, Lane, Local};
+use super::queues::{Bounds, Finished, Lane, Local};
 use super::recorder::{Health, record_outcomes};
 use crate::config::Config;
 use crate::store::{Lease, Leased, Store, StoreError, chain};
@@ -47,7 +47,7 @@ pub(super) struct Dispatcher {
 struct State {
     local: Local,
     budget: Budget,
-    attempts: JoinSet<String>,
+    attempts: JoinSet<Finished>,
     timer: PollTimer,
     /// Webhooks left out of the last claim because this node already held enough of their
     /// work; when one drains, a claim is worth it.
@@ -124,7 +124,7 @@ impl Dispatcher {
                 }
             }
             let room = (2 * config.max_in_flight)
-                .saturating_sub(s.local.queued + s.local.total_in_flight)
+                .saturating_sub(s.local.queued + s.local.total_in_flight())
                 .min(CLAIM_BATCH);
             // Claim only while little is queued here, and in batches, not one by one.
             if s.timer.claim_due()
@@ -144,7 +144,7 @@ impl Dispatcher {
                     while let Some(done) = s.attempts.try_join_next() {
                         drained |= s.local.finished(done, per_endpoint, &s.skipped);
                     }
-                    crate::telemetry::in_flight(s.local.total_in_flight);
+                    crate::telemetry::in_flight(s.local.total_in_flight());
                     if drained {
                         s.skipped.clear();
                         s.timer.poke();
@@ -236,7 +236,7 @@ fn start_ready(
     load: &ApiLoad,
     attempter: &Arc<Attempter>,
 ) -> Option<Duration> {
-    if s.local.queued == 0 || s.local.total_in_flight >= config.max_in_flight {
+    if s.local.queued == 0 || s.local.total_in_flight() >= config.max_in_flight {
         return None;
     }
     if s.recording.holding() {
@@ -253,10 +253,7 @@ fn start_ready(
         usize::MAX
     };
     let bounds = Bounds {
-        total: config.max_in_flight,
-        per_endpoint: config.max_in_flight_per_endpoint,
-        per_workspace: config.max_in_flight_per_workspace,
-        per_host: config.max_in_flight_per_host,
+        shares: config.shares(),
         claimed,
         // A queued delivery whose lease would run out during its attempt is left for a claim.
         lease_deadline: now.plus(config.request_timeout + Duration::from_secs(1)),
@@ -264,17 +261,20 @@ fn start_ready(
     };
     let ready = s.local.take_ready(&bounds);
     if !ready.is_empty() {
-        crate::telemetry::in_flight(s.local.total_in_flight);
+        crate::telemetry::in_flight(s.local.total_in_flight());
     }
     let started_claimed = ready.iter().filter(|(_, claimed)| *claimed).count();
     if busy {
         s.budget.spend(started_claimed);
     }
+    let timeout = config.request_timeout;
     for (work, _) in ready {
         let attempter = attempter.clone();
         s.attempts.spawn(async move {
+            let started = Instant::now();
             attempter.attempt(&work).await;
-            work.webhook.id.clone()
+            let slow = codmir_core::share::is_slow(started.elapsed(), timeout);
+            (work.webhook.id.clone(), slow)
         });
     }
     // Claimed work left waiting because the budget ran out: wake when it refills; a webhook
@@ -347,7 +347,7 @@ async fn release_all(store: &Store) {
 /// Waits up to `grace` (or until cut off sooner) for the attempts in flight, then cuts off
 /// the rest: each ends at once and its outcome, interrupted, goes to the recorder, so that the
 /// log shows the attempt the endpoint may have seen and the next one carries the next number.
-async fn finish(attempts: &mut JoinSet<String>, grace: Duration, cut_off: &watch::Sender<bool>) {
+async fn finish(attempts: &mut JoinSet<Finished>, grace: Duration, cut_off: &watch::Sender<bool>) {
     let mut cut = cut_off.subscribe();
     let drained = tokio::select! {
         () = async { while attempts.join_next().await.is_some() {} } => true,

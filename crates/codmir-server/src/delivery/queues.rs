@@ -2,39 +2,68 @@
 //! flight: which queued deliveries may start now, within the per-webhook and node bounds.
 //! Plain data, owned by the engine loop, tested without a runtime.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use codmir_core::share::{Pace, Shares};
 use codmir_core::time::Timestamp;
 
 use crate::store::Leased;
 
-/// Deliveries this node holds a lease on, waiting for their webhook's share of capacity, and
-/// the attempts in flight. Owned by the engine loop alone.
+/// Deliveries this node holds a lease on, waiting for their turn, and the attempts in flight.
+/// Owned by the engine loop alone.
 ///
 /// Two lanes: [`Lane::Fresh`] holds what this node's API just committed (the fast path) and is
 /// always started first; [`Lane::Claimed`] holds what came from the database (retries coming
-/// due, a backlog, other nodes' expired work). While the API is busy, claimed attempts start at most at
-/// a bounded rate (the budget, `budget.rs`), so that draining a backlog does not take the CPU
-/// and the writer from the requests being served and from their fresh deliveries.
+/// due, a backlog, other nodes' expired work). While the API is busy, claimed attempts start at
+/// most at a bounded rate (the budget, `budget.rs`), so that draining a backlog does not take
+/// the CPU and the writer from the requests being served and from their fresh deliveries.
+///
+/// Within a lane, workspaces take turns least-served first (the one with the fewest attempts
+/// in flight starts next), and a workspace's webhooks take turns in order; the bounds each
+/// start must stay within are `codmir_core::share`'s.
 #[derive(Default)]
 pub(super) struct Local {
-    /// Per lane, per webhook; a queue is removed once empty.
-    lanes: [HashMap<String, VecDeque<Leased>>; 2],
-    in_flight: HashMap<String, usize>,
-    /// Attempts in flight per workspace and per destination host (fairness between tenants,
-    /// and a bound on what one host receives across webhooks), and, per webhook with
-    /// attempts in flight, the workspace and host they are counted under.
-    by_workspace: HashMap<String, usize>,
-    by_host: HashMap<String, usize>,
-    owners: HashMap<String, (String, String)>,
-    pub(super) total_in_flight: usize,
+    /// Per lane, per workspace; a workspace is removed once nothing of it is queued there.
+    lanes: [HashMap<String, Tenant>; 2],
+    counts: Counts,
     pub(super) queued: usize,
-    /// Per rate-limited webhook, the earliest instant its next attempt may start.
-    next_slot: HashMap<String, Instant>,
     /// The earliest instant a webhook held back by its rate limit may start again, as of the
     /// last `take_ready`.
     pub(super) rate_wait: Option<Instant>,
+}
+
+/// One workspace's queued work in one lane.
+#[derive(Default)]
+struct Tenant {
+    /// Its webhooks with queued work, in the order they take turns.
+    turn: VecDeque<String>,
+    queues: HashMap<String, VecDeque<Leased>>,
+}
+
+/// What is held where: the counts every start is bounded by.
+#[derive(Default)]
+struct Counts {
+    /// Per workspace with work queued or in flight here.
+    workspaces: HashMap<String, Held>,
+    /// Attempts in flight per webhook, and per workspace and destination (host and port).
+    in_flight: HashMap<String, usize>,
+    by_destination: HashMap<String, usize>,
+    /// Per webhook with attempts in flight, the workspace and destination they count under.
+    owners: HashMap<String, (String, String)>,
+    /// How recent attempts went, per webhook and per workspace; kept only while not clear.
+    webhook_pace: HashMap<String, Pace>,
+    workspace_pace: HashMap<String, Pace>,
+    total_in_flight: usize,
+    /// Per rate-limited webhook, the earliest instant its next attempt may start.
+    next_slot: HashMap<String, Instant>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Held {
+    queued: usize,
+    in_flight: usize,
 }
 
 /// Where a queued delivery came from; the index of its lane in [`Local::lanes`].
@@ -44,177 +73,342 @@ pub(super) enum Lane {
     Claimed = 1,
 }
 
-/// How many attempts may be in flight (on the node, per webhook), how many claimed ones may
-/// start now, and the lease a queued delivery must still hold to be started.
+/// How attempts are shared, how many claimed ones may start now, and the lease a queued
+/// delivery must still hold to be started.
 pub(super) struct Bounds {
-    pub(super) total: usize,
-    pub(super) per_endpoint: usize,
-    pub(super) per_workspace: usize,
-    pub(super) per_host: usize,
+    pub(super) shares: Shares,
     pub(super) claimed: usize,
     pub(super) lease_deadline: Timestamp,
     /// Now, for the per-webhook rate limits.
     pub(super) now: Instant,
 }
 
+/// How a finished attempt task reports back: its webhook, and whether the attempt was slow.
+pub(super) type Finished = (String, bool);
+
 impl Local {
     pub(super) fn push(&mut self, lane: Lane, c: Leased) {
         self.queued += 1;
-        self.lanes[lane as usize]
-            .entry(c.webhook.id.clone())
-            .or_default()
-            .push_back(c);
+        let workspace = &c.webhook.workspace_id;
+        held_mut(&mut self.counts.workspaces, workspace).queued += 1;
+        let tenant = match self.lanes[lane as usize].get_mut(workspace) {
+            Some(t) => t,
+            None => self.lanes[lane as usize]
+                .entry(workspace.clone())
+                .or_default(),
+        };
+        match tenant.queues.get_mut(&c.webhook.id) {
+            Some(queue) => queue.push_back(c),
+            None => {
+                tenant.turn.push_back(c.webhook.id.clone());
+                tenant
+                    .queues
+                    .insert(c.webhook.id.clone(), VecDeque::from([c]));
+            }
+        }
     }
 
-    /// Deliveries of `webhook` queued here, in both lanes.
-    pub(super) fn queued_for(&self, webhook: &str) -> usize {
+    pub(super) fn total_in_flight(&self) -> usize {
+        self.counts.total_in_flight
+    }
+
+    /// Deliveries of `webhook` (of `workspace`) queued here, in both lanes.
+    fn queued_for(&self, workspace: &str, webhook: &str) -> usize {
         self.lanes
             .iter()
-            .map(|lane| lane.get(webhook).map_or(0, VecDeque::len))
+            .filter_map(|lane| lane.get(workspace)?.queues.get(webhook))
+            .map(VecDeque::len)
             .sum()
     }
 
     /// Drops what is queued for `webhook`.
     pub(super) fn forget(&mut self, webhook: &str) {
         for lane in &mut self.lanes {
-            if let Some(queue) = lane.remove(webhook) {
-                self.queued -= queue.len();
-            }
+            lane.retain(|workspace, tenant| {
+                if let Some(queue) = tenant.queues.remove(webhook) {
+                    self.queued -= queue.len();
+                    tenant.turn.retain(|w| w != webhook);
+                    self.counts.unqueue(workspace, queue.len());
+                }
+                !tenant.turn.is_empty()
+            });
         }
     }
 
     /// Takes the queued deliveries that may start now within `bounds`, fresh ones first, and
-    /// counts them in flight. Each comes with whether it is claimed work. A webhook's own
-    /// `max_in_flight` lowers the per-endpoint bound for it, and its `rate_limit_per_second`
-    /// spaces its attempts by at least 1/rate (no bursts); [`Local::rate_wait`] says when the
-    /// first one held back by a rate may start.
+    /// counts them in flight. Each comes with whether it is claimed work. A webhook's
+    /// `rate_limit_per_second` spaces its attempts by at least 1/rate (no bursts);
+    /// [`Local::rate_wait`] says when the first one held back by a rate may start.
     pub(super) fn take_ready(&mut self, bounds: &Bounds) -> Vec<(Leased, bool)> {
         let mut ready = Vec::new();
         let mut claimed_started = 0;
         let mut rate_wait: Option<Instant> = None;
+        let active = self.counts.workspaces.len();
         for lane in [Lane::Fresh, Lane::Claimed] {
             let claimed = lane == Lane::Claimed;
-            self.lanes[lane as usize].retain(|webhook, queue| {
-                while self.total_in_flight < bounds.total
-                    && (!claimed || claimed_started < bounds.claimed)
+            let tenants = &mut self.lanes[lane as usize];
+            let mut turns: BinaryHeap<Reverse<(usize, String)>> = tenants
+                .keys()
+                .map(|ws| Reverse((self.counts.held(ws).in_flight, ws.clone())))
+                .collect();
+            while let Some(Reverse((_, workspace))) = turns.pop() {
+                if claimed && claimed_started >= bounds.claimed {
+                    break;
+                }
+                let pace = self.counts.workspace_pace(&workspace);
+                let cap = bounds.shares.workspace_cap(active, pace);
+                let held = self.counts.held(&workspace).in_flight;
+                if !bounds
+                    .shares
+                    .may_start(held, cap, self.counts.total_in_flight)
                 {
-                    let Some(front) = queue.front() else { break };
-                    let cap = front
-                        .webhook
-                        .max_in_flight
-                        .map_or(bounds.per_endpoint, |m| {
-                            (m as usize).min(bounds.per_endpoint)
-                        });
-                    let busy = self.in_flight.get(webhook).copied().unwrap_or(0);
-                    if busy >= cap {
-                        break;
-                    }
-                    let workspace = front.webhook.workspace_id.as_str();
-                    let host = host_of(front.webhook.url.as_str());
-                    if count(&self.by_workspace, workspace) >= bounds.per_workspace
-                        || count(&self.by_host, host) >= bounds.per_host
-                    {
-                        break;
-                    }
-                    if let Some(rate) = front.webhook.rate_limit_per_second {
-                        let slot = self.next_slot.get(webhook).copied();
-                        if let Some(at) = slot.filter(|at| *at > bounds.now) {
-                            rate_wait = Some(rate_wait.map_or(at, |w| w.min(at)));
-                            break;
-                        }
-                        let spacing = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
-                        let from = slot.map_or(bounds.now, |at| at.max(bounds.now));
-                        self.next_slot.insert(webhook.clone(), from + spacing);
-                    }
-                    let Some(c) = queue.pop_front() else { break };
-                    self.queued -= 1;
-                    if c.lease_until < bounds.lease_deadline {
-                        continue;
-                    }
-                    let host = host_of(c.webhook.url.as_str());
-                    bump(&mut self.by_workspace, &c.webhook.workspace_id);
-                    bump(&mut self.by_host, host);
-                    if busy == 0 {
-                        self.owners.insert(
-                            webhook.clone(),
-                            (c.webhook.workspace_id.clone(), host.to_owned()),
-                        );
-                    }
-                    *self.in_flight.entry(webhook.clone()).or_default() += 1;
-                    self.total_in_flight += 1;
+                    continue;
+                }
+                let Some(tenant) = tenants.get_mut(&workspace) else {
+                    continue;
+                };
+                let started = self.counts.start_one(
+                    tenant,
+                    &workspace,
+                    bounds,
+                    &mut self.queued,
+                    &mut rate_wait,
+                );
+                if tenant.turn.is_empty() {
+                    tenants.remove(&workspace);
+                }
+                if let Some(c) = started {
+                    ready.push((c, claimed));
                     if claimed {
                         claimed_started += 1;
                     }
-                    ready.push((c, claimed));
+                    if tenants.contains_key(&workspace) {
+                        let in_flight = self.counts.held(&workspace).in_flight;
+                        turns.push(Reverse((in_flight, workspace)));
+                    }
                 }
-                !queue.is_empty()
-            });
+            }
         }
+        self.counts.tidy();
         self.rate_wait = rate_wait;
         ready
     }
 
     /// Webhooks that already hold enough work here: no more claims for them.
     pub(super) fn full(&self, per_endpoint: usize) -> Vec<String> {
-        let [fresh, claimed] = &self.lanes;
-        // Each webhook once: those of the fresh lane, then those only in the claimed lane.
-        fresh
-            .keys()
-            .chain(claimed.keys().filter(|id| !fresh.contains_key(*id)))
-            .filter(|id| {
-                self.queued_for(id) + self.in_flight.get(*id).copied().unwrap_or(0)
-                    >= 2 * per_endpoint
-            })
-            .cloned()
-            .collect()
+        let mut full = Vec::new();
+        for (workspace, tenant) in self.lanes.iter().flat_map(HashMap::iter) {
+            for webhook in &tenant.turn {
+                let held = self.queued_for(workspace, webhook)
+                    + self.counts.in_flight.get(webhook).copied().unwrap_or(0);
+                if held >= 2 * per_endpoint && !full.contains(webhook) {
+                    full.push(webhook.clone());
+                }
+            }
+        }
+        full
     }
-}
 
-impl Local {
     /// Accounts for a finished attempt task. True when its webhook was left out of the last
     /// claim and now has room for more.
     pub(super) fn finished(
         &mut self,
-        done: Result<String, tokio::task::JoinError>,
+        done: Result<Finished, tokio::task::JoinError>,
         per_endpoint: usize,
         skipped: &[String],
     ) -> bool {
-        let local = self;
-        local.total_in_flight -= 1;
+        let counts = &mut self.counts;
+        counts.total_in_flight -= 1;
         // An attempt task does not panic (nothing in it unwraps); if one ever did, its webhook's
         // share would stay one lower until the node restarts.
-        let Ok(webhook) = done else { return false };
-        let busy = match local.in_flight.get_mut(&webhook) {
+        let Ok((webhook, slow)) = done else {
+            return false;
+        };
+        let busy = match counts.in_flight.get_mut(&webhook) {
             Some(n) => {
                 *n -= 1;
                 let busy = *n;
                 if busy == 0 {
-                    local.in_flight.remove(&webhook);
+                    counts.in_flight.remove(&webhook);
                 }
                 busy
             }
             None => 0,
         };
-        if let Some((workspace, host)) = local.owners.get(&webhook) {
-            drop_one(&mut local.by_workspace, workspace);
-            drop_one(&mut local.by_host, host);
+        pace_after(&mut counts.webhook_pace, &webhook, slow);
+        let owner = if busy == 0 {
+            counts.owners.remove(&webhook)
+        } else {
+            counts.owners.get(&webhook).cloned()
+        };
+        let Some((workspace, destination)) = owner else {
+            return false;
+        };
+        drop_one(&mut counts.by_destination, &destination);
+        pace_after(&mut counts.workspace_pace, &workspace, slow);
+        if let Some(held) = counts.workspaces.get_mut(&workspace) {
+            held.in_flight -= 1;
         }
-        if busy == 0 {
-            local.owners.remove(&webhook);
-        }
-        skipped.contains(&webhook) && busy + local.queued_for(&webhook) < 2 * per_endpoint
+        counts.tidy_one(&workspace);
+        skipped.contains(&webhook)
+            && busy + self.queued_for(&workspace, &webhook) < 2 * per_endpoint
+    }
+
+    /// Whether claimed work is waiting.
+    pub(super) fn claimed_waiting(&self) -> bool {
+        !self.lanes[Lane::Claimed as usize].is_empty()
     }
 }
 
-/// The host of a stored (already validated and normalized) URL, without port: what the
-/// per-host bound counts by.
-fn host_of(url: &str) -> &str {
+impl Counts {
+    fn held(&self, workspace: &str) -> Held {
+        self.workspaces.get(workspace).copied().unwrap_or_default()
+    }
+
+    fn workspace_pace(&self, workspace: &str) -> Pace {
+        self.workspace_pace
+            .get(workspace)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn unqueue(&mut self, workspace: &str, n: usize) {
+        if let Some(held) = self.workspaces.get_mut(workspace) {
+            held.queued -= n;
+        }
+        self.tidy_one(workspace);
+    }
+
+    /// Forgets a workspace with nothing queued or in flight: it no longer counts as active.
+    fn tidy_one(&mut self, workspace: &str) {
+        if let Some(held) = self.workspaces.get(workspace)
+            && held.queued == 0
+            && held.in_flight == 0
+        {
+            self.workspaces.remove(workspace);
+        }
+    }
+
+    fn tidy(&mut self) {
+        self.workspaces
+            .retain(|_, held| held.queued > 0 || held.in_flight > 0);
+    }
+
+    /// Starts the first delivery of `tenant`'s webhooks, in their turn, that its bounds let
+    /// start; a webhook whose turn passes goes to the back. Deliveries whose lease would run
+    /// out during their attempt are dropped on the way (left for a claim).
+    fn start_one(
+        &mut self,
+        tenant: &mut Tenant,
+        workspace: &str,
+        bounds: &Bounds,
+        queued: &mut usize,
+        rate_wait: &mut Option<Instant>,
+    ) -> Option<Leased> {
+        for _ in 0..tenant.turn.len() {
+            let webhook = tenant.turn.pop_front()?;
+            let Some(queue) = tenant.queues.get_mut(&webhook) else {
+                continue;
+            };
+            while queue
+                .front()
+                .is_some_and(|c| c.lease_until < bounds.lease_deadline)
+            {
+                queue.pop_front();
+                *queued -= 1;
+                held_mut(&mut self.workspaces, workspace).queued -= 1;
+            }
+            let Some(front) = queue.front() else {
+                tenant.queues.remove(&webhook);
+                continue;
+            };
+            let pace = self.webhook_pace.get(&webhook).copied().unwrap_or_default();
+            let cap = bounds
+                .shares
+                .endpoint_cap(front.webhook.max_in_flight, pace);
+            let busy = self.in_flight.get(&webhook).copied().unwrap_or(0);
+            let destination = destination_key(workspace, front.webhook.url.as_str());
+            let at_bound = busy >= cap
+                || count(&self.by_destination, &destination) >= bounds.shares.per_destination;
+            if at_bound || !self.rate_allows(&webhook, front, bounds.now, rate_wait) {
+                tenant.turn.push_back(webhook);
+                continue;
+            }
+            let c = queue.pop_front()?;
+            *queued -= 1;
+            if queue.is_empty() {
+                tenant.queues.remove(&webhook);
+            } else {
+                tenant.turn.push_back(webhook.clone());
+            }
+            let held = held_mut(&mut self.workspaces, workspace);
+            held.queued -= 1;
+            held.in_flight += 1;
+            bump(&mut self.by_destination, &destination);
+            if busy == 0 {
+                self.owners
+                    .insert(webhook.clone(), (workspace.to_owned(), destination));
+            }
+            *self.in_flight.entry(webhook).or_default() += 1;
+            self.total_in_flight += 1;
+            return Some(c);
+        }
+        None
+    }
+
+    /// Whether `webhook`'s rate limit lets an attempt start now; if so, its next slot moves on.
+    fn rate_allows(
+        &mut self,
+        webhook: &str,
+        front: &Leased,
+        now: Instant,
+        rate_wait: &mut Option<Instant>,
+    ) -> bool {
+        let Some(rate) = front.webhook.rate_limit_per_second else {
+            return true;
+        };
+        let slot = self.next_slot.get(webhook).copied();
+        if let Some(at) = slot.filter(|at| *at > now) {
+            *rate_wait = Some(rate_wait.map_or(at, |w| w.min(at)));
+            return false;
+        }
+        let spacing = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+        let from = slot.map_or(now, |at| at.max(now));
+        self.next_slot.insert(webhook.to_owned(), from + spacing);
+        true
+    }
+}
+
+fn held_mut<'a>(workspaces: &'a mut HashMap<String, Held>, workspace: &str) -> &'a mut Held {
+    if !workspaces.contains_key(workspace) {
+        workspaces.insert(workspace.to_owned(), Held::default());
+    }
+    workspaces
+        .get_mut(workspace)
+        .expect("inserted just above if missing")
+}
+
+fn pace_after(paces: &mut HashMap<String, Pace>, key: &str, slow: bool) {
+    let pace = paces.get(key).copied().unwrap_or_default().after(slow);
+    if pace.is_clear() {
+        paces.remove(key);
+    } else {
+        paces.insert(key.to_owned(), pace);
+    }
+}
+
+/// What the per-destination bound counts by: the workspace, and the host and port of a stored
+/// (already validated and normalized) URL. Keyed by workspace, so that no tenant's webhooks
+/// count against another's bound, whichever names they use.
+fn destination_key(workspace: &str, url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
-    match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => authority.split(':').next().unwrap_or(authority),
-    }
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let mut key = String::with_capacity(workspace.len() + 1 + authority.len());
+    key.push_str(workspace);
+    key.push(' ');
+    key.push_str(&authority.to_ascii_lowercase());
+    key
 }
 
 fn count(map: &HashMap<String, usize>, key: &str) -> usize {
@@ -237,13 +431,6 @@ fn drop_one(map: &mut HashMap<String, usize>, key: &str) {
         if *n == 0 {
             map.remove(key);
         }
-    }
-}
-
-impl Local {
-    /// Whether claimed work is waiting.
-    pub(super) fn claimed_waiting(&self) -> bool {
-        !self.lanes[Lane::Claimed as usize].is_empty()
     }
 }
 
@@ -285,10 +472,12 @@ mod tests {
 
     fn bounds(claimed: usize) -> Bounds {
         Bounds {
-            total: 10,
-            per_endpoint: 4,
-            per_workspace: 10,
-            per_host: 10,
+            shares: Shares {
+                total: 10,
+                per_workspace: None,
+                per_endpoint: 4,
+                per_destination: 10,
+            },
             claimed,
             lease_deadline: Timestamp::from_millis(1_000_000),
             now: Instant::now(),
@@ -316,7 +505,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             [false, true, true, true]
         );
-        assert_eq!((local.queued, local.total_in_flight), (0, 4));
+        assert_eq!((local.queued, local.total_in_flight()), (0, 4));
     }
 
     #[test]
@@ -337,61 +526,139 @@ mod tests {
         assert_eq!(local.queued, 5);
         // With the budget spent, claimed work waits; fresh work waits only for its webhook.
         assert!(local.take_ready(&bounds(0)).is_empty());
-        local.finished(Ok("b".into()), 4, &[]);
+        local.finished(Ok(("b".into(), false)), 4, &[]);
         assert_eq!(ids(&local.take_ready(&bounds(0))), ["dlv_b_4"]);
         assert_eq!(ids(&local.take_ready(&bounds(2))), ["dlv_a_1", "dlv_a_2"]);
     }
 
-    #[test]
-    fn a_workspace_and_a_host_get_their_share_and_no_more() {
-        let mut local = Local::default();
-        for n in 0..4 {
-            local.push(Lane::Fresh, queued("a", n));
-            local.push(Lane::Fresh, queued("b", n));
+    /// A delivery of `webhook` in workspace `ws` to `url`.
+    fn of(ws: &str, webhook: &str, n: u32, url: &str) -> Leased {
+        let mut c = queued(webhook, n);
+        let hook = Arc::make_mut(&mut c.webhook);
+        hook.workspace_id = ws.into();
+        hook.url = EndpointUrl::from_stored(url.into());
+        c
+    }
+
+    fn per_workspace(ready: &[(Leased, bool)]) -> HashMap<String, usize> {
+        let mut n = HashMap::new();
+        for (c, _) in ready {
+            *n.entry(c.webhook.workspace_id.clone()).or_insert(0) += 1;
         }
-        let mut other = queued("c", 0);
-        let hook = Arc::make_mut(&mut other.webhook);
-        hook.workspace_id = "ws2".into();
-        hook.url = EndpointUrl::from_stored("https://elsewhere.example/x".into());
-        local.push(Lane::Fresh, other);
-        let tight = Bounds {
-            per_workspace: 3,
-            ..bounds(10)
-        };
-        let ready = local.take_ready(&tight);
-        let of = |ws: &str| {
-            ready
-                .iter()
-                .filter(|(c, _)| c.webhook.workspace_id == ws)
-                .count()
-        };
-        assert_eq!(
-            (of("ws"), of("ws2")),
-            (3, 1),
-            "ws holds 3 of 10, the other tenant starts"
-        );
-        // When one of ws's attempts ends, one more of ws may start.
-        let started = ready
-            .iter()
-            .find(|(c, _)| c.webhook.workspace_id == "ws")
-            .map(|(c, _)| c.webhook.id.clone());
-        local.finished(Ok(started.unwrap_or_default()), 4, &[]);
-        assert_eq!(local.take_ready(&tight).len(), 1);
-        assert_eq!(host_of("https://[::1]:8443/x"), "::1");
-        assert_eq!(host_of("http://Example.com:80/a?b"), "Example.com");
+        n
+    }
+
+    fn node(total: usize, per_endpoint: usize, per_destination: usize) -> Bounds {
+        Bounds {
+            shares: Shares {
+                total,
+                per_workspace: None,
+                per_endpoint,
+                per_destination,
+            },
+            ..bounds(usize::MAX)
+        }
+    }
+
+    #[test]
+    fn attackers_hold_their_shares_and_a_newcomer_starts_in_the_reserve() {
+        // 64 slots: a reserve of 8, 56 shared. Attacker workspaces, each with far more
+        // queued work than slots, on the victim's host; they come all at once, or one after
+        // another (the first then holds all 56 shared slots, over the shares that follow,
+        // and each later one takes one of the 8 reserved: 7 leave one for the victim).
+        for (attackers, orders) in [(1, 2), (2, 2), (5, 2), (7, 2), (56, 1)] {
+            for one_by_one in [false, true].into_iter().take(orders) {
+                let mut local = Local::default();
+                let bounds = node(64, 64, 64);
+                for a in 0..attackers {
+                    for n in 0..100 {
+                        let webhook = format!("a{a}_{}", n % 10);
+                        let url = "https://victim.example:9/hang";
+                        local.push(Lane::Claimed, of(&format!("ws_a{a}"), &webhook, n, url));
+                    }
+                    if one_by_one {
+                        local.take_ready(&bounds);
+                    }
+                }
+                local.take_ready(&bounds);
+                let held = local.total_in_flight();
+                assert!(held < 64, "{attackers} attackers hold {held} of 64");
+                // The attackers' slots are full: nothing more of theirs starts.
+                assert!(local.take_ready(&bounds).is_empty());
+                // The victim's delivery, to the same host on another port, starts now.
+                local.push(
+                    Lane::Fresh,
+                    of("ws_victim", "v", 0, "https://victim.example/in"),
+                );
+                let ready = local.take_ready(&bounds);
+                assert_eq!(ids(&ready), ["dlv_v_0"], "{attackers} attackers");
+            }
+        }
+    }
+
+    #[test]
+    fn workspaces_take_turns_least_served_first() {
+        let mut local = Local::default();
+        for n in 0..30 {
+            local.push(Lane::Fresh, of("ws1", "a", n, "https://one.example/"));
+            local.push(Lane::Fresh, of("ws2", "b", n, "https://two.example/"));
+            local.push(Lane::Fresh, of("ws3", "c", n, "https://three.example/"));
+        }
+        // 17 slots, a reserve of 2, 15 shared: 5 each, whatever the map's order.
+        let ready = local.take_ready(&node(17, 64, 64));
+        let by = per_workspace(&ready);
+        assert_eq!((by["ws1"], by["ws2"], by["ws3"]), (5, 5, 5));
+        // Once ws2 has nothing left, the two others share what it held.
+        local.forget("b");
+        for _ in 0..5 {
+            local.finished(Ok(("b".into(), false)), 64, &[]);
+        }
+        let ready = local.take_ready(&node(17, 64, 64));
+        let by = per_workspace(&ready);
+        assert_eq!((by["ws1"], by["ws3"]), (2, 2), "7 each now");
+    }
+
+    #[test]
+    fn a_destination_is_bounded_per_workspace_and_hanging_work_gets_less() {
         let mut local = Local::default();
         for n in 0..6 {
             local.push(Lane::Fresh, queued(&format!("w{n}"), n));
+            local.push(
+                Lane::Fresh,
+                of("other", &format!("o{n}"), n, "https://example.com/hook"),
+            );
         }
-        let per_host = Bounds {
-            per_host: 2,
-            ..bounds(10)
-        };
+        // Two per workspace to example.com: the other tenant's two do not count against ws.
+        let ready = local.take_ready(&node(100, 64, 2));
         assert_eq!(
-            local.take_ready(&per_host).len(),
-            2,
-            "six webhooks, one host"
+            per_workspace(&ready),
+            HashMap::from([("ws".into(), 2), ("other".into(), 2)])
         );
+        assert_eq!(
+            destination_key("ws", "https://A.example:8443/x?y"),
+            "ws a.example:8443"
+        );
+        assert_eq!(destination_key("ws", "http://[::1]:9/"), "ws [::1]:9");
+
+        // A webhook whose attempts were slow gets one in flight; fast ones bring it back.
+        let mut local = Local::default();
+        for n in 0..10 {
+            local.push(Lane::Fresh, queued("h", n));
+        }
+        let wide = node(100, 4, 100);
+        assert_eq!(local.take_ready(&wide).len(), 4, "the webhook's bound");
+        for _ in 0..4 {
+            local.finished(Ok(("h".into(), true)), 64, &[]);
+        }
+        assert_eq!(local.take_ready(&wide).len(), 1, "hanging: one at a time");
+        local.finished(Ok(("h".into(), false)), 64, &[]);
+        assert_eq!(
+            local.take_ready(&wide).len(),
+            1,
+            "still hanging after one fast"
+        );
+        local.finished(Ok(("h".into(), false)), 64, &[]);
+        assert_eq!(local.take_ready(&wide).len(), 4, "recovered after two fast");
     }
 
     #[test]
@@ -402,6 +669,6 @@ mod tests {
         local.push(Lane::Fresh, late);
         local.push(Lane::Fresh, queued("a", 1));
         assert_eq!(ids(&local.take_ready(&bounds(10))), ["dlv_a_1"]);
-        assert_eq!((local.queued, local.total_in_flight), (0, 1));
+        assert_eq!((local.queued, local.total_in_flight()), (0, 1));
     }
 }

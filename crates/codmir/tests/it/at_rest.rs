@@ -48,7 +48,13 @@ async fn secrets_are_sealed_in_the_sqlite_files_and_a_rotation_reseals_them_live
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.db");
     let db = format!("sqlite://{}", path.display());
-    let s = ServerProcess::start(&db, &["--allow-private-targets"]).await;
+    // The most the server logs, so that no secret hides in a debug line.
+    let s = ServerProcess::start_with_env(
+        &db,
+        &["--allow-private-targets"],
+        &[("CODMIR_LOG", "debug")],
+    )
+    .await;
     let key = s.printed_key().unwrap();
     let key_file = dir.path().join("c.db.key");
     assert!(
@@ -142,11 +148,60 @@ async fn secrets_are_sealed_in_the_sqlite_files_and_a_rotation_reseals_them_live
     assert_eq!((status, replayed), (201, true), "{again}");
     assert_eq!(again["secret"], KEPT, "the retry gets the answer whole");
     let signing = first["signing_secret"].as_str().unwrap().to_owned();
-    for secret in [KEPT, signing.as_str(), &signing["whsec_".len()..]] {
+    for secret in [KEPT, signing.as_str(), &signing["whsec_".len()..], TOKEN] {
         assert!(
             !found_in(&files, secret),
             "{secret} is in the database files"
         );
+    }
+    // Nor in any answer after the one that created it, nor in the log: the webhook, the
+    // lists, the delivery log with its attempts' headers (the header value is write-only).
+    s.post(&key, "/v1/projects", json!({"name": "Shown"})).await;
+    let webhook = first["id"].as_str().unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "delivered with the header",
+        || async { rx.hits().iter().any(|h| h.header("authorization") == TOKEN) },
+    )
+    .await;
+    let get = |path: String| {
+        let (url, key) = (format!("{}{path}", s.base), key.clone());
+        async move {
+            let r = crate::helpers::client()
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }
+    };
+    let deliveries: serde_json::Value =
+        serde_json::from_str(&get(format!("/v1/deliveries?webhook_id={webhook}")).await).unwrap();
+    let mut answers = vec![
+        get(format!("/v1/webhooks/{webhook}")).await,
+        get("/v1/webhooks".into()).await,
+    ];
+    for d in deliveries["data"].as_array().unwrap() {
+        answers.push(get(format!("/v1/deliveries/{}", d["id"].as_str().unwrap())).await);
+    }
+    assert!(
+        answers.iter().any(|a| a.contains("********5678")),
+        "shown masked: {answers:?}"
+    );
+    let logged = s.stderr().join("\n");
+    for secret in [
+        KEPT,
+        signing.as_str(),
+        &signing["whsec_".len()..],
+        TOKEN,
+        "a-header-credential",
+    ] {
+        for answer in &answers {
+            assert!(!answer.contains(secret), "{secret} in {answer}");
+        }
+        assert!(!logged.contains(secret), "{secret} logged");
     }
 }
 

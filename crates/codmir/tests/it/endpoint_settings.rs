@@ -118,7 +118,35 @@ async fn custom_headers_arrive_and_reserved_ones_are_refused() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.body["headers"], json!({"X-Other": "1"}));
+    // Values are write-only: names shown, values masked (last four of a long one).
+    assert_eq!(r.body["headers"], json!({"X-Other": "********"}));
+    let r = app
+        .patch(
+            &format!("/v1/webhooks/{id}"),
+            json!({"headers": {"Authorization": "Bearer a-long-receiver-token-9876"}}),
+        )
+        .await;
+    assert_eq!(
+        r.body["headers"],
+        json!({"Authorization": "********9876"}),
+        "{}",
+        r.text
+    );
+    assert!(
+        !app.get(&format!("/v1/webhooks/{id}"))
+            .await
+            .text
+            .contains("receiver-token")
+    );
+    // A masked value sent back is refused, not stored in place of the real one.
+    let r = app
+        .patch(
+            &format!("/v1/webhooks/{id}"),
+            json!({"headers": {"Authorization": "********9876"}}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("masked"), "{}", r.text);
     for bad in [
         "Host",
         "Content-Type",

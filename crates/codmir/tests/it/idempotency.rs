@@ -92,6 +92,30 @@ async fn a_repeated_create_returns_the_same_resource_and_makes_one_event() {
     );
 }
 
+/// A create's answer shows the webhook's secret: it is replayed only to the API key that
+/// made the request, not to another key of the same workspace.
+#[tokio::test]
+async fn an_answer_is_replayed_only_to_the_key_that_made_it() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    let body = json!({"url": rx.url, "events": ["*"], "secret": "a-secret-for-one-key-only-77"});
+    let (s, first, _) = post(&app, &app.key, "create-w", "/v1/webhooks", body.clone()).await;
+    assert_eq!(s, 201, "{first}");
+    let (s, again, replayed) = post(&app, &app.key, "create-w", "/v1/webhooks", body.clone()).await;
+    assert_eq!((s, replayed), (201, true));
+    assert_eq!(again["secret"], first["secret"]);
+    // Another key of the same workspace (the helper's workspace is "default").
+    let colleague = new_key(&app.store, "default", "carol").await;
+    let (s, answer, replayed) = post(&app, &colleague, "create-w", "/v1/webhooks", body).await;
+    assert_eq!((s, replayed), (422, false), "{answer}");
+    assert!(!answer.to_string().contains("a-secret-for-one-key-only-77"));
+    assert_eq!(
+        app.list("/v1/webhooks").await.len(),
+        1,
+        "nothing made twice"
+    );
+}
+
 /// A request dropped by the API's time bound while its work still runs leaves its key neither
 /// stuck nor free: a retry meets "in progress" while the first runs, then gets the first's
 /// answer, and the work (a ping, sent to the receiver) is done once.

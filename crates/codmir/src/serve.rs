@@ -21,7 +21,8 @@ pub(crate) struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "CODMIR_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Serve `GET /metrics` on this address only (keep it private), not on --listen.
+    /// Serve `GET /metrics` on this address only (keep it private), not on --listen; `/healthz`
+    /// and `/readyz` answer there too, also while --listen is at --max-connections.
     #[arg(long, env = "CODMIR_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
     /// Database to use: sqlite://PATH, or postgres://USER@HOST:PORT/DB to run several nodes on
@@ -49,6 +50,12 @@ pub(crate) struct ServeArgs {
     /// limit at start) once outgoing requests (2 × --max-in-flight) and 256 are set aside.
     #[arg(long, env = "CODMIR_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: Option<u32>,
+    /// Most open connections from one client address (an IPv6 /64), so that one client cannot
+    /// fill --max-connections; past it that client's new ones are closed at once. Default: a
+    /// quarter of --max-connections, at least 64. Behind a proxy, all clients are the proxy:
+    /// set it to --max-connections.
+    #[arg(long, env = "CODMIR_MAX_CONNECTIONS_PER_CLIENT", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_client: Option<u32>,
     /// How long a client may take to send a request's headers, or to start its next request on
     /// a kept-alive connection, before the connection is closed. Bodies get 10 s (then 408).
     #[arg(long, env = "CODMIR_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_time)]
@@ -254,6 +261,10 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         api_rate_limit: args.api_rate_limit.0,
         connection_limits: codmir_server::ConnectionLimits {
             max_connections,
+            max_per_client: args.max_connections_per_client.map_or_else(
+                || codmir_server::ConnectionLimits::per_client_default(max_connections),
+                |n| n as usize,
+            ),
             header_read_timeout: args.header_read_timeout,
         },
         ..Config::default()

@@ -243,15 +243,42 @@ impl FromRequestParts<AppState> for Auth {
         if let Some(known) = parts.extensions.get::<Auth>() {
             return Ok(known.clone());
         }
-        let principal = authenticate(parts, state).await?;
+        let client = client_of(parts);
+        let now = std::time::Instant::now();
+        let principal = match authenticate(parts, state, client, now).await {
+            Ok(p) => p,
+            Err(e @ ApiError::Unauthorized(_)) => {
+                if let Some(ip) = client {
+                    let _ = state.failed_auth.take(&ip, now);
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         parts.extensions.insert(Auth(principal.clone()));
         Ok(Auth(principal))
     }
 }
 
+/// The client's address as the limits count it ([`crate::listen::client_key`]), when the
+/// request came through our listener.
+fn client_of(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| crate::listen::client_key(c.0.ip()))
+}
+
 /// The principal of the request's key: from the cache, else the database; each call spends a
-/// rate-limit token.
-async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
+/// rate-limit token. A client address past its failed authentications is refused (429)
+/// before its key is looked up, unless the key is one already known good (in the cache): a
+/// guesser is slowed down, its neighbours behind the same address keep working.
+async fn authenticate(
+    parts: &Parts,
+    state: &AppState,
+    client: Option<std::net::IpAddr>,
+    now: std::time::Instant,
+) -> Result<Principal, ApiError> {
     let header = parts
         .headers
         .get(AUTHORIZATION)
@@ -273,6 +300,12 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiE
     if let Some(principal) = state.keys.get(&digest) {
         limit(state, &digest)?;
         return Ok(principal);
+    }
+    if let Some(ip) = client {
+        state
+            .failed_auth
+            .peek(&ip, now)
+            .map_err(|wait| ApiError::RateLimited(wait.as_secs_f64().ceil().max(1.0) as u64))?;
     }
     let presented = key.clone();
     let principal = state

@@ -198,10 +198,13 @@ async fn method_not_allowed(method: axum::http::Method) -> ApiError {
     ApiError::MethodNotAllowed(format!("method {method} is not allowed on this route"))
 }
 
-/// `GET /metrics` alone, for `--metrics-listen`.
+/// `GET /metrics` and the probes, for `--metrics-listen`: its own listener, so the probes
+/// answer there even while the API's connections are at their bound.
 pub fn metrics_router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(probes::metrics))
+        .route("/healthz", get(health))
+        .route("/readyz", get(probes::readyz))
         .fallback(not_found)
         .with_state(state)
 }

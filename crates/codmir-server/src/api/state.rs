@@ -28,6 +28,8 @@ pub struct AppState {
     pub(crate) keys: Arc<extract::KeyCache>,
     /// Per API key, when `--api-rate-limit` is set.
     pub(crate) rate_limit: Option<Arc<super::limit::RateLimit>>,
+    /// Failed authentications per client address (a /64 for IPv6).
+    pub(crate) failed_auth: Arc<super::limit::RateLimit<std::net::IpAddr>>,
     /// Projects as read: a project never changes once created and is never deleted, so a
     /// copy is never stale, on any node.
     projects: Arc<Mutex<HashMap<String, Arc<Project>>>>,
@@ -49,6 +51,7 @@ impl AppState {
             rate_limit: config
                 .api_rate_limit
                 .map(|n| Arc::new(super::limit::RateLimit::new(n))),
+            failed_auth: Arc::new(super::limit::RateLimit::failed_auth()),
             projects: Arc::default(),
             tasks,
         }

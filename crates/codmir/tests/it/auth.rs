@@ -1,6 +1,6 @@
 //! Authentication answered consistently: the `Bearer` scheme in any case, `WWW-Authenticate`
-//! on every 401, one answer for an unknown key and a wrong secret, and revocation through the
-//! API that its node honours at once.
+//! on every 401, one answer for an unknown key and a wrong secret, revocation through the
+//! API that its node honours at once, and failed attempts limited per client address.
 
 use crate::helpers::{new_key, spawn_app};
 
@@ -186,4 +186,52 @@ async fn the_last_active_key_of_a_workspace_cannot_be_revoked_through_the_api() 
     assert_eq!(r.status, 204, "{}", r.text);
     let me = app.request("GET", "/v1/me", Some(&other), None).await;
     assert_eq!(me.status, 200);
+}
+
+/// A client address that keeps presenting bad keys gets a 429 after 30, before its next key is
+/// even looked up; a key already known good from that address still works, and another
+/// address is not held back.
+#[tokio::test]
+async fn failed_authentications_are_limited_per_client_address() {
+    let app = spawn_app().await;
+    let me = format!("{}/v1/me", app.base);
+    let from = |ip: &str| {
+        codmir_server::install_crypto_provider();
+        reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    };
+    let (guesser, neighbour) = (from("127.0.0.1"), from("127.0.0.2"));
+    // The good key is used once first, so it is known.
+    let status = |c: &reqwest::Client, key: String| {
+        let req = c.get(&me).bearer_auth(key);
+        async move { req.send().await.unwrap() }
+    };
+    assert_eq!(status(&guesser, app.key.clone()).await.status(), 200);
+    for i in 0..30 {
+        let r = status(&guesser, format!("cmk_0123456789abcdef_{i:04}")).await;
+        assert_eq!(r.status(), 401, "guess {i}");
+    }
+    let r = status(&guesser, "cmk_0123456789abcdef_9999".into()).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert_eq!(
+        status(&guesser, app.key.clone()).await.status(),
+        200,
+        "a key known good still works from that address"
+    );
+    assert_eq!(
+        status(&neighbour, "cmk_0123456789abcdef_0000".into())
+            .await
+            .status(),
+        401,
+        "another address has its own count"
+    );
+    // One more guess a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = status(&guesser, "cmk_0123456789abcdef_8888".into()).await;
+    assert_eq!(r.status(), 401);
 }

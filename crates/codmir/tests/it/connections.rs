@@ -1,6 +1,7 @@
 //! Connections that cannot exhaust the server: idle, silent and trickling clients are closed
-//! after the header timeout without slowing anyone else, a trickling body gets a 408, and
-//! past `--max-connections` a newcomer is closed at once while open connections are served.
+//! after the header timeout without slowing anyone else, a trickling body gets a 408, past
+//! `--max-connections` a newcomer is closed at once while open connections are served, one
+//! client holds at most its share, and the probes answer on `--metrics-listen` at the cap.
 
 use std::time::{Duration, Instant};
 
@@ -58,7 +59,14 @@ async fn ten_thousand_idle_and_trickling_connections_neither_block_healthz_nor_s
         limit >= 12_000,
         "the file-descriptor limit is {limit}, below the 12,000 this test needs"
     );
-    let (_dir, s) = server(&["--header-read-timeout", "3s"]).await;
+    // One client opens them all here: its own bound is lifted (the next test holds it).
+    let (_dir, s) = server(&[
+        "--header-read-timeout",
+        "3s",
+        "--max-connections-per-client",
+        "20000",
+    ])
+    .await;
     let rss_before = rss_mib(&s);
     let target = addr(&s);
     let mut conns = Vec::with_capacity(10_000);
@@ -176,7 +184,15 @@ async fn a_trickling_body_gets_a_408_in_the_json_shape() {
 
 #[tokio::test]
 async fn past_max_connections_newcomers_are_closed_and_open_connections_served() {
-    let (_dir, s) = server(&["--max-connections", "10", "--header-read-timeout", "60s"]).await;
+    let (_dir, s) = server(&[
+        "--max-connections",
+        "10",
+        "--max-connections-per-client",
+        "10",
+        "--header-read-timeout",
+        "60s",
+    ])
+    .await;
     // One kept-alive client connection, in use before the bound is reached.
     let kept = reqwest::Client::builder()
         .pool_max_idle_per_host(1)
@@ -213,4 +229,91 @@ async fn past_max_connections_newcomers_are_closed_and_open_connections_served()
         .await
         .unwrap();
     assert!(m.contains("codmir_connections_refused_total"), "counted");
+}
+
+/// A client from this machine's address `ip` (any of 127.0.0.0/8), a new connection for each
+/// request (a kept one would hold a slot of its own).
+fn from(ip: &str) -> reqwest::Client {
+    codmir_server::install_crypto_provider();
+    reqwest::Client::builder()
+        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+/// Opens `n` connections to `target` from `ip` and leaves them silent.
+async fn hold(ip: &str, target: &str, n: usize) -> Vec<TcpStream> {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+        held.push(socket.connect(target.parse().unwrap()).await.unwrap());
+    }
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_past_its_share_cannot_make_healthz_fail() {
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let (_dir, s) = server(&[
+        "--max-connections",
+        "40",
+        "--max-connections-per-client",
+        "10",
+        "--header-read-timeout",
+        "60s",
+        "--metrics-listen",
+        &metrics,
+    ])
+    .await;
+    let target = addr(&s);
+    // One client opens 60: it holds 10, and each one past them is closed at once.
+    let mut flood = hold("127.0.0.3", &target, 60).await;
+    let mut closed_at_once = 0;
+    for c in &mut flood[10..] {
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(15), c.read(&mut buf))
+            .await
+            .expect("closed promptly");
+        if matches!(n, Ok(0) | Err(_)) {
+            closed_at_once += 1;
+        }
+    }
+    assert_eq!(closed_at_once, 50, "past its share of 10");
+    let probe = from("127.0.0.2");
+    for _ in 0..30 {
+        let r = probe
+            .get(format!("{}/healthz", s.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // With the whole cap held (four clients of 10), the probes answer on the metrics listener.
+    let _rest = [
+        hold("127.0.0.4", &target, 10).await,
+        hold("127.0.0.5", &target, 10).await,
+        hold("127.0.0.6", &target, 10).await,
+    ];
+    eventually(Duration::from_secs(5), "the API at its cap", || async {
+        probe
+            .get(format!("{}/healthz", s.base))
+            .send()
+            .await
+            .is_err()
+    })
+    .await;
+    for path in ["/healthz", "/readyz"] {
+        let r = probe
+            .get(format!("http://{metrics}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path} on --metrics-listen");
+    }
 }

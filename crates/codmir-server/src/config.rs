@@ -43,6 +43,9 @@ pub struct Config {
     pub max_in_flight_per_host: usize,
     /// Most webhooks one workspace may register.
     pub max_webhooks_per_workspace: usize,
+    /// Most deliveries one workspace may have pending: a replay, a redelivery or a tracker
+    /// change whose deliveries would pass it is refused (429).
+    pub max_pending_per_workspace: u64,
     /// How long a claimed delivery stays leased to this node. Must exceed `request_timeout`:
     /// when a node dies, others take its claimed deliveries over once their leases expire.
     pub lease_duration: Duration,
@@ -74,6 +77,7 @@ impl Default for Config {
             max_in_flight_per_workspace: None,
             max_in_flight_per_host: 128,
             max_webhooks_per_workspace: 100,
+            max_pending_per_workspace: 1_000_000,
             lease_duration: Duration::from_secs(60),
             disable_policy: DisablePolicy::default(),
             retention: Some(Duration::from_secs(30 * 86_400)),

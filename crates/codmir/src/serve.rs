@@ -99,6 +99,10 @@ pub(crate) struct ServeArgs {
     /// Most webhooks one workspace may register (422 beyond).
     #[arg(long, env = "CODMIR_MAX_WEBHOOKS_PER_WORKSPACE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     max_webhooks_per_workspace: u32,
+    /// Most deliveries one workspace may have pending (retries included): a replay, a
+    /// redelivery or a tracker change whose deliveries would pass it is refused with a 429.
+    #[arg(long, env = "CODMIR_MAX_PENDING_PER_WORKSPACE", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_pending_per_workspace: u64,
     /// How long a claimed delivery stays leased to this node; must exceed --request-timeout.
     /// When a node dies, the others take its claimed deliveries over once their leases expire.
     #[arg(long, env = "CODMIR_DELIVERY_LEASE", default_value = "60s", value_parser = parse_time)]
@@ -251,6 +255,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         max_in_flight_per_workspace: args.max_in_flight_per_workspace.map(usize::from),
         max_in_flight_per_host: args.max_in_flight_per_host.into(),
         max_webhooks_per_workspace: args.max_webhooks_per_workspace as usize,
+        max_pending_per_workspace: args.max_pending_per_workspace,
         lease_duration: args.delivery_lease,
         disable_policy: codmir_core::webhook::DisablePolicy {
             period: args.disable_after,

@@ -17,6 +17,8 @@ use crate::store::{Cause, StoreError, chain};
 const RETRY_UNAVAILABLE: u64 = 2;
 /// `Retry-After` of a 507: freeing space takes an operator.
 const RETRY_FULL: u64 = 30;
+/// Retry-After of a 429 for the pending-delivery quota, in seconds.
+const RETRY_QUOTA: u64 = 60;
 
 /// The longest request URI (path and query) the API reads: far above any route's need, far
 /// below what hyper would buffer, so a long one gets our JSON 414 rather than hyper's own.
@@ -49,6 +51,8 @@ pub enum ApiError {
     UriTooLong(usize),
     #[error("too many requests with this API key; retry in {0} s")]
     RateLimited(u64),
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error("the server is shutting down or overloaded; retry later")]
     Unavailable,
     #[error(
@@ -120,6 +124,7 @@ impl ApiError {
             ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri_too_long"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::QuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "pending_quota_exceeded"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::DatabaseUnreachable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
@@ -158,6 +163,8 @@ impl IntoResponse for ApiError {
         let mut response = (status, axum::Json(body)).into_response();
         let retry_after = match &self {
             ApiError::RateLimited(secs) => Some(*secs),
+            // Deliveries end at the endpoints' pace: a minute is a guess worth waiting.
+            ApiError::QuotaExceeded(_) => Some(RETRY_QUOTA),
             // A node restarting, a database failing over: seconds, usually.
             ApiError::Unavailable | ApiError::DatabaseUnreachable(_) => Some(RETRY_UNAVAILABLE),
             // A neighbour's failure: running it again now is expected to succeed.
@@ -232,6 +239,7 @@ impl From<ops::Error> for ApiError {
             ops::Error::NotFound(what) => ApiError::NotFound(what),
             ops::Error::Invalid(v) => v.into(),
             ops::Error::Conflict { code, message } => ApiError::Conflict { code, message },
+            e @ ops::Error::QuotaExceeded { .. } => ApiError::QuotaExceeded(e.to_string()),
             ops::Error::Store(s) => s.into(),
         }
     }

@@ -26,9 +26,10 @@ pub(super) async fn redeliver(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, axum::Json<DeliveryResponse>), ApiError> {
     let id = path_id("dlv", &id, "delivery")?;
+    let quota = s.config.max_pending_per_workspace;
     let d = s
         .mutate(move |tx, after| {
-            Box::pin(async move { ops::redeliver(tx, &p, &id, now(), after).await })
+            Box::pin(async move { ops::redeliver(tx, &p, &id, quota, now(), after).await })
         })
         .await?;
     Ok((StatusCode::ACCEPTED, axum::Json(d.into())))
@@ -170,9 +171,10 @@ pub(super) async fn replay(
         status,
         include_missed: body.include_missed.unwrap_or(false),
     };
+    let quota = s.config.max_pending_per_workspace;
     let done = s
         .mutate(move |tx, after| {
-            Box::pin(async move { ops::replay(tx, &p, &id, request, now(), after).await })
+            Box::pin(async move { ops::replay(tx, &p, &id, request, quota, now(), after).await })
         })
         .await?;
     Ok((

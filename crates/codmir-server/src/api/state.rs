@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use codmir_core::time::Timestamp;
 use codmir_core::tracker::{Principal, Project};
@@ -33,6 +34,9 @@ pub struct AppState {
     /// Projects as read: a project never changes once created and is never deleted, so a
     /// copy is never stale, on any node.
     projects: Arc<Mutex<HashMap<String, Arc<Project>>>>,
+    /// Per workspace, its pending deliveries as last counted, and when
+    /// ([`AppState::within_backlog`]).
+    backlog: Arc<Mutex<HashMap<String, (u64, Instant)>>>,
     /// The server's tasks: what a request leaves to finish off its path (a key's use, an
     /// idempotency key's release) runs through them, so shutdown waits for it.
     pub(crate) tasks: Tasks,
@@ -40,6 +44,8 @@ pub struct AppState {
 
 /// More projects than this and the cache starts over (memory stays bounded).
 const PROJECTS_CACHED: usize = 4096;
+/// How long a workspace's count of pending deliveries is taken as still true.
+const BACKLOG_FRESH: Duration = Duration::from_secs(1);
 
 impl AppState {
     pub fn new(store: Store, config: Arc<Config>, engine: Engine, tasks: Tasks) -> Self {
@@ -53,8 +59,54 @@ impl AppState {
                 .map(|n| Arc::new(super::limit::RateLimit::new(n))),
             failed_auth: Arc::new(super::limit::RateLimit::failed_auth()),
             projects: Arc::default(),
+            backlog: Arc::default(),
             tasks,
         }
+    }
+
+    /// Refuses a tracker change (its events fan out) while `p`'s workspace has
+    /// `--max-pending-per-workspace` deliveries pending. The count is taken at most once a
+    /// second per workspace, by a read off the writer, so a burst may pass the quota by what
+    /// one second of changes fans out; replays and redeliveries count exactly, in their unit.
+    pub async fn within_backlog(&self, p: &Principal) -> Result<(), ApiError> {
+        let quota = self.config.max_pending_per_workspace;
+        let now = Instant::now();
+        let known = self
+            .backlog
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&p.workspace_id)
+            .filter(|(_, at)| now.duration_since(*at) < BACKLOG_FRESH)
+            .map(|(n, _)| *n);
+        let pending = match known {
+            Some(n) => n,
+            None => {
+                let ws = p.workspace_id.clone();
+                let n = self
+                    .store
+                    .read(move |tx| {
+                        Box::pin(
+                            async move { tx.pending_count(&ws, quota.saturating_add(1)).await },
+                        )
+                    })
+                    .await?;
+                let mut backlog = self.backlog.lock().unwrap_or_else(PoisonError::into_inner);
+                if backlog.len() >= PROJECTS_CACHED {
+                    backlog.clear();
+                }
+                backlog.insert(p.workspace_id.clone(), (n, now));
+                n
+            }
+        };
+        if pending >= quota {
+            return Err(ops::Error::QuotaExceeded {
+                pending,
+                quota,
+                adding: 1,
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// `p`'s project `id`, from the cache or else the database; 404 when `p`'s workspace has

@@ -194,6 +194,7 @@ pub(super) async fn create_project(
     Auth(p): Auth,
     Json(body): Json<CreateProject>,
 ) -> Created<ProjectResponse> {
+    s.within_backlog(&p).await?;
     let name = ProjectName::parse(&body.name)?;
     let project = s
         .mutate(move |tx, after| {
@@ -247,6 +248,7 @@ pub(super) async fn add_member(
     Path(id): Path<String>,
     Json(body): Json<AddMember>,
 ) -> Created<MemberResponse> {
+    s.within_backlog(&p).await?;
     let id = path_id("proj", &id, "project")?;
     let name = UserName::parse(&body.name)?;
     let email = Email::parse(&body.email)?;
@@ -301,6 +303,7 @@ pub(super) async fn create_ticket(
     Path(id): Path<String>,
     Json(body): Json<CreateTicket>,
 ) -> Created<TicketResponse> {
+    s.within_backlog(&p).await?;
     let id = path_id("proj", &id, "project")?;
     let new = NewTicket {
         title: TicketTitle::parse(&body.title)?,
@@ -393,6 +396,7 @@ pub(super) async fn update_ticket(
     Path(id): Path<String>,
     Json(body): Json<UpdateTicket>,
 ) -> Found<TicketResponse> {
+    s.within_backlog(&p).await?;
     let id = path_id("tkt", &id, "ticket")?;
     let patch = TicketPatch {
         title: body.title.as_deref().map(TicketTitle::parse).transpose()?,
@@ -425,6 +429,7 @@ pub(super) async fn delete_ticket(
     Auth(p): Auth,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    s.within_backlog(&p).await?;
     let id = path_id("tkt", &id, "ticket")?;
     s.mutate_checked(ops::DeleteTicket { principal: p, id })
         .await?;
@@ -440,6 +445,7 @@ pub(super) async fn create_comment(
     Path(id): Path<String>,
     Json(body): Json<CreateComment>,
 ) -> Created<CommentResponse> {
+    s.within_backlog(&p).await?;
     let id = path_id("tkt", &id, "ticket")?;
     let body = CommentBody::parse(&body.body)?;
     let comment = s

@@ -50,8 +50,32 @@ pub enum Error {
     Invalid(#[from] ValidationError),
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// The workspace's pending deliveries would pass its quota.
+    #[error(
+        "the workspace has {pending} deliveries pending, and at most {quota} may be \
+         (--max-pending-per-workspace); this would queue {adding} more at least. Wait for them to be \
+         delivered, or cancel some (disable the webhook), then retry"
+    )]
+    QuotaExceeded {
+        pending: u64,
+        quota: u64,
+        adding: u64,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Refuses to queue `adding` more deliveries in `ws` when its pending ones would pass `quota`.
+pub async fn within_quota(tx: &mut dyn ReadTx, ws: &str, quota: u64, adding: u64) -> Result<()> {
+    let pending = tx.pending_count(ws, quota.saturating_add(1)).await?;
+    if pending.saturating_add(adding) > quota {
+        return Err(Error::QuotaExceeded {
+            pending,
+            quota,
+            adding,
+        });
+    }
+    Ok(())
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

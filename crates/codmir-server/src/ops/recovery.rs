@@ -8,7 +8,7 @@ use codmir_core::time::Timestamp;
 use codmir_core::tracker::Principal;
 use codmir_core::webhook::{Delivery, DeliveryStatus, Webhook};
 
-use super::{AfterCommit, Error, Result, announce, enqueue, webhook};
+use super::{AfterCommit, Error, Result, announce, enqueue, webhook, within_quota};
 use crate::store::{Leased, StoreError, Tx};
 
 /// A webhook that may be sent to now: enabled.
@@ -28,11 +28,13 @@ fn sendable(w: Webhook) -> Result<Webhook> {
 
 /// A new delivery of the same event to the same webhook, linked to the original
 /// (`redelivery_of`), sent now whatever the original's status. The event's stored bytes are
-/// sent; the signature is made afresh at the attempt.
+/// sent; the signature is made afresh at the attempt. Refused when the workspace has `quota`
+/// deliveries pending.
 pub async fn redeliver(
     tx: &mut dyn Tx,
     p: &Principal,
     delivery_id: &str,
+    quota: u64,
     now: Timestamp,
     after: &mut AfterCommit,
 ) -> Result<Delivery> {
@@ -61,6 +63,7 @@ pub async fn redeliver(
             return Ok(pending);
         }
     }
+    within_quota(&mut *tx, &p.workspace_id, quota, 1).await?;
     let event = tx
         .get_event(&p.workspace_id, &original.event_id)
         .await?
@@ -192,16 +195,22 @@ pub const MAX_REPLAY: u64 = 10_000;
 const REPLAY_BATCH: u32 = 500;
 
 /// Queues a new delivery, in event order, of every event of the window that `r` selects
-/// and that has no pending delivery to the webhook.
+/// and that has no pending delivery to the webhook. Refused whole (nothing queued) when the
+/// workspace's pending deliveries would pass `quota`.
 pub async fn replay(
     tx: &mut dyn Tx,
     p: &Principal,
     webhook_id: &str,
     r: Replay,
+    quota: u64,
     now: Timestamp,
     after: &mut AfterCommit,
 ) -> Result<Replayed> {
     let webhook = Arc::new(sendable(webhook(tx, p, webhook_id).await?)?);
+    let pending = tx
+        .pending_count(&p.workspace_id, quota.saturating_add(1))
+        .await?;
+    let room = quota.saturating_sub(pending);
     let mut out = Replayed::default();
     let mut cursor: Option<String> = None;
     'window: loop {
@@ -252,6 +261,14 @@ pub async fn replay(
             if out.queued == MAX_REPLAY {
                 out.next_since = Some(event.created_at);
                 break 'window;
+            }
+            if out.queued == room {
+                // The unit fails, so what it queued so far is rolled back with it.
+                return Err(Error::QuotaExceeded {
+                    pending,
+                    quota,
+                    adding: room + 1,
+                });
             }
             // Linked to the latest delivery it replays (ids sort by creation).
             let latest = mine.iter().map(|(_, d, _)| d.clone()).max();

@@ -276,6 +276,9 @@ pub trait ReadTx: Send {
         skip: &[String],
     ) -> StoreResult<Option<Timestamp>>;
 
+    /// How many of the workspace's deliveries are pending, counted up to `up_to`.
+    async fn pending_count(&mut self, ws: &str, up_to: u64) -> StoreResult<u64>;
+
     async fn get_delivery(&mut self, ws: &str, id: &str) -> StoreResult<Option<Delivery>>;
 
     async fn list_deliveries(

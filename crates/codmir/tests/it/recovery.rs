@@ -383,3 +383,79 @@ async fn concurrent_redeliveries_of_one_delivery_make_one_request() {
     assert_ne!(id_of(&again.body), named[0]);
     eventually(WAIT, "sent again", || async { rx.count() == 3 }).await;
 }
+
+/// At the workspace's quota of pending deliveries, a replay, a redelivery and a tracker change
+/// that would fan out are refused with a 429 that says so, and nothing is queued.
+#[tokio::test]
+async fn past_the_pending_quota_replay_redeliver_and_fan_out_get_429_and_queue_nothing() {
+    let config = codmir_server::Config {
+        max_pending_per_workspace: 5,
+        // Each failed attempt leaves its delivery pending for an hour.
+        retry_schedule: codmir_core::retry::RetrySchedule::parse("1h").unwrap(),
+        ..test_config()
+    };
+    let app = spawn_app_with(config).await;
+    let rx = Receiver::start().await;
+    rx.always(Reply::Status(503));
+    let wid = id_of(
+        &app.register(json!({"url": rx.url, "events": ["project.created"]}))
+            .await,
+    );
+    let fine = Receiver::start().await;
+    let other = id_of(
+        &app.register(json!({"url": fine.url, "events": ["project.created"]}))
+            .await,
+    );
+    let since = codmir_core::time::Timestamp::now().to_rfc3339_millis();
+    for i in 0..5 {
+        app.project(&format!("P{i}")).await;
+    }
+    eventually(WAIT, "five attempts failed, five delivered", || async {
+        rx.count() == 5 && fine.count() == 5
+    })
+    .await;
+    let pending = || async {
+        app.list(&format!(
+            "/v1/deliveries?webhook_id={wid}&status=pending&limit=100"
+        ))
+        .await
+    };
+    assert_eq!(pending().await.len(), 5);
+    let refused = |r: &crate::helpers::Resp| {
+        assert_eq!(r.status, 429, "{}", r.text);
+        assert_eq!(r.body["error"]["code"], "pending_quota_exceeded");
+        assert!(r.text.contains("--max-pending-per-workspace"), "{}", r.text);
+        assert_eq!(r.headers["retry-after"], "60");
+    };
+    // A replay of the window to the second webhook (which got the five events) would queue
+    // five more.
+    let r = app
+        .post(
+            &format!("/v1/webhooks/{other}/replay"),
+            json!({"since": since, "status": "any"}),
+        )
+        .await;
+    refused(&r);
+    let dlv = pending().await[0]["id"].as_str().unwrap().to_owned();
+    let r = app
+        .post(&format!("/v1/deliveries/{dlv}/redeliver"), json!({}))
+        .await;
+    refused(&r);
+    // A tracker change fans out: refused once the count is taken again (at most a second).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = app.post("/v1/projects", json!({"name": "Over"})).await;
+    refused(&r);
+    assert_eq!(pending().await.len(), 5, "nothing queued");
+    assert_eq!(
+        app.list(&format!("/v1/deliveries?webhook_id={other}"))
+            .await
+            .len(),
+        5,
+        "the replay queued nothing"
+    );
+    assert_eq!(
+        app.list("/v1/projects").await.len(),
+        5,
+        "the project was not made"
+    );
+}

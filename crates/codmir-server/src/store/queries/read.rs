@@ -300,6 +300,14 @@ impl<C: Conn> ReadTx for C {
         Ok(due.flatten().map(Timestamp::from_millis))
     }
 
+    async fn pending_count(&mut self, ws: &str, up_to: u64) -> StoreResult<u64> {
+        let up_to = i64::try_from(up_to).unwrap_or(i64::MAX);
+        let n = self
+            .one(&sql::PENDING_COUNT, args![ws, up_to], rows::first_int)
+            .await?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
     async fn get_delivery(&mut self, ws: &str, id: &str) -> StoreResult<Option<Delivery>> {
         self.one(&sql::GET_DELIVERY, args![ws, id], rows::delivery)
             .await

@@ -17,6 +17,33 @@ pub(crate) struct Server {
     pub startup: Duration,
 }
 
+/// PostgreSQL nodes (and `codmir keys create` beside them) must share a master key; a fixed
+/// one serves the bench.
+pub(crate) const MASTER_KEY: &str = "YmVuY2gtbWFzdGVyLWtleS1vZi0zMi1ieXRlcy1vayE=";
+
+/// Makes an API key for `workspace` in `database_url` with `codmir keys create`.
+pub(crate) async fn new_key(binary: &Path, database_url: &str, workspace: &str) -> Result<String> {
+    let out = Command::new(binary)
+        .args(["keys", "create", "--database-url", database_url])
+        .args(["--workspace", workspace, "--user", "bench"])
+        .env("CODMIR_MASTER_KEY", MASTER_KEY)
+        .env("CODMIR_LOG", "warn")
+        .output()
+        .await
+        .context("running codmir keys create")?;
+    if !out.status.success() {
+        bail!(
+            "codmir keys create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .map(str::to_owned)
+        .context("codmir keys create printed no key")
+}
+
 /// The `codmir` binary next to this one (both are built by `cargo build --release`).
 pub(crate) fn default_binary() -> PathBuf {
     let me = std::env::current_exe().unwrap_or_default();
@@ -62,11 +89,7 @@ impl Server {
             .env("CODMIR_MAX_WEBHOOKS_PER_WORKSPACE", "100000")
             .env("CODMIR_MAX_IN_FLIGHT_PER_WORKSPACE", "65535")
             .env("CODMIR_MAX_IN_FLIGHT_PER_HOST", "65535")
-            // PostgreSQL nodes must share a master key; a fixed one serves the bench.
-            .env(
-                "CODMIR_MASTER_KEY",
-                "YmVuY2gtbWFzdGVyLWtleS1vZi0zMi1ieXRlcy1vayE=",
-            );
+            .env("CODMIR_MASTER_KEY", MASTER_KEY);
         Self::launch(command, &listen)
             .await
             .with_context(|| format!("starting {}", binary.display()))

@@ -1,17 +1,146 @@
-//! `isolation`: ten webhooks, once all healthy and once with one that never answers.
+//! `isolation`: ten webhooks, once all healthy and once with one that never answers; then a
+//! victim workspace beside none, two and five attacker workspaces whose endpoints hang, never
+//! accept or refuse, on the victim's own host.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use serde_json::json;
 
 use crate::harness::Bench;
-use crate::load::{self};
+use crate::load::{self, Api};
 use crate::receiver::Mode;
 use crate::report::{Row, usage_into};
-use crate::server::{Server, Usage};
+use crate::server::{Server, Usage, new_key};
 
 pub(crate) async fn isolation(b: &Bench) -> Result<Vec<Row>> {
+    let mut rows = endpoints(b).await?;
+    rows.extend(tenants(b).await?);
+    Ok(rows)
+}
+
+/// Victim events per second, and for how long.
+const VICTIM_RATE: f64 = 200.0;
+const VICTIM_SECONDS: u64 = 20;
+/// Each attacker's webhooks, by kind, and the events each one fires first.
+const HANGING: usize = 3;
+const NEVER_ACCEPTING: usize = 3;
+const REFUSING: usize = 4;
+const ATTACK_EVENTS: u64 = 300;
+/// Attackers' sequence numbers start here, past what the receiver times (nothing of theirs
+/// arrives anyway: their endpoints hang, never accept or refuse).
+const ATTACK_SEQ: u64 = 1 << 40;
+
+/// One victim workspace with one healthy webhook, fed at a steady pace, beside `attackers`
+/// workspaces that fill their shares with attempts that hang (the request timeout, 15 s),
+/// connections never accepted, and refused ones, all on 127.0.0.1 like the victim's receiver.
+/// The victim's end-to-end p99 is reported beside the run without attackers.
+async fn tenants(b: &Bench) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let mut healthy_p99 = 0.0;
+    // Listeners that never accept (the kernel completes the handshake until the backlog is
+    // full; nothing ever answers) and ports that refuse, shared by every attacker.
+    let silent: Vec<std::net::TcpListener> = (0..NEVER_ACCEPTING)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<_>>()?;
+    let refusing: Vec<u16> = (0..REFUSING)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()))
+        .map(|a| a.map(|a| a.port()))
+        .collect::<std::io::Result<_>>()?;
+    for attackers in [0usize, 2, 5] {
+        b.stats.reset();
+        let db = b.database().await?;
+        let victim_key = new_key(&b.binary, &db.url, "victim").await?;
+        let mut attacker_keys = Vec::new();
+        for a in 0..attackers {
+            attacker_keys.push(new_key(&b.binary, &db.url, &format!("attacker{a}")).await?);
+        }
+        // The bench lifts the per-workspace ceiling and the per-host bound, but not the fair
+        // shares: each workspace with work gets its share of the slots after the reserve.
+        let (servers, victim) = b.servers_with(&db, &[], Some(&victim_key)).await?;
+        for (a, key) in attacker_keys.iter().enumerate() {
+            let api = Api {
+                key: key.clone(),
+                ..victim.clone()
+            };
+            let project = api.project().await?;
+            for h in 0..HANGING {
+                let index = 100 + a * HANGING + h;
+                b.stats.set_mode(index, Mode::Hang);
+                api.webhook(&b.receiver, index).await?;
+            }
+            for l in &silent {
+                attack_hook(&api, &format!("http://{}/never", l.local_addr()?)).await?;
+            }
+            for port in &refusing {
+                attack_hook(&api, &format!("http://127.0.0.1:{port}/refused")).await?;
+            }
+            let seqs =
+                ATTACK_SEQ + a as u64 * ATTACK_EVENTS..ATTACK_SEQ + (a as u64 + 1) * ATTACK_EVENTS;
+            load::tickets(&api, &project, seqs, 16, None, &b.stats).await;
+        }
+        // Let the attackers' attempts fill their shares.
+        if attackers > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+        let project = victim.project().await?;
+        victim.webhook(&b.receiver, 0).await?;
+        let before: Vec<Usage> = servers.iter().map(Server::usage).collect();
+        let start_ns = b.stats.now_ns();
+        let began = Instant::now();
+        let n = (VICTIM_RATE as u64) * VICTIM_SECONDS;
+        let sent = load::tickets(&victim, &project, 0..n, 8, Some(VICTIM_RATE), &b.stats).await;
+        let delivered = b.wait_delivered(sent.accepted).await;
+        let span = b.span_since(start_ns);
+        let mut row = Row {
+            scenario: match attackers {
+                0 => "isolation (victim alone)".into(),
+                n => format!("isolation (victim beside {n} attackers)"),
+            },
+            events_per_s: sent.rate(),
+            deliveries_per_s: delivered as f64 / span.as_secs_f64(),
+            expected: sent.accepted,
+            delivered,
+            duplicates: b.stats.duplicates.load(Ordering::Relaxed),
+            ..Row::default()
+        };
+        b.latency_into(&mut row);
+        if attackers == 0 {
+            healthy_p99 = row.p99;
+            row.note = format!(
+                "{n} victim events at {VICTIM_RATE}/s to one webhook; the baseline of the rows below"
+            );
+        } else {
+            row.note = format!(
+                "{attackers} attacker workspaces × ({HANGING} hanging, {NEVER_ACCEPTING} never accepting, {REFUSING} refusing webhooks, {ATTACK_EVENTS} events) on the victim's host; victim p99 {:.1} ms = {:.2} × alone ({healthy_p99:.1} ms)",
+                row.p99,
+                row.p99 / healthy_p99.max(1e-9)
+            );
+        }
+        usage_into(&mut row, &servers, &before, began.elapsed());
+        rows.push(row);
+        for s in servers {
+            s.stop().await;
+        }
+        b.drop_database(db).await;
+    }
+    Ok(rows)
+}
+
+/// Registers an attacker's webhook to `url` for the tickets it makes.
+async fn attack_hook(api: &Api, url: &str) -> Result<()> {
+    let w = api
+        .post(
+            "/v1/webhooks",
+            json!({"url": url, "events": ["ticket.created"]}),
+        )
+        .await?;
+    w["id"].as_str().map(|_| ()).context("webhook id")
+}
+
+/// Ten webhooks of one workspace, once all healthy and once with one that never answers.
+async fn endpoints(b: &Bench) -> Result<Vec<Row>> {
     let n = (b.args.events / 5).max(1000);
     let mut rows = Vec::new();
     let mut healthy_rate = 0.0;

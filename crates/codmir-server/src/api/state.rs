@@ -44,8 +44,15 @@ pub struct AppState {
 
 /// More projects than this and the cache starts over (memory stays bounded).
 const PROJECTS_CACHED: usize = 4096;
-/// How long a workspace's count of pending deliveries is taken as still true.
-const BACKLOG_FRESH: Duration = Duration::from_secs(1);
+/// How long a workspace's count of pending deliveries (`pending` of `quota`) is taken as still
+/// true: a second at least, a minute at most. Far below the quota a stale count cannot matter
+/// (a second per 10,000 deliveries of headroom), and a large backlog is counted less often (a
+/// second per 50,000 pending: the count costs what is pending), so that a reader spends a
+/// small share of its time on it.
+fn backlog_fresh(pending: u64, quota: u64) -> Duration {
+    let headroom = quota.saturating_sub(pending) / 10_000;
+    Duration::from_secs(headroom.max(pending / 50_000).clamp(1, 60))
+}
 
 impl AppState {
     pub fn new(store: Store, config: Arc<Config>, engine: Engine, tasks: Tasks) -> Self {
@@ -65,9 +72,10 @@ impl AppState {
     }
 
     /// Refuses a tracker change (its events fan out) while `p`'s workspace has
-    /// `--max-pending-per-workspace` deliveries pending. The count is taken at most once a
-    /// second per workspace, by a read off the writer, so a burst may pass the quota by what
-    /// one second of changes fans out; replays and redeliveries count exactly, in their unit.
+    /// `--max-pending-per-workspace` deliveries pending. The count is taken by a read off the
+    /// writer, at most once a second per workspace and less often far from the quota or with
+    /// a large backlog ([`backlog_fresh`]), so a burst may pass the quota by what fans out
+    /// meanwhile; replays and redeliveries count exactly, in their unit.
     pub async fn within_backlog(&self, p: &Principal) -> Result<(), ApiError> {
         let quota = self.config.max_pending_per_workspace;
         let now = Instant::now();
@@ -76,7 +84,7 @@ impl AppState {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&p.workspace_id)
-            .filter(|(_, at)| now.duration_since(*at) < BACKLOG_FRESH)
+            .filter(|(n, at)| now.duration_since(*at) < backlog_fresh(*n, quota))
             .map(|(n, _)| *n);
         let pending = match known {
             Some(n) => n,
@@ -206,5 +214,33 @@ impl AppState {
     /// and answers with its recorded outcome.
     pub async fn attempt_now(&self, work: Leased) -> Result<Outcome, ApiError> {
         Ok(self.engine.attempt_now(work).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::backlog_fresh;
+
+    #[test]
+    fn a_pending_count_is_taken_again_sooner_near_the_quota() {
+        // (pending, quota, seconds the count is taken as true)
+        let table = [
+            (0, 1_000_000, 60),
+            (900_000, 1_000_000, 18),
+            (995_000, 1_000_000, 19),
+            (1_000_000, 1_000_000, 20),
+            (0, 5, 1),
+            (5, 5, 1),
+            (40_000, 50_000, 1),
+        ];
+        for (pending, quota, secs) in table {
+            assert_eq!(
+                backlog_fresh(pending, quota),
+                Duration::from_secs(secs),
+                "{pending} of {quota}"
+            );
+        }
     }
 }

@@ -58,6 +58,8 @@ struct Counts {
     total_in_flight: usize,
     /// Per rate-limited webhook, the earliest instant its next attempt may start.
     next_slot: HashMap<String, Instant>,
+    /// The destination key being looked at, kept to be written over (no allocation per look).
+    scratch: String,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -236,22 +238,37 @@ impl Local {
             None => 0,
         };
         pace_after(&mut counts.webhook_pace, &webhook, slow);
-        let owner = if busy == 0 {
+        // The webhook's workspace and destination, taken out with its last attempt, borrowed
+        // (not copied) while others are in flight.
+        let removed = if busy == 0 {
             counts.owners.remove(&webhook)
         } else {
-            counts.owners.get(&webhook).cloned()
+            None
         };
-        let Some((workspace, destination)) = owner else {
+        let Some((workspace, destination)) = removed
+            .as_ref()
+            .or_else(|| counts.owners.get(&webhook))
+            .map(|(w, d)| (w.as_str(), d.as_str()))
+        else {
             return false;
         };
-        drop_one(&mut counts.by_destination, &destination);
-        pace_after(&mut counts.workspace_pace, &workspace, slow);
-        if let Some(held) = counts.workspaces.get_mut(&workspace) {
+        drop_one(&mut counts.by_destination, destination);
+        pace_after(&mut counts.workspace_pace, workspace, slow);
+        if let Some(held) = counts.workspaces.get_mut(workspace) {
             held.in_flight -= 1;
+            if held.queued == 0 && held.in_flight == 0 {
+                counts.workspaces.remove(workspace);
+            }
         }
-        counts.tidy_one(&workspace);
         skipped.contains(&webhook)
-            && busy + self.queued_for(&workspace, &webhook) < 2 * per_endpoint
+            && busy
+                + self
+                    .lanes
+                    .iter()
+                    .filter_map(|lane| lane.get(workspace)?.queues.get(&webhook))
+                    .map(VecDeque::len)
+                    .sum::<usize>()
+                < 2 * per_endpoint
     }
 
     /// Whether claimed work is waiting.
@@ -327,9 +344,9 @@ impl Counts {
                 .shares
                 .endpoint_cap(front.webhook.max_in_flight, pace);
             let busy = self.in_flight.get(&webhook).copied().unwrap_or(0);
-            let destination = destination_key(workspace, front.webhook.url.as_str());
+            destination_into(&mut self.scratch, workspace, front.webhook.url.as_str());
             let at_bound = busy >= cap
-                || count(&self.by_destination, &destination) >= bounds.shares.per_destination;
+                || count(&self.by_destination, &self.scratch) >= bounds.shares.per_destination;
             if at_bound || !self.rate_allows(&webhook, front, bounds.now, rate_wait) {
                 tenant.turn.push_back(webhook);
                 continue;
@@ -344,10 +361,12 @@ impl Counts {
             let held = held_mut(&mut self.workspaces, workspace);
             held.queued -= 1;
             held.in_flight += 1;
-            bump(&mut self.by_destination, &destination);
+            bump(&mut self.by_destination, &self.scratch);
             if busy == 0 {
-                self.owners
-                    .insert(webhook.clone(), (workspace.to_owned(), destination));
+                self.owners.insert(
+                    webhook.clone(),
+                    (workspace.to_owned(), self.scratch.clone()),
+                );
             }
             *self.in_flight.entry(webhook).or_default() += 1;
             self.total_in_flight += 1;
@@ -397,17 +416,23 @@ fn pace_after(paces: &mut HashMap<String, Pace>, key: &str, slow: bool) {
     }
 }
 
-/// What the per-destination bound counts by: the workspace, and the host and port of a stored
+/// Writes into `key` what the per-destination bound counts by: the workspace, and the host and port of a stored
 /// (already validated and normalized) URL. Keyed by workspace, so that no tenant's webhooks
 /// count against another's bound, whichever names they use.
-fn destination_key(workspace: &str, url: &str) -> String {
+fn destination_into(key: &mut String, workspace: &str, url: &str) {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
     let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-    let mut key = String::with_capacity(workspace.len() + 1 + authority.len());
+    key.clear();
     key.push_str(workspace);
     key.push(' ');
-    key.push_str(&authority.to_ascii_lowercase());
+    key.extend(authority.chars().map(|c| c.to_ascii_lowercase()));
+}
+
+#[cfg(test)]
+fn destination_key(workspace: &str, url: &str) -> String {
+    let mut key = String::new();
+    destination_into(&mut key, workspace, url);
     key
 }
 

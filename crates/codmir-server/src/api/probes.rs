@@ -21,12 +21,20 @@ const READY_WAIT: Duration = Duration::from_secs(2);
 pub(super) struct Readiness {
     /// `ready` or `unavailable`.
     pub status: &'static str,
+    /// `ok` or `unreachable`: a read answers.
     pub database: &'static str,
+    /// `ok`, `disk_full` or `failing`: a write (this node's readiness row) commits.
+    pub writes: &'static str,
     pub engine: &'static str,
+    /// Why the node is not ready, for a person; left out when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
-/// 200 while the database answers and the delivery engine runs, 503 otherwise (unlike
-/// `/healthz`, which only says the process serves).
+/// 200 while the database answers a read and commits a write and the delivery engine runs,
+/// 503 otherwise (unlike `/healthz`, which only says the process serves). The write (one row
+/// per node) is what makes a node whose database's disk is full unready: every write there is
+/// a 507, so a load balancer should send writes elsewhere until one commits again.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub(super) async fn readyz(State(s): State<AppState>) -> (StatusCode, axum::Json<Readiness>) {
@@ -34,12 +42,42 @@ pub(super) async fn readyz(State(s): State<AppState>) -> (StatusCode, axum::Json
         .store
         .read(|tx| Box::pin(async move { tx.workspace_count().await }));
     let database = matches!(tokio::time::timeout(READY_WAIT, read).await, Ok(Ok(_)));
+    let (node, now) = (s.node().to_owned(), Timestamp::now());
+    let write = s
+        .store
+        .write(move |tx| Box::pin(async move { tx.mark_ready(&node, now).await }));
+    let written = match tokio::time::timeout(READY_WAIT, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Some(e)),
+        Err(_) => Err(None),
+    };
     let engine = s.engine_running();
-    let ready = database && engine;
+    let ready = database && written.is_ok() && engine;
+    let reason = if ready {
+        None
+    } else if !database {
+        Some("the database does not answer a read".to_owned())
+    } else if let Err(failed) = &written {
+        Some(match failed {
+            Some(StoreError::Full(_)) => {
+                "the database's disk is full: writes are refused (507) until space is freed".into()
+            }
+            Some(e) => format!("a write does not commit: {}", crate::store::chain(e)),
+            None => format!("a write did not commit within {READY_WAIT:?}"),
+        })
+    } else {
+        Some("the delivery engine has stopped".to_owned())
+    };
     let body = Readiness {
         status: if ready { "ready" } else { "unavailable" },
         database: if database { "ok" } else { "unreachable" },
+        writes: match &written {
+            Ok(()) => "ok",
+            Err(Some(StoreError::Full(_))) => "disk_full",
+            Err(_) => "failing",
+        },
         engine: if engine { "running" } else { "stopped" },
+        reason,
     };
     let status = if ready {
         StatusCode::OK

@@ -210,6 +210,11 @@ impl AppState {
         self.engine.is_running()
     }
 
+    /// This node's name (its leases' owner).
+    pub fn node(&self) -> &str {
+        self.engine.node()
+    }
+
     /// Attempts a delivery that a committed unit of work leased to this node (a ping) now,
     /// and answers with its recorded outcome.
     pub async fn attempt_now(&self, work: Leased) -> Result<Outcome, ApiError> {

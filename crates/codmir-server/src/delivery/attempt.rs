@@ -136,11 +136,9 @@ fn log_failure(
         Verdict::RetryAt(at) => Some(at.to_rfc3339_millis()),
         _ => None,
     };
-    let what = if next_attempt_at.is_some() {
-        "delivery attempt failed; will retry"
-    } else {
-        "delivery attempt failed"
-    };
+    // Not "will retry": the retry is planned, and holds once the outcome is recorded under
+    // this node's lease (a lost lease is logged by the recorder as not recorded).
+    let what = "delivery attempt failed";
     tracing::warn!(
         event_id,
         delivery_id,

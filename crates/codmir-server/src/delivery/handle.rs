@@ -42,6 +42,11 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// This process's name as a lease owner (and in the readiness table).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     /// The lease under which a unit of work about to run writes its new deliveries.
     pub fn lease(&self) -> Lease {
         Lease {

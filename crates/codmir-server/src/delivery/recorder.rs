@@ -184,10 +184,18 @@ pub(super) async fn record_outcomes(
         };
         match result {
             Ok((recorded, mut after)) => {
-                if recorded.not_recorded > 0 {
-                    tracing::debug!(
-                        outcomes = recorded.not_recorded,
-                        "outcomes not recorded: lease lost or delivery cancelled"
+                for &i in &recorded.fenced {
+                    let o = &outcomes[i];
+                    // The attempt was sent and is logged as such; its outcome is not this
+                    // node's to write any more, and neither is the retry it planned.
+                    tracing::warn!(
+                        delivery_id = %o.attempt.delivery_id,
+                        attempt = o.attempt.attempt,
+                        lease_owner = %o.lease_owner,
+                        "delivery attempt not recorded: this node's lease on the delivery was lost \
+                         (another node took it over after the lease expired) or the delivery was \
+                         cancelled; its outcome is discarded and the delivery goes on under its \
+                         current holder"
                     );
                 }
                 for w in recorded.clean {

@@ -21,8 +21,8 @@ pub struct Target {
 /// What a batch came to.
 #[derive(Debug, Default)]
 pub struct Recorded {
-    /// Outcomes the fence refused (lease lost, delivery cancelled meanwhile).
-    pub not_recorded: usize,
+    /// The outcomes the fence refused (lease lost, delivery cancelled meanwhile), by index.
+    pub fenced: Vec<usize>,
     /// Webhooks whose run of failures is now empty.
     pub clean: Vec<String>,
     /// Webhooks with failures in this batch.
@@ -46,7 +46,9 @@ pub async fn record_outcomes(
 ) -> StoreResult<Recorded> {
     let recorded = tx.record_outcomes(outcomes).await?;
     let mut out = Recorded {
-        not_recorded: outcomes.len() - recorded,
+        fenced: (0..outcomes.len())
+            .filter(|i| !recorded.get(*i).copied().unwrap_or(false))
+            .collect(),
         ..Recorded::default()
     };
     // Each webhook of the batch once, in the order first seen.

@@ -175,12 +175,12 @@ pub(super) trait Conn: Send {
         limit: u32,
     ) -> impl Future<Output = StoreResult<(u64, u64, u64)>> + Send;
 
-    /// Records a batch of outcomes in fewer statements than one each, when the backend can;
-    /// `None` to have them recorded one by one.
+    /// Records a batch of outcomes in fewer statements than one each, when the backend can:
+    /// whether each was recorded, in order; `None` to have them recorded one by one.
     fn record_outcomes_at_once(
         &mut self,
         _outcomes: &[Outcome],
-    ) -> impl Future<Output = StoreResult<Option<usize>>> + Send {
+    ) -> impl Future<Output = StoreResult<Option<Vec<bool>>>> + Send {
         std::future::ready(Ok(None))
     }
 }

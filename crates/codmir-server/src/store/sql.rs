@@ -306,6 +306,8 @@ statements! { QUEUE: Sql;
         last_status_code = ?8, last_error = ?9 \
         WHERE id = ?1 AND status = 'pending' AND attempt_count = ?3 - 1 AND lease_owner = ?6");
     INSERT_ATTEMPT = both!("INSERT INTO attempts (", attempt_cols!(), ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+    MARK_READY = both!("INSERT INTO readiness (node, checked_at) VALUES (?1, ?2) \
+        ON CONFLICT (node) DO UPDATE SET checked_at = excluded.checked_at");
     RELEASE_LEASES = both!("UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL \
         WHERE status = 'pending' AND lease_owner IS NOT NULL AND (CAST(?1 AS TEXT) IS NULL OR lease_owner = ?1)");
     RELEASE_LEASE = both!("UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL \
@@ -411,7 +413,7 @@ pub(super) mod postgres_only {
               RETURNING d.id) \
             INSERT INTO attempts (delivery_id, attempt, attempted_at, duration_ms, status_code, error, response_body) \
             SELECT o.delivery_id, o.attempt, o.attempted_at, o.duration_ms, o.status_code, o.error, o.response_body \
-            FROM o JOIN u ON u.id = o.delivery_id";
+            FROM o JOIN u ON u.id = o.delivery_id RETURNING delivery_id";
         INSERT_TICKETS = concat!("INSERT INTO tickets (", ticket_cols!(), ") SELECT * FROM unnest($1::text[], \
             $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
             $10::int8[], $11::int8[])");

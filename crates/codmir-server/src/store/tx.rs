@@ -390,6 +390,9 @@ pub trait QueueTx: Send {
     /// Inserts a delivery, held by `lease` when given.
     async fn insert_delivery(&mut self, d: &Delivery, lease: Option<&Lease>) -> StoreResult<()>;
 
+    /// Writes this node's readiness row: readiness is a write that commits.
+    async fn mark_ready(&mut self, node: &str, now: Timestamp) -> StoreResult<()>;
+
     /// Tells other nodes, once this transaction commits, that new deliveries are due.
     async fn announce_deliveries(&mut self) -> StoreResult<()>;
 
@@ -419,11 +422,12 @@ pub trait QueueTx: Send {
     async fn record_outcome(&mut self, o: &Outcome) -> StoreResult<bool>;
 
     /// Records a batch of outcomes, each fenced like [`QueueTx::record_outcome`]; returns
-    /// how many were recorded. A backend may do it in fewer statements than one per outcome.
-    async fn record_outcomes(&mut self, outcomes: &[Outcome]) -> StoreResult<usize> {
-        let mut recorded = 0;
+    /// whether each was recorded, in order. A backend may do it in fewer statements than one
+    /// per outcome.
+    async fn record_outcomes(&mut self, outcomes: &[Outcome]) -> StoreResult<Vec<bool>> {
+        let mut recorded = Vec::with_capacity(outcomes.len());
         for o in outcomes {
-            recorded += usize::from(self.record_outcome(o).await?);
+            recorded.push(self.record_outcome(o).await?);
         }
         Ok(recorded)
     }

@@ -370,6 +370,20 @@ async fn a_full_sqlite_disk_refuses_writes_keeps_outcomes_and_recovers_without_a
         }
     }
     assert!(refused > 0, "the full disk refused no write");
+    // The node says it is not ready, and why: a load balancer sends writes elsewhere.
+    let ready = client()
+        .get(format!("{}/readyz", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["writes"], "disk_full", "{ready}");
+    assert_eq!(ready["database"], "ok", "reads still answer: {ready}");
+    assert!(
+        ready["reason"].as_str().unwrap().contains("disk is full"),
+        "{ready}"
+    );
     let read = get_at(&s.base, &key, &format!("/v1/tickets/{before}")).await;
     assert_eq!(read["title"], "before", "{read}");
     // The outcome of the attempt in flight could not be written: it is kept and retried.
@@ -395,6 +409,12 @@ async fn a_full_sqlite_disk_refuses_writes_keeps_outcomes_and_recovers_without_a
     })
     .await;
     stored.extend(accepted.into_inner().unwrap());
+    let ready = client()
+        .get(format!("{}/readyz", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "ready again once a write commits");
     let (status, _, body) = create_ticket(&s.base, &key, &p, "after").await;
     assert_eq!(status, 201, "{body}");
     stored.push(body["id"].as_str().unwrap().to_owned());
@@ -531,5 +551,23 @@ async fn a_node_cut_off_from_postgresql_is_taken_over_and_fenced_when_it_returns
         seen.acknowledged.len(),
         seen.refused.len(),
         hits.len()
+    );
+    // A's attempts that B took over are logged by A as not recorded, naming its lease, once
+    // A reaches the database again: not as failures it will retry.
+    if duplicates > 0 {
+        eventually(
+            Duration::from_secs(20),
+            "A's fenced outcomes logged",
+            || async {
+                a.stderr().iter().any(|l| {
+                    l.contains("delivery attempt not recorded") && l.contains("lease_owner")
+                })
+            },
+        )
+        .await;
+    }
+    assert!(
+        !a.stderr().iter().any(|l| l.contains("will retry")),
+        "no line promises a retry"
     );
 }

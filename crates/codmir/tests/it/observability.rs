@@ -170,7 +170,7 @@ async fn readiness_says_ready_while_the_database_answers() {
     let r = get_json(&format!("{}/readyz", s.base), "").await;
     assert_eq!(
         r,
-        json!({"status": "ready", "database": "ok", "engine": "running"})
+        json!({"status": "ready", "database": "ok", "writes": "ok", "engine": "running"})
     );
 }
 

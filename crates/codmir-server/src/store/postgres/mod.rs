@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres_0005_idempotency.sql"),
     include_str!("../migrations/postgres_0006_fanout_cache.sql"),
     include_str!("../migrations/postgres_0007_events_by_id.sql"),
+    include_str!("../migrations/postgres_0008_readiness.sql"),
 ];
 /// Any fixed number: the advisory lock that serializes migrations of nodes starting together.
 const MIGRATION_LOCK: i64 = 0x636f_646d_6972;
@@ -436,14 +437,19 @@ impl PgTx<'_> {
 }
 
 impl PgTx<'_> {
-    /// [`PgTx::execute`] with arguments the driver binds as they are (arrays for `unnest`).
-    async fn execute_params(&self, sql: &str, params: Params<'_>) -> StoreResult<u64> {
+    /// A statement with arguments the driver binds as they are (arrays for `unnest`), and the
+    /// rows it returns.
+    async fn query_params(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> StoreResult<Vec<tokio_postgres::Row>> {
         self.before(sql).await?;
-        let n = async {
+        let rows = async {
             let stmt = self.client.prepare_cached(sql).await?;
-            Ok(self.client.execute(&stmt, params).await?)
+            Ok(self.client.query(&stmt, params).await?)
         };
-        self.after(n.await)
+        self.after(rows.await)
     }
 }
 
@@ -532,7 +538,7 @@ impl Conn for PgTx<'_> {
     fn record_outcomes_at_once(
         &mut self,
         outcomes: &[Outcome],
-    ) -> impl Future<Output = StoreResult<Option<usize>>> + Send {
+    ) -> impl Future<Output = StoreResult<Option<Vec<bool>>>> + Send {
         self.outcomes_set_based(outcomes)
     }
 }

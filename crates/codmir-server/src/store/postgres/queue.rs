@@ -10,7 +10,7 @@ use super::{Params, PgTx};
 use crate::store::conn::args;
 use crate::store::rows::{self, Columns};
 use crate::store::sql::postgres_only as q;
-use crate::store::{Lease, Leased, Outcome, StoreResult};
+use crate::store::{Lease, Leased, Outcome, StoreError, StoreResult};
 
 impl PgTx<'_> {
     pub(super) async fn claim(
@@ -91,9 +91,9 @@ impl PgTx<'_> {
     pub(super) async fn outcomes_set_based(
         &self,
         outcomes: &[Outcome],
-    ) -> StoreResult<Option<usize>> {
+    ) -> StoreResult<Option<Vec<bool>>> {
         if outcomes.is_empty() {
-            return Ok(Some(0));
+            return Ok(Some(Vec::new()));
         }
         // One statement sees each delivery once: a delivery twice in a batch (attempted again
         // after its lease ran out before the first outcome was written) is recorded row by
@@ -124,8 +124,18 @@ impl PgTx<'_> {
             &text(|o| o.attempt.error.as_deref()),
             &text(|o| o.attempt.response_body.as_deref()),
         ];
-        let recorded = self.execute_params(q::RECORD_OUTCOMES, params).await?;
-        Ok(Some(recorded as usize))
+        let rows = self.query_params(q::RECORD_OUTCOMES, params).await?;
+        let recorded: HashSet<String> = rows
+            .iter()
+            .map(|r| r.try_get::<_, String>(0))
+            .collect::<Result<_, _>>()
+            .map_err(|e| StoreError::Corrupt(format!("a recorded outcome's id: {e}")))?;
+        Ok(Some(
+            outcomes
+                .iter()
+                .map(|o| recorded.contains(&o.attempt.delivery_id))
+                .collect(),
+        ))
     }
 }
 

@@ -19,6 +19,11 @@ impl<C: Conn> QueueTx for C {
         Conn::delete_old(self, delivery_floor, event_floor, limit).await
     }
 
+    async fn mark_ready(&mut self, node: &str, now: Timestamp) -> StoreResult<()> {
+        self.exec(&sql::MARK_READY, args![node, now]).await?;
+        Ok(())
+    }
+
     async fn insert_delivery(&mut self, d: &Delivery, lease: Option<&Lease>) -> StoreResult<()> {
         if self.hold(HeldRow::Delivery(d, lease)) {
             return Ok(());
@@ -110,13 +115,13 @@ impl<C: Conn> QueueTx for C {
         Ok(true)
     }
 
-    async fn record_outcomes(&mut self, outcomes: &[Outcome]) -> StoreResult<usize> {
+    async fn record_outcomes(&mut self, outcomes: &[Outcome]) -> StoreResult<Vec<bool>> {
         if let Some(recorded) = self.record_outcomes_at_once(outcomes).await? {
             return Ok(recorded);
         }
-        let mut recorded = 0;
+        let mut recorded = Vec::with_capacity(outcomes.len());
         for o in outcomes {
-            recorded += usize::from(self.record_outcome(o).await?);
+            recorded.push(self.record_outcome(o).await?);
         }
         Ok(recorded)
     }

@@ -39,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite_0005_idempotency.sql"),
     include_str!("../migrations/sqlite_0006_fanout_cache.sql"),
     include_str!("../migrations/sqlite_0007_events_by_id.sql"),
+    include_str!("../migrations/sqlite_0008_readiness.sql"),
 ];
 
 impl From<rusqlite::Error> for StoreError {

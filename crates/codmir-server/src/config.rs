@@ -30,6 +30,10 @@ pub struct Config {
     /// dropped; a POST with an `Idempotency-Key` still runs to its end and keeps its answer
     /// for a retry (`api::idempotency`).
     pub api_timeout: Duration,
+    /// How long an `Idempotency-Key` claim without an answer stands before a retry may take
+    /// it over: past the API's time bound, which a request's own work does not outlive but
+    /// for a stalled commit (`api::idempotency`).
+    pub idempotency_takeover: Duration,
     /// Most attempts in flight to one webhook at once, so a slow endpoint uses only its share.
     pub max_in_flight_per_endpoint: usize,
     /// Most attempts in flight in all.
@@ -72,6 +76,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(10),
             api_timeout: Duration::from_secs(30),
+            idempotency_takeover: Duration::from_secs(60),
             max_in_flight_per_endpoint: 64,
             max_in_flight: 512,
             max_in_flight_per_workspace: None,

@@ -12,11 +12,21 @@
 //! (or, on a 5xx or a panic, its key is released), so a retry gets that answer or runs the
 //! request again — never a key stuck "in progress", never the work done twice.
 //!
-//! The answer is stored once the handler has committed its own work, in a transaction of its
-//! own: a process killed between the two leaves the key claimed without an answer, which a
-//! retry sees as in progress until the record expires (24 h) — it never runs the work twice.
+//! Each claim has a token of its own ([`Claim`], in scope while the request runs). A handler
+//! that writes through [`AppState::mutate_answer`] (or `mutate_checked_answer`) keeps its answer
+//! **in the transaction of its work**, under that token: the work and its answer commit
+//! together or not at all. So a claim left without an answer (its node died, its database
+//! crashed or the connection dropped during the commit) did nothing under the key; after
+//! `Config::idempotency_takeover` (60 s) a retry takes it over with a new token and runs the request afresh, and
+//! the old request, should it still commit, is refused by the token. A retry never meets a
+//! 409 for longer than that bound, and never makes the work twice. A failed request (5xx)
+//! releases its claim only while it has no answer: one whose commit did take, although its
+//! client was told otherwise, keeps its answer for the retry. (Handlers that do not keep their
+//! answer in their unit, the test ping, store it after, in a write of its own, as before.)
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -39,6 +49,26 @@ const KEPT: Duration = Duration::from_secs(24 * 3600);
 const MAX_KEY: usize = 255;
 /// Largest answer kept (creates answer with a few KiB).
 const MAX_ANSWER: usize = 1 << 20;
+
+/// A claim of an `Idempotency-Key` by the request running now: in scope (task-local) while its
+/// handler runs, so that its unit of work keeps the answer under `token`.
+#[derive(Clone)]
+pub(crate) struct Claim {
+    pub(crate) ws: String,
+    pub(crate) key: String,
+    pub(crate) token: String,
+    /// Set once the answer committed with the work.
+    pub(crate) answered: Arc<AtomicBool>,
+}
+
+tokio::task_local! {
+    static CLAIM: Claim;
+}
+
+/// The claim of the request running in this task, if it has one.
+pub(crate) fn current() -> Option<Claim> {
+    CLAIM.try_with(Claim::clone).ok()
+}
 
 /// Runs the request, or answers it from what its key already holds.
 pub(super) async fn idempotency(state: AppState, request: Request, next: Next) -> Response {
@@ -95,21 +125,40 @@ async fn replay_or_run(
 
     let now = Timestamp::now();
     let expired_before = Timestamp::from_millis(now.as_millis() - KEPT.as_millis() as i64);
-    let (ws, k) = (principal.workspace_id.clone(), key.clone());
+    let takeover = state.config.idempotency_takeover;
+    let stale_before = Timestamp::from_millis(now.as_millis() - takeover.as_millis() as i64);
+    let claim = Claim {
+        ws: principal.workspace_id.clone(),
+        key: key.clone(),
+        token: codmir_core::id::new_id("clm", now),
+        answered: Arc::default(),
+    };
+    let (ws, k, token) = (claim.ws.clone(), key.clone(), claim.token.clone());
     let claimed = state
         .store
         .write(move |tx| {
             Box::pin(async move {
-                tx.idempotency_claim(&ws, &k, &fingerprint, now, expired_before)
-                    .await
+                tx.idempotency_claim(
+                    &ws,
+                    &k,
+                    &fingerprint,
+                    &token,
+                    now,
+                    expired_before,
+                    stale_before,
+                )
+                .await
             })
         })
         .await;
     let in_progress = || {
         ApiError::Conflict {
             code: "idempotency_key_in_progress",
-            message: "a request with this Idempotency-Key is still being answered; retry shortly"
-                .into(),
+            message: format!(
+                "a request with this Idempotency-Key is still being answered; retry shortly (a \
+                 request that never finishes is taken over by a retry after {} s)",
+                takeover.as_secs()
+            ),
         }
         .into_response()
     };
@@ -144,26 +193,28 @@ async fn replay_or_run(
     }
 
     let request = Request::from_parts(parts, Body::from(body));
-    let settled =
-        state
-            .tasks
-            .clone()
-            .spawn(settle(state, principal.workspace_id, key, next, request));
+    let settled = state
+        .tasks
+        .clone()
+        .spawn(settle(state, claim, next, request));
     settled.await.map_err(|e| {
         ApiError::internal(format!("the request's task did not finish: {e}")).into_response()
     })
 }
 
-/// Runs a request whose key is claimed and settles the key: keeps the answer, or releases the
-/// key when the request failed (5xx) or its handler panicked.
-async fn settle(
-    state: AppState,
-    ws: String,
-    key: String,
-    next: Next,
-    request: Request,
-) -> Response {
-    let ran = AssertUnwindSafe(next.run(request)).catch_unwind().await;
+/// Runs a request whose key is claimed and settles the key: keeps the answer (unless its unit
+/// of work kept it already, with the work), or releases the key when the request failed (5xx)
+/// or its handler panicked and no answer was kept.
+async fn settle(state: AppState, claim: Claim, next: Next, request: Request) -> Response {
+    let ran = AssertUnwindSafe(CLAIM.scope(claim.clone(), next.run(request)))
+        .catch_unwind()
+        .await;
+    let Claim {
+        ws,
+        key,
+        token,
+        answered,
+    } = claim;
     // Only what was done is kept: a refusal (4xx) changed nothing, so the key is free for the
     // corrected request; a failure (5xx, a panic) may be retried for real.
     let response = match ran {
@@ -171,15 +222,20 @@ async fn settle(
         failed => {
             let released = state
                 .store
-                .write(move |tx| Box::pin(async move { tx.idempotency_release(&ws, &key).await }))
+                .write(move |tx| {
+                    Box::pin(async move { tx.idempotency_release(&ws, &key, &token).await })
+                })
                 .await;
             if let Err(e) = released {
-                tracing::warn!(error = %crate::store::chain(&e), "could not release an idempotency key");
+                tracing::warn!(error = %crate::store::chain(&e), "could not release an idempotency key; a retry takes it over after the bound");
             }
             return failed
                 .unwrap_or_else(|_| ApiError::internal("a handler panicked").into_response());
         }
     };
+    if answered.load(Ordering::Acquire) {
+        return response;
+    }
     let status = response.status();
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, MAX_ANSWER)
@@ -190,11 +246,17 @@ async fn settle(
     let stored = state
         .store
         .write(move |tx| {
-            Box::pin(async move { tx.idempotency_finish(&ws, &key, code, &text).await })
+            Box::pin(async move { tx.idempotency_finish(&ws, &key, &token, code, &text).await })
         })
         .await;
-    if let Err(e) = stored {
-        tracing::warn!(error = %crate::store::chain(&e), "could not keep an idempotent answer");
+    match stored {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!("an idempotent answer was not kept: its key was taken over by a retry")
+        }
+        Err(e) => {
+            tracing::warn!(error = %crate::store::chain(&e), "could not keep an idempotent answer")
+        }
     }
     Response::from_parts(parts, Body::from(bytes))
 }

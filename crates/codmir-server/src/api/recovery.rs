@@ -3,7 +3,6 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use codmir_core::sign::signing_secret;
 use codmir_core::webhook::WebhookSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -27,12 +26,12 @@ pub(super) async fn redeliver(
 ) -> Result<(StatusCode, axum::Json<DeliveryResponse>), ApiError> {
     let id = path_id("dlv", &id, "delivery")?;
     let quota = s.config.max_pending_per_workspace;
-    let d = s
-        .mutate(move |tx, after| {
+    let d: DeliveryResponse = s
+        .mutate_answer(StatusCode::ACCEPTED, move |tx, after| {
             Box::pin(async move { ops::redeliver(tx, &p, &id, quota, now(), after).await })
         })
         .await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(d.into())))
+    Ok((StatusCode::ACCEPTED, axum::Json(d)))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -51,12 +50,28 @@ pub(super) async fn retry_pending(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, axum::Json<RetryPending>), ApiError> {
     let id = path_id("wh", &id, "webhook")?;
-    let due_now = s
-        .mutate(move |tx, after| {
+    let retried: RetryPending = s
+        .mutate_answer(StatusCode::ACCEPTED, move |tx, after| {
             Box::pin(async move { ops::retry_pending(tx, &p, &id, now(), after).await })
         })
         .await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(RetryPending { due_now })))
+    Ok((StatusCode::ACCEPTED, axum::Json(retried)))
+}
+
+impl From<u64> for RetryPending {
+    fn from(due_now: u64) -> Self {
+        Self { due_now }
+    }
+}
+
+impl From<ops::Replayed> for ReplayResponse {
+    fn from(done: ops::Replayed) -> Self {
+        Self {
+            queued: done.queued,
+            skipped_pending: done.skipped_pending,
+            next_since: done.next_since.map(|t| t.to_rfc3339_millis()),
+        }
+    }
 }
 
 /// What a test ping came to, as the endpoint answered it.
@@ -172,19 +187,12 @@ pub(super) async fn replay(
         include_missed: body.include_missed.unwrap_or(false),
     };
     let quota = s.config.max_pending_per_workspace;
-    let done = s
-        .mutate(move |tx, after| {
+    let done: ReplayResponse = s
+        .mutate_answer(StatusCode::ACCEPTED, move |tx, after| {
             Box::pin(async move { ops::replay(tx, &p, &id, request, quota, now(), after).await })
         })
         .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(ReplayResponse {
-            queued: done.queued,
-            skipped_pending: done.skipped_pending,
-            next_since: done.next_since.map(|t| t.to_rfc3339_millis()),
-        }),
-    ))
+    Ok((StatusCode::ACCEPTED, axum::Json(done)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -221,15 +229,10 @@ pub(super) async fn rotate_secret(
             format!("must be at most {} (7 days)", ops::MAX_GRACE.as_secs()),
         ));
     }
-    let webhook = s
-        .mutate(move |tx, _| {
+    let rotated: CreatedWebhook = s
+        .mutate_answer(StatusCode::OK, move |tx, _| {
             Box::pin(async move { ops::rotate_secret(tx, &p, &id, secret, grace, now()).await })
         })
         .await?;
-    let secret = webhook.secret.as_str().to_owned();
-    Ok(axum::Json(CreatedWebhook {
-        signing_secret: signing_secret(&secret),
-        secret,
-        webhook: webhook.into(),
-    }))
+    Ok(axum::Json(rotated))
 }

@@ -8,8 +8,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use axum::http::StatusCode;
 use codmir_core::time::Timestamp;
 use codmir_core::tracker::{Principal, Project};
+use serde::Serialize;
 
 use super::error::ApiError;
 use super::extract;
@@ -198,6 +200,62 @@ impl AppState {
         Ok(value)
     }
 
+    /// [`AppState::mutate`] for a handler that answers `status` with `R` made from the unit's
+    /// value. Under an `Idempotency-Key` claim, the answer is made and kept inside the unit,
+    /// so that it commits with the work (`api::idempotency`); otherwise it is made here.
+    pub async fn mutate_answer<F, T, R>(&self, status: StatusCode, work: F) -> Result<R, ApiError>
+    where
+        F: for<'t> FnOnce(&'t mut dyn Tx, &'t mut AfterCommit) -> BoxFuture<'t, ops::Result<T>>
+            + Send
+            + 'static,
+        T: Send + 'static,
+        R: From<T> + Serialize + Send + Sync + 'static,
+    {
+        let claim = super::idempotency::current();
+        let answered = claim.as_ref().map(|c| c.answered.clone());
+        let answer = self
+            .mutate(move |tx, after| {
+                Box::pin(async move {
+                    let value = work(&mut *tx, after).await?;
+                    Ok(match claim {
+                        Some(c) => {
+                            let r = R::from(value);
+                            keep(tx, &c, status, &r).await?;
+                            Answer::Kept(r)
+                        }
+                        None => Answer::Made(value),
+                    })
+                })
+            })
+            .await?;
+        Ok(answer.into_answer(answered))
+    }
+
+    /// [`AppState::mutate_checked`] for a handler that answers `status` with `R` made from the
+    /// unit's output, kept with the work under an `Idempotency-Key` claim (as
+    /// [`AppState::mutate_answer`]).
+    pub async fn mutate_checked_answer<U, R>(
+        &self,
+        status: StatusCode,
+        unit: U,
+    ) -> Result<R, ApiError>
+    where
+        U: ops::Checked,
+        R: From<U::Output> + Serialize + Send + Sync + 'static,
+    {
+        let claim = super::idempotency::current();
+        let answered = claim.as_ref().map(|c| c.answered.clone());
+        let answer = self
+            .mutate_checked(Answering {
+                unit,
+                claim,
+                status,
+                _answer: std::marker::PhantomData::<fn() -> R>,
+            })
+            .await?;
+        Ok(answer.into_answer(answered))
+    }
+
     /// Tells the engine what a committed unit changed.
     async fn handed_over(&self, after: AfterCommit) {
         if !after.is_empty() {
@@ -219,6 +277,94 @@ impl AppState {
     /// and answers with its recorded outcome.
     pub async fn attempt_now(&self, work: Leased) -> Result<Outcome, ApiError> {
         Ok(self.engine.attempt_now(work).await?)
+    }
+}
+
+/// A unit's value, or the answer made of it inside the unit and kept with its work.
+pub(crate) enum Answer<T, R> {
+    Made(T),
+    Kept(R),
+}
+
+impl<T, R: From<T>> Answer<T, R> {
+    fn into_answer(self, answered: Option<Arc<std::sync::atomic::AtomicBool>>) -> R {
+        match self {
+            Answer::Made(value) => R::from(value),
+            Answer::Kept(r) => {
+                if let Some(a) = answered {
+                    a.store(true, std::sync::atomic::Ordering::Release);
+                }
+                r
+            }
+        }
+    }
+}
+
+/// Keeps `answer` as the answer of `claim`, in the unit's transaction. A claim taken over by a
+/// retry (this request outlived the bound) refuses it, and with it the unit: the retry's run is
+/// the one that counts.
+async fn keep<R: Serialize + Sync>(
+    tx: &mut dyn Tx,
+    claim: &super::idempotency::Claim,
+    status: StatusCode,
+    answer: &R,
+) -> crate::store::StoreResult<()> {
+    let body = serde_json::to_string(answer)
+        .map_err(|e| crate::store::StoreError::failed(format!("an answer as JSON: {e}")))?;
+    let kept = tx
+        .idempotency_finish(&claim.ws, &claim.key, &claim.token, status.as_u16(), &body)
+        .await?;
+    if kept {
+        Ok(())
+    } else {
+        Err(crate::store::StoreError::Conflict(Arc::new(
+            std::io::Error::other(
+                "the request's Idempotency-Key was taken over by a retry: nothing of it is kept",
+            ),
+        )))
+    }
+}
+
+/// A checked unit whose output, under an `Idempotency-Key` claim, is made into its answer and
+/// kept in its write phase.
+struct Answering<U, R> {
+    unit: U,
+    claim: Option<super::idempotency::Claim>,
+    status: StatusCode,
+    _answer: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<U, R> ops::Checked for Answering<U, R>
+where
+    U: ops::Checked,
+    R: From<U::Output> + Serialize + Send + Sync + 'static,
+{
+    type Plan = (U::Plan, Option<super::idempotency::Claim>, StatusCode);
+    type Output = Answer<U::Output, R>;
+
+    async fn check(
+        self,
+        tx: &mut dyn crate::store::ReadTx,
+        now: Timestamp,
+    ) -> ops::Result<Self::Plan> {
+        Ok((self.unit.check(tx, now).await?, self.claim, self.status))
+    }
+
+    async fn write(
+        (plan, claim, status): Self::Plan,
+        tx: &mut dyn Tx,
+        now: Timestamp,
+        after: &mut AfterCommit,
+    ) -> crate::store::StoreResult<Self::Output> {
+        let value = U::write(plan, tx, now, after).await?;
+        Ok(match claim {
+            Some(c) => {
+                let r = R::from(value);
+                keep(tx, &c, status, &r).await?;
+                Answer::Kept(r)
+            }
+            None => Answer::Made(value),
+        })
     }
 }
 

@@ -196,12 +196,12 @@ pub(super) async fn create_project(
 ) -> Created<ProjectResponse> {
     s.within_backlog(&p).await?;
     let name = ProjectName::parse(&body.name)?;
-    let project = s
-        .mutate(move |tx, after| {
+    let project: ProjectResponse = s
+        .mutate_answer(StatusCode::CREATED, move |tx, after| {
             Box::pin(async move { ops::create_project(tx, &p, name, now(), after).await })
         })
         .await?;
-    Ok((StatusCode::CREATED, axum::Json(project.into())))
+    Ok((StatusCode::CREATED, axum::Json(project)))
 }
 
 #[utoipa::path(get, path = "/v1/projects", tag = "projects", params(ListParams),
@@ -258,14 +258,14 @@ pub(super) async fn add_member(
         .map(Role::parse)
         .transpose()?
         .unwrap_or(Role::Member);
-    let member = s
-        .mutate(move |tx, after| {
+    let member: MemberResponse = s
+        .mutate_answer(StatusCode::CREATED, move |tx, after| {
             Box::pin(async move {
                 ops::add_member(tx, &p, &id, NewMember { name, email, role }, now(), after).await
             })
         })
         .await?;
-    Ok((StatusCode::CREATED, axum::Json(member.into())))
+    Ok((StatusCode::CREATED, axum::Json(member)))
 }
 
 #[utoipa::path(get, path = "/v1/projects/{id}/members", tag = "projects", params(ListParams),
@@ -326,24 +326,30 @@ pub(super) async fn create_ticket(
             .unwrap_or(Priority::Medium),
         assignee_id: parse_assignee(body.assignee_id)?,
     };
-    let ticket = if new.assignee_id.is_none() {
+    let ticket: TicketResponse = if new.assignee_id.is_none() {
         // The project comes from the cache (projects never change), so the writer does not
         // read it, and the ticket and its event JSON are made here, off the writer thread.
         // The event's id and time are still taken inside the unit, in commit order, which
         // is what lets `order=asc` read the event log forward without missing one that
         // committed late.
         let project = s.project(&p, &id).await?;
-        s.mutate_checked(ops::prepare_ticket(&p, &project, new, None, now()))
-            .await?
+        s.mutate_checked_answer(
+            StatusCode::CREATED,
+            ops::prepare_ticket(&p, &project, new, None, now()),
+        )
+        .await?
     } else {
-        s.mutate_checked(ops::CreateTicket {
-            principal: p,
-            project_id: id,
-            new,
-        })
+        s.mutate_checked_answer(
+            StatusCode::CREATED,
+            ops::CreateTicket {
+                principal: p,
+                project_id: id,
+                new,
+            },
+        )
         .await?
     };
-    Ok((StatusCode::CREATED, axum::Json(ticket.into())))
+    Ok((StatusCode::CREATED, axum::Json(ticket)))
 }
 
 #[utoipa::path(get, path = "/v1/projects/{id}/tickets", tag = "tickets", params(ListParams),
@@ -448,14 +454,17 @@ pub(super) async fn create_comment(
     s.within_backlog(&p).await?;
     let id = path_id("tkt", &id, "ticket")?;
     let body = CommentBody::parse(&body.body)?;
-    let comment = s
-        .mutate_checked(ops::CreateComment {
-            principal: p,
-            ticket_id: id,
-            body,
-        })
+    let comment: CommentResponse = s
+        .mutate_checked_answer(
+            StatusCode::CREATED,
+            ops::CreateComment {
+                principal: p,
+                ticket_id: id,
+                body,
+            },
+        )
         .await?;
-    Ok((StatusCode::CREATED, axum::Json(comment.into())))
+    Ok((StatusCode::CREATED, axum::Json(comment)))
 }
 
 #[utoipa::path(get, path = "/v1/tickets/{id}/comments", tag = "tracker", params(ListParams),

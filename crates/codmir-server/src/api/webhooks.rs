@@ -343,6 +343,18 @@ fn project_ids(raw: Vec<String>) -> Result<Vec<String>, ApiError> {
     Ok(out)
 }
 
+/// A webhook with its secret, shown at its creation and at a rotation.
+impl From<Webhook> for CreatedWebhook {
+    fn from(webhook: Webhook) -> Self {
+        let secret = webhook.secret.as_str().to_owned();
+        Self {
+            signing_secret: signing_secret(&secret),
+            secret,
+            webhook: webhook.into(),
+        }
+    }
+}
+
 #[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = CreateWebhook,
     responses((status = 201, body = CreatedWebhook), (status = 422, body = ErrorBody)), security(("api_key" = [])))]
 pub(super) async fn create_webhook(
@@ -367,17 +379,11 @@ pub(super) async fn create_webhook(
         headers: body.headers.map(headers).transpose()?.unwrap_or_default(),
     };
     let max = s.config.max_webhooks_per_workspace;
-    let webhook = s
-        .mutate(move |tx, _| {
+    let created: CreatedWebhook = s
+        .mutate_answer(StatusCode::CREATED, move |tx, _| {
             Box::pin(async move { ops::create_webhook(tx, &p, new, max, now()).await })
         })
         .await?;
-    let secret = webhook.secret.as_str().to_owned();
-    let created = CreatedWebhook {
-        signing_secret: signing_secret(&secret),
-        secret,
-        webhook: webhook.into(),
-    };
     Ok((StatusCode::CREATED, axum::Json(created)))
 }
 

@@ -92,6 +92,7 @@ pub(super) fn idempotent(r: &dyn Columns) -> StoreResult<Idempotent> {
             .map(|s| u16::try_from(s).map_err(|e| corrupt("idempotency_keys.status", e)))
             .transpose()?,
         body: r.opt_text(2)?,
+        claimed_at: Timestamp::from_millis(r.int(3)?),
     })
 }
 

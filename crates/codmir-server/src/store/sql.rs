@@ -201,10 +201,18 @@ statements! { TRACKER: Sql;
     REVOKE_API_KEY = both!("UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL");
     TOUCH_API_KEY = both!("UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1");
     IDEMPOTENCY_EXPIRE = both!("DELETE FROM idempotency_keys WHERE workspace_id = ?1 AND created_at < ?2");
-    IDEMPOTENCY_GET = both!("SELECT fingerprint, status, body FROM idempotency_keys WHERE workspace_id = ?1 AND key = ?2");
-    IDEMPOTENCY_INSERT = both!("INSERT INTO idempotency_keys (workspace_id, key, fingerprint, created_at) VALUES (?1, ?2, ?3, ?4)");
-    IDEMPOTENCY_FINISH = both!("UPDATE idempotency_keys SET status = ?3, body = ?4 WHERE workspace_id = ?1 AND key = ?2");
-    IDEMPOTENCY_RELEASE = both!("DELETE FROM idempotency_keys WHERE workspace_id = ?1 AND key = ?2");
+    IDEMPOTENCY_GET = both!("SELECT fingerprint, status, body, created_at FROM idempotency_keys \
+        WHERE workspace_id = ?1 AND key = ?2");
+    IDEMPOTENCY_INSERT = both!("INSERT INTO idempotency_keys (workspace_id, key, fingerprint, created_at, claim) \
+        VALUES (?1, ?2, ?3, ?4, ?5)");
+    /// A claim without an answer, made before `?5`: taken over under a new token.
+    IDEMPOTENCY_TAKE_OVER = both!("UPDATE idempotency_keys SET claim = ?3, created_at = ?4 \
+        WHERE workspace_id = ?1 AND key = ?2 AND status IS NULL AND created_at < ?5");
+    /// Fenced: only under the claim's own token, and only once.
+    IDEMPOTENCY_FINISH = both!("UPDATE idempotency_keys SET status = ?4, body = ?5 \
+        WHERE workspace_id = ?1 AND key = ?2 AND claim = ?3 AND status IS NULL");
+    IDEMPOTENCY_RELEASE = both!("DELETE FROM idempotency_keys WHERE workspace_id = ?1 AND key = ?2 \
+        AND claim = ?3 AND status IS NULL");
     INSERT_PROJECT = both!("INSERT INTO projects (", project_cols!(), ") VALUES (?1, ?2, ?3, ?4, ?5)");
     GET_PROJECT = both!("SELECT ", project_cols!(), " FROM projects WHERE workspace_id = ?1 AND id = ?2");
     LIST_PROJECTS = both!("SELECT ", project_cols!(), " FROM projects WHERE workspace_id = ?1 \

@@ -123,6 +123,8 @@ pub struct Idempotent {
     /// `None` while it runs.
     pub status: Option<u16>,
     pub body: Option<String>,
+    /// When the claim was made (or last taken over).
+    pub claimed_at: Timestamp,
 }
 
 /// An event as stored: the exact bytes that are delivered.
@@ -313,26 +315,33 @@ pub trait TrackerTx: Send {
     async fn touch_api_key(&mut self, id: &str, at: Timestamp) -> StoreResult<()>;
 
     /// Deletes the workspace's idempotency records created before `expired_before`, then
-    /// returns the record of `key` if there is one, or writes a placeholder for it (status
-    /// NULL: in progress) and returns `None`.
+    /// returns the record of `key` if there is one, or writes a claim of it under `token`
+    /// (status NULL: in progress) and returns `None`. A claim without an answer made before
+    /// `stale_before`, of the same request, is taken over under `token` (`None` too).
+    #[allow(clippy::too_many_arguments)]
     async fn idempotency_claim(
         &mut self,
         ws: &str,
         key: &str,
         fingerprint: &[u8; 32],
+        token: &str,
         now: Timestamp,
         expired_before: Timestamp,
+        stale_before: Timestamp,
     ) -> StoreResult<Option<Idempotent>>;
-    /// Stores the answer of the request that claimed `key`.
+    /// Stores the answer of the request that claimed `key` under `token`; false when the
+    /// claim is no longer its own (taken over, or already answered).
     async fn idempotency_finish(
         &mut self,
         ws: &str,
         key: &str,
+        token: &str,
         status: u16,
         body: &str,
-    ) -> StoreResult<()>;
-    /// Forgets `key` (its request failed with a 5xx: a retry should run it again).
-    async fn idempotency_release(&mut self, ws: &str, key: &str) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
+    /// Forgets `key` while `token` holds it unanswered (its request failed: a retry should run
+    /// it again).
+    async fn idempotency_release(&mut self, ws: &str, key: &str, token: &str) -> StoreResult<()>;
 
     async fn insert_project(&mut self, p: &Project) -> StoreResult<()>;
     async fn insert_member(&mut self, m: &Member) -> StoreResult<()>;

@@ -651,6 +651,75 @@ pub(crate) async fn outcomes_recorded_in_a_batch_are_fenced_one_by_one(store: St
     assert!(none.is_empty());
 }
 
+/// `Idempotency-Key` claims: a claim's answer is kept only under its own token and once; an
+/// unanswered claim older than the bound is taken over with a new token, after which the old
+/// token can neither answer nor release it; an answered claim is never released.
+pub(crate) async fn idempotency_claims_are_fenced_by_their_token(store: Store) {
+    let (p, _) = setup(&store).await;
+    let ws = p.workspace_id.clone();
+    let fp = [7u8; 32];
+    let t0 = Timestamp::from_millis(Timestamp::now().as_millis() - 120_000);
+    let long_ago = Timestamp::from_millis(0);
+    let claim = |token: &'static str, now: Timestamp, stale_before: Timestamp| {
+        let (store, ws) = (store.clone(), ws.clone());
+        async move {
+            store
+                .write(move |tx| {
+                    Box::pin(async move {
+                        tx.idempotency_claim(&ws, "k", &fp, token, now, long_ago, stale_before)
+                            .await
+                    })
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let finish = |token: &'static str| {
+        let (store, ws) = (store.clone(), ws.clone());
+        async move {
+            store
+                .write(move |tx| {
+                    Box::pin(async move { tx.idempotency_finish(&ws, "k", token, 201, "{}").await })
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let release = |token: &'static str| {
+        let (store, ws) = (store.clone(), ws.clone());
+        async move {
+            store
+                .write(move |tx| {
+                    Box::pin(async move { tx.idempotency_release(&ws, "k", token).await })
+                })
+                .await
+                .unwrap()
+        }
+    };
+    assert!(claim("a", t0, long_ago).await.is_none(), "claimed by a");
+    // Still fresh: another request sees it in progress.
+    let seen = claim("b", t0, long_ago).await.expect("in progress");
+    assert_eq!((seen.status, seen.claimed_at), (None, t0));
+    // Past the bound: taken over by b.
+    let now = Timestamp::now();
+    assert!(
+        claim("b", now, Timestamp::from_millis(now.as_millis() - 60_000))
+            .await
+            .is_none()
+    );
+    assert!(!finish("a").await, "the old token cannot answer");
+    release("a").await;
+    assert!(
+        claim("c", now, long_ago).await.is_some(),
+        "the old token cannot release it"
+    );
+    assert!(finish("b").await, "the new one answers");
+    assert!(!finish("b").await, "once");
+    release("b").await;
+    let kept = claim("c", now, now).await.expect("answered, kept");
+    assert_eq!((kept.status, kept.body.as_deref()), (Some(201), Some("{}")));
+}
+
 pub(crate) async fn skips_releases_and_cancellation(store: Store) {
     let (p, webhook) = setup(&store).await;
     projects(&store, &p, 3).await;
@@ -737,4 +806,5 @@ conformance!(
     outcomes_are_fenced_by_owner_and_attempt,
     outcomes_recorded_in_a_batch_are_fenced_one_by_one,
     skips_releases_and_cancellation,
+    idempotency_claims_are_fenced_by_their_token,
 );

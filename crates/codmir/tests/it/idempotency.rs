@@ -116,6 +116,82 @@ async fn an_answer_is_replayed_only_to_the_key_that_made_it() {
     );
 }
 
+/// A request whose node died (or whose database crashed) after it claimed its key leaves a
+/// claim without an answer, and nothing of its work: a retry meets "in progress" only until the
+/// takeover bound, then runs the request afresh, once.
+#[tokio::test]
+async fn a_claim_left_without_an_answer_is_taken_over_after_the_bound() {
+    use sha2::Digest;
+    let app = spawn_app_with(codmir_server::Config {
+        idempotency_takeover: Duration::from_secs(1),
+        ..test_config()
+    })
+    .await;
+    let body = r#"{"name":"Taken over"}"#;
+    let auth = format!("Bearer {}", app.key);
+    // The fingerprint the server takes: method, path, body and the API key.
+    let mut hash = sha2::Sha256::new();
+    for (i, part) in ["POST", "/v1/projects", body, &auth].iter().enumerate() {
+        if i > 0 {
+            hash.update([0]);
+        }
+        hash.update(part);
+    }
+    let mut fingerprint = [0u8; 32];
+    fingerprint.copy_from_slice(&hash.finalize()[..]);
+    let ws = app.get("/v1/me").await.body["workspace"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let now = codmir_core::time::Timestamp::now();
+    app.store
+        .write(move |tx| {
+            Box::pin(async move {
+                let zero = codmir_core::time::Timestamp::from_millis(0);
+                tx.idempotency_claim(&ws, "died", &fingerprint, "clm_dead", now, zero, zero)
+                    .await
+            })
+        })
+        .await
+        .unwrap();
+    let send = || async {
+        let r = app
+            .client
+            .post(format!("{}/v1/projects", app.base))
+            .header("authorization", &auth)
+            .header("content-type", "application/json")
+            .header("idempotency-key", "died")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let replayed = r.headers().contains_key("idempotent-replayed");
+        (
+            r.status().as_u16(),
+            replayed,
+            r.json::<Value>().await.unwrap(),
+        )
+    };
+    let (status, _, answer) = send().await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"]["code"], "idempotency_key_in_progress");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("taken over by a retry after 1 s"),
+        "{answer}"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, replayed, first) = send().await;
+    assert_eq!((status, replayed), (201, false), "run afresh: {first}");
+    let (status, replayed, again) = send().await;
+    assert_eq!((status, replayed), (201, true));
+    assert_eq!(again["id"], first["id"]);
+    let made = app.list("/v1/projects").await;
+    assert_eq!(made.len(), 1, "made once");
+}
+
 /// A request dropped by the API's time bound while its work still runs leaves its key neither
 /// stuck nor free: a retry meets "in progress" while the first runs, then gets the first's
 /// answer, and the work (a ping, sent to the receiver) is done once.

@@ -50,14 +50,34 @@ impl<C: Conn> TrackerTx for C {
         ws: &str,
         key: &str,
         fingerprint: &[u8; 32],
+        token: &str,
         now: Timestamp,
         expired_before: Timestamp,
+        stale_before: Timestamp,
     ) -> StoreResult<Option<Idempotent>> {
         self.exec(&sql::IDEMPOTENCY_EXPIRE, args![ws, expired_before])
             .await?;
         let found = self
             .one(&sql::IDEMPOTENCY_GET, args![ws, key], rows::idempotent)
             .await?;
+        if let Some(f) = &found
+            && f.status.is_none()
+            && f.claimed_at < stale_before
+            && f.fingerprint == fingerprint[..]
+        {
+            // Its request is over (its node died, its database crashed): nothing it did under
+            // the key committed, since its answer commits with its work. This request runs
+            // afresh, and the old one can no longer commit under the key.
+            let taken = self
+                .exec(
+                    &sql::IDEMPOTENCY_TAKE_OVER,
+                    args![ws, key, token, now, stale_before],
+                )
+                .await?;
+            if taken > 0 {
+                return Ok(None);
+            }
+        }
         // The answer kept may show a secret (a webhook's create): sealed at rest.
         let found = found
             .map(|mut f| {
@@ -72,8 +92,11 @@ impl<C: Conn> TrackerTx for C {
             // A concurrent claim of the same key (PostgreSQL) fails here on the primary key:
             // a conflict.
             let fingerprint = &fingerprint[..];
-            self.exec(&sql::IDEMPOTENCY_INSERT, args![ws, key, fingerprint, now])
-                .await?;
+            self.exec(
+                &sql::IDEMPOTENCY_INSERT,
+                args![ws, key, fingerprint, now, token],
+            )
+            .await?;
         }
         Ok(found)
     }
@@ -82,17 +105,23 @@ impl<C: Conn> TrackerTx for C {
         &mut self,
         ws: &str,
         key: &str,
+        token: &str,
         status: u16,
         body: &str,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let body = rows::seal_text(body, self.keys());
-        self.exec(&sql::IDEMPOTENCY_FINISH, args![ws, key, status, body])
+        let n = self
+            .exec(
+                &sql::IDEMPOTENCY_FINISH,
+                args![ws, key, token, status, body],
+            )
             .await?;
-        Ok(())
+        Ok(n > 0)
     }
 
-    async fn idempotency_release(&mut self, ws: &str, key: &str) -> StoreResult<()> {
-        self.exec(&sql::IDEMPOTENCY_RELEASE, args![ws, key]).await?;
+    async fn idempotency_release(&mut self, ws: &str, key: &str, token: &str) -> StoreResult<()> {
+        self.exec(&sql::IDEMPOTENCY_RELEASE, args![ws, key, token])
+            .await?;
         Ok(())
     }
 

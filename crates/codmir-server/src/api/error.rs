@@ -65,6 +65,12 @@ pub enum ApiError {
          was stored; retry (a create retried with the same Idempotency-Key is made once)"
     )]
     RolledBack(#[source] Cause),
+    #[error(
+        "the connection to the database was lost while this change was being committed: it may \
+         or may not be stored. Retry with the same Idempotency-Key (you get its answer if it was \
+         stored, or it is made once if not); without a key, read before retrying"
+    )]
+    OutcomeUnknown(#[source] Cause),
     #[error("the database's disk is full; nothing was stored (free space, then retry)")]
     InsufficientStorage(#[source] Cause),
     #[error("internal error")]
@@ -130,6 +136,7 @@ impl ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
             }
             ApiError::RolledBack(_) => (StatusCode::SERVICE_UNAVAILABLE, "rolled_back"),
+            ApiError::OutcomeUnknown(_) => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"),
             ApiError::InsufficientStorage(_) => {
                 (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
             }
@@ -145,6 +152,7 @@ impl IntoResponse for ApiError {
             ApiError::Internal(cause)
             | ApiError::DatabaseUnreachable(cause)
             | ApiError::RolledBack(cause)
+            | ApiError::OutcomeUnknown(cause)
             | ApiError::InsufficientStorage(cause) => Some(Failure(Some(cause.clone()))),
             ApiError::Unavailable => Some(Failure(None)),
             _ => None,
@@ -166,7 +174,9 @@ impl IntoResponse for ApiError {
             // Deliveries end at the endpoints' pace: a minute is a guess worth waiting.
             ApiError::QuotaExceeded(_) => Some(RETRY_QUOTA),
             // A node restarting, a database failing over: seconds, usually.
-            ApiError::Unavailable | ApiError::DatabaseUnreachable(_) => Some(RETRY_UNAVAILABLE),
+            ApiError::Unavailable
+            | ApiError::DatabaseUnreachable(_)
+            | ApiError::OutcomeUnknown(_) => Some(RETRY_UNAVAILABLE),
             // A neighbour's failure: running it again now is expected to succeed.
             ApiError::RolledBack(_) => Some(1),
             ApiError::InsufficientStorage(_) => Some(RETRY_FULL),
@@ -222,6 +232,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Closed => ApiError::Unavailable,
             StoreError::Unreachable { .. } => ApiError::DatabaseUnreachable(Arc::new(e)),
+            StoreError::OutcomeUnknown { .. } => ApiError::OutcomeUnknown(Arc::new(e)),
             StoreError::RolledBack { .. } => ApiError::RolledBack(Arc::new(e)),
             StoreError::Full(_) => ApiError::InsufficientStorage(Arc::new(e)),
             StoreError::Conflict(_) => ApiError::Conflict {

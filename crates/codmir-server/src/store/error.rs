@@ -33,6 +33,15 @@ pub enum StoreError {
         #[source]
         source: Option<Cause>,
     },
+    /// The connection was lost after `COMMIT` was sent and before its answer came: the work
+    /// may or may not be stored. A retry with the same `Idempotency-Key` is safe (its answer
+    /// commits with the work); one without may make the change twice.
+    #[error("the connection to the database was lost during the commit: {context}")]
+    OutcomeUnknown {
+        context: String,
+        #[source]
+        source: Option<Cause>,
+    },
     /// Another unit of work sharing this one's commit failed while writing, so the whole
     /// commit was rolled back: nothing of this unit was kept, and running it again may
     /// succeed at once.
@@ -75,8 +84,22 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            StoreError::Unreachable { .. } | StoreError::Full(_) | StoreError::RolledBack { .. }
+            StoreError::Unreachable { .. }
+                | StoreError::OutcomeUnknown { .. }
+                | StoreError::Full(_)
+                | StoreError::RolledBack { .. }
         )
+    }
+
+    /// What `self`, an error met while committing, means for the commit: a lost connection
+    /// (or no answer) leaves its outcome unknown; anything else means it did not take.
+    pub fn at_commit(self) -> Self {
+        match self {
+            StoreError::Unreachable { context, source } => {
+                StoreError::OutcomeUnknown { context, source }
+            }
+            other => other,
+        }
     }
 
     /// A database failure that has no error of its own below it.

@@ -571,3 +571,56 @@ async fn a_node_cut_off_from_postgresql_is_taken_over_and_fenced_when_it_returns
         "no line promises a retry"
     );
 }
+
+/// The connection to PostgreSQL drops right after a create's `COMMIT` was sent: the commit
+/// takes, the node never hears of it. The answer says the outcome is unknown (not a plain
+/// 503), and the retry with the same `Idempotency-Key` gets the create's answer: one project.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL's binaries (initdb, pg_ctl) for an instance of the test's own; .ci/run runs it"]
+async fn a_commit_whose_answer_is_lost_is_answered_outcome_unknown_and_the_keyed_retry_gets_it() {
+    let pg = OwnPostgres::start();
+    let proxy = crate::proxy::Proxy::start(pg.port).await;
+    let via_proxy = format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port);
+    let s = ServerProcess::start(&via_proxy, &["--allow-private-targets"]).await;
+    let key = s.printed_key().unwrap();
+    proxy.drop_the_answer_to_a_commit_after("INSERT INTO projects");
+    let create = || async {
+        let r = client()
+            .post(format!("{}/v1/projects", s.base))
+            .bearer_auth(&key)
+            .header("idempotency-key", "lost-commit")
+            .json(&json!({"name": "Committed"}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let replayed = r.headers().contains_key("idempotent-replayed");
+        let retry_after = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (
+            status,
+            replayed,
+            retry_after,
+            r.json::<Value>().await.unwrap(),
+        )
+    };
+    let (status, _, retry_after, body) = create().await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "outcome_unknown", "{body}");
+    assert_eq!(retry_after.as_deref(), Some("2"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Idempotency-Key"),
+        "{body}"
+    );
+    // The retry, as the answer says: the create's own answer, kept with it.
+    let (status, replayed, _, project) = create().await;
+    assert_eq!((status, replayed), (201, true), "{project}");
+    assert_eq!(project["name"], "Committed");
+    let projects = get_at(&s.base, &key, "/v1/projects").await;
+    assert_eq!(projects["data"].as_array().unwrap().len(), 1, "{projects}");
+}

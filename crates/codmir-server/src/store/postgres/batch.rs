@@ -235,6 +235,8 @@ async fn run_batch(
     let began = std::time::Instant::now();
     let held = Mutex::new(Held::default());
     let versions = Mutex::default();
+    // Set once COMMIT is sent: a timeout from then on leaves the outcome unknown.
+    let committing = std::sync::atomic::AtomicBool::new(false);
     let run = async {
         conn.batch_execute("BEGIN").await?;
         for job in &mut jobs {
@@ -260,7 +262,10 @@ async fn run_batch(
         }
         let rest = std::mem::take(&mut *lock(&held));
         insert_held(&conn, rest).await?;
-        conn.batch_execute("COMMIT").await?;
+        committing.store(true, std::sync::atomic::Ordering::Relaxed);
+        conn.batch_execute("COMMIT")
+            .await
+            .map_err(|e| StoreError::from(e).at_commit())?;
         Ok(())
     };
     let result: StoreResult<()> = match tokio::time::timeout(JOB_TIMEOUT, run).await {
@@ -271,6 +276,10 @@ async fn run_batch(
             let e = StoreError::Unreachable {
                 context: format!("no answer from PostgreSQL within {JOB_TIMEOUT:?}"),
                 source: None,
+            };
+            let e = match committing.load(std::sync::atomic::Ordering::Relaxed) {
+                true => e.at_commit(),
+                false => e,
             };
             return jobs.into_iter().for_each(|j| j.finish(Err(e.clone())));
         }

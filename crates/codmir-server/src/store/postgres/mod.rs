@@ -186,6 +186,8 @@ impl PgStore {
             Err(e) => return job.finish(Err(e.into())),
         };
         let began = std::time::Instant::now();
+        // Set once COMMIT is sent: a timeout from then on leaves the outcome unknown.
+        let committing = std::sync::atomic::AtomicBool::new(false);
         let run = async {
             conn.batch_execute(begin).await?;
             let ok = {
@@ -197,8 +199,13 @@ impl PgStore {
                 };
                 matches!(job.run(&mut tx).await, Ran::Done)
             };
+            committing.store(ok, std::sync::atomic::Ordering::Relaxed);
             conn.batch_execute(if ok { "COMMIT" } else { "ROLLBACK" })
-                .await?;
+                .await
+                .map_err(|e| match ok {
+                    true => StoreError::from(e).at_commit(),
+                    false => StoreError::from(e),
+                })?;
             Ok(())
         };
         let result: StoreResult<()> = match tokio::time::timeout(JOB_TIMEOUT, run).await {
@@ -208,10 +215,16 @@ impl PgStore {
                 // COMMIT was sent, whether it took is unknown; the caller is told the database
                 // was unreachable, which is what a retry with the same key is for.
                 drop(Object::take(conn));
-                return job.finish(Err(StoreError::Unreachable {
+                let e = StoreError::Unreachable {
                     context: format!("no answer from PostgreSQL within {JOB_TIMEOUT:?}"),
                     source: None,
-                }));
+                };
+                return job.finish(Err(
+                    match committing.load(std::sync::atomic::Ordering::Relaxed) {
+                        true => e.at_commit(),
+                        false => e,
+                    },
+                ));
             }
         };
         if result.is_err() {

@@ -21,6 +21,8 @@ pub(crate) enum Mode {
     Ok = 0,
     Unavailable = 1,
     Hang = 2,
+    /// Every sixth request of the webhook never answers; the others are answered at once.
+    SixthHangs = 3,
 }
 
 pub(crate) struct Stats {
@@ -115,9 +117,9 @@ async fn hook(
     let now = stats.now_ns();
     stats.hits.fetch_add(1, Ordering::Relaxed);
     let index = index.min(MAX_HOOKS - 1);
-    stats.per_hook[index].fetch_add(1, Ordering::Relaxed);
+    let before = stats.per_hook[index].fetch_add(1, Ordering::Relaxed);
     let mode = stats.modes[index].load(Ordering::Relaxed);
-    if mode == Mode::Hang as u8 {
+    if mode == Mode::Hang as u8 || (mode == Mode::SixthHangs as u8 && before % 6 == 5) {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         return StatusCode::OK;
     }

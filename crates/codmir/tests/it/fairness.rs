@@ -68,12 +68,7 @@ async fn attackers_hold_their_shares_and_the_victim_is_served(attackers: usize) 
         || async { hung.count() >= 56 - 56 % attackers },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let held = hung.count();
-    assert!(
-        held < 56 + attackers,
-        "the attackers hold {held}: their shares and a slot of the reserve each at most"
-    );
+    let at_share = hung.count();
 
     // The victim's receiver is on the same host (127.0.0.1), another port.
     let victim = Receiver::start().await;
@@ -89,8 +84,12 @@ async fn attackers_hold_their_shares_and_the_victim_is_served(attackers: usize) 
     )
     .await;
     // Not one attacker attempt has ended (they hang for the whole request timeout, longer
-    // than this test), and none more started: the victim's 50 went through beside them.
-    assert_eq!(hung.count(), held, "no attacker attempt started meanwhile");
+    // than this test), and beside the victim's 50 they never held more than their shares.
+    let held = hung.count();
+    assert!(
+        held >= at_share && held < 56 + attackers,
+        "the attackers hold {held}: their shares and a slot of the reserve each at most"
+    );
     let victim_log = app.list("/v1/deliveries?limit=100").await;
     assert_eq!(victim_log.len(), 50);
 }

@@ -442,7 +442,14 @@ async fn past_the_pending_quota_replay_redeliver_and_fan_out_get_429_and_queue_n
         .await;
     refused(&r);
     // A tracker change fans out: refused once the count is taken again (at most a second).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The quota is looked at before the request is, so an invalid one (422, nothing made)
+    // tells when it is.
+    eventually(WAIT, "the pending count taken again", || async {
+        let r = app.post("/v1/projects", json!({"name": ""})).await;
+        assert!(matches!(r.status, 422 | 429), "{}", r.text);
+        r.status == 429
+    })
+    .await;
     let r = app.post("/v1/projects", json!({"name": "Over"})).await;
     refused(&r);
     assert_eq!(pending().await.len(), 5, "nothing queued");

@@ -217,14 +217,7 @@ impl AppState {
             .mutate(move |tx, after| {
                 Box::pin(async move {
                     let value = work(&mut *tx, after).await?;
-                    Ok(match claim {
-                        Some(c) => {
-                            let r = R::from(value);
-                            keep(tx, &c, status, &r).await?;
-                            Answer::Kept(r)
-                        }
-                        None => Answer::Made(value),
-                    })
+                    Ok(answer(tx, claim, status, value).await?)
                 })
             })
             .await?;
@@ -300,6 +293,24 @@ impl<T, R: From<T>> Answer<T, R> {
     }
 }
 
+/// A unit's `value` as the handler answers it: under a `claim`, made into `R` and kept with
+/// the work; otherwise as it is, made into `R` by the handler off the writer.
+async fn answer<T, R: From<T> + Serialize + Sync>(
+    tx: &mut dyn Tx,
+    claim: Option<super::idempotency::Claim>,
+    status: StatusCode,
+    value: T,
+) -> crate::store::StoreResult<Answer<T, R>> {
+    Ok(match claim {
+        Some(c) => {
+            let r = R::from(value);
+            keep(tx, &c, status, &r).await?;
+            Answer::Kept(r)
+        }
+        None => Answer::Made(value),
+    })
+}
+
 /// Keeps `answer` as the answer of `claim`, in the unit's transaction. A claim taken over by a
 /// retry (this request outlived the bound) refuses it, and with it the unit: the retry's run is
 /// the one that counts.
@@ -357,14 +368,7 @@ where
         after: &mut AfterCommit,
     ) -> crate::store::StoreResult<Self::Output> {
         let value = U::write(plan, tx, now, after).await?;
-        Ok(match claim {
-            Some(c) => {
-                let r = R::from(value);
-                keep(tx, &c, status, &r).await?;
-                Answer::Kept(r)
-            }
-            None => Answer::Made(value),
-        })
+        answer(tx, claim, status, value).await
     }
 }
 

@@ -195,13 +195,7 @@ async fn the_last_active_key_of_a_workspace_cannot_be_revoked_through_the_api() 
 async fn failed_authentications_are_limited_per_client_address() {
     let app = spawn_app().await;
     let me = format!("{}/v1/me", app.base);
-    let from = |ip: &str| {
-        codmir_server::install_crypto_provider();
-        reqwest::Client::builder()
-            .local_address(ip.parse::<std::net::IpAddr>().unwrap())
-            .build()
-            .unwrap()
-    };
+    let from = crate::helpers::client_from;
     let (guesser, neighbour) = (from("127.0.0.1"), from("127.0.0.2"));
     // The good key is used once first, so it is known.
     let status = |c: &reqwest::Client, key: String| {

@@ -231,17 +231,6 @@ async fn past_max_connections_newcomers_are_closed_and_open_connections_served()
     assert!(m.contains("codmir_connections_refused_total"), "counted");
 }
 
-/// A client from this machine's address `ip` (any of 127.0.0.0/8), a new connection for each
-/// request (a kept one would hold a slot of its own).
-fn from(ip: &str) -> reqwest::Client {
-    codmir_server::install_crypto_provider();
-    reqwest::Client::builder()
-        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap()
-}
-
 /// Opens `n` connections to `target` from `ip` and leaves them silent.
 async fn hold(ip: &str, target: &str, n: usize) -> Vec<TcpStream> {
     let mut held = Vec::with_capacity(n);
@@ -285,7 +274,7 @@ async fn one_client_past_its_share_cannot_make_healthz_fail() {
         }
     }
     assert_eq!(closed_at_once, 50, "past its share of 10");
-    let probe = from("127.0.0.2");
+    let probe = crate::helpers::client_from("127.0.0.2");
     for _ in 0..30 {
         let r = probe
             .get(format!("{}/healthz", s.base))

@@ -320,6 +320,18 @@ pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// A client from this machine's address `ip` (any of 127.0.0.0/8), a new connection for each
+/// request: limits that count per client address see it as its own client, and no kept
+/// connection holds a slot between requests.
+pub(crate) fn client_from(ip: &str) -> reqwest::Client {
+    codmir_server::install_crypto_provider();
+    reqwest::Client::builder()
+        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
 /// Whether `GET url` is answered with `status` (a refused connection is not).
 pub(crate) async fn answers(url: &str, status: u16) -> bool {
     client()

@@ -7,6 +7,7 @@
 
 pub mod endpoint;
 pub mod event;
+pub mod headers;
 pub mod id;
 pub mod retry;
 pub mod share;

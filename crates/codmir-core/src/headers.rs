@@ -1,0 +1,195 @@
+//! A webhook's custom headers: validated, and write-only (masked whenever shown).
+
+use crate::ValidationError;
+
+/// Static headers a webhook's requests carry besides codmir's own: at most
+/// [`CustomHeaders::MAX`], names that are HTTP tokens, values of visible ASCII. Headers that
+/// belong to the connection, the body or the signatures are refused. Values are often the
+/// receiver's credentials, so they are write-only: their `Debug` shows the names only, and
+/// what is shown back is [`CustomHeaders::masked`].
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct CustomHeaders(Vec<(String, String)>);
+
+impl std::fmt::Debug for CustomHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| format!("{name}: <redacted>")))
+            .finish()
+    }
+}
+
+impl CustomHeaders {
+    pub const MAX: usize = 20;
+    const MAX_NAME: usize = 64;
+    const MAX_VALUE: usize = 1024;
+
+    /// Headers codmir sets, or that describe the connection or the body.
+    fn reserved(lower: &str) -> bool {
+        const EXACT: [&str; 20] = [
+            "connection",
+            "keep-alive",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "host",
+            "user-agent",
+            // What a receiver or a proxy in front of it would take as the client's, or as
+            // about the transfer rather than the event: cookies, forwarding, and negotiation.
+            "cookie",
+            "set-cookie",
+            "forwarded",
+            "via",
+            "x-real-ip",
+            "expect",
+            "accept-encoding",
+            "range",
+            "date",
+        ];
+        EXACT.contains(&lower)
+            || lower.starts_with("x-forwarded-")
+            || lower.starts_with("content-")
+            || lower.starts_with("x-codmir-")
+            || lower.starts_with("webhook-")
+            || lower.contains("signature")
+    }
+
+    /// Parses `(name, value)` pairs; each error names the header at fault.
+    pub fn parse<N: AsRef<str>, V: AsRef<str>>(pairs: &[(N, V)]) -> Result<Self, ValidationError> {
+        let err = |m: String| ValidationError::new("headers", m);
+        if pairs.len() > Self::MAX {
+            return Err(err(format!("at most {} headers", Self::MAX)));
+        }
+        let mut out: Vec<(String, String)> = Vec::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            let (name, value) = (name.as_ref(), value.as_ref());
+            let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+            if name.is_empty() || name.len() > Self::MAX_NAME || !name.chars().all(token) {
+                return Err(err(format!(
+                    "`{name}` is not a header name (letters, digits and !#$%&'*+-.^_`|~, at most {} characters)",
+                    Self::MAX_NAME
+                )));
+            }
+            let lower = name.to_ascii_lowercase();
+            if Self::reserved(&lower) {
+                return Err(err(format!(
+                    "`{name}` cannot be set: codmir sets it, or it belongs to the connection or the body"
+                )));
+            }
+            if value.len() > Self::MAX_VALUE
+                || !value
+                    .chars()
+                    .all(|c| c == ' ' || c == '\t' || c.is_ascii_graphic())
+            {
+                return Err(err(format!(
+                    "the value of `{name}` must be visible ASCII, at most {} characters",
+                    Self::MAX_VALUE
+                )));
+            }
+            if value.starts_with(MASK) {
+                return Err(err(format!(
+                    "the value of `{name}` is a masked value as reads show it; send the value itself (or leave `headers` out to keep them)"
+                )));
+            }
+            if out.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                return Err(err(format!("`{name}` is given twice")));
+            }
+            out.push((name.to_owned(), value.to_owned()));
+        }
+        Ok(Self(out))
+    }
+
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+
+    /// The names, each with its value masked: what reads and the delivery log show.
+    pub fn masked(&self) -> impl Iterator<Item = (&str, String)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), mask(v)))
+    }
+}
+
+/// What a custom header's value is shown as: [`MASK`], and its last four characters when it
+/// has at least 20 (so that at least 16 stay hidden), to tell two values apart.
+pub fn mask(value: &str) -> String {
+    if value.len() >= 20 {
+        format!("{MASK}{}", &value[value.len() - 4..])
+    } else {
+        MASK.to_owned()
+    }
+}
+
+/// The start of every masked value; a value sent back starting with it is refused (a masked
+/// value copied from a read would otherwise replace the real one).
+pub const MASK: &str = "********";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_headers_are_validated_and_reserved_ones_refused() {
+        let ok =
+            CustomHeaders::parse(&[("X-Tenant", "acme"), ("Authorization", "Bearer t")]).unwrap();
+        assert_eq!(ok.pairs().len(), 2);
+        for bad in [
+            "Host",
+            "content-type",
+            "Content-Length",
+            "Transfer-Encoding",
+            "Connection",
+            "X-Codmir-Event",
+            "webhook-id",
+            "X-Hub-Signature",
+            "User-Agent",
+            "Cookie",
+            "X-Forwarded-For",
+            "x-forwarded-host",
+            "Forwarded",
+            "Via",
+            "Expect",
+            "Accept-Encoding",
+            "Range",
+            "Date",
+            "bad name",
+            "",
+        ] {
+            let e = CustomHeaders::parse(&[(bad, "v")]).unwrap_err();
+            assert_eq!(e.field, "headers");
+            assert!(
+                e.message.contains(&format!("`{bad}`")),
+                "{bad}: {}",
+                e.message
+            );
+        }
+        assert!(CustomHeaders::parse(&[("X-A", "line\nbreak")]).is_err());
+        assert!(CustomHeaders::parse(&[("X-A", "1"), ("x-a", "2")]).is_err());
+        let many: Vec<(String, String)> = (0..21).map(|i| (format!("X-{i}"), "v".into())).collect();
+        assert!(CustomHeaders::parse(&many).is_err());
+    }
+
+    #[test]
+    fn header_values_are_shown_masked_and_a_masked_value_is_not_taken_back() {
+        let h = CustomHeaders::parse(&[
+            ("X-Tenant", "acme"),
+            ("Authorization", "Bearer receiver-token-1234"),
+            ("X-Nineteen", "abcdefghijklmnopqrs"),
+        ])
+        .unwrap();
+        let shown: Vec<(&str, String)> = h.masked().collect();
+        assert_eq!(
+            shown,
+            [
+                ("X-Tenant", "********".to_owned()),
+                ("Authorization", "********1234".to_owned()),
+                ("X-Nineteen", "********".to_owned()),
+            ]
+        );
+        let e = CustomHeaders::parse(&[("Authorization", "********1234")]).unwrap_err();
+        assert!(e.message.contains("masked"), "{}", e.message);
+        assert!(!format!("{h:?}").contains("acme"));
+    }
+}

@@ -120,11 +120,7 @@ impl Local {
 
     /// Deliveries of `webhook` (of `workspace`) queued here, in both lanes.
     fn queued_for(&self, workspace: &str, webhook: &str) -> usize {
-        self.lanes
-            .iter()
-            .filter_map(|lane| lane.get(workspace)?.queues.get(webhook))
-            .map(VecDeque::len)
-            .sum()
+        queued_in(&self.lanes, workspace, webhook)
     }
 
     /// Drops what is queued for `webhook`.
@@ -265,14 +261,7 @@ impl Local {
             }
         }
         skipped.contains(&webhook)
-            && busy
-                + self
-                    .lanes
-                    .iter()
-                    .filter_map(|lane| lane.get(workspace)?.queues.get(&webhook))
-                    .map(VecDeque::len)
-                    .sum::<usize>()
-                < 2 * per_endpoint
+            && busy + queued_in(&self.lanes, workspace, &webhook) < 2 * per_endpoint
     }
 
     /// Whether claimed work is waiting.
@@ -400,6 +389,15 @@ impl Counts {
         self.next_slot.insert(webhook.to_owned(), from + spacing);
         true
     }
+}
+
+/// Deliveries of `webhook` (of `workspace`) queued in `lanes`.
+fn queued_in(lanes: &[HashMap<String, Tenant>; 2], workspace: &str, webhook: &str) -> usize {
+    lanes
+        .iter()
+        .filter_map(|lane| lane.get(workspace)?.queues.get(webhook))
+        .map(VecDeque::len)
+        .sum()
 }
 
 fn held_mut<'a>(workspaces: &'a mut HashMap<String, Held>, workspace: &str) -> &'a mut Held {

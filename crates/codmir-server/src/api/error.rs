@@ -275,7 +275,9 @@ pub(super) async fn edge(
     }
     // `Uri` and `Method` clone by reference count: nothing is copied unless a 5xx is logged.
     let (method, uri) = (request.method().clone(), request.uri().clone());
-    let mut response = tokio::time::timeout(limit, next.run(request))
+    // One deadline for the request's database work (`store::deadline`), whatever it waits for.
+    let run = crate::store::deadline::scope(None, next.run(request));
+    let mut response = tokio::time::timeout(limit, run)
         .await
         .unwrap_or_else(|_| ApiError::Unavailable.into_response());
     log_failure(&method, uri.path(), &mut response);

@@ -193,13 +193,28 @@ async fn replay_or_run(
     }
 
     let request = Request::from_parts(parts, Body::from(body));
-    let settled = state
-        .tasks
-        .clone()
-        .spawn(settle(state, claim, next, request));
+    // The request's task runs on under the request's deadline, set by the claim.
+    let deadline = crate::store::deadline::current();
+    let settled = state.tasks.clone().spawn(crate::store::deadline::scope(
+        Some(deadline),
+        settle(state, claim, next, request),
+    ));
     settled.await.map_err(|e| {
         ApiError::internal(format!("the request's task did not finish: {e}")).into_response()
     })
+}
+
+/// Frees a claimed key that has no answer, for a retry to run the request again.
+async fn release(
+    store: &crate::store::Store,
+    ws: &str,
+    key: &str,
+    token: &str,
+) -> Result<(), StoreError> {
+    let (ws, key, token) = (ws.to_owned(), key.to_owned(), token.to_owned());
+    store
+        .write(move |tx| Box::pin(async move { tx.idempotency_release(&ws, &key, &token).await }))
+        .await
 }
 
 /// Runs a request whose key is claimed and settles the key: keeps the answer (unless its unit
@@ -220,14 +235,16 @@ async fn settle(state: AppState, claim: Claim, next: Next, request: Request) -> 
     let response = match ran {
         Ok(response) if response.status().is_success() => response,
         failed => {
-            let released = state
-                .store
-                .write(move |tx| {
-                    Box::pin(async move { tx.idempotency_release(&ws, &key, &token).await })
-                })
-                .await;
-            if let Err(e) = released {
-                tracing::warn!(error = %crate::store::chain(&e), "could not release an idempotency key; a retry takes it over after the bound");
+            // Within the request's deadline; if the database did not take it by then (it was
+            // unreachable), once more in a task of its own, with a deadline of its own, which
+            // the answer does not wait for.
+            let store = state.store.clone();
+            if release(&store, &ws, &key, &token).await.is_err() {
+                state.tasks.spawn(async move {
+                    if let Err(e) = release(&store, &ws, &key, &token).await {
+                        tracing::warn!(error = %crate::store::chain(&e), "could not release an idempotency key; a retry takes it over after the bound");
+                    }
+                });
             }
             return failed
                 .unwrap_or_else(|_| ApiError::internal("a handler panicked").into_response());

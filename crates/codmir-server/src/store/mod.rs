@@ -11,6 +11,7 @@
 //! which database it runs on.
 
 mod conn;
+pub mod deadline;
 mod error;
 mod fanout;
 mod postgres;
@@ -70,6 +71,8 @@ pub enum Ran {
 /// is known.
 pub trait Job: Send {
     fn sharing(&self) -> Sharing;
+    /// When its caller must be answered by (`deadline`): a backend gives up on it then.
+    fn deadline(&self) -> tokio::time::Instant;
     fn run<'a>(&'a mut self, tx: &'a mut dyn Tx) -> BoxFuture<'a, Ran>;
     fn finish(self: Box<Self>, commit: StoreResult<()>);
 }
@@ -92,6 +95,7 @@ fn answer<T, E: From<StoreError>>(
 /// A unit of work in one phase ([`Store::write`], [`Store::read`]).
 struct TypedJob<F, T, E> {
     work: Option<F>,
+    deadline: tokio::time::Instant,
     outcome: Option<Result<T, E>>,
     reply: oneshot::Sender<Result<T, E>>,
 }
@@ -104,6 +108,10 @@ where
 {
     fn sharing(&self) -> Sharing {
         Sharing::Isolated
+    }
+
+    fn deadline(&self) -> tokio::time::Instant {
+        self.deadline
     }
 
     fn run<'a>(&'a mut self, tx: &'a mut dyn Tx) -> BoxFuture<'a, Ran> {
@@ -131,6 +139,7 @@ where
 /// A unit of work in two phases ([`Store::write_checked`]).
 struct CheckedJob<C, W, K, T, E> {
     phases: Option<(C, W)>,
+    deadline: tokio::time::Instant,
     outcome: Option<Result<T, E>>,
     reply: oneshot::Sender<Result<T, E>>,
     _checked: std::marker::PhantomData<fn() -> K>,
@@ -146,6 +155,10 @@ where
 {
     fn sharing(&self) -> Sharing {
         Sharing::Checked
+    }
+
+    fn deadline(&self) -> tokio::time::Instant {
+        self.deadline
     }
 
     fn run<'a>(&'a mut self, tx: &'a mut dyn Tx) -> BoxFuture<'a, Ran> {
@@ -270,6 +283,7 @@ impl Store {
         self.submit(Access::Write, |reply| {
             Box::new(TypedJob {
                 work: Some(work),
+                deadline: deadline::current(),
                 outcome: None,
                 reply,
             })
@@ -297,6 +311,7 @@ impl Store {
         self.submit(Access::Write, |reply| {
             Box::new(CheckedJob {
                 phases: Some((check, write)),
+                deadline: deadline::current(),
                 outcome: None,
                 reply,
                 _checked: std::marker::PhantomData,
@@ -315,6 +330,7 @@ impl Store {
         self.submit(Access::Read, |reply| {
             Box::new(TypedJob {
                 work: Some(work),
+                deadline: deadline::current(),
                 outcome: None,
                 reply,
             })

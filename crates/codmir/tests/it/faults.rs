@@ -483,20 +483,39 @@ async fn a_node_cut_off_from_postgresql_is_taken_over_and_fenced_when_it_returns
     let at_cut = crate::own_pg::leased(&pg.url()).await;
     proxy.cut();
     let cut_at = tokio::time::Instant::now();
-    // The cut-off node answers promptly that its database is unreachable.
-    let started = Instant::now();
-    let r = client()
-        .post(format!("{}/v1/projects", a.base))
-        .bearer_auth(&key)
-        .json(&json!({"name": "while cut off"}))
-        .send()
-        .await
-        .unwrap();
-    let took = started.elapsed();
-    assert_eq!(r.status(), 503);
-    assert!(took < Duration::from_secs(16), "answered after {took:?}");
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
+    // The cut-off node answers promptly that its database is unreachable, within the README's
+    // 15 s, also when many requests wait at once: more than the batchers and the pool take in
+    // one go (checked units: tickets; units of their own: projects, some with an
+    // `Idempotency-Key`, whose claim is one more unit of work).
+    let burst: Vec<_> = (0..32)
+        .map(|i| {
+            let (base, key, project) = (a.base.clone(), key.clone(), project.clone());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let request = match i % 4 {
+                    0 => client()
+                        .post(format!("{base}/v1/projects"))
+                        .json(&json!({"name": "while cut off"})),
+                    1 => client()
+                        .post(format!("{base}/v1/projects"))
+                        .header("idempotency-key", format!("cut-{i}"))
+                        .json(&json!({"name": "while cut off"})),
+                    _ => client()
+                        .post(format!("{base}/v1/projects/{project}/tickets"))
+                        .json(&json!({"title": "while cut off"})),
+                };
+                let r = request.bearer_auth(&key).send().await.unwrap();
+                let took = started.elapsed();
+                (r.status().as_u16(), took, r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    for answer in burst {
+        let (status, took, body) = answer.await.unwrap();
+        assert_eq!(status, 503, "{body}");
+        assert!(took < Duration::from_secs(15), "answered after {took:?}");
+        assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
+    }
     // The other node still serves.
     let r = client()
         .get(format!("{}/v1/webhooks/{webhook}", b.base))
@@ -519,7 +538,7 @@ async fn a_node_cut_off_from_postgresql_is_taken_over_and_fenced_when_it_returns
     let seen = std::mem::take(&mut *seen.lock().unwrap());
     for (status, body, _, took) in &seen.refused {
         assert_eq!(*status, 503, "{body}");
-        assert!(*took < Duration::from_secs(16), "a request took {took:?}");
+        assert!(*took < Duration::from_secs(15), "a request took {took:?}");
     }
     let duplicates = check_history(&b.base, &key, &webhook, &rx, &seen.acknowledged).await;
     // Each duplicate is an attempt A made and could not record: in flight at the cut (at most

@@ -27,7 +27,7 @@ use super::super::conn::HeldRow;
 use super::super::seal::KeyRing;
 use super::super::sql::postgres_only as q;
 use super::super::{FanoutCache, Job, Ran, StoreError, StoreResult, spoiled_by};
-use super::{JOB_TIMEOUT, Params, PgTx};
+use super::{Params, PgTx, connection, no_answer, run_until};
 
 /// Most units in one transaction.
 const MAX_BATCH: usize = 64;
@@ -225,12 +225,23 @@ async fn run_batch(
     mut jobs: Vec<Box<dyn Job>>,
 ) {
     let (keys, fanout) = (keys.as_deref(), &*fanout);
-    let conn = match pool.get().await {
+    // Units whose callers' deadline passed while they queued are answered without running;
+    // the rest get until the earliest deadline among them.
+    let now = tokio::time::Instant::now();
+    let (live, late): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|j| j.deadline() > now);
+    for job in late {
+        job.finish(Err(StoreError::Unreachable {
+            context: "no database connection before the request's deadline".into(),
+            source: None,
+        }));
+    }
+    jobs = live;
+    let Some(deadline) = jobs.iter().map(|j| j.deadline()).min() else {
+        return;
+    };
+    let conn = match connection(&pool, deadline).await {
         Ok(c) => c,
-        Err(e) => {
-            let e: StoreError = e.into();
-            return jobs.into_iter().for_each(|j| j.finish(Err(e.clone())));
-        }
+        Err(e) => return jobs.into_iter().for_each(|j| j.finish(Err(e.clone()))),
     };
     let began = std::time::Instant::now();
     let held = Mutex::new(Held::default());
@@ -268,19 +279,12 @@ async fn run_batch(
             .map_err(|e| StoreError::from(e).at_commit())?;
         Ok(())
     };
-    let result: StoreResult<()> = match tokio::time::timeout(JOB_TIMEOUT, run).await {
+    let result: StoreResult<()> = match tokio::time::timeout_at(run_until(deadline), run).await {
         Ok(result) => result,
         Err(_) => {
             // As for a single unit (`run_job`): the connection is in an unknown state.
             drop(Object::take(conn));
-            let e = StoreError::Unreachable {
-                context: format!("no answer from PostgreSQL within {JOB_TIMEOUT:?}"),
-                source: None,
-            };
-            let e = match committing.load(std::sync::atomic::Ordering::Relaxed) {
-                true => e.at_commit(),
-                false => e,
-            };
+            let e = no_answer(committing.load(std::sync::atomic::Ordering::Relaxed));
             return jobs.into_iter().for_each(|j| j.finish(Err(e.clone())));
         }
     };

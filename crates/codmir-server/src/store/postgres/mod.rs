@@ -173,9 +173,10 @@ impl PgStore {
         mut job: Box<dyn Job>,
         begin: &str,
     ) {
-        let conn = match pool.get().await {
+        let deadline = job.deadline();
+        let conn = match connection(pool, deadline).await {
             Ok(c) => c,
-            Err(e) => return job.finish(Err(e.into())),
+            Err(e) => return job.finish(Err(e)),
         };
         let began = std::time::Instant::now();
         // Set once COMMIT is sent: a timeout from then on leaves the outcome unknown.
@@ -200,23 +201,15 @@ impl PgStore {
                 })?;
             Ok(())
         };
-        let result: StoreResult<()> = match tokio::time::timeout(JOB_TIMEOUT, run).await {
+        let result: StoreResult<()> = match tokio::time::timeout_at(run_until(deadline), run).await
+        {
             Ok(result) => result,
             Err(_) => {
                 // Mid-transaction in an unknown state: closed, never back in the pool. If the
-                // COMMIT was sent, whether it took is unknown; the caller is told the database
-                // was unreachable, which is what a retry with the same key is for.
+                // COMMIT was sent, whether it took is unknown, and the answer says so.
                 drop(Object::take(conn));
-                let e = StoreError::Unreachable {
-                    context: format!("no answer from PostgreSQL within {JOB_TIMEOUT:?}"),
-                    source: None,
-                };
-                return job.finish(Err(
-                    match committing.load(std::sync::atomic::Ordering::Relaxed) {
-                        true => e.at_commit(),
-                        false => e,
-                    },
-                ));
+                let committing = committing.load(std::sync::atomic::Ordering::Relaxed);
+                return job.finish(Err(no_answer(committing)));
             }
         };
         if result.is_err() {
@@ -226,6 +219,37 @@ impl PgStore {
         }
         job.finish(result);
     }
+}
+
+/// A connection from the pool by `deadline` (the pool's own bounds could add up past it: a
+/// wait for a free slot, then one to open a connection).
+async fn connection(pool: &Pool, deadline: tokio::time::Instant) -> StoreResult<Object> {
+    let late = || StoreError::Unreachable {
+        context: "no database connection before the request's deadline".into(),
+        source: None,
+    };
+    if deadline <= tokio::time::Instant::now() {
+        return Err(late());
+    }
+    match tokio::time::timeout_at(deadline, pool.get()).await {
+        Ok(conn) => Ok(conn?),
+        Err(_) => Err(late()),
+    }
+}
+
+/// Until when a unit of work (or a batch) that started now may run.
+fn run_until(deadline: tokio::time::Instant) -> tokio::time::Instant {
+    deadline.min(tokio::time::Instant::now() + JOB_TIMEOUT)
+}
+
+/// The error of a unit (or batch) cut off at its deadline, with the outcome unknown if its
+/// `COMMIT` was sent.
+fn no_answer(committing: bool) -> StoreError {
+    let e = StoreError::Unreachable {
+        context: "no answer from PostgreSQL in time".into(),
+        source: None,
+    };
+    if committing { e.at_commit() } else { e }
 }
 
 async fn migrate(config: &tokio_postgres::Config) -> StoreResult<()> {

@@ -248,3 +248,130 @@ async fn a_request_past_the_time_bound_settles_its_key_for_the_retry() {
     assert_eq!(body["succeeded"], true, "{body}");
     assert_eq!(rx.count(), 1, "the ping was sent once");
 }
+
+/// PostgreSQL crashes (`-m immediate`) while clients create tickets and projects, each request
+/// with a key of its own, retried with that key until it gets a 2xx, as the README tells
+/// clients to. Every key ends in a 2xx; a 409 comes only within the takeover bound of the
+/// crash; a key's answer, asked for again, is the same object; and there is one object per key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL's binaries (initdb, pg_ctl) for an instance of the test's own; .ci/run runs it"]
+async fn keys_in_flight_when_postgresql_crashes_end_in_one_object_each() {
+    use std::sync::{Arc, Mutex};
+    use tokio::time::Instant;
+
+    let pg = crate::own_pg::OwnPostgres::start();
+    let takeover = Duration::from_secs(3);
+    let config = codmir_server::Config {
+        idempotency_takeover: takeover,
+        ..test_config()
+    };
+    let app = crate::helpers::spawn_on(tempfile::tempdir().unwrap(), pg.url(), config).await;
+    let project = app.project("Crash").await;
+    let app = Arc::new(app);
+
+    const CLIENTS: usize = 16;
+    const KEYS_EACH: usize = 40;
+    // (key, answers seen before the 2xx with when, the 2xx's object id)
+    type Log = Vec<(String, Vec<(u16, String, Instant)>, String)>;
+    let log: Arc<Mutex<Log>> = Arc::default();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (app, log, project) = (app.clone(), log.clone(), project.clone());
+            tokio::spawn(async move {
+                for k in 0..KEYS_EACH {
+                    let key = format!("crash-{c}-{k}");
+                    let (path, body) = match k % 3 {
+                        0 => ("/v1/projects".to_owned(), json!({"name": key})),
+                        _ => (
+                            format!("/v1/projects/{project}/tickets"),
+                            json!({"title": key}),
+                        ),
+                    };
+                    let mut seen = Vec::new();
+                    let give_up = Instant::now() + Duration::from_secs(60);
+                    let id = loop {
+                        assert!(Instant::now() < give_up, "{key} never answered: {seen:?}");
+                        let (status, answer, _) =
+                            post(&app, &app.key, &key, &path, body.clone()).await;
+                        if status == 201 {
+                            break answer["id"].as_str().unwrap().to_owned();
+                        }
+                        let code = answer["error"]["code"].as_str().unwrap_or("").to_owned();
+                        seen.push((status, code, Instant::now()));
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    };
+                    log.lock().unwrap().push((key, seen, id));
+                }
+            })
+        })
+        .collect();
+
+    let made = || log.lock().unwrap().len();
+    eventually(Duration::from_secs(30), "load flowing", || async {
+        made() > CLIENTS * 3
+    })
+    .await;
+    pg.stop_with("immediate");
+    pg.restart();
+    let back = Instant::now();
+    for client in clients {
+        client.await.unwrap();
+    }
+
+    let log = std::mem::take(&mut *log.lock().unwrap());
+    assert_eq!(log.len(), CLIENTS * KEYS_EACH);
+    let mut waited = 0;
+    for (key, seen, _) in &log {
+        for (status, code, at) in seen {
+            match (status, code.as_str()) {
+                (503, "database_unavailable" | "outcome_unknown" | "rolled_back") => {}
+                (409, "idempotency_key_in_progress") => {
+                    waited += 1;
+                    assert!(
+                        *at < back + takeover + Duration::from_secs(1),
+                        "{key}: a 409 {:?} after the database came back",
+                        at.duration_since(back)
+                    );
+                }
+                other => panic!("{key}: unexpected answer {other:?}"),
+            }
+        }
+    }
+    // Asked again, each key answers with its object (replayed), not a second one.
+    for (key, _, id) in log.iter().step_by(7) {
+        let (path, body) = match key.rsplit('-').next().unwrap().parse::<usize>().unwrap() % 3 {
+            0 => ("/v1/projects".to_owned(), json!({"name": key})),
+            _ => (
+                format!("/v1/projects/{project}/tickets"),
+                json!({"title": key}),
+            ),
+        };
+        let (status, answer, replayed) = post(&app, &app.key, key, &path, body).await;
+        assert_eq!((status, replayed), (201, true), "{key}: {answer}");
+        assert_eq!(answer["id"], id.as_str(), "{key}");
+    }
+    // One object per key.
+    let projects = crate::helpers::all_pages(&app.base, &app.key, "/v1/projects").await;
+    let tickets = format!("/v1/projects/{project}/tickets");
+    let tickets = crate::helpers::all_pages(&app.base, &app.key, &tickets).await;
+    let mut names: Vec<String> = projects
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .chain(
+            tickets
+                .iter()
+                .map(|t| t["title"].as_str().unwrap().to_owned()),
+        )
+        .filter(|n| n.starts_with("crash-"))
+        .collect();
+    let objects = names.len();
+    names.sort();
+    names.dedup();
+    assert_eq!(objects, names.len(), "a key made two objects");
+    assert_eq!(objects, log.len());
+    let refused: usize = log.iter().map(|(_, seen, _)| seen.len()).sum();
+    eprintln!(
+        "{} keys, {refused} answers before their 2xx, {waited} of them 409",
+        log.len()
+    );
+}

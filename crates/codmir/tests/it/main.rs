@@ -27,6 +27,7 @@ mod helpers;
 mod hostile;
 mod idempotency;
 mod listen;
+mod lost_commit;
 mod nodes;
 mod observability;
 mod outbound;

@@ -27,7 +27,7 @@ use super::super::conn::HeldRow;
 use super::super::seal::KeyRing;
 use super::super::sql::postgres_only as q;
 use super::super::{FanoutCache, Job, Ran, StoreError, StoreResult, spoiled_by};
-use super::{Params, PgTx, connection, no_answer, run_until};
+use super::{Commit, Params, PgTx, connection, run_until};
 
 /// Most units in one transaction.
 const MAX_BATCH: usize = 64;
@@ -246,8 +246,7 @@ async fn run_batch(
     let began = std::time::Instant::now();
     let held = Mutex::new(Held::default());
     let versions = Mutex::default();
-    // Set once COMMIT is sent: a timeout from then on leaves the outcome unknown.
-    let committing = std::sync::atomic::AtomicBool::new(false);
+    let commit = Commit::default();
     let run = async {
         conn.batch_execute("BEGIN").await?;
         for job in &mut jobs {
@@ -273,24 +272,24 @@ async fn run_batch(
         }
         let rest = std::mem::take(&mut *lock(&held));
         insert_held(&conn, rest).await?;
-        committing.store(true, std::sync::atomic::Ordering::Relaxed);
-        conn.batch_execute("COMMIT")
-            .await
-            .map_err(|e| StoreError::from(e).at_commit())?;
-        Ok(())
+        commit.send(&conn).await
     };
     let result: StoreResult<()> = match tokio::time::timeout_at(run_until(deadline), run).await {
         Ok(result) => result,
         Err(_) => {
             // As for a single unit (`run_job`): the connection is in an unknown state.
             drop(Object::take(conn));
-            let e = no_answer(committing.load(std::sync::atomic::Ordering::Relaxed));
-            return jobs.into_iter().for_each(|j| j.finish(Err(e.clone())));
+            let result = commit.settle(&pool, deadline, Err(commit.cut_off())).await;
+            return jobs.into_iter().for_each(|j| j.finish(result.clone()));
         }
     };
     if result.is_err() {
         let _ = conn.batch_execute("ROLLBACK").await;
-    } else {
+    }
+    // Its pool slot is free for finding out what became of a lost commit.
+    drop(conn);
+    let result = commit.settle(&pool, deadline, result).await;
+    if result.is_ok() {
         crate::telemetry::commit("postgres", jobs.len(), began.elapsed());
     }
     for job in jobs {

@@ -23,9 +23,11 @@ use crate::tasks::Tasks;
 use super::{Backend, BoxFuture, FanoutCache, Job, Ran, Sharing, StoreError, StoreResult};
 
 mod batch;
+mod commit;
 mod conn;
 mod queue;
 
+use commit::Commit;
 use conn::{Params, PgTx};
 
 const MIGRATIONS: &[&str] = &[
@@ -179,8 +181,7 @@ impl PgStore {
             Err(e) => return job.finish(Err(e)),
         };
         let began = std::time::Instant::now();
-        // Set once COMMIT is sent: a timeout from then on leaves the outcome unknown.
-        let committing = std::sync::atomic::AtomicBool::new(false);
+        let commit = Commit::default();
         let run = async {
             conn.batch_execute(begin).await?;
             let ok = {
@@ -192,29 +193,28 @@ impl PgStore {
                 };
                 matches!(job.run(&mut tx).await, Ran::Done)
             };
-            committing.store(ok, std::sync::atomic::Ordering::Relaxed);
-            conn.batch_execute(if ok { "COMMIT" } else { "ROLLBACK" })
-                .await
-                .map_err(|e| match ok {
-                    true => StoreError::from(e).at_commit(),
-                    false => StoreError::from(e),
-                })?;
-            Ok(())
+            match ok {
+                true => commit.send(&conn).await,
+                false => Ok(conn.batch_execute("ROLLBACK").await?),
+            }
         };
         let result: StoreResult<()> = match tokio::time::timeout_at(run_until(deadline), run).await
         {
             Ok(result) => result,
             Err(_) => {
-                // Mid-transaction in an unknown state: closed, never back in the pool. If the
-                // COMMIT was sent, whether it took is unknown, and the answer says so.
+                // Mid-transaction in an unknown state: closed, never back in the pool.
                 drop(Object::take(conn));
-                let committing = committing.load(std::sync::atomic::Ordering::Relaxed);
-                return job.finish(Err(no_answer(committing)));
+                let result = commit.settle(pool, deadline, Err(commit.cut_off())).await;
+                return job.finish(result);
             }
         };
         if result.is_err() {
             let _ = conn.batch_execute("ROLLBACK").await;
-        } else if begin == "BEGIN" {
+        }
+        // Its pool slot is free for finding out what became of a lost commit.
+        drop(conn);
+        let result = commit.settle(pool, deadline, result).await;
+        if result.is_ok() && begin == "BEGIN" {
             crate::telemetry::commit("postgres", 1, began.elapsed());
         }
         job.finish(result);

@@ -19,6 +19,15 @@
 //!   attempts.
 //! - A workspace's attempts to one destination (host and port) are bounded, per workspace:
 //!   another tenant's webhooks on the same host, hanging or not, do not count against it.
+//!   An attempt in flight for [`OVERDUE_AFTER`] is *overdue* and stops counting against that
+//!   bound, up to as many overdue as the bound again: so when some of a host's requests hang
+//!   until the timeout, they do not take the slots its quick answers need (a host gets at
+//!   most twice its bound in flight, the second half only for attempts that are overdue).
+
+/// How long an attempt is in flight before it is overdue: it makes room under its
+/// destination's bound (`Shares::destination_has_room`). A receiver is expected to answer
+/// within a second (the contract asks for a quick 2xx and the work after it).
+pub const OVERDUE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The bounds a node's slots are shared under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +73,13 @@ impl Shares {
         held < cap && (in_flight < shared || (held < self.newcomer() && in_flight < self.total))
     }
 
+    /// Whether a workspace's destination with `in_flight` attempts, `overdue` of them in flight
+    /// for [`OVERDUE_AFTER`] or longer, may take one more: overdue attempts do not count,
+    /// up to as many as the bound.
+    pub fn destination_has_room(&self, in_flight: usize, overdue: usize) -> bool {
+        in_flight - overdue.min(self.per_destination).min(in_flight) < self.per_destination
+    }
+
     /// The most attempts one webhook may have in flight: its own `max_in_flight` if lower
     /// than the node's, and one while it hangs.
     pub fn endpoint_cap(&self, own: Option<u32>, pace: Pace) -> usize {
@@ -71,6 +87,18 @@ impl Shares {
             return 1;
         }
         own.map_or(self.per_endpoint, |m| (m as usize).min(self.per_endpoint))
+    }
+}
+
+/// What counts against the cap of an endpoint or a workspace at `pace` with `in_flight`
+/// attempts, `overdue` of them in flight for [`OVERDUE_AFTER`]: all of them, or, while it
+/// hangs, only those not overdue yet. So a hanging endpoint (one at a time) or workspace (a
+/// quarter share) still starts an attempt each time the last ones turn overdue, and hears
+/// that it answers again; its cap while not hanging bounds it all the same.
+pub fn counted(pace: Pace, in_flight: usize, overdue: usize) -> usize {
+    match pace.hanging() {
+        true => in_flight - overdue.min(in_flight),
+        false => in_flight,
     }
 }
 
@@ -119,6 +147,29 @@ mod tests {
         per_endpoint: 64,
         per_destination: 128,
     };
+
+    #[test]
+    fn overdue_attempts_make_room_under_a_destination_bound_up_to_the_bound_again() {
+        // (in flight, overdue among them, room for one more) under a bound of 128
+        let table = [
+            (0, 0, true),
+            (127, 0, true),
+            (128, 0, false),
+            (128, 1, true),
+            (200, 72, false),
+            (200, 73, true),
+            (255, 128, true),
+            (256, 128, false),
+            (300, 300, false),
+        ];
+        for (in_flight, overdue, room) in table {
+            assert_eq!(
+                NODE.destination_has_room(in_flight, overdue),
+                room,
+                "{in_flight} in flight, {overdue} overdue"
+            );
+        }
+    }
 
     fn hanging() -> Pace {
         (0..3).fold(Pace::default(), |p, _| p.after(true))

@@ -31,7 +31,7 @@ const HOST_SECONDS: u64 = 30;
 /// (15 s). Reported: the deliveries that arrived while the events were sent, per second, and
 /// their latency, beside the all-healthy run of the same invocation. The bound per host is set
 /// back to its default (128), which the bench otherwise lifts.
-async fn partly_hanging_host(b: &Bench) -> Result<Vec<Row>> {
+pub(crate) async fn partly_hanging_host(b: &Bench) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     let mut healthy_rate = 0.0;
     for hanging in [false, true] {

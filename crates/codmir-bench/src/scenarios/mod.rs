@@ -15,7 +15,7 @@ pub(crate) use backlog::backlog;
 pub(crate) use cost::cost;
 pub(crate) use fanout::fanout;
 pub(crate) use idle::idle;
-pub(crate) use isolation::isolation;
+pub(crate) use isolation::{isolation, partly_hanging_host};
 pub(crate) use latency::latency;
 pub(crate) use peer::svix;
 pub(crate) use retention::retention;

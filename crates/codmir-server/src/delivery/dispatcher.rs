@@ -274,7 +274,7 @@ fn start_ready(
             let started = Instant::now();
             attempter.attempt(&work).await;
             let slow = codmir_core::share::is_slow(started.elapsed(), timeout);
-            (work.webhook.id.clone(), slow)
+            (work.webhook.id.clone(), slow, instant)
         });
     }
     // Claimed work left waiting because the budget ran out: wake when it refills; a webhook
@@ -283,7 +283,7 @@ fn start_ready(
     let budget = held_back.then(|| s.budget.wait());
     let rate = s
         .local
-        .rate_wait
+        .next_look
         .map(|at| at.saturating_duration_since(instant));
     match (budget, rate) {
         (Some(a), Some(b)) => Some(a.min(b)),

@@ -10,7 +10,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use codmir_core::share::{Pace, Shares};
+use codmir_core::share::{self, OVERDUE_AFTER, Pace, Shares};
 use codmir_core::time::Timestamp;
 
 use crate::store::Leased;
@@ -33,9 +33,9 @@ pub(super) struct Local {
     lanes: [HashMap<String, Tenant>; 2],
     counts: Counts,
     pub(super) queued: usize,
-    /// The earliest instant a webhook held back by its rate limit may start again, as of the
-    /// last `take_ready`.
-    pub(super) rate_wait: Option<Instant>,
+    /// The earliest instant a delivery held back may start, as of the last `take_ready`: its
+    /// webhook's next rate-limit slot, or its destination's next attempt turning overdue.
+    pub(super) next_look: Option<Instant>,
 }
 
 /// One workspace's queued work in one lane.
@@ -53,7 +53,10 @@ struct Counts {
     workspaces: HashMap<String, Held>,
     /// Attempts in flight per webhook, and per workspace and destination (host and port).
     in_flight: HashMap<String, usize>,
-    by_destination: HashMap<String, usize>,
+    by_destination: Started,
+    /// The same attempts by webhook and by workspace, for their overdue ones.
+    by_webhook: Started,
+    by_workspace: Started,
     /// Per webhook with attempts in flight, the workspace and destination they count under.
     owners: HashMap<String, (String, String)>,
     /// How recent attempts went, per webhook and per workspace; kept only while not clear.
@@ -89,8 +92,57 @@ pub(super) struct Bounds {
     pub(super) now: Instant,
 }
 
-/// How a finished attempt task reports back: its webhook, and whether the attempt was slow.
-pub(super) type Finished = (String, bool);
+/// How a finished attempt task reports back: its webhook, whether the attempt was slow, and
+/// the instant `take_ready` started it (its `Bounds::now`).
+pub(super) type Finished = (String, bool, Instant);
+
+/// Attempts in flight by key (a webhook, a workspace, a workspace's destination), as the
+/// instants they started, in order: those in flight for `OVERDUE_AFTER` are overdue.
+#[derive(Default)]
+struct Started(HashMap<String, VecDeque<Instant>>);
+
+impl Started {
+    fn len(&self, key: &str) -> usize {
+        self.0.get(key).map_or(0, VecDeque::len)
+    }
+
+    /// How many of `key`'s attempts are overdue at `now`, and when the next one turns so.
+    fn overdue(&self, key: &str, now: Instant) -> (usize, Option<Instant>) {
+        let Some(started) = self.0.get(key) else {
+            return (0, None);
+        };
+        let overdue = started.partition_point(|at| *at + OVERDUE_AFTER <= now);
+        (overdue, started.get(overdue).map(|at| *at + OVERDUE_AFTER))
+    }
+
+    /// Counts an attempt started at `at` (no earlier than any before it), allocating the key
+    /// only the first time.
+    fn start(&mut self, key: &str, at: Instant) {
+        match self.0.get_mut(key) {
+            Some(started) => started.push_back(at),
+            None => {
+                self.0.insert(key.to_owned(), VecDeque::from([at]));
+            }
+        }
+    }
+
+    /// Forgets the attempt that started at `at`.
+    fn end(&mut self, key: &str, at: Instant) {
+        let Some(started) = self.0.get_mut(key) else {
+            return;
+        };
+        let i = started.partition_point(|s| *s < at);
+        if started.get(i) == Some(&at) {
+            started.remove(i);
+        } else {
+            // Not found (cannot happen: every end has its start): one less all the same.
+            started.pop_front();
+        }
+        if started.is_empty() {
+            self.0.remove(key);
+        }
+    }
+}
 
 impl Local {
     pub(super) fn push(&mut self, lane: Lane, c: Leased) {
@@ -140,11 +192,12 @@ impl Local {
     /// Takes the queued deliveries that may start now within `bounds`, fresh ones first, and
     /// counts them in flight. Each comes with whether it is claimed work. A webhook's
     /// `rate_limit_per_second` spaces its attempts by at least 1/rate (no bursts);
-    /// [`Local::rate_wait`] says when the first one held back by a rate may start.
+    /// [`Local::next_look`] says when the first one held back by a rate or by its destination's
+    /// bound may start.
     pub(super) fn take_ready(&mut self, bounds: &Bounds) -> Vec<(Leased, bool)> {
         let mut ready = Vec::new();
         let mut claimed_started = 0;
-        let mut rate_wait: Option<Instant> = None;
+        let mut next_look: Option<Instant> = None;
         let active = self.counts.workspaces.len();
         for lane in [Lane::Fresh, Lane::Claimed] {
             let claimed = lane == Lane::Claimed;
@@ -159,11 +212,18 @@ impl Local {
                 }
                 let pace = self.counts.workspace_pace(&workspace);
                 let cap = bounds.shares.workspace_cap(active, pace);
+                let full_cap = bounds.shares.workspace_cap(active, Pace::default());
                 let held = self.counts.held(&workspace).in_flight;
-                if !bounds
-                    .shares
-                    .may_start(held, cap, self.counts.total_in_flight)
+                let (overdue, next) = self.counts.by_workspace.overdue(&workspace, bounds.now);
+                let counted = share::counted(pace, held, overdue);
+                if held >= full_cap
+                    || !bounds
+                        .shares
+                        .may_start(counted, cap, self.counts.total_in_flight)
                 {
+                    if pace.hanging() {
+                        look_at(&mut next_look, next);
+                    }
                     continue;
                 }
                 let Some(tenant) = tenants.get_mut(&workspace) else {
@@ -174,7 +234,7 @@ impl Local {
                     &workspace,
                     bounds,
                     &mut self.queued,
-                    &mut rate_wait,
+                    &mut next_look,
                 );
                 if tenant.turn.is_empty() {
                     tenants.remove(&workspace);
@@ -192,7 +252,7 @@ impl Local {
             }
         }
         self.counts.tidy();
-        self.rate_wait = rate_wait;
+        self.next_look = next_look;
         ready
     }
 
@@ -223,7 +283,7 @@ impl Local {
         counts.total_in_flight -= 1;
         // An attempt task does not panic (nothing in it unwraps); if one ever did, its webhook's
         // share would stay one lower until the node restarts.
-        let Ok((webhook, slow)) = done else {
+        let Ok((webhook, slow, started)) = done else {
             return false;
         };
         let busy = match counts.in_flight.get_mut(&webhook) {
@@ -238,6 +298,7 @@ impl Local {
             None => 0,
         };
         pace_after(&mut counts.webhook_pace, &webhook, slow);
+        counts.by_webhook.end(&webhook, started);
         // The webhook's workspace and destination, taken out with its last attempt, borrowed
         // (not copied) while others are in flight.
         let removed = if busy == 0 {
@@ -252,7 +313,8 @@ impl Local {
         else {
             return false;
         };
-        drop_one(&mut counts.by_destination, destination);
+        counts.by_destination.end(destination, started);
+        counts.by_workspace.end(workspace, started);
         pace_after(&mut counts.workspace_pace, workspace, slow);
         if let Some(held) = counts.workspaces.get_mut(workspace) {
             held.in_flight -= 1;
@@ -313,7 +375,7 @@ impl Counts {
         workspace: &str,
         bounds: &Bounds,
         queued: &mut usize,
-        rate_wait: &mut Option<Instant>,
+        next_look: &mut Option<Instant>,
     ) -> Option<Leased> {
         for _ in 0..tenant.turn.len() {
             let webhook = tenant.turn.pop_front()?;
@@ -333,14 +395,28 @@ impl Counts {
                 continue;
             };
             let pace = self.webhook_pace.get(&webhook).copied().unwrap_or_default();
-            let cap = bounds
-                .shares
-                .endpoint_cap(front.webhook.max_in_flight, pace);
+            let own = front.webhook.max_in_flight;
+            let cap = bounds.shares.endpoint_cap(own, pace);
+            let full_cap = bounds.shares.endpoint_cap(own, Pace::default());
             let busy = self.in_flight.get(&webhook).copied().unwrap_or(0);
+            let (overdue, next) = self.by_webhook.overdue(&webhook, bounds.now);
             destination_into(&mut self.scratch, workspace, front.webhook.url.as_str());
-            let at_bound = busy >= cap
-                || count(&self.by_destination, &self.scratch) >= bounds.shares.per_destination;
-            if at_bound || !self.rate_allows(&webhook, front, bounds.now, rate_wait) {
+            let (at_host, host_next) = self.by_destination.overdue(&self.scratch, bounds.now);
+            let host_busy = self.by_destination.len(&self.scratch);
+            let at_bound = if busy >= full_cap {
+                true
+            } else if share::counted(pace, busy, overdue) >= cap {
+                look_at(next_look, next);
+                true
+            } else if !bounds.shares.destination_has_room(host_busy, at_host) {
+                if at_host < bounds.shares.per_destination {
+                    look_at(next_look, host_next);
+                }
+                true
+            } else {
+                false
+            };
+            if at_bound || !self.rate_allows(&webhook, front, bounds.now, next_look) {
                 tenant.turn.push_back(webhook);
                 continue;
             }
@@ -354,7 +430,9 @@ impl Counts {
             let held = held_mut(&mut self.workspaces, workspace);
             held.queued -= 1;
             held.in_flight += 1;
-            bump(&mut self.by_destination, &self.scratch);
+            self.by_destination.start(&self.scratch, bounds.now);
+            self.by_webhook.start(&webhook, bounds.now);
+            self.by_workspace.start(workspace, bounds.now);
             if busy == 0 {
                 self.owners.insert(
                     webhook.clone(),
@@ -374,14 +452,14 @@ impl Counts {
         webhook: &str,
         front: &Leased,
         now: Instant,
-        rate_wait: &mut Option<Instant>,
+        next_look: &mut Option<Instant>,
     ) -> bool {
         let Some(rate) = front.webhook.rate_limit_per_second else {
             return true;
         };
         let slot = self.next_slot.get(webhook).copied();
         if let Some(at) = slot.filter(|at| *at > now) {
-            *rate_wait = Some(rate_wait.map_or(at, |w| w.min(at)));
+            look_at(next_look, Some(at));
             return false;
         }
         let spacing = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
@@ -438,26 +516,10 @@ fn destination_key(workspace: &str, url: &str) -> String {
     key
 }
 
-fn count(map: &HashMap<String, usize>, key: &str) -> usize {
-    map.get(key).copied().unwrap_or(0)
-}
-
-/// Counts one more under `key`, allocating the key only the first time.
-fn bump(map: &mut HashMap<String, usize>, key: &str) {
-    match map.get_mut(key) {
-        Some(n) => *n += 1,
-        None => {
-            map.insert(key.to_owned(), 1);
-        }
-    }
-}
-
-fn drop_one(map: &mut HashMap<String, usize>, key: &str) {
-    if let Some(n) = map.get_mut(key) {
-        *n -= 1;
-        if *n == 0 {
-            map.remove(key);
-        }
+/// Looks again at `at` at the latest.
+fn look_at(next_look: &mut Option<Instant>, at: Option<Instant>) {
+    if let Some(at) = at {
+        *next_look = Some(next_look.map_or(at, |w| w.min(at)));
     }
 }
 

@@ -44,8 +44,14 @@ fn bounds(claimed: usize) -> Bounds {
         },
         claimed,
         lease_deadline: Timestamp::from_millis(1_000_000),
-        now: Instant::now(),
+        now: t0(),
     }
+}
+
+/// The instant the tests' attempts start at, unless a test moves on from it.
+fn t0() -> Instant {
+    static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *T0.get_or_init(Instant::now)
 }
 
 fn ids(ready: &[(Leased, bool)]) -> Vec<String> {
@@ -90,7 +96,7 @@ fn claimed_work_is_held_to_its_budget_while_fresh_work_is_not() {
     assert_eq!(local.queued, 5);
     // With the budget spent, claimed work waits; fresh work waits only for its webhook.
     assert!(local.take_ready(&bounds(0)).is_empty());
-    local.finished(Ok(("b".into(), false)), 4, &[]);
+    local.finished(Ok(("b".into(), false, t0())), 4, &[]);
     assert_eq!(ids(&local.take_ready(&bounds(0))), ["dlv_b_4"]);
     assert_eq!(ids(&local.take_ready(&bounds(2))), ["dlv_a_1", "dlv_a_2"]);
 }
@@ -175,7 +181,7 @@ fn workspaces_take_turns_least_served_first() {
     // Once ws2 has nothing left, the two others share what it held.
     local.forget("b");
     for _ in 0..5 {
-        local.finished(Ok(("b".into(), false)), 64, &[]);
+        local.finished(Ok(("b".into(), false, t0())), 64, &[]);
     }
     let ready = local.take_ready(&node(17, 64, 64));
     let by = per_workspace(&ready);
@@ -212,16 +218,16 @@ fn a_destination_is_bounded_per_workspace_and_hanging_work_gets_less() {
     let wide = node(100, 4, 100);
     assert_eq!(local.take_ready(&wide).len(), 4, "the webhook's bound");
     for _ in 0..4 {
-        local.finished(Ok(("h".into(), true)), 64, &[]);
+        local.finished(Ok(("h".into(), true, t0())), 64, &[]);
     }
     assert_eq!(local.take_ready(&wide).len(), 1, "hanging: one at a time");
-    local.finished(Ok(("h".into(), false)), 64, &[]);
+    local.finished(Ok(("h".into(), false, t0())), 64, &[]);
     assert_eq!(
         local.take_ready(&wide).len(),
         1,
         "still hanging after one fast"
     );
-    local.finished(Ok(("h".into(), false)), 64, &[]);
+    local.finished(Ok(("h".into(), false, t0())), 64, &[]);
     assert_eq!(local.take_ready(&wide).len(), 4, "recovered after two fast");
 }
 
@@ -234,4 +240,60 @@ fn a_delivery_whose_lease_runs_out_is_left_for_a_claim() {
     local.push(Lane::Fresh, queued("a", 1));
     assert_eq!(ids(&local.take_ready(&bounds(10))), ["dlv_a_1"]);
     assert_eq!((local.queued, local.total_in_flight()), (0, 1));
+}
+
+#[test]
+fn overdue_attempts_make_room_at_their_destination_up_to_the_bound_again() {
+    let mut local = Local::default();
+    for n in 0..10 {
+        local.push(Lane::Fresh, queued(&format!("w{n}"), n));
+    }
+    let at = |after_ms: u64| Bounds {
+        now: t0() + Duration::from_millis(after_ms),
+        ..node(100, 64, 2)
+    };
+    assert_eq!(local.take_ready(&at(0)).len(), 2, "the destination's bound");
+    assert!(local.take_ready(&at(500)).is_empty(), "none overdue yet");
+    assert_eq!(
+        local.next_look,
+        Some(t0() + OVERDUE_AFTER),
+        "looked at again when the first turns overdue"
+    );
+    // A second on, both are overdue: two more may start, for the quick answers.
+    assert_eq!(local.take_ready(&at(1000)).len(), 2);
+    // Two more seconds on, all four are overdue, but only two count as such: the bound again.
+    assert!(
+        local.take_ready(&at(3000)).is_empty(),
+        "twice the bound at most"
+    );
+    assert_eq!(local.next_look, None, "nothing to look at before one ends");
+    // One of the first two ends: room for one.
+    local.finished(Ok(("w0".into(), true, t0())), 64, &[]);
+    assert_eq!(local.take_ready(&at(3000)).len(), 1);
+    assert_eq!(local.total_in_flight(), 4);
+}
+
+#[test]
+fn a_hanging_endpoint_starts_one_more_each_time_its_last_turns_overdue_within_its_cap() {
+    let mut local = Local::default();
+    for n in 0..10 {
+        local.push(Lane::Fresh, queued("h", n));
+    }
+    let at = |after_ms: u64| Bounds {
+        now: t0() + Duration::from_millis(after_ms),
+        ..node(100, 3, 100)
+    };
+    assert_eq!(local.take_ready(&at(0)).len(), 3, "the webhook's bound");
+    for _ in 0..3 {
+        local.finished(Ok(("h".into(), true, t0())), 64, &[]);
+    }
+    // Hanging: one at a time, and one more once it is overdue, not before.
+    assert_eq!(local.take_ready(&at(0)).len(), 1);
+    assert!(local.take_ready(&at(999)).is_empty());
+    assert_eq!(local.next_look, Some(t0() + OVERDUE_AFTER));
+    assert_eq!(local.take_ready(&at(1000)).len(), 1);
+    assert_eq!(local.take_ready(&at(2000)).len(), 1);
+    // Three in flight, all overdue: the bound while not hanging still holds.
+    assert!(local.take_ready(&at(5000)).is_empty());
+    assert_eq!(local.total_in_flight(), 3);
 }

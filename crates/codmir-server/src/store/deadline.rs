@@ -12,7 +12,8 @@
 //! answer says the outcome is unknown).
 //!
 //! Work outside a request (the engine's claims and outcomes) gets [`ANSWER_WITHIN`] from its
-//! submission.
+//! submission. The PostgreSQL backend keeps the deadline; SQLite's units wait only for the
+//! node's own writer and disk, which do not go away as a server can, so it has none to keep.
 
 use std::cell::Cell;
 use std::future::Future;

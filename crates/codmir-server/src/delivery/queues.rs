@@ -51,12 +51,11 @@ struct Tenant {
 struct Counts {
     /// Per workspace with work queued or in flight here.
     workspaces: HashMap<String, Held>,
-    /// Attempts in flight per webhook, and per workspace and destination (host and port).
-    in_flight: HashMap<String, usize>,
-    by_destination: Started,
-    /// The same attempts by webhook and by workspace, for their overdue ones.
+    /// Attempts in flight per webhook, per workspace (for its overdue ones; `Held` counts
+    /// them) and per workspace and destination (host and port).
     by_webhook: Started,
     by_workspace: Started,
+    by_destination: Started,
     /// Per webhook with attempts in flight, the workspace and destination they count under.
     owners: HashMap<String, (String, String)>,
     /// How recent attempts went, per webhook and per workspace; kept only while not clear.
@@ -261,8 +260,8 @@ impl Local {
         let mut full = Vec::new();
         for (workspace, tenant) in self.lanes.iter().flat_map(HashMap::iter) {
             for webhook in &tenant.turn {
-                let held = self.queued_for(workspace, webhook)
-                    + self.counts.in_flight.get(webhook).copied().unwrap_or(0);
+                let held =
+                    self.queued_for(workspace, webhook) + self.counts.by_webhook.len(webhook);
                 if held >= 2 * per_endpoint && !full.contains(webhook) {
                     full.push(webhook.clone());
                 }
@@ -286,19 +285,9 @@ impl Local {
         let Ok((webhook, slow, started)) = done else {
             return false;
         };
-        let busy = match counts.in_flight.get_mut(&webhook) {
-            Some(n) => {
-                *n -= 1;
-                let busy = *n;
-                if busy == 0 {
-                    counts.in_flight.remove(&webhook);
-                }
-                busy
-            }
-            None => 0,
-        };
-        pace_after(&mut counts.webhook_pace, &webhook, slow);
         counts.by_webhook.end(&webhook, started);
+        let busy = counts.by_webhook.len(&webhook);
+        pace_after(&mut counts.webhook_pace, &webhook, slow);
         // The webhook's workspace and destination, taken out with its last attempt, borrowed
         // (not copied) while others are in flight.
         let removed = if busy == 0 {
@@ -398,7 +387,7 @@ impl Counts {
             let own = front.webhook.max_in_flight;
             let cap = bounds.shares.endpoint_cap(own, pace);
             let full_cap = bounds.shares.endpoint_cap(own, Pace::default());
-            let busy = self.in_flight.get(&webhook).copied().unwrap_or(0);
+            let busy = self.by_webhook.len(&webhook);
             let (overdue, next) = self.by_webhook.overdue(&webhook, bounds.now);
             destination_into(&mut self.scratch, workspace, front.webhook.url.as_str());
             let (at_host, host_next) = self.by_destination.overdue(&self.scratch, bounds.now);
@@ -431,7 +420,6 @@ impl Counts {
             held.queued -= 1;
             held.in_flight += 1;
             self.by_destination.start(&self.scratch, bounds.now);
-            self.by_webhook.start(&webhook, bounds.now);
             self.by_workspace.start(workspace, bounds.now);
             if busy == 0 {
                 self.owners.insert(
@@ -439,7 +427,7 @@ impl Counts {
                     (workspace.to_owned(), self.scratch.clone()),
                 );
             }
-            *self.in_flight.entry(webhook).or_default() += 1;
+            self.by_webhook.start(&webhook, bounds.now);
             self.total_in_flight += 1;
             return Some(c);
         }

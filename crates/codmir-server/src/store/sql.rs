@@ -404,6 +404,10 @@ pub(super) mod postgres_only {
             ORDER BY e.id LIMIT $2 FOR UPDATE SKIP LOCKED)";
         /// Delivered to every listening node when the transaction commits, coalesced.
         NOTIFY = "NOTIFY codmir_deliveries";
+        /// The id of the open transaction if it wrote (asked just before `COMMIT`).
+        XACT_ID = "SELECT pg_current_xact_id_if_assigned()::text";
+        /// What became of a transaction whose `COMMIT` answer was lost.
+        XACT_STATUS = "SELECT pg_xact_status($1::text::xid8)";
         /// One statement for a batch of outcomes: the fenced updates, then the attempts of the
         /// deliveries they updated.
         RECORD_OUTCOMES = "WITH o AS ( \

@@ -16,6 +16,7 @@ use deadpool_postgres::Pool;
 use tokio::time::Instant;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
+use super::super::sql::postgres_only as q;
 use super::super::{StoreError, StoreResult};
 use super::no_answer;
 
@@ -34,9 +35,7 @@ pub(super) struct Commit {
 impl Commit {
     /// Commits the transaction open on `conn`, its id noted first.
     pub(super) async fn send(&self, conn: &Client) -> StoreResult<()> {
-        let asked = conn
-            .simple_query("SELECT pg_current_xact_id_if_assigned()")
-            .await?;
+        let asked = conn.simple_query(q::XACT_ID).await?;
         let xid = asked.iter().find_map(|m| match m {
             SimpleQueryMessage::Row(row) => row.get(0).and_then(|x| x.parse().ok()),
             _ => None,
@@ -72,15 +71,12 @@ impl Commit {
         let Some(&xid) = self.xid.get() else {
             return Ok(());
         };
-        let ask = format!("SELECT pg_xact_status('{xid}'::xid8)");
+        let xid = xid.to_string();
         while Instant::now() + ASK_EVERY < deadline {
             let status = tokio::time::timeout_at(deadline, async {
                 let conn = pool.get().await.ok()?;
-                let answer = conn.simple_query(&ask).await.ok()?;
-                answer.iter().find_map(|m| match m {
-                    SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-                    _ => None,
-                })
+                let row = conn.query_one(q::XACT_STATUS, &[&xid]).await.ok()?;
+                row.get::<_, Option<String>>(0)
             })
             .await;
             match status.ok().flatten().as_deref() {

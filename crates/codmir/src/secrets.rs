@@ -62,9 +62,25 @@ impl MasterKeyArgs {
                 "made a master key for webhook secrets (mode 0600); back it up with the \
                  database: without it the secrets cannot be read"
             );
+            if let Some(tree) = git_work_tree(&absolute(&file)) {
+                tracing::warn!(
+                    work_tree = %tree.display(),
+                    "the master key file is inside a git work tree: make sure git ignores it \
+                     (e.g. `*.db.key` in .gitignore); committed, it would unseal every webhook \
+                     secret"
+                );
+            }
         }
         KeyRing::from_file(&file).map_err(|e| anyhow::anyhow!(e))
     }
+}
+
+/// The git work tree `path` is in: the nearest directory above it holding `.git`.
+fn git_work_tree(path: &Path) -> Option<PathBuf> {
+    path.ancestors()
+        .skip(1)
+        .find(|dir| dir.join(".git").exists())
+        .map(Path::to_path_buf)
 }
 
 fn absolute(path: &Path) -> PathBuf {

@@ -62,6 +62,10 @@ async fn secrets_are_sealed_in_the_sqlite_files_and_a_rotation_reseals_them_live
         "said on stderr: {:#?}",
         s.stderr()
     );
+    assert!(
+        !s.stderr().iter().any(|l| l.contains("git work tree")),
+        "not in a git work tree"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -237,5 +241,28 @@ async fn postgresql_nodes_need_the_key_and_store_secrets_sealed() {
     assert!(
         stored.starts_with("enc1:") && !stored.contains(SECRET),
         "{stored}"
+    );
+}
+
+/// `serve` makes its master key file inside a git work tree (the README's first command, run
+/// in a clone): it warns that the file must stay out of the repository.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_key_made_inside_a_git_work_tree_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join(".git")).unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let db = format!("sqlite://{}", dir.path().join("data/c.db").display());
+    let s = ServerProcess::start(&db, &[]).await;
+    let warned = s
+        .stderr()
+        .into_iter()
+        .find(|l| l.contains("inside a git work tree"));
+    let warned = warned.unwrap_or_else(|| panic!("warned: {:#?}", s.stderr()));
+    assert!(warned.contains("*.db.key"), "{warned}");
+    let tree = dir.path().canonicalize().unwrap();
+    assert!(
+        warned.contains(&*tree.to_string_lossy())
+            || warned.contains(&*dir.path().to_string_lossy()),
+        "names the work tree: {warned}"
     );
 }

@@ -16,6 +16,9 @@ pub enum Verdict {
     RetryAt(Timestamp),
     /// Not delivered and the schedule is spent.
     Failed,
+    /// The endpoint answered `410 Gone`: it asks to be sent nothing more. Failed at once; the
+    /// recorder disables the webhook.
+    Gone,
 }
 
 impl Verdict {
@@ -24,7 +27,7 @@ impl Verdict {
         match self {
             Verdict::Succeeded => (DeliveryStatus::Succeeded, None),
             Verdict::RetryAt(at) => (DeliveryStatus::Pending, Some(at)),
-            Verdict::Failed => (DeliveryStatus::Failed, None),
+            Verdict::Failed | Verdict::Gone => (DeliveryStatus::Failed, None),
         }
     }
 }
@@ -98,12 +101,13 @@ impl RetrySchedule {
 
 impl RetrySchedule {
     /// What attempt number `attempt` (1 for the first) came to, decided at `now`: a success
-    /// settles the delivery; a failure is retried after the schedule's jittered delay (by
+    /// settles the delivery, a `410 Gone` (`status`) ends it; another failure is retried after the schedule's jittered delay (by
     /// `unit`, a draw in [0, 1)), or later if the endpoint's `Retry-After` asked for more,
     /// until the schedule is spent.
     pub fn verdict(
         &self,
         succeeded: bool,
+        status: Option<u16>,
         retry_after: Option<Duration>,
         attempt: u32,
         unit: f64,
@@ -111,6 +115,9 @@ impl RetrySchedule {
     ) -> Verdict {
         if succeeded {
             return Verdict::Succeeded;
+        }
+        if status == Some(410) {
+            return Verdict::Gone;
         }
         match self.next_delay(attempt, unit) {
             Some(delay) => {
@@ -209,30 +216,34 @@ mod tests {
         let now = Timestamp::from_millis(1_000_000);
         let at = |secs: u64| Verdict::RetryAt(now.plus(Duration::from_secs(secs)));
         let secs = |n: u64| Some(Duration::from_secs(n));
-        // (succeeded, Retry-After, attempt number, jitter draw, verdict)
+        // (succeeded, status, Retry-After, attempt number, jitter draw, verdict)
+        let (ok, failed) = (Some(200), Some(500));
         let table = [
-            (true, None, 1, 0.5, Verdict::Succeeded),
-            (true, secs(999), 3, 0.5, Verdict::Succeeded),
-            (false, None, 1, 0.5, at(10)),
-            (false, None, 1, 0.0, at(8)),
-            (false, None, 1, 1.0, at(12)),
-            (false, None, 2, 0.5, at(20)),
-            (false, None, 3, 0.5, Verdict::Failed),
-            (false, secs(60), 1, 0.5, at(60)),
-            (false, secs(3), 1, 0.5, at(10)),
-            (false, secs(60), 3, 0.5, Verdict::Failed),
+            (true, ok, None, 1, 0.5, Verdict::Succeeded),
+            (true, ok, secs(999), 3, 0.5, Verdict::Succeeded),
+            (false, failed, None, 1, 0.5, at(10)),
+            (false, None, None, 1, 0.0, at(8)),
+            (false, failed, None, 1, 1.0, at(12)),
+            (false, failed, None, 2, 0.5, at(20)),
+            (false, failed, None, 3, 0.5, Verdict::Failed),
+            (false, Some(429), secs(60), 1, 0.5, at(60)),
+            (false, Some(503), secs(3), 1, 0.5, at(10)),
+            (false, Some(503), secs(60), 3, 0.5, Verdict::Failed),
+            (false, Some(410), None, 1, 0.5, Verdict::Gone),
+            (false, Some(410), secs(60), 1, 0.5, Verdict::Gone),
         ];
-        for (succeeded, retry_after, attempt, unit, expected) in table {
+        for (succeeded, status, retry_after, attempt, unit, expected) in table {
             assert_eq!(
-                s.verdict(succeeded, retry_after, attempt, unit, now),
+                s.verdict(succeeded, status, retry_after, attempt, unit, now),
                 expected,
-                "succeeded={succeeded} retry_after={retry_after:?} attempt={attempt} unit={unit}"
+                "succeeded={succeeded} status={status:?} retry_after={retry_after:?} attempt={attempt} unit={unit}"
             );
         }
+        assert_eq!(Verdict::Gone.status(), (DeliveryStatus::Failed, None));
         assert_eq!(
             RetrySchedule::parse("")
                 .unwrap()
-                .verdict(false, None, 1, 0.5, now),
+                .verdict(false, None, None, 1, 0.5, now),
             Verdict::Failed,
             "no retries: the first failure is final"
         );

@@ -72,6 +72,7 @@ impl Attempter {
         } else {
             schedule.verdict(
                 result.succeeded(),
+                result.status_code,
                 result.retry_after,
                 number,
                 jitter_unit(),
@@ -84,7 +85,7 @@ impl Attempter {
         let meaning = match verdict {
             Verdict::Succeeded => "succeeded",
             Verdict::RetryAt(_) => "retry",
-            Verdict::Failed => "failed",
+            Verdict::Failed | Verdict::Gone => "failed",
         };
         let since_commit = (verdict == Verdict::Succeeded).then(|| {
             Duration::from_millis(
@@ -102,7 +103,10 @@ impl Attempter {
                 attempted_at: started,
                 duration_ms,
                 status_code: result.status_code,
-                error: result.error,
+                error: match verdict {
+                    Verdict::Gone => Some(GONE.to_owned()),
+                    _ => result.error,
+                },
                 response_body: result.response_body,
             },
             lease_owner: self.node.to_string(),
@@ -111,6 +115,10 @@ impl Attempter {
         }
     }
 }
+
+/// Why a delivery answered `410 Gone` ended: kept with its attempt.
+const GONE: &str = "the endpoint answered 410 Gone: the webhook is disabled, and this delivery \
+                    ended failed (nothing more is sent to it)";
 
 /// One line per failed attempt (`warn`), and one more when it ends the delivery (`error`),
 /// with the ids that find it; the URL without its query string (userinfo is refused when a
@@ -151,7 +159,17 @@ fn log_failure(
         next_attempt_at = next_attempt_at.as_deref(),
         "{what}"
     );
-    if next_attempt_at.is_none() {
+    if verdict == Verdict::Gone {
+        // The endpoint's own request, not a failure of ours: the recorder disables the webhook.
+        tracing::warn!(
+            event_id,
+            delivery_id,
+            webhook_id,
+            attempts = attempt,
+            url,
+            "delivery failed: the endpoint answered 410 Gone; the webhook is disabled and sent nothing more"
+        );
+    } else if next_attempt_at.is_none() {
         tracing::error!(
             event_id,
             delivery_id,

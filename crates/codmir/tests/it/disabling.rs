@@ -109,4 +109,23 @@ async fn a_410_gone_disables_at_once() {
         .unwrap()
         .to_owned();
     assert!(reason.contains("410 Gone"), "{reason}");
+    // The delivery the endpoint answered 410 ended failed, with the reason, not cancelled or
+    // pending with a next attempt: re-enabling and replaying the failed ones sends it again.
+    let deliveries = app.list(&format!("{path}/deliveries")).await;
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0]["status"], "failed", "{}", deliveries[0]);
+    assert_eq!(deliveries[0]["next_attempt_at"], Value::Null);
+    let log = app
+        .get(&format!("/v1/deliveries/{}", id_of(&deliveries[0])))
+        .await;
+    let attempt = &log.body["attempts"][0];
+    assert_eq!(attempt["status_code"], 410, "{}", log.text);
+    assert!(
+        attempt["error"]
+            .as_str()
+            .unwrap()
+            .contains("webhook is disabled"),
+        "{}",
+        log.text
+    );
 }

@@ -167,8 +167,8 @@ function rotation(w, secretSlot) {
     "form",
     { class: "card" },
     h("h2", {}, "Rotate the secret"),
-    h("p", {}, "A new secret signs from now on; during the grace period the old one still signs beside it, so receivers can switch without losing a delivery.",
-      w.previous_secret_expires_at ? h("span", {}, " The previous secret signs until ", when(w.previous_secret_expires_at), ".") : ""),
+    h("p", {}, "The new secret signs webhook-signature from now on; during the grace period the old one still signs it beside the new one, and X-Codmir-Signature stays on the old one until the period ends, so receivers can switch without losing a delivery.",
+      w.previous_secret_expires_at ? h("span", {}, " A grace period runs: the previous secret signs until ", when(w.previous_secret_expires_at), ", and a rotation now must end the current secret at once (no grace period).") : ""),
     h("div", { class: "field" }, h("label", { for: "r-grace" }, "Keep the old secret for"), grace),
     h("div", { class: "field" }, h("label", { for: "r-secret" }, "New secret (optional: generated when empty)"), h("input", { id: "r-secret", name: "secret", autocomplete: "off" })),
     h("button", { type: "submit" }, "Rotate secret"),
@@ -181,7 +181,10 @@ function rotation(w, secretSlot) {
     try {
       const r = await api("POST", `/v1/webhooks/${w.id}/rotate-secret`, body);
       fill(secretSlot, secretCard(r, "The new secret"));
-      say(status, "Rotated.");
+      const moves = r.signing.x_codmir_signature_moves_at;
+      say(status, moves
+        ? `Rotated. webhook-signature carries the new and the previous secret; X-Codmir-Signature stays on the previous secret until ${new Date(moves).toLocaleString()}, then moves to the new one.`
+        : "Rotated. Both headers are signed with the new secret alone.");
       secretSlot.scrollIntoView();
     } catch (e) {
       say(status, describe(e), "bad");

@@ -101,12 +101,32 @@ pub(super) struct WebhookResponse {
     pub secret_set: bool,
     /// While a rotation's grace period runs: when the previous secret stops signing.
     pub previous_secret_expires_at: Option<String>,
+    /// Which secret signs which header, and until when.
+    pub signing: Signing,
     pub created_at: String,
     pub updated_at: String,
 }
 
+/// Which of a webhook's secrets sign each header of a delivery.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Signing {
+    /// The secrets `webhook-signature` carries one signature each of: `current`, and
+    /// `previous` while it signs (until `previous_secret_expires_at`).
+    pub webhook_signature: Vec<&'static str>,
+    /// The secret `X-Codmir-Signature` is made with: `previous` during a rotation's grace
+    /// period, `current` otherwise.
+    pub x_codmir_signature: &'static str,
+    /// When `X-Codmir-Signature` moves to the current secret; `null` when it is on it.
+    pub x_codmir_signature_moves_at: Option<String>,
+}
+
 impl From<Webhook> for WebhookResponse {
     fn from(w: Webhook) -> Self {
+        let previous_until = w
+            .previous_secret
+            .as_ref()
+            .filter(|(_, until)| codmir_core::time::Timestamp::now() < *until)
+            .map(|(_, until)| until.to_rfc3339_millis());
         Self {
             id: w.id,
             url: w.url.as_str().to_owned(),
@@ -124,11 +144,18 @@ impl From<Webhook> for WebhookResponse {
                 .map(|(n, v)| (n.to_owned(), serde_json::Value::String(v)))
                 .collect(),
             secret_set: true,
-            previous_secret_expires_at: w
-                .previous_secret
-                .as_ref()
-                .filter(|(_, until)| codmir_core::time::Timestamp::now() < *until)
-                .map(|(_, until)| until.to_rfc3339_millis()),
+            previous_secret_expires_at: previous_until.clone(),
+            signing: Signing {
+                webhook_signature: match previous_until {
+                    Some(_) => vec!["current", "previous"],
+                    None => vec!["current"],
+                },
+                x_codmir_signature: match previous_until {
+                    Some(_) => "previous",
+                    None => "current",
+                },
+                x_codmir_signature_moves_at: previous_until,
+            },
             created_at: w.created_at.to_rfc3339_millis(),
             updated_at: w.updated_at.to_rfc3339_millis(),
         }

@@ -206,8 +206,13 @@ pub const MAX_GRACE: std::time::Duration = std::time::Duration::from_secs(7 * 86
 
 /// Replaces the webhook's secret. For `grace`, the previous secret keeps signing beside it
 /// (a second `webhook-signature`, and `X-Codmir-Signature` stays on it until the period
-/// ends); a zero grace ends it at once. A rotation during another's grace period drops the
-/// secret before the previous one.
+/// ends); a zero grace ends it at once.
+///
+/// A webhook holds at most two secrets, and a rotation never ends a secret before the expiry
+/// an earlier rotation announced: while one is in its grace period, a rotation with a grace
+/// of its own is refused (409 `rotation_in_grace_period`, saying until when); one with a
+/// zero grace replaces the current secret at once and leaves the retiring one signing until
+/// its announced end.
 pub async fn rotate_secret(
     tx: &mut dyn Tx,
     p: &Principal,
@@ -220,8 +225,34 @@ pub async fn rotate_secret(
         .lock_webhook(&p.workspace_id, id)
         .await?
         .ok_or(Error::NotFound("webhook"))?;
-    let old = std::mem::replace(&mut w.secret, secret);
-    w.previous_secret = (!grace.is_zero()).then(|| (old, now.plus(grace)));
+    let retiring = w
+        .previous_secret
+        .as_ref()
+        .filter(|(_, until)| now < *until)
+        .map(|(_, until)| *until);
+    match (retiring, grace.is_zero()) {
+        (Some(until), false) => {
+            return Err(Error::Conflict {
+                code: "rotation_in_grace_period",
+                message: format!(
+                    "the secret replaced by the last rotation signs until {}, as that rotation \
+                     announced; rotate again after then, or now with grace_period_seconds: 0 \
+                     (the current secret stops signing at once; the one in its grace period \
+                     keeps signing until {})",
+                    until.to_rfc3339_millis(),
+                    until.to_rfc3339_millis()
+                ),
+            });
+        }
+        // The current secret goes at once; the retiring one keeps its announced end.
+        (Some(_), true) => {
+            w.secret = secret;
+        }
+        (None, _) => {
+            let old = std::mem::replace(&mut w.secret, secret);
+            w.previous_secret = (!grace.is_zero()).then(|| (old, now.plus(grace)));
+        }
+    }
     w.updated_at = now;
     tx.update_webhook(&w).await?;
     Ok(w)

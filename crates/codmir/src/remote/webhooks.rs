@@ -209,13 +209,12 @@ pub(crate) async fn run(remote: &Remote, command: WebhooksCommand) -> Outcome {
                 .await?;
             api.show(&w, |w| {
                 println!("Rotated the secret of webhook {}.", cell(&w["id"]));
+                let [webhook_signature, x_codmir_signature] = signing(w);
                 fields(&[
                     ("secret", cell(&w["secret"])),
                     ("signing_secret", cell(&w["signing_secret"])),
-                    (
-                        "old secret signs until",
-                        cell(&w["previous_secret_expires_at"]),
-                    ),
+                    webhook_signature,
+                    x_codmir_signature,
                 ]);
             });
         }
@@ -246,7 +245,34 @@ fn state(w: &Value) -> String {
     }
 }
 
+/// Which secret signs which header, and until when (the answer's `signing`).
+fn signing(w: &Value) -> [(&'static str, String); 2] {
+    let s = &w["signing"];
+    let names = |v: &Value| {
+        v.as_array()
+            .map(|a| a.iter().map(cell).collect::<Vec<_>>().join(" and "))
+            .unwrap_or_default()
+    };
+    let until = cell(&w["previous_secret_expires_at"]);
+    let carries = match until.is_empty() {
+        true => format!("the {} secret", names(&s["webhook_signature"])),
+        false => format!(
+            "the {} secrets (previous until {until})",
+            names(&s["webhook_signature"])
+        ),
+    };
+    let x_codmir = match s["x_codmir_signature_moves_at"].as_str() {
+        Some(at) => format!("the previous secret until {at}, then the current one"),
+        None => "the current secret".into(),
+    };
+    [
+        ("webhook-signature", carries),
+        ("X-Codmir-Signature", x_codmir),
+    ]
+}
+
 fn show_webhook(w: &Value) {
+    let [webhook_signature, x_codmir_signature] = signing(w);
     fields(&[
         ("id", cell(&w["id"])),
         ("url", cell(&w["url"])),
@@ -260,6 +286,8 @@ fn show_webhook(w: &Value) {
                 some => some,
             },
         ),
+        webhook_signature,
+        x_codmir_signature,
         ("created", cell(&w["created_at"])),
         ("updated", cell(&w["updated_at"])),
     ]);

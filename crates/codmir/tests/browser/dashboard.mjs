@@ -163,6 +163,8 @@ try {
   await page.getByRole("heading", { name: "The new secret" }).waitFor();
   const rotated = await page.locator(".secret-value").innerText();
   check(rotated.startsWith("whsec_") && rotated !== "your-webhook-secret", "rotation shows the new secret once");
+  await page.getByText(/X-Codmir-Signature stays on the previous secret until/).waitFor();
+  check(true, "rotation says which secret signs which header until when");
   const before = received.length;
   await page.getByLabel("Which events").selectOption("any");
   await page.getByRole("button", { name: "Replay", exact: true }).click();

@@ -184,6 +184,22 @@ async fn webhooks_commands_in_both_output_modes() {
         &["webhooks", "rotate-secret", &id, "--grace-period", "0s"],
     );
     assert!(rotated.contains("Rotated the secret"), "{rotated}");
+    // The zero-grace rotation left the first rotation's promise alone, and says so.
+    assert!(
+        rotated.contains("X-Codmir-Signature") && rotated.contains("the previous secret until"),
+        "{rotated}"
+    );
+    let refused = run(
+        &s,
+        &key,
+        &["webhooks", "rotate-secret", &id, "--grace-period", "1h"],
+    );
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("rotate again after"),
+        "{}",
+        refused.stderr
+    );
 
     let stats = ok(&s, &key, &["webhooks", "stats", &id]);
     assert!(

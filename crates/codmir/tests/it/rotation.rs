@@ -174,3 +174,101 @@ async fn rotation_verified_by(js_verify: Verify) {
     assert_eq!(bad.status, 422);
     assert_eq!(bad.body["error"]["field"], "grace_period_seconds");
 }
+
+#[tokio::test]
+async fn a_second_rotation_within_a_grace_period_never_ends_the_first_secret_early() {
+    second_rotation_verified_by(rust_verify).await;
+}
+
+#[tokio::test]
+#[ignore = "needs Node.js and npm (the official standardwebhooks library); .ci/run installs them and runs it"]
+async fn the_official_library_verifies_a_second_rotation_as_we_do() {
+    second_rotation_verified_by(js_verify).await;
+}
+
+/// Two rotations within one grace period (a double click): the receiver still holding the
+/// first secret verifies both headers until the first rotation's announced expiry. A second
+/// rotation with a grace period of its own is refused (409, saying until when); one with a
+/// zero grace replaces the current secret at once and leaves the first secret's promise alone.
+async fn second_rotation_verified_by(verify: Verify) {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    let first = app
+        .register(
+            json!({"url": rx.url, "events": ["project.created"], "secret": "the-first-secret-01"}),
+        )
+        .await;
+    let wid = first["id"].as_str().unwrap().to_owned();
+    let first_signing = first["signing_secret"].as_str().unwrap().to_owned();
+    assert_eq!(first["signing"]["x_codmir_signature"], "current");
+    let rotate = |body: Value| {
+        let path = format!("/v1/webhooks/{wid}/rotate-secret");
+        let app = &app;
+        async move { app.post(&path, body).await }
+    };
+    let r = rotate(json!({"secret": "the-second-secret-1", "grace_period_seconds": 3})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let until = r.body["previous_secret_expires_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        r.body["signing"]["webhook_signature"],
+        json!(["current", "previous"])
+    );
+    assert_eq!(r.body["signing"]["x_codmir_signature"], "previous");
+    assert_eq!(
+        r.body["signing"]["x_codmir_signature_moves_at"],
+        until.as_str()
+    );
+
+    // The double click: refused, saying until when, and nothing changed.
+    let again = rotate(json!({"grace_period_seconds": 3})).await;
+    assert_eq!(again.status, 409, "{}", again.text);
+    assert_eq!(again.body["error"]["code"], "rotation_in_grace_period");
+    assert!(again.text.contains(&until), "{}", again.text);
+    // A zero grace replaces the second secret at once; the first keeps its announced end.
+    let r = rotate(json!({"secret": "the-third-secret-01", "grace_period_seconds": 0})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["previous_secret_expires_at"], until.as_str());
+    let third_signing = r.body["signing_secret"].as_str().unwrap().to_owned();
+    let read = app.get(&format!("/v1/webhooks/{wid}")).await;
+    assert_eq!(read.body["previous_secret_expires_at"], until.as_str());
+    assert_eq!(read.body["signing"]["x_codmir_signature"], "previous");
+
+    app.project("during").await;
+    eventually(WAIT, "delivered during the grace period", || async {
+        rx.count() == 1
+    })
+    .await;
+    let during = rx.hits();
+    assert_eq!(verify("standard", &first_signing, &during), ["ok"]);
+    assert_eq!(verify("contract", "the-first-secret-01", &during), ["ok"]);
+    assert_eq!(verify("standard", &third_signing, &during), ["ok"]);
+    assert!(verify("contract", "the-second-secret-1", &during)[0].starts_with("fail"));
+
+    // After the first rotation's announced end: the third secret alone, on both headers.
+    let until = codmir_core::time::Timestamp::parse_rfc3339(&until, "until").unwrap();
+    eventually(WAIT, "the grace period over", || async {
+        codmir_core::time::Timestamp::now() > until
+    })
+    .await;
+    app.project("after").await;
+    eventually(WAIT, "delivered after it", || async { rx.count() == 2 }).await;
+    let mut hits = rx.hits();
+    hits.sort_by_key(|h| h.at);
+    let after = vec![hits[1].clone()];
+    assert_eq!(verify("standard", &third_signing, &after), ["ok"]);
+    assert_eq!(verify("contract", "the-third-secret-01", &after), ["ok"]);
+    assert!(verify("standard", &first_signing, &after)[0].starts_with("fail"));
+    assert!(verify("contract", "the-first-secret-01", &after)[0].starts_with("fail"));
+    let read = app.get(&format!("/v1/webhooks/{wid}")).await;
+    assert_eq!(read.body["signing"]["x_codmir_signature"], "current");
+    assert_eq!(
+        read.body["signing"]["x_codmir_signature_moves_at"],
+        Value::Null
+    );
+    // And with no grace period running, a rotation with one is accepted again.
+    let r = rotate(json!({"grace_period_seconds": 60})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}

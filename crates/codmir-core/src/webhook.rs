@@ -287,6 +287,28 @@ impl DeliveryStatus {
         }
     }
 
+    /// The statuses the API shows (`parse_shown`).
+    pub const SHOWN: [&'static str; 5] =
+        ["pending", "retrying", "succeeded", "failed", "cancelled"];
+
+    /// A status as the API filters deliveries by: the four stored ones, and `retrying`, the
+    /// pending deliveries that were attempted and are failing (another attempt is planned).
+    /// `pending` keeps its meaning, every delivery not settled yet, retrying ones included.
+    /// As `(stored status, attempted)`; `attempted` is `None` where it does not matter.
+    pub fn parse_shown(raw: &str) -> Result<(Self, Option<bool>), ValidationError> {
+        match raw {
+            "retrying" => Ok((Self::Pending, Some(true))),
+            _ => Self::parse(raw).map(|s| (s, None)).map_err(|_| {
+                ValidationError::new(
+                    "status",
+                    format!(
+                        "`{raw}` is not one of: pending, retrying, succeeded, failed, cancelled"
+                    ),
+                )
+            }),
+        }
+    }
+
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         match raw {
             "pending" => Ok(Self::Pending),
@@ -324,6 +346,15 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// Its status as the API shows it: `retrying` for a pending delivery that was attempted
+    /// (found by the filters `retrying` and `pending`, `DeliveryStatus::parse_shown`).
+    pub fn shown_status(&self) -> &'static str {
+        match (self.status, self.attempt_count) {
+            (DeliveryStatus::Pending, n) if n > 0 => "retrying",
+            (status, _) => status.as_str(),
+        }
+    }
+
     /// A new pending delivery of `event` to `webhook`, due at `now`.
     pub fn new(
         workspace_id: &str,

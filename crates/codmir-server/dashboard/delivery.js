@@ -35,7 +35,7 @@ export async function deliveryPage(main, live, id) {
   };
   const d = await render();
   // Live while attempts may still come.
-  if (d.status === "pending") {
+  if (d.status === "pending" || d.status === "retrying") {
     live.every(2000, async () => {
       const now = await api("GET", `/v1/deliveries/${id}`).catch(() => null);
       if (now && (now.status !== d.status || now.attempts.length !== d.attempts.length)) {
@@ -57,7 +57,7 @@ function watch(live, id, slot) {
     const d = await api("GET", `/v1/deliveries/${id}`).catch(() => null);
     if (!d) return;
     show(d);
-    done = d.status !== "pending";
+    done = d.status !== "pending" && d.status !== "retrying";
   });
 }
 

@@ -76,7 +76,7 @@ async function drawChart(section, id, window) {
 
 async function deliveryList(section, live, id, catalog) {
   const filter = { status: "", event_type: "" };
-  const statusSel = h("select", { id: "f-status" }, ["", "pending", "succeeded", "failed", "cancelled"].map((s) => h("option", { value: s }, s || "any status")));
+  const statusSel = h("select", { id: "f-status" }, ["", "pending", "retrying", "succeeded", "failed", "cancelled"].map((s) => h("option", { value: s }, s || "any status")));
   const families = [...new Set(catalog.data.map((t) => `${t.name.split(".")[0]}.*`))];
   const typeSel = h("select", { id: "f-type" }, h("option", { value: "" }, "any event"), families.map((f) => h("option", { value: f }, f)), catalog.data.map((t) => h("option", { value: t.name }, t.name)));
   const body = h("tbody");
@@ -89,7 +89,7 @@ async function deliveryList(section, live, id, catalog) {
       h("tr", {},
         h("td", {}, h("a", { href: `#/deliveries/${d.id}` }, d.id)),
         h("td", {}, d.event_type),
-        h("td", {}, badge(d.status)),
+        h("td", {}, badge(d.status), d.status === "retrying" && d.next_attempt_at ? h("span", { class: "muted" }, " next ", when(d.next_attempt_at)) : null),
         h("td", {}, String(d.attempt_count)),
         h("td", {}, answer(d.last_status_code, d.last_error)),
         h("td", {}, when(d.created_at))));

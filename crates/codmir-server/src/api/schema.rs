@@ -36,10 +36,7 @@ one_of!(
 );
 one_of!(PriorityName, Priority::ALL.iter().map(|p| p.as_str()));
 one_of!(RoleName, Role::ALL.iter().map(|r| r.as_str()));
-one_of!(
-    DeliveryStatusName,
-    DeliveryStatus::ALL.map(DeliveryStatus::as_str)
-);
+one_of!(DeliveryStatusName, DeliveryStatus::SHOWN);
 one_of!(
     WindowName,
     crate::ops::Window::ALL.map(crate::ops::Window::as_str)

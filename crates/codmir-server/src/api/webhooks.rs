@@ -179,7 +179,9 @@ pub(super) struct DeliveryResponse {
     pub webhook_id: String,
     pub event_id: String,
     pub event_type: &'static str,
-    /// `pending`, `succeeded`, `failed` or `cancelled`.
+    /// `pending` (not attempted yet), `retrying` (attempted and failing: another attempt is
+    /// planned at `next_attempt_at`), `succeeded`, `failed` (no retries left) or `cancelled`.
+    /// The filter `status=pending` finds the retrying ones too (every delivery not settled).
     pub status: &'static str,
     pub attempt_count: u32,
     /// When the next attempt is due; `null` once the delivery is settled.
@@ -198,12 +200,13 @@ pub(super) struct DeliveryResponse {
 
 impl From<Delivery> for DeliveryResponse {
     fn from(d: Delivery) -> Self {
+        let status = d.shown_status();
         Self {
             id: d.id,
             webhook_id: d.webhook_id,
             event_id: d.event_id,
             event_type: d.event_type.as_str(),
-            status: d.status.as_str(),
+            status,
             attempt_count: d.attempt_count,
             next_attempt_at: d.next_attempt_at.map(|t| t.to_rfc3339_millis()),
             redelivery_of: d.redelivery_of,
@@ -514,7 +517,11 @@ pub(super) async fn list_deliveries(
     Query(q): Query<DeliveryListParams>,
 ) -> Result<axum::Json<ListResponse<DeliveryResponse>>, ApiError> {
     let id = path_id("wh", &id, "webhook")?;
-    let status = q.status.as_deref().map(DeliveryStatus::parse).transpose()?;
+    let status = q
+        .status
+        .as_deref()
+        .map(DeliveryStatus::parse_shown)
+        .transpose()?;
     let page = ListParams {
         limit: q.limit,
         cursor: q.cursor,
@@ -589,10 +596,16 @@ pub(super) async fn list_workspace_deliveries(
         }
         other => other,
     };
+    let shown = q
+        .status
+        .as_deref()
+        .map(DeliveryStatus::parse_shown)
+        .transpose()?;
     let query = DeliveryQuery {
         webhook_id,
         event_id,
-        status: q.status.as_deref().map(DeliveryStatus::parse).transpose()?,
+        status: shown.map(|(status, _)| status),
+        attempted: shown.and_then(|(_, attempted)| attempted),
         event_type: q
             .event_type
             .as_deref()

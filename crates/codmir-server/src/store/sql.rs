@@ -341,12 +341,14 @@ statements! { QUEUE: Sql;
     GET_DELIVERY = both!("SELECT ", delivery_cols!(), " FROM deliveries WHERE workspace_id = ?1 AND id = ?2");
     LIST_DELIVERIES = both!("SELECT ", delivery_cols!(), " FROM deliveries WHERE webhook_id = ?1 \
         AND (CAST(?2 AS TEXT) IS NULL OR status = ?2) AND (CAST(?3 AS TEXT) IS NULL OR id < ?3) \
+        AND (CAST(?5 AS BIGINT) IS NULL OR (attempt_count > 0) = (?5 = 1)) \
         ORDER BY id DESC LIMIT ?4");
     LIST_WORKSPACE_DELIVERIES = both!("SELECT ", delivery_cols!(), " FROM deliveries WHERE workspace_id = ?1 \
         AND (CAST(?2 AS TEXT) IS NULL OR webhook_id = ?2) AND (CAST(?3 AS TEXT) IS NULL OR status = ?3) \
         AND (CAST(?4 AS TEXT) IS NULL OR event_type LIKE ?4) AND (CAST(?5 AS BIGINT) IS NULL OR created_at >= ?5) \
         AND (CAST(?6 AS BIGINT) IS NULL OR created_at < ?6) AND (CAST(?7 AS TEXT) IS NULL OR event_id = ?7) \
-        AND (CAST(?8 AS TEXT) IS NULL OR id < ?8) ORDER BY id DESC LIMIT ?9");
+        AND (CAST(?8 AS TEXT) IS NULL OR id < ?8) \
+        AND (CAST(?10 AS BIGINT) IS NULL OR (attempt_count > 0) = (?10 = 1)) ORDER BY id DESC LIMIT ?9");
     LIST_ATTEMPTS = both!("SELECT ", attempt_cols!(), " FROM attempts WHERE delivery_id = ?1 ORDER BY attempt");
 }
 

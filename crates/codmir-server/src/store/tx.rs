@@ -79,6 +79,8 @@ pub struct DeliveryQuery {
     /// The deliveries of one event (to each webhook, and redeliveries).
     pub event_id: Option<String>,
     pub status: Option<DeliveryStatus>,
+    /// With `status`: only those attempted (`retrying`) or only those not (`pending`).
+    pub attempted: Option<bool>,
     /// A pattern as webhooks take them; `None` or `*` for every type.
     pub event_type: Option<String>,
     /// Created at or after.
@@ -283,10 +285,12 @@ pub trait ReadTx: Send {
 
     async fn get_delivery(&mut self, ws: &str, id: &str) -> StoreResult<Option<Delivery>>;
 
+    /// The webhook's deliveries, newest first; with `status` (and `attempted`, as in
+    /// [`DeliveryQuery`]) only those.
     async fn list_deliveries(
         &mut self,
         webhook_id: &str,
-        status: Option<DeliveryStatus>,
+        status: Option<(DeliveryStatus, Option<bool>)>,
         page: &PageRequest,
     ) -> StoreResult<Page<Delivery>>;
 

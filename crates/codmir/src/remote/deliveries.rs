@@ -9,13 +9,14 @@ use super::{Api, Outcome, Paging, Remote, cell, fields, list_rows, table};
 pub(crate) enum DeliveriesCommand {
     /// List deliveries across the workspace's webhooks, newest first, with why each failed.
     #[command(
-        after_help = "Example:\n  codmir deliveries list --status failed --since 2026-12-01T00:00:00Z"
+        after_help = "Examples:\n  codmir deliveries list --status retrying    # failing now, with the next attempt\n  codmir deliveries list --status failed --since 2026-12-01T00:00:00Z"
     )]
     List {
         /// Only deliveries to this webhook.
         #[arg(long)]
         webhook: Option<String>,
-        /// `pending`, `succeeded`, `failed` or `cancelled`.
+        /// `pending` (not settled yet), `retrying` (attempted, failing, another attempt
+        /// planned), `succeeded`, `failed` (no retries left) or `cancelled`.
         #[arg(long)]
         status: Option<String>,
         /// An event type or pattern (`ticket.*`).
@@ -73,14 +74,15 @@ fn delivery_row(d: &Value) -> Vec<String> {
         cell(&d["status"]),
         cell(&d["attempt_count"]),
         last,
+        cell(&d["next_attempt_at"]),
         cell(&d["event_type"]),
         cell(&d["webhook_id"]),
         cell(&d["created_at"]),
     ]
 }
 
-const DELIVERY_HEADERS: [&str; 7] = [
-    "ID", "STATUS", "ATTEMPTS", "LAST", "EVENT", "WEBHOOK", "CREATED",
+const DELIVERY_HEADERS: [&str; 8] = [
+    "ID", "STATUS", "ATTEMPTS", "LAST", "NEXT", "EVENT", "WEBHOOK", "CREATED",
 ];
 
 pub(crate) async fn run(remote: &Remote, command: DeliveriesCommand) -> Outcome {

@@ -253,10 +253,9 @@ fn signing(w: &Value) -> [(&'static str, String); 2] {
             .map(|a| a.iter().map(cell).collect::<Vec<_>>().join(" and "))
             .unwrap_or_default()
     };
-    let until = cell(&w["previous_secret_expires_at"]);
-    let carries = match until.is_empty() {
-        true => format!("the {} secret", names(&s["webhook_signature"])),
-        false => format!(
+    let carries = match w["previous_secret_expires_at"].as_str() {
+        None => format!("the {} secret", names(&s["webhook_signature"])),
+        Some(until) => format!(
             "the {} secrets (previous until {until})",
             names(&s["webhook_signature"])
         ),

@@ -127,6 +127,14 @@ async fn webhooks_commands_in_both_output_modes() {
 
     let shown = ok(&s, &key, &["webhooks", "show", &id]);
     assert!(shown.contains("url:") && shown.contains(&rx.url), "{shown}");
+    for header in ["webhook-signature:", "X-Codmir-Signature:"] {
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.starts_with(header) && l.ends_with(" the current secret")),
+            "{shown}"
+        );
+    }
     assert!(
         !shown.contains(created["secret"].as_str().unwrap()),
         "never the secret again"

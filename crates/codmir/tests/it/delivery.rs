@@ -38,7 +38,7 @@ async fn wait_settled(app: &TestApp, webhook: &str) {
         deliveries(app, webhook)
             .await
             .iter()
-            .all(|d| d["status"] != "pending")
+            .all(crate::helpers::settled)
     })
     .await;
 }

@@ -111,7 +111,7 @@ async fn the_delivery_list_spans_webhooks_filters_and_says_why_each_failed() {
     app.project("P").await;
     eventually(WAIT, "both deliveries settled", || async {
         let all = app.list("/v1/deliveries?limit=100").await;
-        all.len() == 2 && all.iter().all(|d| d["status"] != "pending")
+        all.len() == 2 && all.iter().all(crate::helpers::settled)
     })
     .await;
 

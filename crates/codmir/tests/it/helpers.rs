@@ -398,6 +398,11 @@ pub(crate) fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 /// The `id` of an API object.
+/// Whether a delivery is settled: not `pending` (not attempted yet) nor `retrying`.
+pub(crate) fn settled(delivery: &Value) -> bool {
+    !matches!(delivery["status"].as_str(), Some("pending" | "retrying"))
+}
+
 pub(crate) fn id_of(object: &Value) -> String {
     object["id"].as_str().unwrap().to_owned()
 }

@@ -177,7 +177,7 @@ async fn settled(app: &TestApp, webhook: &str, expected: usize) -> Vec<Value> {
             .as_array()
             .unwrap()
             .clone();
-        list.len() == expected && list.iter().all(|d| d["status"] != "pending")
+        list.len() == expected && list.iter().all(crate::helpers::settled)
     })
     .await;
     app.get(&path).await.body["data"]

@@ -204,7 +204,7 @@ async fn the_crate_verifies_every_request_and_reads_every_event_typed() {
             .as_array()
             .unwrap()
             .iter()
-            .all(|d| d["status"] != "pending")
+            .all(crate::helpers::settled)
     })
     .await;
     let r = app.get(&path).await;

@@ -107,7 +107,27 @@ async fn retry_pending_delivers_at_once_what_was_minutes_away() {
     })
     .await;
     let d = app.list(&format!("/v1/deliveries?webhook_id={wid}")).await[0].clone();
-    assert_eq!(d["status"], "pending");
+    assert_eq!(
+        d["status"], "retrying",
+        "attempted, failing, another attempt planned"
+    );
+    assert!(d["next_attempt_at"].is_string(), "{d}");
+    let retrying = app
+        .list(&format!("/v1/deliveries?webhook_id={wid}&status=retrying"))
+        .await;
+    assert_eq!(crate::helpers::ids(&retrying), [id_of(&d)]);
+    let unsettled = app
+        .list(&format!("/v1/webhooks/{wid}/deliveries?status=pending"))
+        .await;
+    assert_eq!(
+        crate::helpers::ids(&unsettled),
+        [id_of(&d)],
+        "pending: every delivery not settled, retrying ones too"
+    );
+    let settled = app
+        .list(&format!("/v1/webhooks/{wid}/deliveries?status=succeeded"))
+        .await;
+    assert!(settled.is_empty());
     let r = app
         .post(&format!("/v1/webhooks/{wid}/retry-pending"), json!({}))
         .await;

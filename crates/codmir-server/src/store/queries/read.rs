@@ -316,14 +316,15 @@ impl<C: Conn> ReadTx for C {
     async fn list_deliveries(
         &mut self,
         webhook_id: &str,
-        status: Option<DeliveryStatus>,
+        status: Option<(DeliveryStatus, Option<bool>)>,
         page: &PageRequest,
     ) -> StoreResult<Page<Delivery>> {
-        let status = status.map(DeliveryStatus::as_str);
+        let attempted = status.and_then(|(_, a)| a).map(i64::from);
+        let status = status.map(|(s, _)| s.as_str());
         paged(
             self,
             &sql::LIST_DELIVERIES,
-            args![webhook_id, status, page.after, overfetch(page)],
+            args![webhook_id, status, page.after, overfetch(page), attempted],
             page,
             rows::delivery,
         )
@@ -350,6 +351,7 @@ impl<C: Conn> ReadTx for C {
                 q.event_id,
                 page.after,
                 overfetch(page),
+                q.attempted.map(i64::from),
             ],
             page,
             rows::delivery,

@@ -341,6 +341,8 @@ pub struct Delivery {
     pub last_attempt_at: Option<Timestamp>,
     pub last_status_code: Option<u16>,
     pub last_error: Option<String>,
+    /// Why it was cancelled: its webhook disabled or deleted, or a redelivery superseding it.
+    pub cancel_reason: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -376,6 +378,7 @@ impl Delivery {
             last_attempt_at: None,
             last_status_code: None,
             last_error: None,
+            cancel_reason: None,
             created_at: now,
             updated_at: now,
         }

@@ -18,6 +18,7 @@ export async function deliveryPage(main, live, id) {
         h("dt", {}, "Sent to"), h("dd", {}, d.url ? h("code", { class: "url" }, d.url) : "the webhook was deleted"),
         h("dt", {}, "Created"), h("dd", {}, when(d.created_at)),
         d.next_attempt_at ? [h("dt", {}, "Next attempt"), h("dd", {}, when(d.next_attempt_at))] : null,
+        d.cancel_reason ? [h("dt", {}, "Cancelled because"), h("dd", {}, d.cancel_reason)] : null,
         d.redelivery_of ? [h("dt", {}, "Redelivery of"), h("dd", {}, h("a", { href: `#/deliveries/${d.redelivery_of}` }, d.redelivery_of))] : null),
       h("div", { class: "actions" }, button("Redeliver", async () => {
         const again = await api("POST", `/v1/deliveries/${id}/redeliver`, {});

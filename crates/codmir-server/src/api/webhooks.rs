@@ -194,6 +194,9 @@ pub(super) struct DeliveryResponse {
     pub last_status_code: Option<u16>,
     /// Why the latest attempt failed without a response (timeout, refused, …).
     pub last_error: Option<String>,
+    /// Why it was cancelled: its webhook disabled or deleted, or `superseded by redelivery
+    /// dlv_…`; `null` otherwise.
+    pub cancel_reason: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -213,6 +216,7 @@ impl From<Delivery> for DeliveryResponse {
             last_attempt_at: d.last_attempt_at.map(|t| t.to_rfc3339_millis()),
             last_status_code: d.last_status_code,
             last_error: d.last_error,
+            cancel_reason: d.cancel_reason,
             created_at: d.created_at.to_rfc3339_millis(),
             updated_at: d.updated_at.to_rfc3339_millis(),
         }

@@ -131,7 +131,8 @@ pub async fn disable(
     w.disabled_at = Some(now);
     w.updated_at = now;
     tx.update_webhook(&w).await?;
-    tx.cancel_pending_deliveries(&w.id, now).await?;
+    let why = format!("the webhook was disabled: {reason}");
+    tx.cancel_pending_deliveries(&w.id, &why, now).await?;
     after.cancelled.push(w.id.clone());
     let data = EventData {
         webhook: Some(WebhookView {

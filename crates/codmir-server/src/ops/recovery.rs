@@ -91,6 +91,12 @@ pub async fn redeliver(
         after,
     )
     .await?;
+    // The redelivery supersedes a pending original: its remaining retries would send the same
+    // event again.
+    if original.status == DeliveryStatus::Pending {
+        let why = format!("superseded by redelivery {}", delivery.id);
+        tx.cancel_delivery(&original.id, &why, now).await?;
+    }
     announce(tx, after).await?;
     Ok(delivery)
 }

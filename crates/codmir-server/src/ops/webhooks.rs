@@ -148,7 +148,8 @@ pub async fn update_webhook(
         tx.update_failure_run(&w.id, true, 0, None).await?;
     }
     if was_enabled && !w.enabled {
-        tx.cancel_pending_deliveries(&w.id, now).await?;
+        tx.cancel_pending_deliveries(&w.id, "the webhook was disabled", now)
+            .await?;
         after.cancelled.push(w.id.clone());
     }
     Ok(w)
@@ -163,7 +164,8 @@ pub async fn delete_webhook(
     after: &mut AfterCommit,
 ) -> Result<()> {
     let w = webhook(tx, p, id).await?;
-    tx.cancel_pending_deliveries(&w.id, now).await?;
+    tx.cancel_pending_deliveries(&w.id, "the webhook was deleted", now)
+        .await?;
     after.cancelled.push(w.id.clone());
     tx.delete_webhook(&w.id).await?;
     Ok(())

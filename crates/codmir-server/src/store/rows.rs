@@ -362,6 +362,7 @@ pub(super) fn delivery(r: &dyn Columns) -> StoreResult<Delivery> {
             .map(|s| u16::try_from(s).map_err(|e| corrupt("deliveries.last_status_code", e)))
             .transpose()?,
         last_error: r.opt_text(13)?,
+        cancel_reason: r.opt_text(14)?,
     })
 }
 

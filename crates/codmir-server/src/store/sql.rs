@@ -143,7 +143,7 @@ macro_rules! delivery_cols {
     () => {
         "id, workspace_id, webhook_id, event_id, event_type, status, attempt_count, \
          next_attempt_at, created_at, updated_at, redelivery_of, last_attempt_at, \
-         last_status_code, last_error"
+         last_status_code, last_error, cancel_reason"
     };
 }
 /// The columns an insert of a delivery sets, in this order (the `last_*` start empty).
@@ -163,7 +163,7 @@ macro_rules! delivery_cols_of_d {
     () => {
         "d.id, d.workspace_id, d.webhook_id, d.event_id, d.event_type, d.status, d.attempt_count, \
          d.next_attempt_at, d.created_at, d.updated_at, d.redelivery_of, d.last_attempt_at, \
-         d.last_status_code, d.last_error"
+         d.last_status_code, d.last_error, d.cancel_reason"
     };
 }
 /// A due delivery: pending, due at `?N`, and not held by a live lease.
@@ -306,7 +306,10 @@ statements! { QUEUE: Sql;
     SUCCESS_LATENCIES = both!("SELECT updated_at - created_at AS took FROM deliveries WHERE webhook_id = ?1 \
         AND id >= ?2 AND created_at >= ?3 AND status = 'succeeded' ORDER BY took");
     CANCEL_PENDING = both!("UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, lease_owner = NULL, \
-        lease_expires_at = NULL, updated_at = ?2 WHERE webhook_id = ?1 AND status = 'pending'");
+        lease_expires_at = NULL, updated_at = ?2, cancel_reason = ?3 WHERE webhook_id = ?1 AND status = 'pending'");
+    /// One pending delivery cancelled (an attempt of it under way is fenced off).
+    CANCEL_DELIVERY = both!("UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, lease_owner = NULL, \
+        lease_expires_at = NULL, updated_at = ?2, cancel_reason = ?3 WHERE id = ?1 AND status = 'pending'");
     /// Fenced: only while the delivery is pending, has `attempt - 1` attempts and is leased
     /// by the writer.
     RECORD_OUTCOME = both!("UPDATE deliveries SET status = ?2, attempt_count = ?3, next_attempt_at = ?4, \

@@ -413,12 +413,17 @@ pub trait QueueTx: Send {
     /// many.
     async fn make_due_now(&mut self, webhook_id: &str, now: Timestamp) -> StoreResult<u64>;
 
-    /// Cancels the pending deliveries of a webhook; returns how many.
+    /// Cancels the pending deliveries of a webhook, saying why; returns how many.
     async fn cancel_pending_deliveries(
         &mut self,
         webhook_id: &str,
+        reason: &str,
         at: Timestamp,
     ) -> StoreResult<u64>;
+
+    /// Cancels one delivery if it is pending, saying why; false when it was not.
+    async fn cancel_delivery(&mut self, id: &str, reason: &str, at: Timestamp)
+    -> StoreResult<bool>;
 
     /// Leases up to `limit` pending deliveries that are due at `now` and not held by a live
     /// lease, skipping the webhooks in `skip`, to `lease`.

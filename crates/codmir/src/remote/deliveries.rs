@@ -122,6 +122,7 @@ pub(crate) async fn run(remote: &Remote, command: DeliveriesCommand) -> Outcome 
                     ),
                     ("next attempt", cell(&d["next_attempt_at"])),
                     ("redelivery of", cell(&d["redelivery_of"])),
+                    ("cancelled because", cell(&d["cancel_reason"])),
                     ("created", cell(&d["created_at"])),
                 ]);
                 println!();

@@ -756,7 +756,12 @@ pub(crate) async fn skips_releases_and_cancellation(store: Store) {
 
     let (w, at) = (webhook.clone(), Timestamp::now());
     let cancelled = store
-        .write(move |tx| Box::pin(async move { tx.cancel_pending_deliveries(&w, at).await }))
+        .write(move |tx| {
+            Box::pin(async move {
+                tx.cancel_pending_deliveries(&w, "the webhook was disabled", at)
+                    .await
+            })
+        })
         .await
         .unwrap();
     assert_eq!(cancelled, 3);

@@ -491,6 +491,8 @@ async fn deleting_or_disabling_a_webhook_cancels_its_pending_deliveries() {
     // Nothing is due any more: no claim can pick them up again.
     assert_eq!(off_cancelled["next_attempt_at"], Value::Null);
     assert_eq!(del_cancelled["next_attempt_at"], Value::Null);
+    assert_eq!(off_cancelled["cancel_reason"], "the webhook was disabled");
+    assert_eq!(del_cancelled["cancel_reason"], "the webhook was deleted");
     assert_eq!(app.get(&format!("/v1/webhooks/{del}")).await.status, 404);
 
     // No more attempts, and new events are not delivered to the disabled webhook.

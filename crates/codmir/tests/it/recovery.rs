@@ -486,3 +486,53 @@ async fn past_the_pending_quota_replay_redeliver_and_fan_out_get_429_and_queue_n
         "the project was not made"
     );
 }
+
+/// Redelivering a delivery that is still retrying supersedes it: the original is cancelled
+/// with a reason naming the redelivery, and its next attempt never comes, so the receiver does
+/// not get the event once from the redelivery and again from the original's retries.
+#[tokio::test]
+async fn a_redelivery_supersedes_a_pending_original_and_says_so() {
+    let app = spawn_app_with(codmir_server::Config {
+        retry_schedule: codmir_core::retry::RetrySchedule::parse("10m,10m").unwrap(),
+        ..test_config()
+    })
+    .await;
+    let rx = Receiver::start().await;
+    rx.script([Reply::Status(500)]);
+    let wid = id_of(
+        &app.register(json!({"url": rx.url, "events": ["project.created"]}))
+            .await,
+    );
+    app.project("P").await;
+    eventually(WAIT, "the first attempt failed", || async {
+        let d = app.list(&format!("/v1/webhooks/{wid}/deliveries")).await;
+        d.first().is_some_and(|d| d["status"] == "retrying")
+    })
+    .await;
+    let original = id_of(&app.list(&format!("/v1/webhooks/{wid}/deliveries")).await[0]);
+    let r = app
+        .post(&format!("/v1/deliveries/{original}/redeliver"), json!({}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let again = id_of(&r.body);
+    eventually(WAIT, "the redelivery arrived", || async { rx.count() == 2 }).await;
+    let o = app.get(&format!("/v1/deliveries/{original}")).await;
+    assert_eq!(o.body["status"], "cancelled", "{}", o.text);
+    assert_eq!(
+        o.body["cancel_reason"],
+        format!("superseded by redelivery {again}"),
+        "{}",
+        o.text
+    );
+    assert_eq!(o.body["next_attempt_at"], Value::Null);
+    // Its retry would have come in 10 minutes: nothing of it is pending to make due now.
+    let r = app
+        .post(&format!("/v1/webhooks/{wid}/retry-pending"), json!({}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.body["due_now"], 0, "nothing of it pending");
+    let settled = app.get(&format!("/v1/deliveries/{again}")).await;
+    assert_eq!(settled.body["status"], "succeeded", "{}", settled.text);
+    assert_eq!(settled.body["cancel_reason"], Value::Null);
+    assert_eq!(rx.count(), 2, "the original was not sent again");
+}

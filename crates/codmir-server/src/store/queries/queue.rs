@@ -61,9 +61,23 @@ impl<C: Conn> QueueTx for C {
     async fn cancel_pending_deliveries(
         &mut self,
         webhook_id: &str,
+        reason: &str,
         at: Timestamp,
     ) -> StoreResult<u64> {
-        self.exec(&sql::CANCEL_PENDING, args![webhook_id, at]).await
+        self.exec(&sql::CANCEL_PENDING, args![webhook_id, at, reason])
+            .await
+    }
+
+    async fn cancel_delivery(
+        &mut self,
+        id: &str,
+        reason: &str,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        Ok(self
+            .exec(&sql::CANCEL_DELIVERY, args![id, at, reason])
+            .await?
+            > 0)
     }
 
     async fn claim_due(

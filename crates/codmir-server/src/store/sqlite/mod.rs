@@ -41,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite_0007_events_by_id.sql"),
     include_str!("../migrations/sqlite_0008_readiness.sql"),
     include_str!("../migrations/sqlite_0009_idempotency_claims.sql"),
+    include_str!("../migrations/sqlite_0010_cancel_reason.sql"),
 ];
 
 impl From<rusqlite::Error> for StoreError {

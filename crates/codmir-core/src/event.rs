@@ -59,6 +59,12 @@ impl EventType {
     }
 
     /// The contract's description of the event.
+    /// Whether a webhook can subscribe to it: every type but the test ping, which goes to the
+    /// webhook it tests.
+    pub fn subscribable(self) -> bool {
+        self != EventType::WebhookPing
+    }
+
     pub fn description(self) -> &'static str {
         match self {
             EventType::TicketCreated => "A new ticket was created",

@@ -121,6 +121,26 @@ impl EventFilter {
         Ok(Self(out))
     }
 
+    /// A filter a webhook subscribes with: as [`EventFilter::parse`], and `webhook.ping`
+    /// refused by name (a ping goes to the webhook it tests, whatever its filter; patterns
+    /// such as `webhook.*` and `*` are fine). Stored filters are read with `parse`, so one
+    /// saved before this rule still reads.
+    pub fn parse_subscription<S: AsRef<str>>(patterns: &[S]) -> Result<Self, ValidationError> {
+        let filter = Self::parse(patterns)?;
+        if filter
+            .0
+            .iter()
+            .any(|p| p == EventType::WebhookPing.as_str())
+        {
+            return Err(ValidationError::new(
+                "events",
+                "`webhook.ping` cannot be subscribed to: a test ping goes to the webhook it \
+                 tests (POST /v1/webhooks/{id}/ping), whatever its events",
+            ));
+        }
+        Ok(filter)
+    }
+
     pub fn patterns(&self) -> &[String] {
         &self.0
     }

@@ -158,6 +158,9 @@ pub(super) async fn get_event(
 pub(super) struct EventTypeInfo {
     pub name: &'static str,
     pub description: &'static str,
+    /// Whether a webhook can list it in its `events`: false for `webhook.ping`, which goes
+    /// only to the webhook a ping tests.
+    pub subscribable: bool,
     /// The JSON Schema (draft 2020-12) of the whole event, generated from the
     /// `codmir-webhook` crate's types.
     #[schema(value_type = Object)]
@@ -182,6 +185,7 @@ pub(super) async fn event_types(_caller: Auth) -> axum::Json<EventTypeList> {
         .map(|t| EventTypeInfo {
             name: t.as_str(),
             description: t.description(),
+            subscribable: t.subscribable(),
             // Every type has one: a unit test checks the crate knows each of ours.
             schema: codmir_webhook::schema(t.as_str()).unwrap_or_default(),
             example: example(t, now),

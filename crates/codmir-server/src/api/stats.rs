@@ -70,8 +70,12 @@ pub(super) struct WebhookStats {
     pub until: String,
     /// Width of each series bucket: 60 for 1h and 24h, 3600 for 7d.
     pub bucket_seconds: u64,
-    /// Deliveries created in the window, by their status now.
+    /// Deliveries created in the window, by their status now. Test pings are not
+    /// deliveries of record: they are counted apart (`pings`), and not in `success_rate`,
+    /// `latency_ms` or `series`.
     pub deliveries: DeliveryCounts,
+    /// The test pings of the window (`POST /v1/webhooks/{id}/ping`), by their outcome.
+    pub pings: DeliveryCounts,
     /// `succeeded / (succeeded + failed)`; null while none has settled.
     pub success_rate: Option<f64>,
     /// Null while none has succeeded.
@@ -89,6 +93,7 @@ impl WebhookStats {
             until: s.until.to_rfc3339_millis(),
             bucket_seconds: s.window.bucket().as_secs(),
             deliveries: s.counts.into(),
+            pings: s.pings.into(),
             success_rate: s.success_rate,
             latency_ms: s.latency.map(|l| LatencyMs {
                 p50: l.p50,

@@ -398,7 +398,7 @@ pub(super) async fn create_webhook(
 ) -> Result<(StatusCode, axum::Json<CreatedWebhook>), ApiError> {
     let new = NewWebhook {
         url: EndpointUrl::parse(&body.url, &s.config.target_policy())?,
-        events: EventFilter::parse(&body.events)?,
+        events: EventFilter::parse_subscription(&body.events)?,
         secret: match &body.secret {
             Some(secret) => WebhookSecret::parse(secret)?,
             None => WebhookSecret::generate(),
@@ -472,7 +472,11 @@ pub(super) async fn update_webhook(
             .as_deref()
             .map(|u| EndpointUrl::parse(u, &s.config.target_policy()))
             .transpose()?,
-        events: body.events.as_deref().map(EventFilter::parse).transpose()?,
+        events: body
+            .events
+            .as_deref()
+            .map(EventFilter::parse_subscription)
+            .transpose()?,
         description: body.description.map(description).transpose()?,
         project_ids: body.project_ids.map(project_ids).transpose()?,
         enabled: body.enabled,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
+use codmir_core::event::EventType;
 use codmir_core::retry::{RetrySchedule, Verdict};
 use codmir_core::time::Timestamp;
 use codmir_core::webhook::Attempt;
@@ -140,6 +141,19 @@ fn log_failure(
         work.delivery.id.as_str(),
         work.webhook.id.as_str(),
     );
+    if work.delivery.event_type == EventType::WebhookPing {
+        // A test, answered to whoever asked for it: not a failure of record.
+        tracing::info!(
+            delivery_id,
+            webhook_id,
+            status,
+            error,
+            duration_ms,
+            url,
+            "test ping not accepted"
+        );
+        return;
+    }
     let next_attempt_at = match verdict {
         Verdict::RetryAt(at) => Some(at.to_rfc3339_millis()),
         _ => None,

@@ -235,6 +235,10 @@ pub async fn replay(
         let states = tx.delivery_states(&webhook.id, &ids).await?;
         let done = events.len() < REPLAY_BATCH as usize;
         for event in events {
+            // A test ping is not a delivery of record: never sent again.
+            if event.event_type == EventType::WebhookPing {
+                continue;
+            }
             let mine: Vec<_> = states.iter().filter(|(e, _, _)| *e == event.id).collect();
             let has = |s: DeliveryStatus| mine.iter().any(|(_, _, st)| *st == s);
             if has(DeliveryStatus::Pending) {

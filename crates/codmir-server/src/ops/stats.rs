@@ -97,7 +97,10 @@ pub struct Stats {
     pub window: Window,
     pub since: Timestamp,
     pub until: Timestamp,
+    /// Deliveries of record: test pings are not among them.
     pub counts: Counts,
+    /// The test pings of the window, apart.
+    pub pings: Counts,
     /// Succeeded over settled (succeeded or failed); `None` while nothing has settled.
     pub success_rate: Option<f64>,
     /// `None` while nothing has succeeded.
@@ -120,7 +123,14 @@ pub async fn webhook_stats(
     let bucket_ms = window.bucket().as_millis() as i64;
     let counts = tx.delivery_counts(&w.id, since, bucket_ms).await?;
     let latencies = tx.success_latencies(&w.id, since).await?;
-    Ok(summarise(window, since, now, &counts, &latencies))
+    let mut pings = Counts::default();
+    for (_, status, n) in tx.ping_counts(&w.id, since).await? {
+        pings.add(status, n.max(0) as u64);
+    }
+    Ok(Stats {
+        pings,
+        ..summarise(window, since, now, &counts, &latencies)
+    })
 }
 
 /// The figures from the store's per-bucket counts and sorted latencies.
@@ -152,6 +162,7 @@ fn summarise(
         since,
         until,
         counts: total,
+        pings: Counts::default(),
         success_rate: (settled > 0).then(|| total.succeeded as f64 / settled as f64),
         latency: (!sorted_latencies.is_empty()).then(|| Latency {
             p50: percentile(sorted_latencies, 50),

@@ -256,6 +256,13 @@ pub trait ReadTx: Send {
 
     /// For a webhook's statistics: its deliveries created at or after `since`, counted per
     /// status and per `bucket_ms` of creation time, as `(bucket start, status, count)`.
+    /// The webhook's test pings created since `since`, by status (bucket 0).
+    async fn ping_counts(
+        &mut self,
+        webhook_id: &str,
+        since: Timestamp,
+    ) -> StoreResult<Vec<(Timestamp, DeliveryStatus, i64)>>;
+
     async fn delivery_counts(
         &mut self,
         webhook_id: &str,

@@ -324,6 +324,15 @@ fn show_stats(s: &Value) {
                 cell(&d["cancelled"])
             ),
         ),
+        (
+            "test pings",
+            format!(
+                "{} · {} accepted · {} not (apart: not in the figures above or below)",
+                cell(&s["pings"]["total"]),
+                cell(&s["pings"]["succeeded"]),
+                cell(&s["pings"]["failed"]),
+            ),
+        ),
         ("success rate", rate),
         ("latency", latency),
         ("succeeded", sparkline(s, "succeeded")),

@@ -214,12 +214,13 @@ async fn webhooks_commands_in_both_output_modes() {
         stats.contains("success rate:") && stats.contains("latency:"),
         "{stats}"
     );
+    assert!(stats.contains("test pings:"), "{stats}");
     let stats = ok_json(&s, &key, &["webhooks", "stats", &id, "--window", "24h"]);
     assert_eq!(stats["window"], "24h");
-    assert_eq!(
-        stats["deliveries"]["succeeded"], 2,
-        "the two pings: {stats}"
-    );
+    // The two pings are tests, counted apart, not deliveries of record.
+    assert_eq!(stats["pings"]["succeeded"], 2, "the two pings: {stats}");
+    assert_eq!(stats["deliveries"]["total"], 0, "{stats}");
+    assert_eq!(stats["success_rate"], Value::Null, "{stats}");
 
     let deleted = ok(&s, &key, &["webhooks", "delete", &down_id]);
     assert!(deleted.contains("Deleted webhook"), "{deleted}");

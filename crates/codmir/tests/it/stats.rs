@@ -5,7 +5,7 @@ use std::time::Duration;
 use codmir_core::retry::RetrySchedule;
 use serde_json::{Value, json};
 
-use crate::helpers::{eventually, spawn_app_with, test_config};
+use crate::helpers::{eventually, id_of, spawn_app, spawn_app_with, test_config};
 use crate::receiver::{Receiver, Reply};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -99,4 +99,74 @@ async fn stats_count_what_the_receiver_saw_with_latency_and_a_full_series() {
         .get("/v1/webhooks/wh_01m8mfwv1zhaevqnr82bqc78pm/stats")
         .await;
     assert_eq!(missing.status, 404, "{}", missing.text);
+}
+
+/// A test ping is a test, not a delivery of record: a failed one is not in the success rate or
+/// the delivery counts (it is counted apart), a replay never sends it again, and a webhook
+/// cannot subscribe to `webhook.ping` (the catalog says so).
+#[tokio::test]
+async fn pings_are_tests_counted_apart_never_replayed_and_not_subscribable() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    rx.script([Reply::Status(500)]);
+    let since = codmir_core::time::Timestamp::now().to_rfc3339_millis();
+    let wid = id_of(
+        &app.register(json!({"url": rx.url, "events": ["project.created"]}))
+            .await,
+    );
+    let ping = app
+        .post(&format!("/v1/webhooks/{wid}/ping"), json!({}))
+        .await;
+    assert_eq!(ping.body["status_code"], 500, "{}", ping.text);
+    app.project("P").await;
+    eventually(WAIT, "the project delivered", || async { rx.count() == 2 }).await;
+    let path = format!("/v1/webhooks/{wid}/stats");
+    eventually(WAIT, "the delivery settled", || async {
+        app.get(&path).await.body["deliveries"]["succeeded"] == 1
+    })
+    .await;
+    let s = app.get(&path).await.body;
+    assert_eq!(s["deliveries"]["total"], 1, "{s}");
+    assert_eq!(s["deliveries"]["failed"], 0, "{s}");
+    assert_eq!(s["success_rate"], 1.0, "{s}");
+    assert_eq!(
+        (s["pings"]["total"].clone(), s["pings"]["failed"].clone()),
+        (json!(1), json!(1)),
+        "{s}"
+    );
+
+    // Replays: the failed ping is not among the failed events, nor among every event.
+    let replay = format!("/v1/webhooks/{wid}/replay");
+    let failed = app.post(&replay, json!({"since": since})).await;
+    assert_eq!(failed.body["queued"], 0, "{}", failed.text);
+    let any = app
+        .post(&replay, json!({"since": since, "status": "any"}))
+        .await;
+    assert_eq!(any.body["queued"], 1, "the project only: {}", any.text);
+
+    let refused = app
+        .post(
+            "/v1/webhooks",
+            json!({"url": rx.url, "events": ["webhook.ping"]}),
+        )
+        .await;
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    assert_eq!(refused.body["error"]["field"], "events");
+    assert!(
+        refused.text.contains("cannot be subscribed"),
+        "{}",
+        refused.text
+    );
+    let family = app
+        .post(
+            "/v1/webhooks",
+            json!({"url": rx.url, "events": ["webhook.*"]}),
+        )
+        .await;
+    assert_eq!(family.status, 201, "{}", family.text);
+    let catalog = app.list("/v1/event-types").await;
+    for t in &catalog {
+        let ping = t["name"] == "webhook.ping";
+        assert_eq!(t["subscribable"], !ping, "{t}");
+    }
 }

@@ -270,6 +270,19 @@ impl<C: Conn> ReadTx for C {
         .await
     }
 
+    async fn ping_counts(
+        &mut self,
+        webhook_id: &str,
+        since: Timestamp,
+    ) -> StoreResult<Vec<(Timestamp, DeliveryStatus, i64)>> {
+        self.all(
+            &sql::PING_COUNTS,
+            args![webhook_id, id::floor("dlv", since), since],
+            rows::delivery_count,
+        )
+        .await
+    }
+
     async fn success_latencies(
         &mut self,
         webhook_id: &str,

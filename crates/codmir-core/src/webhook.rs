@@ -174,6 +174,8 @@ pub struct Webhook {
     /// During a secret rotation's grace period: the secret being replaced, and when it stops
     /// signing.
     pub previous_secret: Option<(WebhookSecret, Timestamp)>,
+    /// When the server removes it by itself (a temporary webhook, `codmir listen`'s).
+    pub expires_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -203,6 +205,7 @@ impl Webhook {
             rate_limit_per_second: None,
             headers: CustomHeaders::default(),
             previous_secret: None,
+            expires_at: None,
             created_at: now,
             updated_at: now,
         }

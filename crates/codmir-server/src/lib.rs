@@ -4,6 +4,7 @@
 pub mod api;
 pub mod config;
 pub mod delivery;
+mod expiry;
 mod listen;
 pub mod ops;
 mod retention;
@@ -94,6 +95,7 @@ pub fn start_with_metrics(
             }
         }
     });
+    tasks.spawn(expiry::run(store.clone(), engine.clone(), tasks.clone()));
     if let Some(keep) = config.retention {
         tasks.spawn(retention::run(
             store.clone(),

@@ -207,9 +207,11 @@ pub(super) struct RotateSecret {
 
 /// Replaces the webhook's secret; the new one is shown this once. During the grace period
 /// `webhook-signature` carries a signature with each key (new first) and
-/// `X-Codmir-Signature` stays on the previous key, which then moves to the new one.
+/// `X-Codmir-Signature` stays on the previous key, which then moves to the new one. While a
+/// grace period runs, a rotation with one of its own is refused (409
+/// `rotation_in_grace_period`): no rotation ends a secret before its announced expiry.
 #[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks", request_body = RotateSecret,
-    responses((status = 200, body = CreatedWebhook), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 200, body = CreatedWebhook), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("api_key" = [])))]
 pub(super) async fn rotate_secret(
     State(s): State<AppState>,

@@ -47,6 +47,10 @@ pub(super) struct CreateWebhook {
     /// at most 64 token characters, string values of at most 1024 visible ASCII characters.
     #[schema(value_type = Option<schema::CustomHeaders>, inline)]
     pub headers: Option<serde_json::Map<String, serde_json::Value>>,
+    /// When the server removes the webhook by itself (RFC 3339, in the future): a temporary
+    /// webhook, renewed by `PATCH` while it is wanted (`codmir listen`'s). Kept when left out.
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -75,6 +79,10 @@ pub(super) struct UpdateWebhook {
     /// Replaces every custom header; `{}` removes them.
     #[schema(value_type = Option<schema::CustomHeaders>, inline)]
     pub headers: Option<serde_json::Map<String, serde_json::Value>>,
+    /// A new removal time (RFC 3339, in the future); `null` keeps the webhook for good.
+    #[serde(default, deserialize_with = "super::extract::present")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Option<String>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -103,6 +111,8 @@ pub(super) struct WebhookResponse {
     pub previous_secret_expires_at: Option<String>,
     /// Which secret signs which header, and until when.
     pub signing: Signing,
+    /// When the server removes it by itself; `null` for a webhook kept until deleted.
+    pub expires_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -156,6 +166,7 @@ impl From<Webhook> for WebhookResponse {
                 },
                 x_codmir_signature_moves_at: previous_until,
             },
+            expires_at: w.expires_at.map(|t| t.to_rfc3339_millis()),
             created_at: w.created_at.to_rfc3339_millis(),
             updated_at: w.updated_at.to_rfc3339_millis(),
         }
@@ -389,6 +400,18 @@ impl From<Webhook> for CreatedWebhook {
     }
 }
 
+/// A webhook's `expires_at`: an RFC 3339 time in the future.
+fn expires_at(raw: &str) -> Result<codmir_core::time::Timestamp, ApiError> {
+    let at = codmir_core::time::Timestamp::parse_rfc3339(raw, "expires_at")?;
+    if at <= codmir_core::time::Timestamp::now() {
+        return Err(ApiError::invalid(
+            "expires_at",
+            format!("`{raw}` is not in the future"),
+        ));
+    }
+    Ok(at)
+}
+
 #[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = CreateWebhook,
     responses((status = 201, body = CreatedWebhook), (status = 422, body = ErrorBody)), security(("api_key" = [])))]
 pub(super) async fn create_webhook(
@@ -411,6 +434,7 @@ pub(super) async fn create_webhook(
             .transpose()?,
         rate_limit_per_second: body.rate_limit_per_second.map(rate_limit).transpose()?,
         headers: body.headers.map(headers).transpose()?.unwrap_or_default(),
+        expires_at: body.expires_at.as_deref().map(expires_at).transpose()?,
     };
     let max = s.config.max_webhooks_per_workspace;
     let created: CreatedWebhook = s
@@ -492,6 +516,10 @@ pub(super) async fn update_webhook(
             .map(|n| n.map(rate_limit).transpose())
             .transpose()?,
         headers: body.headers.map(headers).transpose()?,
+        expires_at: body
+            .expires_at
+            .map(|at| at.as_deref().map(expires_at).transpose())
+            .transpose()?,
     };
     let w = s
         .mutate(move |tx, after| {

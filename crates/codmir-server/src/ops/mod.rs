@@ -37,7 +37,7 @@ pub use tracker::{
 };
 pub use webhooks::{
     DeliveryLog, MAX_GRACE, NewWebhook, WebhookPatch, create_webhook, delete_webhook, delivery,
-    rotate_secret, update_webhook, webhook,
+    remove_expired_webhooks, rotate_secret, update_webhook, webhook,
 };
 
 /// Why a unit of work was refused or failed.

@@ -22,6 +22,7 @@ pub struct NewWebhook {
     pub max_in_flight: Option<u32>,
     pub rate_limit_per_second: Option<u32>,
     pub headers: CustomHeaders,
+    pub expires_at: Option<Timestamp>,
 }
 
 /// A validated change; `None` leaves a field alone, `Some(None)` clears it.
@@ -35,6 +36,7 @@ pub struct WebhookPatch {
     pub max_in_flight: Option<Option<u32>>,
     pub rate_limit_per_second: Option<Option<u32>>,
     pub headers: Option<CustomHeaders>,
+    pub expires_at: Option<Option<Timestamp>>,
 }
 
 pub async fn webhook(tx: &mut dyn Tx, p: &Principal, id: &str) -> Result<Webhook> {
@@ -81,6 +83,7 @@ pub async fn create_webhook(
         max_in_flight: new.max_in_flight,
         rate_limit_per_second: new.rate_limit_per_second,
         headers: new.headers,
+        expires_at: new.expires_at,
         ..Webhook::new(
             new_id("wh", now),
             p.workspace_id.clone(),
@@ -142,6 +145,9 @@ pub async fn update_webhook(
     if let Some(h) = patch.headers {
         w.headers = h;
     }
+    if let Some(at) = patch.expires_at {
+        w.expires_at = at;
+    }
     w.updated_at = now;
     tx.update_webhook(&w).await?;
     if w.enabled && !was_enabled {
@@ -153,6 +159,32 @@ pub async fn update_webhook(
         after.cancelled.push(w.id.clone());
     }
     Ok(w)
+}
+
+/// Removes the webhooks among `expired` (as (workspace, id)) whose `expires_at` has come by
+/// `now` (read again under the row's lock: a renewal may have moved it), cancelling their
+/// pending deliveries; returns how many.
+pub async fn remove_expired_webhooks(
+    tx: &mut dyn Tx,
+    expired: &[(String, String)],
+    now: Timestamp,
+    after: &mut AfterCommit,
+) -> Result<usize> {
+    let mut removed = 0;
+    for (ws, id) in expired {
+        let Some(w) = tx.lock_webhook(ws, id).await? else {
+            continue;
+        };
+        if w.expires_at.is_none_or(|at| at > now) {
+            continue;
+        }
+        tx.cancel_pending_deliveries(&w.id, "the webhook expired", now)
+            .await?;
+        after.cancelled.push(w.id.clone());
+        tx.delete_webhook(&w.id).await?;
+        removed += 1;
+    }
+    Ok(removed)
 }
 
 /// Deletes a webhook and cancels its pending deliveries.

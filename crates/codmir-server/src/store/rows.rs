@@ -264,6 +264,7 @@ pub(super) fn webhook(r: &dyn Columns) -> StoreResult<StoredWebhook> {
             (Some(s), Some(until)) => Some((WebhookSecret::from_stored(s), until)),
             _ => None,
         },
+        expires_at: opt_ts(r, 17)?,
     };
     Ok(StoredWebhook {
         webhook,

@@ -136,7 +136,7 @@ macro_rules! webhook_cols {
     () => {
         "id, workspace_id, url, events, project_ids, description, secret, enabled, created_at, \
          updated_at, disabled_reason, disabled_at, max_in_flight, rate_limit_per_second, \
-         headers, previous_secret, previous_secret_until"
+         headers, previous_secret, previous_secret_until, expires_at"
     };
 }
 macro_rules! delivery_cols {
@@ -257,7 +257,7 @@ statements! { OUTBOX: Sql;
         AND (CAST(?4 AS BIGINT) IS NULL OR created_at >= ?4) AND (CAST(?5 AS BIGINT) IS NULL OR created_at < ?5) \
         AND (CAST(?6 AS TEXT) IS NULL OR id < ?6) ORDER BY id DESC LIMIT ?7");
     INSERT_WEBHOOK = both!("INSERT INTO webhooks (", webhook_cols!(), ") \
-        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)");
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)");
     GET_WEBHOOK = both!("SELECT ", webhook_cols!(), " FROM webhooks WHERE workspace_id = ?1 AND id = ?2");
     LOCK_WEBHOOK = each!(
         sqlite: ["SELECT ", webhook_cols!(), " FROM webhooks WHERE workspace_id = ?1 AND id = ?2"],
@@ -276,7 +276,10 @@ statements! { OUTBOX: Sql;
     UPDATE_WEBHOOK = both!("UPDATE webhooks SET url = ?2, events = ?3, project_ids = ?4, description = ?5, \
         secret = ?6, enabled = ?7, updated_at = ?8, disabled_reason = ?9, disabled_at = ?10, \
         max_in_flight = ?11, rate_limit_per_second = ?12, headers = ?13, previous_secret = ?14, \
-        previous_secret_until = ?15 WHERE id = ?1");
+        previous_secret_until = ?15, expires_at = ?16 WHERE id = ?1");
+    /// Webhooks past their `expires_at`, oldest first (few: only temporary ones have one).
+    EXPIRED_WEBHOOKS = both!("SELECT workspace_id, id FROM webhooks WHERE expires_at IS NOT NULL \
+        AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2");
     DELETE_WEBHOOK = both!("DELETE FROM webhooks WHERE id = ?1");
     UPDATE_FAILURE_RUN = both!("UPDATE webhooks SET \
         consecutive_failures = CASE WHEN ?2 THEN ?3 ELSE consecutive_failures + ?3 END, \

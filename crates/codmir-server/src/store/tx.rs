@@ -228,6 +228,13 @@ pub trait ReadTx: Send {
 
     async fn get_webhook(&mut self, ws: &str, id: &str) -> StoreResult<Option<Webhook>>;
 
+    /// Up to `limit` webhooks whose `expires_at` has come by `now`, as (workspace, id).
+    async fn expired_webhooks(
+        &mut self,
+        now: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, String)>>;
+
     /// Like `get_webhook`, and holds the row against concurrent writers until commit.
     async fn lock_webhook(&mut self, ws: &str, id: &str) -> StoreResult<Option<Webhook>>;
 

@@ -36,6 +36,34 @@ pub(crate) struct ListenArgs {
     /// tunnel to it, a container's host name); by default the listener's own address.
     #[arg(long)]
     public_url: Option<String>,
+    /// How long the temporary webhook outlives this command if it is killed without a
+    /// chance to remove it (`kill -9`, a crash): the server removes it then. Renewed while
+    /// the command runs.
+    #[arg(long, default_value = "10m", value_parser = expire_after)]
+    expire_after: Duration,
+}
+
+/// `10m`, `90s`: a duration as the flag takes it.
+fn humantime(d: Duration) -> String {
+    match d.as_secs() {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+fn expire_after(raw: &str) -> Result<Duration, String> {
+    let d = codmir_core::retry::parse_duration(raw).map_err(|e| e.message)?;
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    Ok(d)
+}
+
+/// The expiry `after` from now, as the API takes it.
+fn expiry_in(after: Duration) -> String {
+    let now = codmir_core::time::Timestamp::now();
+    now.plus(after).to_rfc3339_millis()
 }
 
 /// How long the app may take to answer a forwarded event.
@@ -76,7 +104,8 @@ pub(crate) async fn listen(remote: &Remote, args: ListenArgs) -> Outcome {
     let secret = stable_secret(api.key(), &forward_to);
     let marker = marker(&forward_to);
     remove_leftovers(&api, &marker).await?;
-    let body = json!({"url": url, "events": args.events, "secret": secret, "description": marker});
+    let body = json!({"url": url, "events": args.events, "secret": secret, "description": marker,
+                      "expires_at": expiry_in(args.expire_after)});
     let webhook = api
         .post("/v1/webhooks", body)
         .await
@@ -104,7 +133,11 @@ pub(crate) async fn listen(remote: &Remote, args: ListenArgs) -> Outcome {
             "Forwarding codmir events ({}) to {forward_to}",
             args.events.join(", ")
         );
-        println!("Temporary webhook {webhook_id} → {url} (removed when you stop: Ctrl-C)");
+        println!(
+            "Temporary webhook {webhook_id} → {url} (removed when you stop: Ctrl-C; if this \
+             command is killed, the server removes it {} after its last renewal)",
+            humantime(args.expire_after)
+        );
         println!(
             "Signing secret: {secret}\n  the same every time for this forward target and API key: \
              keep it in your app's .env (CODMIR_SIGNING_SECRET)"
@@ -113,9 +146,25 @@ pub(crate) async fn listen(remote: &Remote, args: ListenArgs) -> Outcome {
     }
     let app = axum::Router::new().fallback(receive).with_state(forwarder);
     let served = axum::serve(listener, app).with_graceful_shutdown(stop_signal());
-    let outcome = served
-        .await
-        .map_err(|e| Failure::api(format!("the listener failed: {e}")));
+    // The webhook's expiry moves on while this runs: a third of the way to it, every time.
+    let renew = async {
+        let path = format!("/v1/webhooks/{webhook_id}");
+        loop {
+            tokio::time::sleep(args.expire_after / 3).await;
+            let body = json!({"expires_at": expiry_in(args.expire_after)});
+            if let Err(e) = api.patch(&path, body).await {
+                eprintln!(
+                    "could not renew webhook {webhook_id}'s expiry: {}",
+                    e.message
+                );
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        served = served => served.map_err(|e| Failure::api(format!("the listener failed: {e}"))),
+        // Renewal never ends by itself.
+        () = renew => Ok(()),
+    };
     // Removed whatever ended the listener, so a stopped `listen` leaves nothing behind.
     let removed = api.delete(&format!("/v1/webhooks/{webhook_id}")).await;
     match (&removed, api.json) {
@@ -126,22 +175,23 @@ pub(crate) async fn listen(remote: &Remote, args: ListenArgs) -> Outcome {
     outcome.and(removed.map(|_| ()))
 }
 
-/// Ctrl-C or SIGTERM.
+/// Ctrl-C, SIGTERM, or SIGHUP (the terminal closed).
 async fn stop_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut hangup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            let _ = ctrl_c.await;
+            return;
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
+            _ = hangup.recv() => {}
         }
     }
     #[cfg(not(unix))]
@@ -224,11 +274,26 @@ async fn receive(State(f): State<Arc<Forwarder>>, headers: HeaderMap, body: Byte
             (text("type"), text("id"), String::new())
         }
     };
-    let check = match &verified {
-        Ok(_) => "signature ok".to_owned(),
-        Err(e) => format!("SIGNATURE NOT VERIFIED: {e}"),
-    };
     let clock = codmir_core::time::Timestamp::now().to_rfc3339_millis();
+    // Whoever found the listener's port may send it anything: only what codmir signed with
+    // this webhook's secret reaches the app.
+    if let Err(e) = &verified {
+        if f.json {
+            let line = json!({
+                "received_at": clock, "type": event_type, "id": event_id,
+                "verified": false, "verify_error": e.to_string(), "refused": true,
+            });
+            println!("{line}");
+        } else {
+            println!(
+                "{} {event_type:<22} {event_id}  REFUSED, not forwarded: the signature does not verify ({e})",
+                &clock[11..23]
+            );
+        }
+        let text = format!("codmir listen: refused, the signature does not verify: {e}");
+        return (StatusCode::UNAUTHORIZED, text).into_response();
+    }
+    let check = "signature ok";
     let mut request = f.http.post(&f.to).body(body);
     for (name, value) in &headers {
         if !HOP_BY_HOP.contains(&name.as_str()) {

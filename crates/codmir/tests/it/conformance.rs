@@ -35,6 +35,7 @@ async fn setup(store: &Store) -> (Principal, String) {
         max_in_flight: None,
         rate_limit_per_second: None,
         headers: Default::default(),
+        expires_at: None,
     };
     let pc = p.clone();
     let wh = store

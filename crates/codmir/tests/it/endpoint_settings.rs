@@ -180,3 +180,57 @@ async fn custom_headers_arrive_and_reserved_ones_are_refused() {
         assert_eq!(r.body["error"]["field"], field, "{body}");
     }
 }
+
+/// A temporary webhook (`expires_at`) is removed by the server once that time comes, unless
+/// it was renewed; a time in the past is refused, `null` keeps it for good.
+#[tokio::test]
+async fn a_webhook_with_an_expiry_is_removed_when_it_comes_unless_renewed() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    let soon =
+        |ms: i64| Timestamp::from_millis(Timestamp::now().as_millis() + ms).to_rfc3339_millis();
+    let past = app
+        .post(
+            "/v1/webhooks",
+            json!({"url": rx.url, "events": ["*"], "expires_at": soon(-1000)}),
+        )
+        .await;
+    assert_eq!(past.status, 422, "{}", past.text);
+    assert_eq!(past.body["error"]["field"], "expires_at");
+
+    let at = soon(1000);
+    let temporary = app
+        .register(json!({"url": rx.url, "events": ["*"], "expires_at": at}))
+        .await;
+    assert_eq!(temporary["expires_at"], at.as_str());
+    let renewed = app
+        .register(json!({"url": rx.url, "events": ["*"], "expires_at": soon(1000)}))
+        .await;
+    let kept = app
+        .register(json!({"url": rx.url, "events": ["*"], "expires_at": soon(1000)}))
+        .await;
+    let (temporary, renewed, kept) = (id_of(&temporary), id_of(&renewed), id_of(&kept));
+    let r = app
+        .patch(
+            &format!("/v1/webhooks/{renewed}"),
+            json!({"expires_at": soon(60_000)}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = app
+        .patch(&format!("/v1/webhooks/{kept}"), json!({"expires_at": null}))
+        .await;
+    assert_eq!(r.body["expires_at"], serde_json::Value::Null, "{}", r.text);
+
+    eventually(
+        Duration::from_secs(15),
+        "the temporary webhook removed",
+        || async { app.get(&format!("/v1/webhooks/{temporary}")).await.status == 404 },
+    )
+    .await;
+    assert_eq!(
+        app.get(&format!("/v1/webhooks/{renewed}")).await.status,
+        200
+    );
+    assert_eq!(app.get(&format!("/v1/webhooks/{kept}")).await.status, 200);
+}

@@ -18,9 +18,30 @@ fn with_server(mut cmd: Command, server: &ServerProcess, key: &str) -> Command {
 }
 
 fn listen(server: &ServerProcess, key: &str, app: &Receiver) -> Spawned {
+    listen_with(server, key, app, &[])
+}
+
+fn listen_with(server: &ServerProcess, key: &str, app: &Receiver, extra: &[&str]) -> Spawned {
     let mut cmd = codmir();
     cmd.args(["listen", "--forward-to", &app.url, "--events", "ticket.*"]);
+    cmd.args(extra);
     Spawned::start(with_server(cmd, server, key))
+}
+
+/// The listener's own URL, as `listen` printed it.
+fn listener_url(listen: &Spawned) -> String {
+    let line = listen
+        .stdout()
+        .into_iter()
+        .find(|l| l.starts_with("Temporary webhook "))
+        .unwrap();
+    line.split(" → ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned()
 }
 
 async fn ready(listen: &Spawned) -> String {
@@ -147,8 +168,62 @@ async fn listen_forwards_a_triggered_event_unchanged_and_removes_its_webhook() {
         third.stderr()
     );
     assert_eq!(listen_webhooks(&server, &key).await.len(), 1);
-    assert!(third.stop_with("TERM").unwrap().success());
+
+    // A request that codmir did not sign (anyone who found the port) is refused, not
+    // forwarded, and printed as refused.
+    let before = app.count();
+    let forged = client()
+        .post(listener_url(&third))
+        .header("content-type", "application/json")
+        .header("webhook-id", "evt_forged")
+        .header("webhook-timestamp", "1700000000")
+        .header("webhook-signature", "v1,Zm9yZ2Vk")
+        .body(r#"{"id":"evt_forged","type":"ticket.created"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    eventually(
+        Duration::from_secs(10),
+        "listen printed the refusal",
+        || async {
+            third
+                .stdout()
+                .iter()
+                .any(|l| l.contains("evt_forged") && l.contains("REFUSED"))
+        },
+    )
+    .await;
+    assert_eq!(app.count(), before, "nothing forwarded");
+    // The terminal closed (SIGHUP): the webhook is removed as on Ctrl-C.
+    assert!(third.stop_with("HUP").unwrap().success());
     assert!(listen_webhooks(&server, &key).await.is_empty());
+
+    // A short expiry: renewed while `listen` runs, removed by the server once it is killed.
+    let mut fourth = listen_with(&server, &key, &app, &["--expire-after", "2s"]);
+    ready(&fourth).await;
+    let first_expiry = listen_webhooks(&server, &key).await[0]["expires_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let first_expiry =
+        codmir_core::time::Timestamp::parse_rfc3339(&first_expiry, "expires_at").unwrap();
+    eventually(Duration::from_secs(10), "past the first expiry", || async {
+        codmir_core::time::Timestamp::now() > first_expiry
+    })
+    .await;
+    let alive = listen_webhooks(&server, &key).await;
+    assert_eq!(alive.len(), 1, "renewed while listen runs");
+    let renewed = alive[0]["expires_at"].as_str().unwrap();
+    let renewed = codmir_core::time::Timestamp::parse_rfc3339(renewed, "expires_at").unwrap();
+    assert!(renewed > first_expiry, "the expiry moved on");
+    fourth.stop_with("KILL");
+    eventually(
+        Duration::from_secs(15),
+        "the server removed the killed listen's webhook",
+        || async { listen_webhooks(&server, &key).await.is_empty() },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,6 +76,7 @@ impl<C: Conn> OutboxTx for C {
                 r.headers,
                 r.previous_secret,
                 w.previous_secret.as_ref().map(|(_, t)| *t),
+                w.expires_at,
             ],
         )
         .await?;
@@ -117,6 +118,7 @@ impl<C: Conn> OutboxTx for C {
                 r.headers,
                 r.previous_secret,
                 w.previous_secret.as_ref().map(|(_, t)| *t),
+                w.expires_at,
             ],
         )
         .await?;

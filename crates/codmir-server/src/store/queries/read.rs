@@ -192,6 +192,17 @@ impl<C: Conn> ReadTx for C {
         w.map(|w| rows::open_webhook(w, self.keys())).transpose()
     }
 
+    async fn expired_webhooks(
+        &mut self,
+        now: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, String)>> {
+        self.all(&sql::EXPIRED_WEBHOOKS, args![now, limit], |r| {
+            Ok((r.text(0)?, r.text(1)?))
+        })
+        .await
+    }
+
     async fn lock_webhook(&mut self, ws: &str, id: &str) -> StoreResult<Option<Webhook>> {
         let w = self
             .one(&sql::LOCK_WEBHOOK, args![ws, id], rows::webhook)

@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite_0008_readiness.sql"),
     include_str!("../migrations/sqlite_0009_idempotency_claims.sql"),
     include_str!("../migrations/sqlite_0010_cancel_reason.sql"),
+    include_str!("../migrations/sqlite_0011_webhook_expiry.sql"),
 ];
 
 impl From<rusqlite::Error> for StoreError {

@@ -22,11 +22,11 @@ pub(crate) enum DeliveriesCommand {
         /// An event type or pattern (`ticket.*`).
         #[arg(long)]
         event_type: Option<String>,
-        /// Created at or after this RFC 3339 time.
-        #[arg(long)]
+        /// Created at or after this time: RFC 3339, a date (`2026-12-07`) or an age (`2h`).
+        #[arg(long, value_parser = super::time_arg)]
         since: Option<String>,
-        /// Created before this RFC 3339 time.
-        #[arg(long)]
+        /// Created before this time: RFC 3339, a date or an age.
+        #[arg(long, value_parser = super::time_arg)]
         until: Option<String>,
         #[command(flatten)]
         paging: Paging,
@@ -42,17 +42,18 @@ pub(crate) enum DeliveriesCommand {
 /// `codmir replay`: send a webhook the events of a time window again.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Example:\n  codmir replay --webhook wh_01jd… --since 2026-12-01T09:00:00Z --status failed"
+    after_help = "Examples:\n  codmir replay --webhook wh_01jd… --since 2h\n  codmir replay --webhook wh_01jd… --since 2026-12-01T09:00:00Z --status failed"
 )]
 pub(crate) struct ReplayArgs {
     /// The webhook to send to.
     #[arg(long)]
     webhook: String,
-    /// Events created at or after this RFC 3339 time.
-    #[arg(long)]
+    /// Events created at or after this time: RFC 3339, a date (`2026-12-07`) or an age
+    /// (`2h`: two hours ago).
+    #[arg(long, value_parser = super::time_arg)]
     since: String,
-    /// Events created before this RFC 3339 time (default: now).
-    #[arg(long)]
+    /// Events created before this time (default: now), in the same forms.
+    #[arg(long, value_parser = super::time_arg)]
     until: Option<String>,
     /// Which events: `failed` (default: their delivery failed and none succeeded),
     /// `cancelled`, or `any` (every event the webhook got).

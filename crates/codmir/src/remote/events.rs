@@ -15,11 +15,11 @@ pub(crate) enum EventsCommand {
         /// Only events of this project.
         #[arg(long)]
         project: Option<String>,
-        /// Created at or after this RFC 3339 time.
-        #[arg(long)]
+        /// Created at or after this time: RFC 3339, a date (`2026-12-07`) or an age (`2h`).
+        #[arg(long, value_parser = super::time_arg)]
         since: Option<String>,
-        /// Created before this RFC 3339 time.
-        #[arg(long)]
+        /// Created before this time: RFC 3339, a date or an age.
+        #[arg(long, value_parser = super::time_arg)]
         until: Option<String>,
         /// `desc` (default) or `asc`.
         #[arg(long)]

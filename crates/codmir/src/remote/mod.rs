@@ -54,6 +54,49 @@ impl From<anyhow::Error> for Failure {
 
 pub(crate) type Outcome = Result<(), Failure>;
 
+/// A `--since`/`--until` value as the API takes it (RFC 3339): an RFC 3339 time as it is, a
+/// date (`2026-12-07`, its midnight UTC), or an age (`30m`, `2h`, `3d`: that long ago). Bad
+/// usage otherwise (exit 2).
+pub(crate) fn time_arg(raw: &str) -> Result<String, String> {
+    use codmir_core::time::Timestamp;
+    if Timestamp::parse_rfc3339(raw, "time").is_ok() {
+        return Ok(raw.to_owned());
+    }
+    let date = format!("{raw}T00:00:00Z");
+    if raw.len() == 10 && Timestamp::parse_rfc3339(&date, "time").is_ok() {
+        return Ok(date);
+    }
+    match codmir_core::retry::parse_duration(raw) {
+        Ok(age) => {
+            let now = Timestamp::now().as_millis();
+            let ago = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+            Ok(Timestamp::from_millis(now.saturating_sub(ago)).to_rfc3339_millis())
+        }
+        Err(_) => Err(format!(
+            "`{raw}` is not a time: give an RFC 3339 time (2026-12-07T09:00:00Z), a date \
+             (2026-12-07) or an age (30m, 2h, 3d)"
+        )),
+    }
+}
+
+/// An API error's message as the CLI says it: the commands to type, not the request bodies
+/// the API's own message names.
+fn in_cli_words(code: &str, message: &str) -> String {
+    match code {
+        "webhook_disabled" => {
+            let id = message
+                .split_whitespace()
+                .find(|w| w.starts_with("wh_"))
+                .unwrap_or("wh_…");
+            format!("webhook {id} is disabled; turn it back on first: codmir webhooks enable {id}")
+        }
+        "rotation_in_grace_period" => {
+            message.replace("grace_period_seconds: 0", "--grace-period 0s")
+        }
+        _ => message.to_owned(),
+    }
+}
+
 /// Where the server is and how to authenticate, shared by every API command.
 #[derive(clap::Args, Clone)]
 pub(crate) struct Remote {
@@ -173,11 +216,10 @@ impl Api {
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let error = &body["error"];
         let mut message = match error["message"].as_str() {
-            Some(m) => format!(
-                "{} {}: {m}",
-                status.as_u16(),
-                error["code"].as_str().unwrap_or("error")
-            ),
+            Some(m) => {
+                let code = error["code"].as_str().unwrap_or("error");
+                format!("{} {code}: {}", status.as_u16(), in_cli_words(code, m))
+            }
             None => format!("{status} from {method} {path}: {}", text.trim()),
         };
         if let Some(field) = error["field"].as_str() {

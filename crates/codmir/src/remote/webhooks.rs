@@ -35,17 +35,41 @@ pub(crate) enum WebhooksCommand {
         #[arg(long, value_delimiter = ',')]
         projects: Vec<String>,
     },
-    /// Change a webhook's endpoint URL, events or description.
-    #[command(after_help = "Example:\n  codmir webhooks update wh_01jd… --events '*'")]
+    /// Change any of a webhook's settings; what is left out stays as it is.
+    #[command(
+        after_help = "Examples:\n  codmir webhooks update wh_01jd… --events '*'\n  codmir webhooks update wh_01jd… --max-in-flight 4 --rate-limit none --header X-Tenant=acme"
+    )]
     Update {
         id: String,
         /// A new URL for the endpoint.
         #[arg(long)]
         endpoint: Option<String>,
+        /// Event types, families (`ticket.*`) or `*`, comma-separated.
         #[arg(long, value_delimiter = ',')]
         events: Option<Vec<String>>,
+        /// A new description; `""` removes it.
         #[arg(long)]
         description: Option<String>,
+        /// Only events of these projects (comma-separated ids); `all` for every project.
+        #[arg(long, value_delimiter = ',')]
+        projects: Option<Vec<String>>,
+        /// Most attempts in flight to it at once; `none` for the server's bound.
+        #[arg(long, value_parser = count_or_none)]
+        max_in_flight: Option<Setting<u64>>,
+        /// Most attempts started per second; `none` removes the limit.
+        #[arg(long, value_parser = count_or_none)]
+        rate_limit: Option<Setting<u64>>,
+        /// A static header every request carries, `NAME=VALUE` (repeat it); replaces all of
+        /// them. With `--no-headers`, none.
+        #[arg(long = "header", value_parser = header_pair, conflicts_with = "no_headers")]
+        headers: Vec<(String, String)>,
+        /// Removes every custom header.
+        #[arg(long)]
+        no_headers: bool,
+        /// When the server removes it by itself (RFC 3339, a date, or an age ahead such as
+        /// `2h`); `none` keeps it for good.
+        #[arg(long, value_parser = expiry_or_none)]
+        expires: Option<Setting<String>>,
     },
     /// Delete a webhook; its pending deliveries are cancelled.
     #[command(after_help = "Example:\n  codmir webhooks delete wh_01jd…")]
@@ -71,6 +95,9 @@ pub(crate) enum WebhooksCommand {
         #[arg(long, value_parser = parse_duration)]
         grace_period: Option<std::time::Duration>,
     },
+    /// Make every pending delivery of a webhook due now (a receiver back from an outage).
+    #[command(after_help = "Example:\n  codmir webhooks retry-pending wh_01jd…")]
+    RetryPending { id: String },
     /// Deliveries over the last hour, day or week: by outcome, success rate, latency, and a
     /// chart of the series.
     #[command(after_help = "Example:\n  codmir webhooks stats wh_01jd… --window 24h")]
@@ -84,6 +111,55 @@ pub(crate) enum WebhooksCommand {
 
 fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
     codmir_core::retry::parse_duration(raw).map_err(|e| e.message)
+}
+
+/// A setting given a value, or `none` (the API's `null`).
+#[derive(Debug, Clone)]
+pub(crate) enum Setting<T> {
+    To(T),
+    Unset,
+}
+
+impl<T: Into<Value>> Setting<T> {
+    fn json(self) -> Value {
+        match self {
+            Setting::To(v) => v.into(),
+            Setting::Unset => Value::Null,
+        }
+    }
+}
+
+/// A positive count, or `none`.
+fn count_or_none(raw: &str) -> Result<Setting<u64>, String> {
+    if raw == "none" {
+        return Ok(Setting::Unset);
+    }
+    match raw.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Setting::To(n)),
+        _ => Err(format!("`{raw}` is not a positive number or `none`")),
+    }
+}
+
+/// `NAME=VALUE`.
+fn header_pair(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("`{raw}` is not NAME=VALUE")),
+    }
+}
+
+/// An expiry ahead (RFC 3339, a date, or an age such as `2h` from now), or `none`.
+fn expiry_or_none(raw: &str) -> Result<Setting<String>, String> {
+    if raw == "none" {
+        return Ok(Setting::Unset);
+    }
+    if let Ok(ahead) = codmir_core::retry::parse_duration(raw) {
+        let now = codmir_core::time::Timestamp::now();
+        return Ok(Setting::To(now.plus(ahead).to_rfc3339_millis()));
+    }
+    super::time_arg(raw).map(Setting::To)
 }
 
 pub(crate) async fn run(remote: &Remote, command: WebhooksCommand) -> Outcome {
@@ -139,14 +215,44 @@ pub(crate) async fn run(remote: &Remote, command: WebhooksCommand) -> Outcome {
             endpoint,
             events,
             description,
+            projects,
+            max_in_flight,
+            rate_limit,
+            headers,
+            no_headers,
+            expires,
         } => {
             let mut body = json!({});
             set(&mut body, "url", endpoint.map(Value::from));
             set(&mut body, "events", events.map(Value::from));
-            set(&mut body, "description", description.map(Value::from));
+            if let Some(d) = description {
+                body["description"] = if d.is_empty() { Value::Null } else { d.into() };
+            }
+            if let Some(p) = projects {
+                body["project_ids"] = match p.as_slice() {
+                    [all] if all == "all" => json!([]),
+                    _ => json!(p),
+                };
+            }
+            if let Some(n) = max_in_flight {
+                body["max_in_flight"] = n.json();
+            }
+            if let Some(n) = rate_limit {
+                body["rate_limit_per_second"] = n.json();
+            }
+            if no_headers || !headers.is_empty() {
+                let map: Map<String, Value> = headers
+                    .into_iter()
+                    .map(|(name, value)| (name, Value::String(value)))
+                    .collect();
+                body["headers"] = Value::Object(map);
+            }
+            if let Some(at) = expires {
+                body["expires_at"] = at.json();
+            }
             if body.as_object().is_some_and(Map::is_empty) {
                 return Err(super::Failure::usage(
-                    "nothing to change: pass --endpoint, --events or --description".into(),
+                    "nothing to change: pass a setting to change (see --help)".into(),
                 ));
             }
             let w = api.patch(&path(&id), body).await?;
@@ -218,6 +324,17 @@ pub(crate) async fn run(remote: &Remote, command: WebhooksCommand) -> Outcome {
                 ]);
             });
         }
+        WebhooksCommand::RetryPending { id } => {
+            let r = api
+                .post(&format!("{}/retry-pending", path(&id)), json!({}))
+                .await?;
+            api.show(&r, |r| {
+                println!(
+                    "{} pending deliveries of webhook {id} are due now.",
+                    cell(&r["due_now"])
+                )
+            });
+        }
         WebhooksCommand::Stats { id, window } => {
             let s = api
                 .get(&format!("{}/stats", path(&id)), &[("window", Some(window))])
@@ -270,6 +387,14 @@ fn signing(w: &Value) -> [(&'static str, String); 2] {
     ]
 }
 
+/// A setting that may be unset: its value, or what unset means.
+fn limit(v: &Value, unset: &str) -> String {
+    match v {
+        Value::Null => unset.into(),
+        v => cell(v),
+    }
+}
+
 fn show_webhook(w: &Value) {
     let [webhook_signature, x_codmir_signature] = signing(w);
     fields(&[
@@ -285,6 +410,23 @@ fn show_webhook(w: &Value) {
                 some => some,
             },
         ),
+        (
+            "max in flight",
+            limit(&w["max_in_flight"], "the server's bound"),
+        ),
+        ("rate limit", limit(&w["rate_limit_per_second"], "none")),
+        (
+            "headers",
+            match w["headers"].as_object() {
+                Some(h) if !h.is_empty() => h
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {}", cell(v)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                _ => "none".into(),
+            },
+        ),
+        ("expires", limit(&w["expires_at"], "never")),
         webhook_signature,
         x_codmir_signature,
         ("created", cell(&w["created_at"])),

@@ -464,3 +464,111 @@ async fn keys_list_and_revoke_on_the_database() {
     let malformed = keys(&["revoke", "nope"]);
     assert_eq!(malformed.status.code(), Some(2), "{}", malformed.stderr);
 }
+
+/// `webhooks update` changes every setting the API has (and unsets them with `none`),
+/// `webhooks retry-pending` exists, times are RFC 3339, dates or ages, bad usage exits 2,
+/// and an error names the CLI command to type, not an API request body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_setting_from_the_cli_and_errors_in_its_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, key, _) = server(&dir).await;
+    let rx = Receiver::start().await;
+    let created = ok_json(
+        &s,
+        &key,
+        &["webhooks", "create", &rx.url, "--events", "project.created"],
+    );
+    let id = created["id"].as_str().unwrap().to_owned();
+    let set = ok_json(
+        &s,
+        &key,
+        &[
+            "webhooks",
+            "update",
+            &id,
+            "--max-in-flight",
+            "4",
+            "--rate-limit",
+            "10",
+            "--header",
+            "X-Tenant=acme",
+            "--header",
+            "X-Env=test",
+            "--projects",
+            "all",
+            "--description",
+            "from the CLI",
+            "--expires",
+            "2h",
+        ],
+    );
+    assert_eq!(set["max_in_flight"], 4, "{set}");
+    assert_eq!(set["rate_limit_per_second"], 10, "{set}");
+    assert_eq!(set["headers"]["X-Tenant"], "********", "{set}");
+    assert_eq!(set["headers"]["X-Env"], "********", "{set}");
+    assert_eq!(set["description"], "from the CLI");
+    assert!(set["expires_at"].is_string(), "{set}");
+    let shown = ok(&s, &key, &["webhooks", "show", &id]);
+    for line in ["max in flight:", "rate limit:", "headers:", "expires:"] {
+        assert!(shown.contains(line), "{line} in {shown}");
+    }
+    let unset = ok_json(
+        &s,
+        &key,
+        &[
+            "webhooks",
+            "update",
+            &id,
+            "--max-in-flight",
+            "none",
+            "--rate-limit",
+            "none",
+            "--no-headers",
+            "--description",
+            "",
+            "--expires",
+            "none",
+        ],
+    );
+    assert_eq!(unset["max_in_flight"], Value::Null, "{unset}");
+    assert_eq!(unset["rate_limit_per_second"], Value::Null, "{unset}");
+    assert_eq!(unset["headers"], json!({}), "{unset}");
+    assert_eq!(unset["description"], Value::Null, "{unset}");
+    assert_eq!(unset["expires_at"], Value::Null, "{unset}");
+
+    let due = ok_json(&s, &key, &["webhooks", "retry-pending", &id]);
+    assert_eq!(due["due_now"], 0, "{due}");
+    assert!(ok(&s, &key, &["webhooks", "retry-pending", &id]).contains("due now"));
+
+    // Times: an age, a date, an RFC 3339 time; anything else is bad usage.
+    for since in ["2h", "2026-01-01", "2026-01-01T00:00:00Z"] {
+        ok_json(&s, &key, &["deliveries", "list", "--since", since]);
+        ok_json(&s, &key, &["events", "list", "--since", since]);
+    }
+    let bad = run(&s, &key, &["deliveries", "list", "--since", "yesterday"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("an age (30m, 2h, 3d)"),
+        "{}",
+        bad.stderr
+    );
+    let bad = run(
+        &s,
+        &key,
+        &["webhooks", "update", &id, "--max-in-flight", "0"],
+    );
+    assert_eq!(bad.status.code(), Some(2), "{}", bad.stderr);
+
+    // A disabled webhook: the error says which command turns it back on.
+    ok(&s, &key, &["webhooks", "disable", &id]);
+    let refused = run(&s, &key, &["replay", "--webhook", &id, "--since", "1h"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("codmir webhooks enable {id}"))
+            && !refused.stderr.contains("PATCH"),
+        "{}",
+        refused.stderr
+    );
+}

@@ -418,6 +418,11 @@ pub struct Attempt {
     pub status_code: Option<u16>,
     pub error: Option<String>,
     pub response_body: Option<String>,
+    /// The request's headers that cannot be rebuilt from the delivery, as sent: both
+    /// signatures, their timestamp, the webhook's own headers (values masked). A JSON object.
+    pub request_headers: Option<String>,
+    /// The response's headers as received (bounded). A JSON object.
+    pub response_headers: Option<String>,
 }
 
 #[cfg(test)]

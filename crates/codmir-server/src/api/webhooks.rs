@@ -244,15 +244,79 @@ pub(super) struct AttemptResponse {
     pub error: Option<String>,
     /// The first 4 KiB of the response body.
     pub response_body: Option<String>,
-    /// The request's headers in the order sent, custom header values masked as the webhook
-    /// shows them; `null` when the webhook is gone. Signatures are computed again with the webhook's secrets as they are now: after a later rotation
-    /// they differ from the ones sent.
+    /// The request's headers in the order sent: the signatures and their timestamp exactly as
+    /// sent (kept with the attempt), the webhook's own headers as they were, values masked.
+    /// For an attempt recorded before codmir kept them (`request_headers_as_sent: false`) the
+    /// signatures are computed again with the webhook's secrets as they are now, and `null`
+    /// when the webhook is gone.
     #[schema(value_type = Option<Object>)]
     pub request_headers: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Whether `request_headers` are the ones sent (true for every attempt recorded since
+    /// codmir keeps them).
+    pub request_headers_as_sent: bool,
+    /// The response's headers as received: the first 32 names, each value cut at 256 bytes;
+    /// `null` when no response came.
+    #[schema(value_type = Option<Object>)]
+    pub response_headers: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Headers as sent by attempt `attempt` of `delivery`, from what it kept (`sent`: the
+/// signatures, their timestamp and the webhook's own headers) and what the delivery says.
+fn as_sent(
+    delivery: &Delivery,
+    attempt: u32,
+    mut sent: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut take = |name: &str| sent.remove(name).unwrap_or(serde_json::Value::Null);
+    let (codmir, timestamp, standard) = (
+        take("x-codmir-signature"),
+        take("webhook-timestamp"),
+        take("webhook-signature"),
+    );
+    // What is left are the webhook's own headers, sent first.
+    let mut headers = sent;
+    let mut put = |name: &str, value: serde_json::Value| {
+        headers.insert(name.to_owned(), value);
+    };
+    put("x-codmir-signature", codmir);
+    put("x-codmir-event", delivery.event_type.as_str().into());
+    put("x-codmir-delivery", delivery.id.clone().into());
+    put("x-codmir-webhook-id", delivery.webhook_id.clone().into());
+    put("x-codmir-attempt", attempt.to_string().into());
+    put("webhook-id", delivery.event_id.clone().into());
+    put("webhook-timestamp", timestamp);
+    put("webhook-signature", standard);
+    put("content-type", "application/json".into());
+    put("user-agent", crate::delivery::USER_AGENT_VALUE.into());
+    headers
+}
+
+/// A JSON object kept as text, if it reads as one.
+fn object(text: Option<&str>) -> Option<serde_json::Map<String, serde_json::Value>> {
+    match serde_json::from_str(text?) {
+        Ok(serde_json::Value::Object(map)) => Some(map),
+        _ => None,
+    }
 }
 
 impl AttemptResponse {
     fn new(a: Attempt, log: &ops::DeliveryLog) -> Self {
+        let sent = object(a.request_headers.as_deref());
+        let request_headers_as_sent = sent.is_some();
+        let response_headers = object(a.response_headers.as_deref());
+        if let Some(sent) = sent {
+            return Self {
+                request_headers: Some(as_sent(&log.delivery, a.attempt, sent)),
+                request_headers_as_sent,
+                response_headers,
+                attempt: a.attempt,
+                attempted_at: a.attempted_at.to_rfc3339_millis(),
+                duration_ms: a.duration_ms,
+                status_code: a.status_code,
+                error: a.error,
+                response_body: a.response_body,
+            };
+        }
         let request_headers = log.webhook.as_ref().map(|w| {
             let mut headers = serde_json::Map::new();
             for (name, value) in w.headers.masked() {
@@ -284,6 +348,8 @@ impl AttemptResponse {
             error: a.error,
             response_body: a.response_body,
             request_headers,
+            request_headers_as_sent,
+            response_headers,
         }
     }
 }

@@ -109,6 +109,8 @@ impl Attempter {
                     _ => result.error,
                 },
                 response_body: result.response_body,
+                request_headers: result.request_headers,
+                response_headers: result.response_headers,
             },
             lease_owner: self.node.to_string(),
             new_status,
@@ -232,6 +234,8 @@ mod fault {
             response_body: None,
             retry_after: None,
             interrupted: false,
+            request_headers: None,
+            response_headers: None,
         }
     }
 }

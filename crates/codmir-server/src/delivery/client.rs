@@ -41,6 +41,10 @@ pub struct AttemptResult {
     /// Cut off by shutdown before the endpoint answered: the endpoint may have seen it, so it
     /// is recorded as an attempt, and the delivery is due again at once.
     pub interrupted: bool,
+    /// What of the request cannot be rebuilt from the delivery, as sent (`sent_headers`).
+    pub request_headers: Option<String>,
+    /// The response's headers, bounded (`received_headers`).
+    pub response_headers: Option<String>,
 }
 
 impl AttemptResult {
@@ -55,6 +59,8 @@ impl AttemptResult {
             response_body: None,
             retry_after: None,
             interrupted: false,
+            request_headers: None,
+            response_headers: None,
         }
     }
 
@@ -132,11 +138,14 @@ impl Sender {
             );
         }
         let request = request(&target, c, attempt, now);
+        let sent = sent_headers(&request, &c.webhook);
         let bound = self.inner.request_timeout;
-        match tokio::time::timeout(bound, self.exchange(&target, request)).await {
+        let mut result = match tokio::time::timeout(bound, self.exchange(&target, request)).await {
             Ok(result) => result,
             Err(_) => AttemptResult::failed(format!("timed out: no full answer within {bound:?}")),
-        }
+        };
+        result.request_headers = Some(sent);
+        result
     }
 
     /// Sends on a kept connection, or a new one; reads at most [`MAX_RESPONSE_READ`] of the
@@ -170,6 +179,7 @@ impl Sender {
             }
         };
         let status = response.status().as_u16();
+        let response_headers = received_headers(response.headers());
         let retry_after = if status == 429 || status == 503 {
             response
                 .headers()
@@ -214,8 +224,58 @@ impl Sender {
             response_body,
             retry_after,
             interrupted: false,
+            request_headers: None,
+            response_headers: Some(response_headers),
         }
     }
+}
+
+/// The headers of `request` that cannot be rebuilt from its delivery, as a JSON object: the
+/// signatures and their timestamp (made with the secrets of that moment, which a rotation may
+/// since have dropped), and the webhook's own headers, masked as the webhook shows them.
+fn sent_headers(request: &Request<Full<Bytes>>, webhook: &Webhook) -> String {
+    let headers = request.headers();
+    let mut kept = serde_json::Map::new();
+    for name in [
+        &names::X_CODMIR_SIGNATURE,
+        &names::WEBHOOK_TIMESTAMP,
+        &names::WEBHOOK_SIGNATURE,
+    ] {
+        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            kept.insert(name.as_str().to_owned(), v.into());
+        }
+    }
+    for (name, value) in webhook.headers.masked() {
+        kept.insert(name.to_ascii_lowercase(), value.into());
+    }
+    serde_json::Value::Object(kept).to_string()
+}
+
+/// Most response headers kept in the delivery log, and most bytes of each value.
+const RESPONSE_HEADERS_KEPT: usize = 32;
+const RESPONSE_HEADER_BYTES: usize = 256;
+
+/// A response's headers as a JSON object, bounded: the first [`RESPONSE_HEADERS_KEPT`]
+/// names, each value cut at [`RESPONSE_HEADER_BYTES`], repeated ones joined by `, `.
+fn received_headers(headers: &hyper::HeaderMap) -> String {
+    let mut kept = serde_json::Map::new();
+    for (name, value) in headers {
+        let value =
+            String::from_utf8_lossy(&value.as_bytes()[..value.len().min(RESPONSE_HEADER_BYTES)]);
+        let full = kept.len() >= RESPONSE_HEADERS_KEPT;
+        match kept.get_mut(name.as_str()) {
+            Some(serde_json::Value::String(earlier)) => {
+                earlier.push_str(", ");
+                earlier.push_str(&value);
+            }
+            Some(_) => {}
+            None if !full => {
+                kept.insert(name.as_str().to_owned(), value.into_owned().into());
+            }
+            None => {}
+        }
+    }
+    serde_json::Value::Object(kept).to_string()
 }
 
 /// The request of one attempt: the webhook's own headers, then ours.

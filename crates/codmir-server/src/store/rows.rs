@@ -380,6 +380,8 @@ pub(super) fn attempt(r: &dyn Columns) -> StoreResult<Attempt> {
         status_code,
         error: r.opt_text(5)?,
         response_body: r.opt_text(6)?,
+        request_headers: r.opt_text(7)?,
+        response_headers: r.opt_text(8)?,
     })
 }
 

@@ -155,7 +155,8 @@ macro_rules! delivery_insert_cols {
 }
 macro_rules! attempt_cols {
     () => {
-        "delivery_id, attempt, attempted_at, duration_ms, status_code, error, response_body"
+        "delivery_id, attempt, attempted_at, duration_ms, status_code, error, response_body, \
+         request_headers, response_headers"
     };
 }
 /// `delivery_cols!()` of the table aliased `d`, for PostgreSQL's `UPDATE … FROM … RETURNING`.
@@ -325,7 +326,7 @@ statements! { QUEUE: Sql;
         lease_owner = NULL, lease_expires_at = NULL, updated_at = ?5, last_attempt_at = ?7, \
         last_status_code = ?8, last_error = ?9 \
         WHERE id = ?1 AND status = 'pending' AND attempt_count = ?3 - 1 AND lease_owner = ?6");
-    INSERT_ATTEMPT = both!("INSERT INTO attempts (", attempt_cols!(), ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+    INSERT_ATTEMPT = both!("INSERT INTO attempts (", attempt_cols!(), ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
     MARK_READY = both!("INSERT INTO readiness (node, checked_at) VALUES (?1, ?2) \
         ON CONFLICT (node) DO UPDATE SET checked_at = excluded.checked_at");
     RELEASE_LEASES = both!("UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL \
@@ -426,9 +427,11 @@ pub(super) mod postgres_only {
         /// deliveries they updated.
         RECORD_OUTCOMES = "WITH o AS ( \
             SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[], $5::int8[], \
-              $6::text[], $7::int8[], $8::int8[], $9::int4[], $10::text[], $11::text[]) \
+              $6::text[], $7::int8[], $8::int8[], $9::int4[], $10::text[], $11::text[], $12::text[], \
+              $13::text[]) \
             AS o(delivery_id, new_status, attempt, next_attempt_at, updated_at, lease_owner, \
-                 attempted_at, duration_ms, status_code, error, response_body)), \
+                 attempted_at, duration_ms, status_code, error, response_body, request_headers, \
+                 response_headers)), \
             u AS ( \
               UPDATE deliveries d SET status = o.new_status, attempt_count = o.attempt, \
                 next_attempt_at = o.next_attempt_at, lease_owner = NULL, lease_expires_at = NULL, \
@@ -437,8 +440,10 @@ pub(super) mod postgres_only {
               FROM o WHERE d.id = o.delivery_id AND d.status = 'pending' \
                 AND d.attempt_count = o.attempt - 1 AND d.lease_owner = o.lease_owner \
               RETURNING d.id) \
-            INSERT INTO attempts (delivery_id, attempt, attempted_at, duration_ms, status_code, error, response_body) \
-            SELECT o.delivery_id, o.attempt, o.attempted_at, o.duration_ms, o.status_code, o.error, o.response_body \
+            INSERT INTO attempts (delivery_id, attempt, attempted_at, duration_ms, status_code, error, response_body, \
+              request_headers, response_headers) \
+            SELECT o.delivery_id, o.attempt, o.attempted_at, o.duration_ms, o.status_code, o.error, o.response_body, \
+              o.request_headers, o.response_headers \
             FROM o JOIN u ON u.id = o.delivery_id RETURNING delivery_id";
         INSERT_TICKETS = concat!("INSERT INTO tickets (", ticket_cols!(), ") SELECT * FROM unnest($1::text[], \
             $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \

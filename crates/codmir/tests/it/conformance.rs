@@ -509,6 +509,8 @@ pub(crate) async fn outcomes_are_fenced_by_owner_and_attempt(store: Store) {
             status_code: Some(500),
             error: None,
             response_body: Some("nope".into()),
+            request_headers: Some(r#"{"webhook-timestamp":"1"}"#.into()),
+            response_headers: Some(r#"{"retry-after":"5"}"#.into()),
         },
         lease_owner: owner.to_owned(),
         new_status: status,
@@ -558,6 +560,14 @@ pub(crate) async fn outcomes_are_fenced_by_owner_and_attempt(store: Store) {
         [1, 2]
     );
     assert_eq!(attempts[0].response_body.as_deref(), Some("nope"));
+    assert_eq!(
+        attempts[0].request_headers.as_deref(),
+        Some(r#"{"webhook-timestamp":"1"}"#)
+    );
+    assert_eq!(
+        attempts[0].response_headers.as_deref(),
+        Some(r#"{"retry-after":"5"}"#)
+    );
     assert_eq!(attempts[0].status_code, Some(500));
 }
 
@@ -576,6 +586,8 @@ pub(crate) async fn outcomes_recorded_in_a_batch_are_fenced_one_by_one(store: St
             status_code: (status == DeliveryStatus::Succeeded).then_some(200),
             error: (status != DeliveryStatus::Succeeded).then(|| "connection failed".into()),
             response_body: None,
+            request_headers: None,
+            response_headers: None,
         },
         lease_owner: owner.to_owned(),
         new_status: status,

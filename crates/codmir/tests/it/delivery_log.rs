@@ -185,3 +185,88 @@ async fn the_delivery_list_spans_webhooks_filters_and_says_why_each_failed() {
         .await;
     assert_eq!(r.body["data"].as_array().unwrap().len(), 0);
 }
+
+/// The log shows each attempt's request as sent, also after a rotation and a change of the
+/// webhook's own headers between attempts (signatures made with the secret of that moment),
+/// and the response's headers as received: the `Retry-After` that moved the retry.
+#[tokio::test]
+async fn after_a_rotation_each_attempt_shows_the_headers_sent_and_the_answers_headers() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    rx.script([Reply::RetryAfter(503, 1)]);
+    let first_tenant = "tenant-0000000000000001";
+    let w = app
+        .register(
+            json!({"url": rx.url, "events": ["project.created"], "secret": "the-first-secret-01",
+                         "headers": {"X-Tenant": first_tenant}}),
+        )
+        .await;
+    let wid = id_of(&w);
+    app.project("P").await;
+    eventually(WAIT, "the first attempt", || async { rx.count() == 1 }).await;
+    // Before the retry (1 s later, as Retry-After asked): a new secret at once, new headers.
+    let r = app
+        .post(
+            &format!("/v1/webhooks/{wid}/rotate-secret"),
+            json!({"secret": "the-second-secret-1", "grace_period_seconds": 0}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = app
+        .patch(
+            &format!("/v1/webhooks/{wid}"),
+            json!({"headers": {"X-Tenant": "tenant-0000000000000002"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    eventually(WAIT, "the retry", || async { rx.count() == 2 }).await;
+    let id = id_of(&app.list(&format!("/v1/webhooks/{wid}/deliveries")).await[0]);
+    let path = format!("/v1/deliveries/{id}");
+    eventually(WAIT, "both attempts recorded", || async {
+        app.get(&path).await.body["attempts"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+    })
+    .await;
+    let detail = app.get(&path).await.body;
+    let mut hits = rx.hits();
+    hits.sort_by_key(|h| h.at);
+    assert_ne!(
+        hits[0].header("x-codmir-signature"),
+        hits[1].header("x-codmir-signature"),
+        "signed with two secrets"
+    );
+    for (attempt, hit) in detail["attempts"].as_array().unwrap().iter().zip(&hits) {
+        assert_eq!(attempt["request_headers_as_sent"], true, "{attempt}");
+        let shown = attempt["request_headers"].as_object().unwrap();
+        for (name, value) in shown {
+            let sent = match name.as_str() {
+                "x-tenant" => codmir_core::webhook::mask(hit.header(name)),
+                _ => hit.header(name).to_owned(),
+            };
+            assert_eq!(
+                sent,
+                value.as_str().unwrap(),
+                "attempt {}: {name}",
+                attempt["attempt"]
+            );
+        }
+        // Every header the receiver got (but those of the connection) is shown.
+        for name in hit.headers.keys() {
+            let connection = ["host", "content-length"].contains(&name.as_str());
+            assert!(
+                connection || shown.contains_key(name.as_str()),
+                "{name} missing: {shown:?}"
+            );
+        }
+    }
+    let first = &detail["attempts"][0];
+    assert_eq!(
+        first["request_headers"]["x-tenant"],
+        codmir_core::webhook::mask(first_tenant)
+    );
+    assert_eq!(first["response_headers"]["retry-after"], "1", "{first}");
+    assert_eq!(detail["attempts"][1]["status_code"], 200);
+}

@@ -123,6 +123,8 @@ impl PgTx<'_> {
             &int4(|o| o.attempt.status_code.map(i32::from)),
             &text(|o| o.attempt.error.as_deref()),
             &text(|o| o.attempt.response_body.as_deref()),
+            &text(|o| o.attempt.request_headers.as_deref()),
+            &text(|o| o.attempt.response_headers.as_deref()),
         ];
         let rows = self.query_params(q::RECORD_OUTCOMES, params).await?;
         let recorded: HashSet<String> = rows

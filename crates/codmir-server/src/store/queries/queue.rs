@@ -123,6 +123,8 @@ impl<C: Conn> QueueTx for C {
                 a.status_code,
                 a.error,
                 a.response_body,
+                a.request_headers,
+                a.response_headers,
             ],
         )
         .await?;

@@ -503,11 +503,13 @@ mod tests {
     fn the_fanout_cache_triggers_watch_every_webhook_column_delivery_reads() {
         // The row's identity and its own timestamps do not change what a delivery does; the
         // failure-run counters (not in the list) are written by every outcome and must not
-        // empty the cache.
+        // empty the cache. Nor does `expires_at` until it comes, and then the webhook is
+        // deleted (the delete trigger bumps the version): renewals, every few minutes, must not
+        // empty it either.
         let read: Vec<&str> = WEBHOOK_COLS
             .split(',')
             .map(str::trim)
-            .filter(|c| !matches!(*c, "id" | "created_at" | "updated_at"))
+            .filter(|c| !matches!(*c, "id" | "created_at" | "updated_at" | "expires_at"))
             .collect();
         for migration in [
             include_str!("migrations/sqlite_0006_fanout_cache.sql"),

@@ -320,6 +320,14 @@ impl JsonObject {
 
 /// `bytes` (lossy UTF-8) as the inside of a JSON string.
 fn push_escaped(out: &mut String, bytes: &[u8]) {
+    // Header values are nearly always printable ASCII with nothing to escape: copied whole.
+    let plain = |b: &u8| (0x20..0x7f).contains(b) && *b != b'"' && *b != b'\\';
+    if bytes.iter().all(plain)
+        && let Ok(text) = std::str::from_utf8(bytes)
+    {
+        out.push_str(text);
+        return;
+    }
     for c in String::from_utf8_lossy(bytes).chars() {
         match c {
             '"' => out.push_str("\\\""),

@@ -156,24 +156,22 @@ export async function newWebhookPage(main) {
 
 /** The contract's verification snippet, with this webhook's secret filled in. */
 export function verifySnippet(secret) {
-  return `import crypto from 'crypto';
+  return `const crypto = require('node:crypto');
 
 const secret = ${JSON.stringify(secret)};
 
-// The contract's check. Pass the raw body as received (not re-serialized JSON) and the
-// X-Codmir-Signature header.
-function verifySignature(payload: string, signature: string, secret: string) {
-  const expected = crypto
-    .createHmac('sha256', secret)
-    .update(payload)
-    .digest('hex');
-  return signature.length === expected.length + 7 && crypto.timingSafeEqual(
-    Buffer.from(signature),
-    Buffer.from(\`sha256=\${expected}\`)
+// The contract's check. Pass the raw body as received (a Buffer: express.raw, not
+// re-serialized JSON) and the X-Codmir-Signature header. Lengths are compared as bytes:
+// timingSafeEqual throws on buffers of different lengths (a 500, not a refusal).
+function verifySignature(payload, signature, secret) {
+  const expected = Buffer.from(
+    'sha256=' + crypto.createHmac('sha256', secret).update(payload).digest('hex')
   );
+  const given = Buffer.from(signature);
+  return given.length === expected.length && crypto.timingSafeEqual(given, expected);
 }
 
-// e.g. verifySignature(rawBody, req.get('X-Codmir-Signature') ?? '', secret)`;
+// e.g. verifySignature(req.body, req.get('X-Codmir-Signature') ?? '', secret)`;
 }
 
 /** A webhook's secret, shown once after creation or rotation, with copy buttons. */

@@ -33,7 +33,10 @@ def verified(body: bytes, headers) -> bool:
     if not SECRET:
         return False
     expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, headers.get("x-codmir-signature", ""))
+    # Bytes, not str: compare_digest raises TypeError on a non-ASCII str (a hostile header
+    # would then be a 500, not a refusal).
+    received = headers.get("x-codmir-signature", "").encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(expected.encode(), received)
 
 
 # Event ids already handled: a retry after a lost answer delivers the same event again (same

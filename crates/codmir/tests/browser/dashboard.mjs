@@ -7,6 +7,37 @@ import http from "node:http";
 import { createRequire } from "node:module";
 import { mkdirSync, readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+/** Runs the dashboard's verification snippet, as a user pastes it into a CommonJS file,
+ * followed by checks of its verifySignature: true for the right signature, false (not an
+ * exception) for a wrong, a truncated and a non-ASCII one. */
+function runsAsPrinted(snippet) {
+  const dir = mkdtempSync(join(tmpdir(), "codmir-snippet-"));
+  const file = join(dir, "verify.cjs");
+  writeFileSync(file, `${snippet}
+const body = Buffer.from('{"id":"evt_1","type":"ticket.created"}');
+const right = 'sha256=' + require('node:crypto').createHmac('sha256', secret).update(body).digest('hex');
+const results = [
+  verifySignature(body, right, secret) === true,
+  verifySignature(body, 'sha256=' + '0'.repeat(64), secret) === false,
+  verifySignature(body, right.slice(0, -4), secret) === false,
+  verifySignature(body, right.slice(0, -1) + 'é', secret) === false,
+  verifySignature(body, '', secret) === false,
+];
+if (!results.every(Boolean)) { console.error(results); process.exit(1); }
+`);
+  try {
+    execFileSync(process.execPath, [file], { stdio: "pipe" });
+    return true;
+  } catch (e) {
+    console.error(String(e.stderr ?? e));
+    return false;
+  }
+}
 
 const { BASE, KEY, SHOTS = "shots", CHROMIUM = "/usr/bin/chromium" } = process.env;
 const require = createRequire(import.meta.url);
@@ -120,7 +151,9 @@ try {
   check(await page.locator(".secret-value").innerText() === "your-webhook-secret", "the secret is shown once");
   await page.getByRole("button", { name: "Copy secret" }).click();
   check(await page.evaluate(() => navigator.clipboard.readText()) === "your-webhook-secret", "the copy button copies the secret");
-  check((await page.locator("details.code pre").first().innerText()).includes('"your-webhook-secret"'), "the verification snippet has the secret filled in");
+  const snippet = await page.locator("details.code pre").first().innerText();
+  check(snippet.includes('"your-webhook-secret"'), "the verification snippet has the secret filled in");
+  check(runsAsPrinted(snippet), "the verification snippet runs in Node as printed: a right signature passes; a wrong, truncated or non-ASCII one is refused without throwing");
   await accessible("webhook-created");
   await shot("webhook-created");
   await page.getByRole("link", { name: "Go to the webhook" }).click();

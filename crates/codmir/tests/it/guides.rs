@@ -124,6 +124,8 @@ impl Guide {
     async fn post(&self, headers: &[(&str, String)], body: &[u8]) -> u16 {
         let mut req = client().post(&self.url).body(body.to_vec());
         for (k, v) in headers {
+            // As bytes: a value may hold non-ASCII (obs-text), as a hostile client sends it.
+            let v = reqwest::header::HeaderValue::from_bytes(v.as_bytes()).unwrap();
             req = req.header(*k, v);
         }
         req.send().await.unwrap().status().as_u16()
@@ -269,12 +271,17 @@ async fn the_node_and_python_guides_verify_real_deliveries_and_refuse_bad_ones()
         ];
         let junk = b"{not json".to_vec();
         let not_json = ("x-codmir-signature", codmir_signature(&g.secret, &junk));
-        let cases: [(&str, Vec<(&str, String)>); 5] = [
+        let right = codmir_signature(&g.secret, &body);
+        let truncated = ("x-codmir-signature", right[..right.len() - 4].to_owned());
+        let non_ascii = ("x-codmir-signature", format!("{}é", &right[..right.len() - 1]));
+        let cases: [(&str, Vec<(&str, String)>); 7] = [
             ("no signature", vec![json_type.clone()]),
             (
                 "a short signature",
                 vec![json_type.clone(), ("x-codmir-signature", "sha256=".into())],
             ),
+            ("a truncated signature", vec![json_type.clone(), truncated]),
+            ("a non-ASCII signature", vec![json_type.clone(), non_ascii]),
             ("a wrong signature", vec![json_type.clone(), wrong]),
             ("a malformed webhook-signature", standard_garbage.to_vec()),
             (

@@ -273,7 +273,10 @@ async fn the_node_and_python_guides_verify_real_deliveries_and_refuse_bad_ones()
         let not_json = ("x-codmir-signature", codmir_signature(&g.secret, &junk));
         let right = codmir_signature(&g.secret, &body);
         let truncated = ("x-codmir-signature", right[..right.len() - 4].to_owned());
-        let non_ascii = ("x-codmir-signature", format!("{}é", &right[..right.len() - 1]));
+        let non_ascii = (
+            "x-codmir-signature",
+            format!("{}é", &right[..right.len() - 1]),
+        );
         let cases: [(&str, Vec<(&str, String)>); 7] = [
             ("no signature", vec![json_type.clone()]),
             (

@@ -303,3 +303,105 @@ async fn the_node_and_python_guides_verify_real_deliveries_and_refuse_bad_ones()
         }
     }
 }
+
+/// The fenced code blocks of `file` in `lang` that are whole receivers (they make their app:
+/// `express()`, `Flask(`), as printed. Fragments (a handler shown in place of another's) are
+/// not programs on their own.
+fn receivers_in(file: &str, lang: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(file),
+    )
+    .unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, fence) if fence == format!("```{lang}") => current = Some(String::new()),
+            (Some(_), "```") => blocks.push(current.take().unwrap()),
+            (Some(block), line) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            _ => {}
+        }
+    }
+    blocks
+        .into_iter()
+        .filter(|b| b.contains("express()") || b.contains("Flask("))
+        .collect()
+}
+
+/// The README's receivers run as printed (Node as CommonJS with the guide's packages; Python
+/// with Flask), against the real server's deliveries: a real event is verified and answered
+/// 2xx, and a truncated, a non-ASCII and a missing signature each get a 4xx, never a 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Node.js with npm, and Python 3 with venv and pip (the guides' packages); .ci/run installs them"]
+async fn the_readmes_receivers_run_as_printed() {
+    node_ready();
+    let python = python_ready();
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (node, flask) = (
+        receivers_in("README.md", "js"),
+        receivers_in("README.md", "python"),
+    );
+    assert_eq!((node.len(), flask.len()), (1, 1), "the README's receivers");
+    let js = dir.path().join("receiver.cjs");
+    std::fs::write(&js, &node[0]).unwrap();
+    let py = dir.path().join("receiver.py");
+    std::fs::write(&py, &flask[0]).unwrap();
+
+    let port = free_port();
+    let mut cmd = Command::new("node");
+    cmd.arg(&js)
+        .env("NODE_PATH", docs().join("node/node_modules"));
+    let node = start(&app, "readme-node", cmd, port).await;
+    let port = free_port();
+    let mut cmd = Command::new(&python);
+    cmd.args(["-m", "flask", "--app"])
+        .arg(&py)
+        .args(["run", "--port", &port.to_string()]);
+    let flask = start(&app, "readme-flask", cmd, port).await;
+
+    app.post("/v1/projects", json!({"name": "Snippets"})).await;
+    for g in [&node, &flask] {
+        let path = format!("/v1/webhooks/{}/deliveries", g.webhook);
+        eventually(Duration::from_secs(30), "delivered", || async {
+            app.list(&path)
+                .await
+                .first()
+                .is_some_and(|d| d["status"] == "succeeded")
+        })
+        .await;
+        let body = br#"{"id":"evt_x","type":"project.created"}"#;
+        let right = codmir_signature(&g.secret, body);
+        let json_type = ("content-type", "application/json".to_owned());
+        for (what, signature) in [
+            ("truncated", right[..right.len() - 4].to_owned()),
+            ("non-ASCII", format!("{}é", &right[..right.len() - 1])),
+            ("missing", String::new()),
+        ] {
+            let status = g
+                .post(
+                    &[json_type.clone(), ("x-codmir-signature", signature)],
+                    body,
+                )
+                .await;
+            assert!(
+                (400..500).contains(&status),
+                "{}: a {what} signature: {status}",
+                g.name
+            );
+        }
+        let status = g
+            .post(&[json_type.clone(), ("x-codmir-signature", right)], body)
+            .await;
+        assert!(
+            (200..300).contains(&status),
+            "{}: the right signature: {status}",
+            g.name
+        );
+    }
+}

@@ -333,6 +333,24 @@ fn receivers_in(file: &str, lang: &str) -> Vec<String> {
         .collect()
 }
 
+/// The README's handler shown "in place of the one above" (the rotation's), spliced into its
+/// receiver in place of its handler: the program a reader makes of it.
+fn rotation_receiver() -> String {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let start = text
+        .find("in place of the one above")
+        .expect("the rotation's handler");
+    let block = &text[start..];
+    let block = &block[block.find("```js\n").unwrap() + 6..];
+    let handler = &block[..block.find("```").unwrap()];
+    let receiver = &receivers_in("README.md", "js")[0];
+    let from = receiver.find("app.post(").unwrap();
+    let to = from + receiver[from..].find("\n});\n").unwrap() + "\n});\n".len();
+    format!("{}{handler}{}", &receiver[..from], &receiver[to..])
+}
+
 /// The README's receivers run as printed (Node as CommonJS with the guide's packages; Python
 /// with Flask), against the real server's deliveries: a real event is verified and answered
 /// 2xx, and a truncated, a non-ASCII and a missing signature each get a 4xx, never a 5xx.
@@ -358,6 +376,27 @@ async fn the_readmes_receivers_run_as_printed() {
     cmd.arg(&js)
         .env("NODE_PATH", docs().join("node/node_modules"));
     let node = start(&app, "readme-node", cmd, port).await;
+    // The rotation's handler, with the new secret (the one `start` registers) and an old one.
+    let rotating = dir.path().join("rotating.cjs");
+    std::fs::write(&rotating, rotation_receiver()).unwrap();
+    let port = free_port();
+    let mut cmd = Command::new("node");
+    cmd.arg(&rotating)
+        .env("NODE_PATH", docs().join("node/node_modules"))
+        .env("CODMIR_SECRET_NEW", "readme-rotating-receivers-secret-0123")
+        .env("CODMIR_SECRET_OLD", "an-older-secret-of-the-webhook");
+    let rotating = start(&app, "readme-rotating", cmd, port).await;
+    let older = codmir_signature("an-older-secret-of-the-webhook", b"{}");
+    let status = rotating
+        .post(
+            &[
+                ("content-type", "application/json".to_owned()),
+                ("x-codmir-signature", older),
+            ],
+            b"{}",
+        )
+        .await;
+    assert_eq!(status, 200, "the old secret is accepted during the window");
     let port = free_port();
     let mut cmd = Command::new(&python);
     cmd.args(["-m", "flask", "--app"])
@@ -366,7 +405,7 @@ async fn the_readmes_receivers_run_as_printed() {
     let flask = start(&app, "readme-flask", cmd, port).await;
 
     app.post("/v1/projects", json!({"name": "Snippets"})).await;
-    for g in [&node, &flask] {
+    for g in [&node, &rotating, &flask] {
         let path = format!("/v1/webhooks/{}/deliveries", g.webhook);
         eventually(Duration::from_secs(30), "delivered", || async {
             app.list(&path)

@@ -55,3 +55,9 @@ pub use headers::Headers;
 #[cfg(feature = "schema")]
 pub use schema::{EVENT_TYPES, schema};
 pub use verify::{DEFAULT_TOLERANCE, Scheme, Verifier, VerifyError, verify};
+
+/// docs/receiving.md's Rust blocks, compiled by `cargo test` as doctests: the guide's code
+/// stays what this crate accepts.
+#[cfg(all(doctest, feature = "axum"))]
+#[doc = include_str!("../../../docs/receiving.md")]
+struct ReceivingGuide;

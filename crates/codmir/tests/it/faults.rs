@@ -242,9 +242,15 @@ async fn postgresql_restarting_under_load_loses_no_acknowledged_event() {
 
     let seen = std::mem::take(&mut *seen.lock().unwrap());
     for (status, body, retry_after, took) in &seen.refused {
-        // What the load met during the outages: 503s that say why, never a 500, promptly.
+        // What the load met during the outages: 503s that say why, never a 500, promptly: the
+        // database unreachable, or (a commit whose answer the stop cut off, with nobody to ask
+        // while it is down) the outcome unknown.
         assert_eq!(*status, 503, "{body}");
-        assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
+        let code = body["error"]["code"].as_str().unwrap_or_default();
+        assert!(
+            matches!(code, "database_unavailable" | "outcome_unknown"),
+            "{body}"
+        );
         assert!(retry_after.is_some());
         assert!(*took < Duration::from_secs(12), "a request took {took:?}");
     }

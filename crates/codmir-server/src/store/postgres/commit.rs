@@ -20,9 +20,10 @@ use super::super::sql::postgres_only as q;
 use super::super::{StoreError, StoreResult};
 use super::no_answer;
 
-/// How often a transaction's status is asked for while it is still in progress, or while the
-/// database does not answer.
+/// How often a transaction's status is asked for while it is still in progress.
 const ASK_EVERY: Duration = Duration::from_millis(100);
+/// Failures to ask at all before giving up.
+const MAX_FAILURES: u32 = 3;
 
 /// What is known of a write transaction's commit: its id once it wrote, and whether `COMMIT`
 /// was sent.
@@ -72,16 +73,20 @@ impl Commit {
             return Ok(());
         };
         let xid = xid.to_string();
-        while Instant::now() + ASK_EVERY < deadline {
+        // Asked again while the transaction is still in progress; given up after a few
+        // failures to ask at all (the database refusing connections, down): then nobody can
+        // tell before it is back, and the answer must not wait for it.
+        let mut failures = 0;
+        while Instant::now() + ASK_EVERY < deadline && failures < MAX_FAILURES {
             let status = tokio::time::timeout_at(deadline, async {
                 let conn = pool.get().await.ok()?;
                 let row = conn.query_one(q::XACT_STATUS, &[&xid]).await.ok()?;
-                row.get::<_, Option<String>>(0)
+                Some(row.get::<_, Option<String>>(0))
             })
             .await;
-            match status.ok().flatten().as_deref() {
-                Some("committed") => return Ok(()),
-                Some("aborted") => {
+            match status {
+                Ok(Some(Some(s))) if s == "committed" => return Ok(()),
+                Ok(Some(Some(s))) if s == "aborted" => {
                     return Err(StoreError::Unreachable {
                         context: "the connection to PostgreSQL was lost during COMMIT, which \
                                   did not take"
@@ -89,8 +94,13 @@ impl Commit {
                         source: None,
                     });
                 }
-                // In progress (the server has not finished it yet), or no answer: ask again.
-                _ => tokio::time::sleep(ASK_EVERY).await,
+                // In progress: the server has not finished it yet.
+                Ok(Some(Some(_))) => tokio::time::sleep(ASK_EVERY).await,
+                // Too old for its status to be kept: it cannot be told.
+                Ok(Some(None)) => break,
+                // No connection, or no answer (a stale pooled connection fails once).
+                Ok(None) => failures += 1,
+                Err(_) => break,
             }
         }
         Err(unknown)

@@ -56,6 +56,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// without this bound a request would hang until TCP gave up (minutes). Units of work take
 /// milliseconds; the slowest (a replay of 10,000 events) well under a second.
 const JOB_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a session may sit idle inside a transaction before the server ends it (and
+/// its locks): past any unit's deadline.
+const IDLE_IN_TRANSACTION: &str = "-c idle_in_transaction_session_timeout=15000";
 /// How often the `LISTEN` connection is checked: a connection cut off by the network
 /// receives nothing and reports nothing.
 const LISTEN_CHECK: Duration = Duration::from_secs(10);
@@ -125,6 +128,11 @@ impl PgStore {
         // connection fails instead of waiting for TCP's retransmissions to give up.
         #[cfg(target_os = "linux")]
         config.tcp_user_timeout(JOB_TIMEOUT);
+        // The server's side of the same: a node cut off or frozen in the middle of a
+        // transaction (its connection still open) would hold that transaction's row locks
+        // until it came back, and the other nodes' claims skip locked rows, so what it leased
+        // could not be taken over. Our transactions never wait on the client for long.
+        config.options(IDLE_IN_TRANSACTION);
         migrate(&config).await?;
         let manager = Manager::from_config(
             config.clone(),

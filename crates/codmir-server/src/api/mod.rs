@@ -7,6 +7,7 @@
 //! the engine is a private field).
 
 mod dashboard;
+mod deliveries;
 mod error;
 mod events;
 mod extract;
@@ -166,8 +167,8 @@ impl Modify for BearerAuth {
         tracker::list_comments, tracker::me,
         events::list_events, events::get_event, events::event_types,
         webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook,
-        webhooks::update_webhook, webhooks::delete_webhook, webhooks::list_deliveries,
-        webhooks::get_delivery, webhooks::list_workspace_deliveries, recovery::redeliver,
+        webhooks::update_webhook, webhooks::delete_webhook, deliveries::list_deliveries,
+        deliveries::get_delivery, deliveries::list_workspace_deliveries, recovery::redeliver,
         recovery::retry_pending, recovery::ping, recovery::replay, recovery::rotate_secret,
         stats::webhook_stats, keys::list_keys, keys::revoke_key,
     ),
@@ -265,9 +266,9 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
         )
         .route(
             "/v1/webhooks/{id}/deliveries",
-            get(webhooks::list_deliveries),
+            get(deliveries::list_deliveries),
         )
-        .route("/v1/deliveries", get(webhooks::list_workspace_deliveries))
+        .route("/v1/deliveries", get(deliveries::list_workspace_deliveries))
         .route("/v1/deliveries/{id}/redeliver", post(recovery::redeliver))
         .route(
             "/v1/webhooks/{id}/retry-pending",
@@ -280,7 +281,7 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
             "/v1/webhooks/{id}/rotate-secret",
             post(recovery::rotate_secret),
         )
-        .route("/v1/deliveries/{id}", get(webhooks::get_delivery))
+        .route("/v1/deliveries/{id}", get(deliveries::get_delivery))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             probes::per_route,

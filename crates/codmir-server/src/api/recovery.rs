@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::deliveries::DeliveryResponse;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Auth, Json, now, path_id};
-use super::webhooks::{CreatedWebhook, DeliveryResponse};
+use super::webhooks::CreatedWebhook;
 use crate::ops;
 
 /// Sends a delivery again: a new delivery of the same event bytes, linked to the original,

@@ -11,7 +11,9 @@ use axum::routing::post;
 use codmir_webhook::{Data, Event, Verified, Verifier};
 use serde_json::json;
 
-use crate::helpers::{TestApp, eventually, spawn_app};
+use codmir_core::sign::codmir_signature;
+
+use crate::helpers::{TestApp, client, eventually, spawn_app};
 use crate::receiver::Receiver;
 
 /// A receiver whose verifier the test can swap between phases.
@@ -162,11 +164,48 @@ async fn the_crate_verifies_every_request_and_reads_every_event_typed() {
         assert_eq!(assigned.unwrap().id, member["id"].as_str().unwrap());
     }
 
+    // What docs/receiving.md's Rust receiver (this extractor) answers to a real event's body
+    // with a bad signature: a 4xx each, never a 5xx, and nothing handed to the handler.
+    let events = receiver.events.lock().unwrap().len();
+    let event_id = receiver.events.lock().unwrap()[0].id.clone();
+    let body = app.get(&format!("/v1/events/{event_id}")).await.text;
+    let right = codmir_signature(secret, body.as_bytes());
+    for (what, signature) in [
+        ("truncated", right[..right.len() - 4].to_owned()),
+        ("non-ASCII", format!("{}é", &right[..right.len() - 1])),
+        ("empty", String::new()),
+        (
+            "wrong",
+            codmir_signature("another-secret-entirely", body.as_bytes()),
+        ),
+    ] {
+        let status = client()
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-codmir-signature", signature.as_bytes())
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_client_error(), "a {what} signature: {status}");
+    }
+    let status = client()
+        .post(&url)
+        .header("x-codmir-signature", right)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 204, "the right signature");
+    assert_eq!(receiver.events.lock().unwrap().len(), events + 1);
+
     // A rotation: during the grace period the receiver verifies with the new secret alone,
     // and with the old one alone.
     let rotated = post_json(&app, &format!("/v1/webhooks/{w}/rotate-secret"), json!({})).await;
     let new_secret = rotated["signing_secret"].as_str().unwrap();
-    for (n, holds) in [(10, new_secret), (11, secret)] {
+    for (n, holds) in [(11, new_secret), (12, secret)] {
         *receiver.verifier.lock().unwrap() = Verifier::new(holds).unwrap();
         post_json(&app, "/v1/projects", json!({"name": format!("P{n}")})).await;
         receiver.wait_for(n).await;
@@ -179,7 +218,7 @@ async fn the_crate_verifies_every_request_and_reads_every_event_typed() {
     let body = json!({"url": gone.url, "events": ["project.created"]});
     post_json(&app, "/v1/webhooks", body).await;
     post_json(&app, "/v1/projects", json!({"name": "The last one"})).await;
-    receiver.wait_for(13).await;
+    receiver.wait_for(14).await;
     // Every event type reached the raw receiver, and each body matches its schema.
     let schemas = Catalog::fetch(&app).await;
     eventually(Duration::from_secs(10), "all ten types", || async {

@@ -3,7 +3,7 @@
 //! one delivery with every attempt.
 
 use axum::extract::{Path, State};
-use codmir_core::webhook::{Attempt, Delivery, DeliveryStatus};
+use codmir_core::webhook::{Attempt, Delivery, DeliveryStatus, Webhook};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -96,26 +96,35 @@ fn as_sent(
     mut sent: serde_json::Map<String, serde_json::Value>,
 ) -> serde_json::Map<String, serde_json::Value> {
     let mut take = |name: &str| sent.remove(name).unwrap_or(serde_json::Value::Null);
-    let (codmir, timestamp, standard) = (
+    let signatures = [
         take("x-codmir-signature"),
         take("webhook-timestamp"),
         take("webhook-signature"),
-    );
+    ];
     // What is left are the webhook's own headers, sent first.
     let mut headers = sent;
-    let mut put = |name: &str, value: serde_json::Value| {
-        headers.insert(name.to_owned(), value);
-    };
-    put("x-codmir-signature", codmir);
-    put("x-codmir-event", delivery.event_type.as_str().into());
-    put("x-codmir-delivery", delivery.id.clone().into());
-    put("x-codmir-webhook-id", delivery.webhook_id.clone().into());
-    put("x-codmir-attempt", attempt.to_string().into());
-    put("webhook-id", delivery.event_id.clone().into());
-    put("webhook-timestamp", timestamp);
-    put("webhook-signature", standard);
-    put("content-type", "application/json".into());
-    put("user-agent", crate::delivery::USER_AGENT_VALUE.into());
+    crate::delivery::ordered_headers(delivery, attempt, signatures, |name, value| {
+        headers.insert(name.as_str().to_owned(), value);
+    });
+    headers
+}
+
+/// Headers of an attempt recorded before codmir kept them: signed again with the webhook's
+/// secrets as they are now, its own headers as they are now.
+fn recomputed(
+    webhook: &Webhook,
+    log: &ops::DeliveryLog,
+    a: &Attempt,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut headers = serde_json::Map::new();
+    for (name, value) in webhook.headers.masked() {
+        headers.insert(name.to_ascii_lowercase(), value.into());
+    }
+    let body = log.payload.as_deref().unwrap_or_default().as_bytes();
+    let (delivery, attempt, at) = (&log.delivery, a.attempt, a.attempted_at);
+    crate::delivery::signed_headers(webhook, delivery, attempt, at, body, |n, v| {
+        headers.insert(n.as_str().to_owned(), v.into());
+    });
     headers
 }
 
@@ -131,53 +140,20 @@ impl AttemptResponse {
     fn new(a: Attempt, log: &ops::DeliveryLog) -> Self {
         let sent = object(a.request_headers.as_deref());
         let request_headers_as_sent = sent.is_some();
-        let response_headers = object(a.response_headers.as_deref());
-        if let Some(sent) = sent {
-            return Self {
-                request_headers: Some(as_sent(&log.delivery, a.attempt, sent)),
-                request_headers_as_sent,
-                response_headers,
-                attempt: a.attempt,
-                attempted_at: a.attempted_at.to_rfc3339_millis(),
-                duration_ms: a.duration_ms,
-                status_code: a.status_code,
-                error: a.error,
-                response_body: a.response_body,
-            };
-        }
-        let request_headers = log.webhook.as_ref().map(|w| {
-            let mut headers = serde_json::Map::new();
-            for (name, value) in w.headers.masked() {
-                headers.insert(name.to_ascii_lowercase(), value.into());
-            }
-            let body = log.payload.as_deref().unwrap_or_default().as_bytes();
-            crate::delivery::signed_headers(
-                w,
-                &log.delivery,
-                a.attempt,
-                a.attempted_at,
-                body,
-                |n, v| {
-                    headers.insert(n.as_str().to_owned(), v.into());
-                },
-            );
-            headers.insert("content-type".into(), "application/json".into());
-            headers.insert(
-                "user-agent".into(),
-                crate::delivery::USER_AGENT_VALUE.into(),
-            );
-            headers
-        });
+        let request_headers = match sent {
+            Some(sent) => Some(as_sent(&log.delivery, a.attempt, sent)),
+            None => log.webhook.as_ref().map(|w| recomputed(w, log, &a)),
+        };
         Self {
+            request_headers,
+            request_headers_as_sent,
+            response_headers: object(a.response_headers.as_deref()),
             attempt: a.attempt,
             attempted_at: a.attempted_at.to_rfc3339_millis(),
             duration_ms: a.duration_ms,
             status_code: a.status_code,
             error: a.error,
             response_body: a.response_body,
-            request_headers,
-            request_headers_as_sent,
-            response_headers,
         }
     }
 }

@@ -372,8 +372,6 @@ fn request(target: &Target, c: &Leased, attempt: u32, now: Timestamp) -> Request
             }
         },
     );
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
     request
 }
 
@@ -403,47 +401,66 @@ mod names {
 }
 
 /// Our headers of attempt number `attempt` of `delivery` made at `now`, in the order they
-/// are set: ids, attempt number and both signatures. Besides them a request carries the
-/// webhook's own headers, `Content-Type` and `User-Agent`. The delivery log shows a request
-/// with the same function.
+/// are set: both signatures, ids, attempt number, `Content-Type` and `User-Agent`. Besides
+/// them a request carries the webhook's own headers, set first.
 pub fn signed_headers(
     webhook: &Webhook,
     delivery: &Delivery,
     attempt: u32,
     now: Timestamp,
     body: &[u8],
-    mut put: impl FnMut(&HeaderName, String),
+    put: impl FnMut(&HeaderName, String),
 ) {
     let secret = webhook.secret.as_str();
     let now_secs = now.as_secs();
     // During a rotation's grace period the contract's header, which holds one value, stays
     // on the previous secret; `webhook-signature` carries both (new first).
     let previous = webhook.previous_secret_at(now).map(|s| s.as_str());
-    put(
-        &names::X_CODMIR_SIGNATURE,
-        codmir_signature(previous.unwrap_or(secret), body),
-    );
-    put(
-        &names::X_CODMIR_EVENT,
-        delivery.event_type.as_str().to_owned(),
-    );
-    put(&names::X_CODMIR_DELIVERY, delivery.id.clone());
-    put(&names::X_CODMIR_WEBHOOK_ID, webhook.id.clone());
-    put(&names::X_CODMIR_ATTEMPT, attempt.to_string());
-    put(&names::WEBHOOK_ID, delivery.event_id.clone());
-    put(&names::WEBHOOK_TIMESTAMP, now_secs.to_string());
-    let mut signature =
+    let codmir = codmir_signature(previous.unwrap_or(secret), body);
+    let mut standard =
         standard_signature(&standard_key(secret), &delivery.event_id, now_secs, body);
     if let Some(old) = previous {
-        signature.push(' ');
-        signature.push_str(&standard_signature(
+        standard.push(' ');
+        standard.push_str(&standard_signature(
             &standard_key(old),
             &delivery.event_id,
             now_secs,
             body,
         ));
     }
-    put(&names::WEBHOOK_SIGNATURE, signature);
+    ordered_headers(
+        delivery,
+        attempt,
+        [codmir, now_secs.to_string(), standard],
+        put,
+    );
+}
+
+/// Our headers in the order sent, given the values of `X-Codmir-Signature`,
+/// `webhook-timestamp` and `webhook-signature`: what a request gets ([`signed_headers`]) and
+/// what the delivery log shows of one, from the three values the attempt kept.
+pub fn ordered_headers<V: From<String>>(
+    delivery: &Delivery,
+    attempt: u32,
+    [codmir, timestamp, standard]: [V; 3],
+    mut put: impl FnMut(&HeaderName, V),
+) {
+    put(&names::X_CODMIR_SIGNATURE, codmir);
+    put(
+        &names::X_CODMIR_EVENT,
+        delivery.event_type.as_str().to_owned().into(),
+    );
+    put(&names::X_CODMIR_DELIVERY, delivery.id.clone().into());
+    put(
+        &names::X_CODMIR_WEBHOOK_ID,
+        delivery.webhook_id.clone().into(),
+    );
+    put(&names::X_CODMIR_ATTEMPT, attempt.to_string().into());
+    put(&names::WEBHOOK_ID, delivery.event_id.clone().into());
+    put(&names::WEBHOOK_TIMESTAMP, timestamp);
+    put(&names::WEBHOOK_SIGNATURE, standard);
+    put(&CONTENT_TYPE, "application/json".to_owned().into());
+    put(&USER_AGENT, USER_AGENT_VALUE.to_owned().into());
 }
 
 /// A one-line cause for the delivery log: the error and, when it has one, its root cause.

@@ -38,7 +38,8 @@ use tokio::task::JoinHandle;
 
 pub use budget::ApiWork;
 pub use client::{
-    AttemptResult, MAX_RESPONSE_LOGGED, MAX_RESPONSE_READ, Sender, USER_AGENT_VALUE, signed_headers,
+    AttemptResult, MAX_RESPONSE_LOGGED, MAX_RESPONSE_READ, Sender, USER_AGENT_VALUE,
+    ordered_headers, signed_headers,
 };
 pub use handle::Engine;
 

@@ -173,7 +173,8 @@ pub(super) struct DeliveryDetail {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(super) struct DeliveryListParams {
-    /// `pending`, `succeeded`, `failed` or `cancelled`.
+    /// `pending` (not yet settled), `retrying` (pending after a failed attempt), `succeeded`,
+    /// `failed` or `cancelled`.
     #[param(value_type = Option<schema::DeliveryStatusName>, inline)]
     pub status: Option<String>,
     /// Items per page, 1–100 (default 20).
@@ -222,7 +223,8 @@ pub(super) async fn list_deliveries(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(super) struct WorkspaceDeliveryParams {
-    /// `pending`, `succeeded`, `failed` or `cancelled`.
+    /// `pending` (not yet settled), `retrying` (pending after a failed attempt), `succeeded`,
+    /// `failed` or `cancelled`.
     #[param(value_type = Option<schema::DeliveryStatusName>, inline)]
     pub status: Option<String>,
     /// An event type or pattern: `ticket.created`, `ticket.*`, `*`.

@@ -36,6 +36,13 @@ fn ok(s: &ServerProcess, key: &str, args: &[&str]) -> String {
     out.stdout
 }
 
+/// Runs a command that must fail with exit code `code`; returns what it printed.
+fn fails(s: &ServerProcess, key: &str, args: &[&str], code: i32) -> Finished {
+    let out = run(s, key, args);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {}", out.stderr);
+    out
+}
+
 /// Runs a command with `--json` that must succeed; returns what it printed, parsed.
 fn ok_json(s: &ServerProcess, key: &str, args: &[&str]) -> Value {
     let mut args = args.to_vec();
@@ -163,12 +170,7 @@ async fn webhooks_commands_in_both_output_modes() {
         ok_json(&s, &key, &["webhooks", "ping", &id])["succeeded"],
         true
     );
-    let refused = run(&s, &key, &["webhooks", "ping", &down_id]);
-    assert_eq!(
-        refused.status.code(),
-        Some(1),
-        "a refused ping is a failure"
-    );
+    let refused = fails(&s, &key, &["webhooks", "ping", &down_id], 1);
     assert!(refused.stdout.contains("HTTP 503"), "{}", refused.stdout);
     assert!(
         refused.stderr.contains("did not accept the ping"),
@@ -197,12 +199,12 @@ async fn webhooks_commands_in_both_output_modes() {
         rotated.contains("X-Codmir-Signature") && rotated.contains("the previous secret until"),
         "{rotated}"
     );
-    let refused = run(
+    let refused = fails(
         &s,
         &key,
         &["webhooks", "rotate-secret", &id, "--grace-period", "1h"],
+        1,
     );
-    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
     assert!(
         refused.stderr.contains("rotate again after"),
         "{}",
@@ -228,8 +230,7 @@ async fn webhooks_commands_in_both_output_modes() {
         ok_json(&s, &key, &["webhooks", "delete", &id])["deleted"],
         true
     );
-    let gone = run(&s, &key, &["webhooks", "show", &id]);
-    assert_eq!(gone.status.code(), Some(5), "not found: {}", gone.stderr);
+    let gone = fails(&s, &key, &["webhooks", "show", &id], 5);
     assert!(gone.stderr.contains("404 not_found"), "{}", gone.stderr);
 }
 
@@ -358,12 +359,12 @@ async fn failures_say_what_went_wrong_and_exit_with_their_code() {
     );
     assert_eq!(wrong.status.code(), Some(4));
 
-    let invalid = run(
+    let invalid = fails(
         &s,
         &key,
         &["webhooks", "create", "ftp://example.com", "--events", "*"],
+        1,
     );
-    assert_eq!(invalid.status.code(), Some(1));
     assert!(
         invalid.stderr.contains("422 validation_failed"),
         "the API's error as it is: {}",
@@ -545,24 +546,22 @@ async fn every_setting_from_the_cli_and_errors_in_its_words() {
         ok_json(&s, &key, &["deliveries", "list", "--since", since]);
         ok_json(&s, &key, &["events", "list", "--since", since]);
     }
-    let bad = run(&s, &key, &["deliveries", "list", "--since", "yesterday"]);
-    assert_eq!(bad.status.code(), Some(2), "{}", bad.stderr);
+    let bad = fails(&s, &key, &["deliveries", "list", "--since", "yesterday"], 2);
     assert!(
         bad.stderr.contains("an age (30m, 2h, 3d)"),
         "{}",
         bad.stderr
     );
-    let bad = run(
+    fails(
         &s,
         &key,
         &["webhooks", "update", &id, "--max-in-flight", "0"],
+        2,
     );
-    assert_eq!(bad.status.code(), Some(2), "{}", bad.stderr);
 
     // A disabled webhook: the error says which command turns it back on.
     ok(&s, &key, &["webhooks", "disable", &id]);
-    let refused = run(&s, &key, &["replay", "--webhook", &id, "--since", "1h"]);
-    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
+    let refused = fails(&s, &key, &["replay", "--webhook", &id, "--since", "1h"], 1);
     assert!(
         refused
             .stderr

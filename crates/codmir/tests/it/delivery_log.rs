@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{WAIT, eventually, id_of, spawn_app};
-use crate::receiver::{Receiver, Reply};
+use crate::receiver::{Hit, Receiver, Reply};
 
 #[tokio::test]
 async fn each_attempt_shows_the_request_the_receiver_got() {
@@ -54,20 +54,7 @@ async fn each_attempt_shows_the_request_the_receiver_got() {
         "the exact bytes"
     );
     for (attempt, hit) in detail["attempts"].as_array().unwrap().iter().zip(&hits) {
-        let shown = attempt["request_headers"].as_object().unwrap();
-        for (name, value) in shown {
-            // A custom header's value is write-only: the log shows it masked.
-            let sent = match name.as_str() {
-                "x-tenant" => codmir_core::webhook::mask(hit.header(name)),
-                _ => hit.header(name).to_owned(),
-            };
-            assert_eq!(
-                sent,
-                value.as_str().unwrap(),
-                "attempt {}: {name}",
-                attempt["attempt"]
-            );
-        }
+        let shown = shows_as_received(attempt, hit);
         assert_eq!(hit.header("x-tenant"), "acme");
         assert_eq!(shown["x-tenant"], "********");
         for name in [
@@ -240,27 +227,7 @@ async fn after_a_rotation_each_attempt_shows_the_headers_sent_and_the_answers_he
     );
     for (attempt, hit) in detail["attempts"].as_array().unwrap().iter().zip(&hits) {
         assert_eq!(attempt["request_headers_as_sent"], true, "{attempt}");
-        let shown = attempt["request_headers"].as_object().unwrap();
-        for (name, value) in shown {
-            let sent = match name.as_str() {
-                "x-tenant" => codmir_core::webhook::mask(hit.header(name)),
-                _ => hit.header(name).to_owned(),
-            };
-            assert_eq!(
-                sent,
-                value.as_str().unwrap(),
-                "attempt {}: {name}",
-                attempt["attempt"]
-            );
-        }
-        // Every header the receiver got (but those of the connection) is shown.
-        for name in hit.headers.keys() {
-            let connection = ["host", "content-length"].contains(&name.as_str());
-            assert!(
-                connection || shown.contains_key(name.as_str()),
-                "{name} missing: {shown:?}"
-            );
-        }
+        shows_as_received(attempt, hit);
     }
     let first = &detail["attempts"][0];
     assert_eq!(
@@ -269,4 +236,27 @@ async fn after_a_rotation_each_attempt_shows_the_headers_sent_and_the_answers_he
     );
     assert_eq!(first["response_headers"]["retry-after"], "1", "{first}");
     assert_eq!(detail["attempts"][1]["status_code"], 200);
+}
+
+/// Asserts that `attempt`'s `request_headers` are the ones `hit` received, byte for byte
+/// (a custom header's value masked: it is write-only), and that every header received but
+/// those of the connection is shown; returns what is shown.
+fn shows_as_received<'a>(attempt: &'a Value, hit: &Hit) -> &'a serde_json::Map<String, Value> {
+    let shown = attempt["request_headers"].as_object().unwrap();
+    for (name, value) in shown {
+        let sent = match name.as_str() {
+            "x-tenant" => codmir_core::webhook::mask(hit.header(name)),
+            _ => hit.header(name).to_owned(),
+        };
+        let n = &attempt["attempt"];
+        assert_eq!(sent, value.as_str().unwrap(), "attempt {n}: {name}");
+    }
+    for name in hit.headers.keys() {
+        let connection = ["host", "content-length"].contains(&name.as_str());
+        assert!(
+            connection || shown.contains_key(name.as_str()),
+            "{name} missing: {shown:?}"
+        );
+    }
+    shown
 }

@@ -5,7 +5,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
-use crate::helpers::{WAIT, contract_verifies, eventually, spawn_app, standard_verifies};
+use crate::helpers::{TestApp, WAIT, contract_verifies, eventually, spawn_app, standard_verifies};
 use crate::receiver::{Hit, Receiver};
 
 /// Runs `tests/js/verify.js` (the official `standardwebhooks` library, or the contract's
@@ -83,16 +83,21 @@ async fn the_official_library_verifies_a_rotation_as_we_do() {
     rotation_verified_by(js_verify).await;
 }
 
-async fn rotation_verified_by(js_verify: Verify) {
+/// A server and a receiver with a webhook of `secret` for `project.created`: the webhook
+/// as registered, its id and its `signing_secret`.
+async fn registered(secret: &str) -> (TestApp, Receiver, Value, String, String) {
     let app = spawn_app().await;
     let rx = Receiver::start().await;
-    let old = app
-        .register(
-            json!({"url": rx.url, "events": ["project.created"], "secret": "the-old-secret-0123"}),
-        )
+    let webhook = app
+        .register(json!({"url": rx.url, "events": ["project.created"], "secret": secret}))
         .await;
-    let wid = old["id"].as_str().unwrap().to_owned();
-    let old_signing = old["signing_secret"].as_str().unwrap().to_owned();
+    let id = webhook["id"].as_str().unwrap().to_owned();
+    let signing = webhook["signing_secret"].as_str().unwrap().to_owned();
+    (app, rx, webhook, id, signing)
+}
+
+async fn rotation_verified_by(js_verify: Verify) {
+    let (app, rx, _, wid, old_signing) = registered("the-old-secret-0123").await;
     let r = app
         .post(
             &format!("/v1/webhooks/{wid}/rotate-secret"),
@@ -191,15 +196,7 @@ async fn the_official_library_verifies_a_second_rotation_as_we_do() {
 /// rotation with a grace period of its own is refused (409, saying until when); one with a
 /// zero grace replaces the current secret at once and leaves the first secret's promise alone.
 async fn second_rotation_verified_by(verify: Verify) {
-    let app = spawn_app().await;
-    let rx = Receiver::start().await;
-    let first = app
-        .register(
-            json!({"url": rx.url, "events": ["project.created"], "secret": "the-first-secret-01"}),
-        )
-        .await;
-    let wid = first["id"].as_str().unwrap().to_owned();
-    let first_signing = first["signing_secret"].as_str().unwrap().to_owned();
+    let (app, rx, first, wid, first_signing) = registered("the-first-secret-01").await;
     assert_eq!(first["signing"]["x_codmir_signature"], "current");
     let rotate = |body: Value| {
         let path = format!("/v1/webhooks/{wid}/rotate-secret");

@@ -57,49 +57,16 @@ impl CustomHeaders {
             || lower.contains("signature")
     }
 
-    /// Parses `(name, value)` pairs; each error names the header at fault.
+    /// Parses `(name, value)` pairs; each error names the header at fault. A masked value
+    /// is refused: there is nothing it could keep.
     pub fn parse<N: AsRef<str>, V: AsRef<str>>(pairs: &[(N, V)]) -> Result<Self, ValidationError> {
-        let err = |m: String| ValidationError::new("headers", m);
-        if pairs.len() > Self::MAX {
-            return Err(err(format!("at most {} headers", Self::MAX)));
-        }
-        let mut out: Vec<(String, String)> = Vec::with_capacity(pairs.len());
-        for (name, value) in pairs {
-            let (name, value) = (name.as_ref(), value.as_ref());
-            let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-            if name.is_empty() || name.len() > Self::MAX_NAME || !name.chars().all(token) {
-                return Err(err(format!(
-                    "`{name}` is not a header name (letters, digits and !#$%&'*+-.^_`|~, at most {} characters)",
-                    Self::MAX_NAME
-                )));
-            }
-            let lower = name.to_ascii_lowercase();
-            if Self::reserved(&lower) {
-                return Err(err(format!(
-                    "`{name}` cannot be set: codmir sets it, or it belongs to the connection or the body"
-                )));
-            }
-            if value.len() > Self::MAX_VALUE
-                || !value
-                    .chars()
-                    .all(|c| c == ' ' || c == '\t' || c.is_ascii_graphic())
-            {
-                return Err(err(format!(
-                    "the value of `{name}` must be visible ASCII, at most {} characters",
-                    Self::MAX_VALUE
-                )));
-            }
-            if value.starts_with(MASK) {
-                return Err(err(format!(
-                    "the value of `{name}` is a masked value as reads show it; send the value itself (or leave `headers` out to keep them)"
-                )));
-            }
-            if out.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
-                return Err(err(format!("`{name}` is given twice")));
-            }
-            out.push((name.to_owned(), value.to_owned()));
-        }
-        Ok(Self(out))
+        HeadersUpdate::parse(pairs)?.apply(&Self::default())
+    }
+
+    /// The value of `name` (any case).
+    fn get(&self, name: &str) -> Option<&str> {
+        let mut same = self.0.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
+        same.next().map(|(_, v)| v.as_str())
     }
 
     pub fn pairs(&self) -> &[(String, String)] {
@@ -122,9 +89,101 @@ pub fn mask(value: &str) -> String {
     }
 }
 
-/// The start of every masked value; a value sent back starting with it is refused (a masked
-/// value copied from a read would otherwise replace the real one).
+/// The start of every masked value; a value sent back starting with it keeps the header's
+/// value if it is what a read shows of it ([`HeadersUpdate::apply`]), and is refused otherwise.
 pub const MASK: &str = "********";
+
+/// A webhook's headers as an update sends them: each a value, or the masked value a read
+/// showed, which keeps that header's value as it is. A client can so read a webhook, change
+/// one header (or none) and send the whole set back without knowing the others' values.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HeadersUpdate(Vec<(String, Sent)>);
+
+#[derive(Clone, PartialEq, Eq)]
+enum Sent {
+    Value(String),
+    Masked(String),
+}
+
+impl std::fmt::Debug for HeadersUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| format!("{name}: <redacted>")))
+            .finish()
+    }
+}
+
+impl HeadersUpdate {
+    /// Checks names and values as [`CustomHeaders`] takes them; a masked value is kept aside
+    /// for [`HeadersUpdate::apply`].
+    pub fn parse<N: AsRef<str>, V: AsRef<str>>(pairs: &[(N, V)]) -> Result<Self, ValidationError> {
+        let err = |m: String| ValidationError::new("headers", m);
+        if pairs.len() > CustomHeaders::MAX {
+            return Err(err(format!("at most {} headers", CustomHeaders::MAX)));
+        }
+        let mut out: Vec<(String, Sent)> = Vec::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            let (name, value) = (name.as_ref(), value.as_ref());
+            let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+            if name.is_empty() || name.len() > CustomHeaders::MAX_NAME || !name.chars().all(token) {
+                return Err(err(format!(
+                    "`{name}` is not a header name (letters, digits and !#$%&'*+-.^_`|~, at most {} characters)",
+                    CustomHeaders::MAX_NAME
+                )));
+            }
+            let lower = name.to_ascii_lowercase();
+            if CustomHeaders::reserved(&lower) {
+                return Err(err(format!(
+                    "`{name}` cannot be set: codmir sets it, or it belongs to the connection or the body"
+                )));
+            }
+            if value.len() > CustomHeaders::MAX_VALUE
+                || !value
+                    .chars()
+                    .all(|c| c == ' ' || c == '\t' || c.is_ascii_graphic())
+            {
+                return Err(err(format!(
+                    "the value of `{name}` must be visible ASCII, at most {} characters",
+                    CustomHeaders::MAX_VALUE
+                )));
+            }
+            if out.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                return Err(err(format!("`{name}` is given twice")));
+            }
+            let sent = match value.starts_with(MASK) {
+                true => Sent::Masked(value.to_owned()),
+                false => Sent::Value(value.to_owned()),
+            };
+            out.push((name.to_owned(), sent));
+        }
+        Ok(Self(out))
+    }
+
+    /// The headers this update makes of `current`: a masked value keeps the value of the
+    /// header of that name if it is what a read shows of it, and is refused otherwise (a
+    /// masked value taken for a real one would replace a credential with asterisks).
+    pub fn apply(self, current: &CustomHeaders) -> Result<CustomHeaders, ValidationError> {
+        let mut out = Vec::with_capacity(self.0.len());
+        for (name, sent) in self.0 {
+            let value = match sent {
+                Sent::Value(v) => v,
+                Sent::Masked(shown) => match current.get(&name) {
+                    Some(v) if mask(v) == shown => v.to_owned(),
+                    _ => {
+                        return Err(ValidationError::new(
+                            "headers",
+                            format!(
+                                "the value of `{name}` is a masked value as reads show it, and not the one `{name}` has; send the value itself (or the masked value a read shows, to keep it)"
+                            ),
+                        ));
+                    }
+                },
+            };
+            out.push((name, value));
+        }
+        Ok(CustomHeaders(out))
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -191,5 +250,49 @@ mod tests {
         let e = CustomHeaders::parse(&[("Authorization", "********1234")]).unwrap_err();
         assert!(e.message.contains("masked"), "{}", e.message);
         assert!(!format!("{h:?}").contains("acme"));
+    }
+
+    #[test]
+    fn an_update_keeps_a_header_sent_back_masked_and_refuses_any_other_masked_value() {
+        let h = CustomHeaders::parse(&[
+            ("X-Tenant", "acme"),
+            ("Authorization", "Bearer receiver-token-1234"),
+        ])
+        .unwrap();
+        // Read, change one, send all back: the other keeps its value, whatever its case.
+        let back = HeadersUpdate::parse(&[
+            ("x-tenant", "********"),
+            ("Authorization", "Bearer a-new-token-5678"),
+            ("X-New", "1"),
+        ])
+        .unwrap()
+        .apply(&h)
+        .unwrap();
+        assert_eq!(
+            back.pairs(),
+            [
+                ("x-tenant".to_owned(), "acme".to_owned()),
+                (
+                    "Authorization".to_owned(),
+                    "Bearer a-new-token-5678".to_owned()
+                ),
+                ("X-New".to_owned(), "1".to_owned()),
+            ]
+        );
+        for (name, shown) in [
+            ("Authorization", "********9999"), // not what a read shows of it
+            ("Authorization", "********"),
+            ("X-Other", "********"), // no such header
+        ] {
+            let e = HeadersUpdate::parse(&[(name, shown)])
+                .unwrap()
+                .apply(&h)
+                .unwrap_err();
+            assert!(e.message.contains(&format!("`{name}`")), "{}", e.message);
+        }
+        assert!(
+            !format!("{:?}", HeadersUpdate::parse(&[("X-A", "sekrit")]).unwrap())
+                .contains("sekrit")
+        );
     }
 }

@@ -7,7 +7,7 @@ use crate::event::EventType;
 use crate::time::Timestamp;
 
 pub use crate::endpoint::{EndpointUrl, MAX_URL_LEN};
-pub use crate::headers::{CustomHeaders, MASK, mask};
+pub use crate::headers::{CustomHeaders, HeadersUpdate, MASK, mask};
 
 /// A webhook secret as registered: 16–512 characters, no control characters. Its `Debug`
 /// shows only its length, so that a webhook printed in a log or a panic does not carry it.

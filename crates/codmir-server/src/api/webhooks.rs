@@ -3,7 +3,9 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use codmir_core::sign::signing_secret;
-use codmir_core::webhook::{CustomHeaders, EndpointUrl, EventFilter, Webhook, WebhookSecret};
+use codmir_core::webhook::{
+    CustomHeaders, EndpointUrl, EventFilter, HeadersUpdate, Webhook, WebhookSecret,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -72,7 +74,9 @@ pub(super) struct UpdateWebhook {
     #[serde(default, deserialize_with = "super::extract::present")]
     #[schema(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     pub rate_limit_per_second: Option<Option<u32>>,
-    /// Replaces every custom header; `{}` removes them.
+    /// Replaces every custom header; `{}` removes them. A header sent with the masked value a
+    /// read shows of it keeps its value, so a read's `headers` can be sent back with one
+    /// changed; any other masked value is refused.
     #[schema(value_type = Option<schema::CustomHeaders>, inline)]
     pub headers: Option<serde_json::Map<String, serde_json::Value>>,
     /// A new removal time (RFC 3339, in the future); `null` keeps the webhook for good.
@@ -217,7 +221,7 @@ fn rate_limit(raw: u32) -> Result<u32, ApiError> {
     Ok(raw)
 }
 
-fn headers(raw: serde_json::Map<String, serde_json::Value>) -> Result<CustomHeaders, ApiError> {
+fn headers(raw: serde_json::Map<String, serde_json::Value>) -> Result<HeadersUpdate, ApiError> {
     let mut pairs = Vec::with_capacity(raw.len());
     for (name, value) in raw {
         match value {
@@ -230,7 +234,7 @@ fn headers(raw: serde_json::Map<String, serde_json::Value>) -> Result<CustomHead
             }
         }
     }
-    Ok(CustomHeaders::parse(&pairs)?)
+    Ok(HeadersUpdate::parse(&pairs)?)
 }
 
 fn project_ids(raw: Vec<String>) -> Result<Vec<String>, ApiError> {
@@ -300,7 +304,10 @@ pub(super) async fn create_webhook(
             .map(|n| max_in_flight(n, s.config.max_in_flight_per_endpoint))
             .transpose()?,
         rate_limit_per_second: body.rate_limit_per_second.map(rate_limit).transpose()?,
-        headers: body.headers.map(headers).transpose()?.unwrap_or_default(),
+        headers: match body.headers {
+            Some(raw) => headers(raw)?.apply(&CustomHeaders::default())?,
+            None => CustomHeaders::default(),
+        },
         expires_at: body.expires_at.as_deref().map(expires_at).transpose()?,
     };
     let max = s.config.max_webhooks_per_workspace;

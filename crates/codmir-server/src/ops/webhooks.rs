@@ -5,7 +5,8 @@ use codmir_core::id::new_id;
 use codmir_core::time::Timestamp;
 use codmir_core::tracker::Principal;
 use codmir_core::webhook::{
-    Attempt, CustomHeaders, Delivery, EndpointUrl, EventFilter, Webhook, WebhookSecret,
+    Attempt, CustomHeaders, Delivery, EndpointUrl, EventFilter, HeadersUpdate, Webhook,
+    WebhookSecret,
 };
 
 use super::{AfterCommit, Error, Result};
@@ -35,7 +36,8 @@ pub struct WebhookPatch {
     pub enabled: Option<bool>,
     pub max_in_flight: Option<Option<u32>>,
     pub rate_limit_per_second: Option<Option<u32>>,
-    pub headers: Option<CustomHeaders>,
+    /// A masked value keeps the current value of its header ([`HeadersUpdate::apply`]).
+    pub headers: Option<HeadersUpdate>,
     pub expires_at: Option<Option<Timestamp>>,
 }
 
@@ -143,7 +145,7 @@ pub async fn update_webhook(
         w.rate_limit_per_second = n;
     }
     if let Some(h) = patch.headers {
-        w.headers = h;
+        w.headers = h.apply(&w.headers)?;
     }
     if let Some(at) = patch.expires_at {
         w.expires_at = at;

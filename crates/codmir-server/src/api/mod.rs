@@ -170,7 +170,7 @@ impl Modify for BearerAuth {
         webhooks::update_webhook, webhooks::delete_webhook, deliveries::list_deliveries,
         deliveries::get_delivery, deliveries::list_workspace_deliveries, recovery::redeliver,
         recovery::retry_pending, recovery::ping, recovery::replay, recovery::rotate_secret,
-        stats::webhook_stats, keys::list_keys, keys::revoke_key,
+        stats::webhook_stats, stats::webhooks_health, keys::list_keys, keys::revoke_key,
     ),
     modifiers(&BearerAuth, &CommonErrors),
 )]
@@ -276,6 +276,7 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
         )
         .route("/v1/webhooks/{id}/ping", post(recovery::ping))
         .route("/v1/webhooks/{id}/stats", get(stats::webhook_stats))
+        .route("/v1/webhooks/health", get(stats::webhooks_health))
         .route("/v1/webhooks/{id}/replay", post(recovery::replay))
         .route(
             "/v1/webhooks/{id}/rotate-secret",

@@ -1,14 +1,17 @@
 //! `GET /v1/webhooks/{id}/stats`: a webhook's deliveries over a recent window, by outcome,
-//! with latency percentiles and a series to chart. Per-webhook figures live here, not in
-//! `/metrics`, whose labels never carry ids.
+//! with latency percentiles and a series to chart; `GET /v1/webhooks/health`: a page of
+//! webhooks with their figures and what is failing now, in one request. Per-webhook figures
+//! live here, not in `/metrics`, whose labels never carry ids.
 
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::AppState;
+use super::deliveries::DeliveryResponse;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{Auth, Query, now, path_id};
+use super::extract::{Auth, ListParams, Query, now, path_id};
+use super::webhooks::WebhookResponse;
+use super::{AppState, ListResponse};
 use crate::ops::{self, Counts, Stats, Window};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -25,8 +28,10 @@ pub(super) struct DeliveryCounts {
     pub total: u64,
     pub succeeded: u64,
     pub failed: u64,
-    /// Still being attempted or waiting for a retry.
+    /// Not settled yet: waiting for a first attempt, or for a retry.
     pub pending: u64,
+    /// Of `pending`, those with a failed attempt: failing now, another attempt planned.
+    pub retrying: u64,
     pub cancelled: u64,
 }
 
@@ -37,6 +42,7 @@ impl From<Counts> for DeliveryCounts {
             succeeded: c.succeeded,
             failed: c.failed,
             pending: c.pending,
+            retrying: c.retrying,
             cancelled: c.cancelled,
         }
     }
@@ -58,6 +64,8 @@ pub(super) struct StatsBucket {
     pub succeeded: u64,
     pub failed: u64,
     pub pending: u64,
+    /// Of `pending`, those with a failed attempt.
+    pub retrying: u64,
     pub cancelled: u64,
 }
 
@@ -108,6 +116,7 @@ impl WebhookStats {
                     succeeded: c.succeeded,
                     failed: c.failed,
                     pending: c.pending,
+                    retrying: c.retrying,
                     cancelled: c.cancelled,
                 })
                 .collect(),
@@ -141,4 +150,86 @@ pub(super) async fn webhook_stats(
         })
         .await?;
     Ok(axum::Json(WebhookStats::new(id, stats)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct HealthParams {
+    /// `1h`, `24h` (default) or `7d`.
+    #[param(value_type = Option<super::schema::WindowName>, inline)]
+    pub window: Option<String>,
+    /// `true`: only the webhooks failing now (a page may then hold fewer than `limit`, none
+    /// even, with more to follow: follow `next_cursor` while it is set).
+    pub failing: Option<bool>,
+    /// Webhooks per page, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct WebhookHealth {
+    pub webhook: WebhookResponse,
+    pub stats: WebhookStats,
+    /// Failing now: a delivery waits for a retry, the newest delivery failed, or failures
+    /// disabled the webhook.
+    pub failing: bool,
+    /// Its newest retrying deliveries (at most 5), each with its next attempt.
+    pub retrying: Vec<DeliveryResponse>,
+    /// Whether it has more retrying deliveries than listed
+    /// (`GET /v1/deliveries?webhook_id=…&status=retrying`).
+    pub more_retrying: bool,
+    /// Its newest delivery, test pings included; `null` before the first.
+    pub last_delivery: Option<DeliveryResponse>,
+}
+
+/// The caller's webhooks, newest first, each with its figures over the window, whether it is
+/// failing now, its retrying deliveries and its newest delivery: a list or an outage view in
+/// one request.
+#[utoipa::path(get, path = "/v1/webhooks/health", tag = "webhooks", params(HealthParams),
+    responses((status = 200, body = ListResponse<WebhookHealth>), (status = 422, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub(super) async fn webhooks_health(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Query(q): Query<HealthParams>,
+) -> Result<axum::Json<ListResponse<WebhookHealth>>, ApiError> {
+    let window = q
+        .window
+        .as_deref()
+        .map(Window::parse)
+        .transpose()?
+        .unwrap_or(Window::Day);
+    let page = ListParams {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .page("wh")?;
+    let failing = q.failing.unwrap_or(false);
+    let (items, next_cursor) = s
+        .store
+        .read(move |tx| {
+            Box::pin(
+                async move { ops::webhooks_health(tx, &p, &page, window, failing, now()).await },
+            )
+        })
+        .await?;
+    let data = items
+        .into_iter()
+        .map(|h| WebhookHealth {
+            failing: h.failing(),
+            stats: WebhookStats::new(h.webhook.id.clone(), h.stats),
+            webhook: h.webhook.into(),
+            more_retrying: h.retrying.has_more,
+            retrying: h.retrying.items.into_iter().map(Into::into).collect(),
+            last_delivery: h.last.map(Into::into),
+        })
+        .collect();
+    Ok(axum::Json(ListResponse {
+        data,
+        has_more: next_cursor.is_some(),
+        next_cursor,
+    }))
 }

@@ -30,7 +30,9 @@ pub use outcomes::{Recorded, Target, disable, record_outcomes};
 pub use recovery::{
     MAX_REPLAY, Replay, ReplayStatus, Replayed, ping, redeliver, replay, retry_pending,
 };
-pub use stats::{Counts, Latency, Stats, Window, webhook_stats};
+pub use stats::{
+    Counts, HEALTH_RETRYING, Health, Latency, Stats, Window, webhook_stats, webhooks_health,
+};
 pub use tracker::{
     CreateComment, CreateTicket, DeleteTicket, Planned, PreparedTicket, TicketUpdate, UpdateTicket,
     add_member, create_project, prepare_ticket, project, ticket,

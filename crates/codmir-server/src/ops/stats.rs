@@ -7,10 +7,10 @@ use std::time::Duration;
 use codmir_core::ValidationError;
 use codmir_core::time::Timestamp;
 use codmir_core::tracker::Principal;
-use codmir_core::webhook::DeliveryStatus;
+use codmir_core::webhook::{Delivery, DeliveryStatus, Webhook};
 
 use super::{Result, webhook};
-use crate::store::Tx;
+use crate::store::{Page, PageRequest, StatusCount, Tx};
 
 /// How far back the statistics look, and how fine their series is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +63,10 @@ impl Window {
 /// Deliveries by status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
+    /// Every unsettled delivery, those being retried included.
     pub pending: u64,
+    /// The pending deliveries with a failed attempt: failing, another attempt planned.
+    pub retrying: u64,
     pub succeeded: u64,
     pub failed: u64,
     pub cancelled: u64,
@@ -74,9 +77,13 @@ impl Counts {
         self.pending + self.succeeded + self.failed + self.cancelled
     }
 
-    fn add(&mut self, status: DeliveryStatus, n: u64) {
-        match status {
-            DeliveryStatus::Pending => self.pending += n,
+    fn add(&mut self, row: &StatusCount) {
+        let n = row.count.max(0) as u64;
+        match row.status {
+            DeliveryStatus::Pending => {
+                self.pending += n;
+                self.retrying += row.attempted.max(0) as u64;
+            }
             DeliveryStatus::Succeeded => self.succeeded += n,
             DeliveryStatus::Failed => self.failed += n,
             DeliveryStatus::Cancelled => self.cancelled += n,
@@ -124,8 +131,8 @@ pub async fn webhook_stats(
     let counts = tx.delivery_counts(&w.id, since, bucket_ms).await?;
     let latencies = tx.success_latencies(&w.id, since).await?;
     let mut pings = Counts::default();
-    for (_, status, n) in tx.ping_counts(&w.id, since).await? {
-        pings.add(status, n.max(0) as u64);
+    for row in tx.ping_counts(&w.id, since).await? {
+        pings.add(&row);
     }
     Ok(Stats {
         pings,
@@ -133,12 +140,79 @@ pub async fn webhook_stats(
     })
 }
 
+/// One webhook as the health view shows it.
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub webhook: Webhook,
+    pub stats: Stats,
+    /// Its newest deliveries failing now (another attempt planned), at most
+    /// [`HEALTH_RETRYING`], and whether it has more.
+    pub retrying: Page<Delivery>,
+    /// Its newest delivery, test pings included.
+    pub last: Option<Delivery>,
+}
+
+/// How many of a webhook's retrying deliveries the health view lists.
+pub const HEALTH_RETRYING: u32 = 5;
+
+impl Health {
+    /// Failing now: a delivery waits for a retry, the newest one failed, or failures disabled
+    /// the webhook.
+    pub fn failing(&self) -> bool {
+        !self.retrying.items.is_empty()
+            || self
+                .last
+                .as_ref()
+                .is_some_and(|d| d.status == DeliveryStatus::Failed)
+            || (!self.webhook.enabled && self.webhook.disabled_reason.is_some())
+    }
+}
+
+/// A page of the caller's webhooks, each with its figures over `window`, what of it is
+/// failing now and its newest delivery; with `failing_only`, the page's failing ones (a
+/// page may then hold fewer than its limit, none even, and more may follow). With the page,
+/// the cursor of the next one: the last webhook read, when there are more.
+pub async fn webhooks_health(
+    tx: &mut dyn Tx,
+    p: &Principal,
+    page: &PageRequest,
+    window: Window,
+    failing_only: bool,
+    now: Timestamp,
+) -> Result<(Vec<Health>, Option<String>)> {
+    let webhooks = tx.list_webhooks(&p.workspace_id, page).await?;
+    let next = match webhooks.has_more {
+        true => webhooks.items.last().map(|w| w.id.clone()),
+        false => None,
+    };
+    let mut items = Vec::with_capacity(webhooks.items.len());
+    for w in webhooks.items {
+        let stats = webhook_stats(tx, p, &w.id, window, now).await?;
+        let first = |limit| PageRequest { limit, after: None };
+        let retrying = (DeliveryStatus::Pending, Some(true));
+        let retrying = tx
+            .list_deliveries(&w.id, Some(retrying), &first(HEALTH_RETRYING))
+            .await?;
+        let last = tx.list_deliveries(&w.id, None, &first(1)).await?;
+        let health = Health {
+            webhook: w,
+            stats,
+            retrying,
+            last: last.items.into_iter().next(),
+        };
+        if !failing_only || health.failing() {
+            items.push(health);
+        }
+    }
+    Ok((items, next))
+}
+
 /// The figures from the store's per-bucket counts and sorted latencies.
 fn summarise(
     window: Window,
     since: Timestamp,
     until: Timestamp,
-    counts: &[(Timestamp, DeliveryStatus, i64)],
+    counts: &[StatusCount],
     sorted_latencies: &[i64],
 ) -> Stats {
     let bucket_ms = window.bucket().as_millis() as i64;
@@ -148,13 +222,12 @@ fn summarise(
         .map(|b| (Timestamp::from_millis(b * bucket_ms), Counts::default()))
         .collect();
     let mut total = Counts::default();
-    for &(start, status, n) in counts {
-        let n = n.max(0) as u64;
-        total.add(status, n);
+    for row in counts {
+        total.add(row);
         // A delivery created after `until` (a clock step between nodes) lands in the last
         // bucket rather than nowhere.
-        let i = (start.as_millis().div_euclid(bucket_ms) - first).clamp(0, last - first);
-        series[i as usize].1.add(status, n);
+        let i = (row.bucket.as_millis().div_euclid(bucket_ms) - first).clamp(0, last - first);
+        series[i as usize].1.add(row);
     }
     let settled = total.succeeded + total.failed;
     Stats {
@@ -201,10 +274,16 @@ mod tests {
         let until = Timestamp::from_millis(10 * 3_600_000 + 30_500);
         let since = Timestamp::from_millis(until.as_millis() - 3_600_000);
         let minute = |m: i64| Timestamp::from_millis(9 * 3_600_000 + m * 60_000);
+        let row = |bucket, status, count, attempted| StatusCount {
+            bucket,
+            status,
+            count,
+            attempted,
+        };
         let counts = [
-            (minute(1), DeliveryStatus::Succeeded, 3),
-            (minute(1), DeliveryStatus::Failed, 1),
-            (minute(59), DeliveryStatus::Pending, 2),
+            row(minute(1), DeliveryStatus::Succeeded, 3, 3),
+            row(minute(1), DeliveryStatus::Failed, 1, 1),
+            row(minute(59), DeliveryStatus::Pending, 2, 1),
         ];
         let s = summarise(Window::Hour, since, until, &counts, &[5, 9, 40]);
         // 09:00:30.5 to 10:00:30.5 touches 61 minutes.
@@ -212,6 +291,7 @@ mod tests {
         assert_eq!(s.series[0].0, minute(0));
         assert_eq!(s.series[1].1.succeeded, 3);
         assert_eq!(s.series[59].1.pending, 2);
+        assert_eq!((s.series[59].1.retrying, s.counts.retrying), (1, 1));
         assert_eq!(s.counts.total(), 6);
         assert_eq!(s.success_rate, Some(0.75));
         assert_eq!(s.latency.map(|l| (l.p50, l.p99)), Some((9, 40)));

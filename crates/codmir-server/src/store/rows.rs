@@ -16,7 +16,7 @@ use codmir_core::webhook::{
 };
 
 use super::seal::KeyRing;
-use super::{ApiKeyRecord, Idempotent, KeyInfo, StoreError, StoreResult, StoredEvent};
+use super::{ApiKeyRecord, Idempotent, KeyInfo, StatusCount, StoreError, StoreResult, StoredEvent};
 
 /// The typed reads of one row that the decoders need, by column index.
 pub(super) trait Columns {
@@ -192,13 +192,14 @@ pub(super) fn delivery_state(r: &dyn Columns) -> StoreResult<(String, String, De
     ))
 }
 
-/// `(bucket start, status, count)` of a statistics query.
-pub(super) fn delivery_count(r: &dyn Columns) -> StoreResult<(Timestamp, DeliveryStatus, i64)> {
-    Ok((
-        ts(r, 0)?,
-        DeliveryStatus::parse(&r.text(1)?).map_err(|e| corrupt("deliveries.status", e))?,
-        r.int(2)?,
-    ))
+/// A row of a statistics query.
+pub(super) fn delivery_count(r: &dyn Columns) -> StoreResult<StatusCount> {
+    Ok(StatusCount {
+        bucket: ts(r, 0)?,
+        status: DeliveryStatus::parse(&r.text(1)?).map_err(|e| corrupt("deliveries.status", e))?,
+        count: r.int(2)?,
+        attempted: r.int(3)?,
+    })
 }
 
 pub(super) fn first_int(r: &dyn Columns) -> StoreResult<i64> {

@@ -306,14 +306,16 @@ statements! { QUEUE: Sql;
         (SELECT count(*) FROM webhooks WHERE enabled = FALSE)");
     /// Ids start with their creation time, so the id floor (?2) keeps the scan to the window.
     /// Test pings are counted apart (`PING_COUNTS`): they are not deliveries of record.
-    DELIVERY_COUNTS = both!("SELECT (created_at / ?4) * ?4 AS bucket, status, count(*) FROM deliveries \
+    DELIVERY_COUNTS = both!("SELECT (created_at / ?4) * ?4 AS bucket, status, count(*), \
+        sum(CASE WHEN attempt_count > 0 THEN 1 ELSE 0 END) FROM deliveries \
         WHERE webhook_id = ?1 AND id >= ?2 AND created_at >= ?3 AND event_type <> 'webhook.ping' \
         GROUP BY bucket, status");
     SUCCESS_LATENCIES = both!("SELECT updated_at - created_at AS took FROM deliveries WHERE webhook_id = ?1 \
         AND id >= ?2 AND created_at >= ?3 AND status = 'succeeded' AND event_type <> 'webhook.ping' \
         ORDER BY took");
     /// The webhook's test pings in the window, by status (in `DELIVERY_COUNTS`'s row shape).
-    PING_COUNTS = both!("SELECT 0 AS bucket, status, count(*) FROM deliveries WHERE webhook_id = ?1 \
+    PING_COUNTS = both!("SELECT 0 AS bucket, status, count(*), \
+        sum(CASE WHEN attempt_count > 0 THEN 1 ELSE 0 END) FROM deliveries WHERE webhook_id = ?1 \
         AND id >= ?2 AND created_at >= ?3 AND event_type = 'webhook.ping' GROUP BY status");
     CANCEL_PENDING = both!("UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, lease_owner = NULL, \
         lease_expires_at = NULL, updated_at = ?2, cancel_reason = ?3 WHERE webhook_id = ?1 AND status = 'pending'");

@@ -95,6 +95,16 @@ impl DeliveryQuery {
     }
 }
 
+/// A webhook's deliveries of one status created in one bucket of time: how many, and how
+/// many of them have been attempted (a pending one attempted is retrying).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusCount {
+    pub bucket: Timestamp,
+    pub status: DeliveryStatus,
+    pub count: i64,
+    pub attempted: i64,
+}
+
 /// An API key as stored: only the SHA-256 of its secret part is kept.
 #[derive(Debug, Clone)]
 pub struct ApiKeyRecord {
@@ -261,21 +271,21 @@ pub trait ReadTx: Send {
         now: Timestamp,
     ) -> StoreResult<(i64, i64, Option<Timestamp>, i64)>;
 
-    /// For a webhook's statistics: its deliveries created at or after `since`, counted per
-    /// status and per `bucket_ms` of creation time, as `(bucket start, status, count)`.
     /// The webhook's test pings created since `since`, by status (bucket 0).
     async fn ping_counts(
         &mut self,
         webhook_id: &str,
         since: Timestamp,
-    ) -> StoreResult<Vec<(Timestamp, DeliveryStatus, i64)>>;
+    ) -> StoreResult<Vec<StatusCount>>;
 
+    /// For a webhook's statistics: its deliveries created at or after `since`, counted per
+    /// status and per `bucket_ms` of creation time.
     async fn delivery_counts(
         &mut self,
         webhook_id: &str,
         since: Timestamp,
         bucket_ms: i64,
-    ) -> StoreResult<Vec<(Timestamp, DeliveryStatus, i64)>>;
+    ) -> StoreResult<Vec<StatusCount>>;
 
     /// For a webhook's statistics: how long each of its deliveries created at or after
     /// `since` that succeeded took, from creation to the end of the successful attempt, in

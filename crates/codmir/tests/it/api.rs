@@ -440,6 +440,7 @@ async fn openapi_lists_every_route_and_healthz_answers() {
         ("delete", "/v1/webhooks/{id}"),
         ("get", "/v1/webhooks/{id}/deliveries"),
         ("get", "/v1/webhooks/{id}/stats"),
+        ("get", "/v1/webhooks/health"),
         ("get", "/v1/deliveries/{id}"),
     ];
     let paths = doc.body["paths"].as_object().unwrap();

@@ -170,3 +170,97 @@ async fn pings_are_tests_counted_apart_never_replayed_and_not_subscribable() {
         assert_eq!(t["subscribable"], !ping, "{t}");
     }
 }
+
+/// The outage view in one request: of three webhooks (one failing, one healthy, one disabled
+/// by hand) `?failing=true` pages over all three and lists the failing one alone, with its
+/// retrying deliveries and their next attempts; the figures count them `retrying`.
+#[tokio::test]
+async fn the_health_view_lists_what_is_failing_now_with_its_retrying_deliveries() {
+    let app = spawn_app_with(codmir_server::Config {
+        retry_schedule: RetrySchedule::parse("1h").unwrap(),
+        ..test_config()
+    })
+    .await;
+    let (down, up) = (Receiver::start().await, Receiver::start().await);
+    down.always(Reply::Status(500));
+    let register = |url: String| {
+        let app = &app;
+        async move {
+            let body = json!({"url": url, "events": ["project.created"]});
+            id_of(&app.post("/v1/webhooks", body).await.body)
+        }
+    };
+    let failing = register(down.url.clone()).await;
+    let healthy = register(up.url.clone()).await;
+    let off = register(up.url.clone()).await;
+    let r = app
+        .patch(&format!("/v1/webhooks/{off}"), json!({"enabled": false}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    for i in 0..7 {
+        app.project(&format!("P{i}")).await;
+    }
+    eventually(WAIT, "seven attempts each", || async {
+        down.count() == 7 && up.count() == 7
+    })
+    .await;
+    eventually(WAIT, "the failures recorded", || async {
+        let all = app.get("/v1/webhooks/health").await.body;
+        all["data"].as_array().unwrap().iter().any(|h| {
+            h["webhook"]["id"] == failing.as_str() && h["stats"]["deliveries"]["retrying"] == 7
+        })
+    })
+    .await;
+
+    let all = app.get("/v1/webhooks/health?window=1h").await;
+    assert_eq!(all.status, 200, "{}", all.text);
+    let all = all.body["data"].as_array().unwrap().clone();
+    assert_eq!(all.len(), 3);
+    let of = |id: &str| {
+        all.iter()
+            .find(|h| h["webhook"]["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let (f, h, o) = (of(&failing), of(&healthy), of(&off));
+    assert_eq!(
+        (&f["failing"], &h["failing"], &o["failing"]),
+        (&json!(true), &json!(false), &json!(false))
+    );
+    assert_eq!(f["stats"]["deliveries"]["pending"], 7);
+    assert_eq!(f["stats"]["success_rate"], Value::Null, "nothing settled");
+    assert_eq!(h["stats"]["deliveries"]["succeeded"], 7);
+    assert_eq!(h["stats"]["success_rate"], 1.0);
+    let retrying = f["retrying"].as_array().unwrap();
+    assert_eq!((retrying.len(), &f["more_retrying"]), (5, &json!(true)));
+    for d in retrying {
+        assert_eq!(d["status"], "retrying");
+        assert!(d["next_attempt_at"].is_string(), "{d}");
+    }
+    assert_eq!(f["last_delivery"]["status"], "retrying");
+    assert_eq!(h["retrying"], json!([]));
+    assert_eq!(o["last_delivery"], Value::Null, "disabled before any event");
+
+    // One webhook a page, failing only: every page followed, the failing one alone found.
+    let (mut found, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("?failing=true&limit=1&cursor={c}"),
+            None => "?failing=true&limit=1".to_owned(),
+        };
+        let page = app.get(&format!("/v1/webhooks/health{q}")).await.body;
+        pages += 1;
+        for h in page["data"].as_array().unwrap() {
+            found.push(h["webhook"]["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!((found, pages), (vec![failing], 3));
+    for bad in ["?window=2d", "?limit=0", "?failing=maybe", "?cursor=nope"] {
+        let r = app.get(&format!("/v1/webhooks/health{bad}")).await;
+        assert_eq!(r.status, 422, "{bad}: {}", r.text);
+    }
+}

@@ -14,8 +14,8 @@ use crate::store::conn::{Conn, args};
 use crate::store::rows::{self};
 use crate::store::sql;
 use crate::store::{
-    ApiKeyRecord, DeliveryQuery, EventQuery, KeyInfo, Page, PageRequest, ReadTx, StoreResult,
-    StoredEvent, Webhooks,
+    ApiKeyRecord, DeliveryQuery, EventQuery, KeyInfo, Page, PageRequest, ReadTx, StatusCount,
+    StoreResult, StoredEvent, Webhooks,
 };
 
 #[async_trait]
@@ -272,7 +272,7 @@ impl<C: Conn> ReadTx for C {
         webhook_id: &str,
         since: Timestamp,
         bucket_ms: i64,
-    ) -> StoreResult<Vec<(Timestamp, DeliveryStatus, i64)>> {
+    ) -> StoreResult<Vec<StatusCount>> {
         self.all(
             &sql::DELIVERY_COUNTS,
             args![webhook_id, id::floor("dlv", since), since, bucket_ms],
@@ -285,7 +285,7 @@ impl<C: Conn> ReadTx for C {
         &mut self,
         webhook_id: &str,
         since: Timestamp,
-    ) -> StoreResult<Vec<(Timestamp, DeliveryStatus, i64)>> {
+    ) -> StoreResult<Vec<StatusCount>> {
         self.all(
             &sql::PING_COUNTS,
             args![webhook_id, id::floor("dlv", since), since],

@@ -2,7 +2,8 @@
 // the key kept in this tab's session storage, so it can do nothing the API cannot.
 
 import { api, fill, h, session } from "./lib.js";
-import { webhooksPage, newWebhookPage } from "./webhooks.js";
+import { Left, Life, resetFreshness, watchConnection } from "./life.js";
+import { failingPage, webhooksPage, newWebhookPage } from "./webhooks.js";
 import { webhookPage } from "./webhook.js";
 import { deliveryPage } from "./delivery.js";
 import { eventsPage, eventPage } from "./events.js";
@@ -12,37 +13,25 @@ const nav = document.getElementById("nav");
 
 const routes = [
   [/^#\/webhooks\/new$/, newWebhookPage],
-  [/^#\/webhooks\/(wh_[0-9a-z]+)$/, webhookPage],
+  [/^#\/webhooks\/(wh_[0-9a-z]+)(?:\/(deliveries|settings|secrets|danger))?$/, webhookPage],
+  [/^#\/failing$/, failingPage],
   [/^#\/deliveries\/(dlv_[0-9a-z]+)$/, deliveryPage],
   [/^#\/events\/(evt_[0-9a-z]+)$/, eventPage],
   [/^#\/events$/, eventsPage],
   [/^#\/webhooks$/, webhooksPage],
 ];
 
-/** Polling for the page on screen: stopped when the page changes, paused while hidden. */
-class Live {
-  constructor() {
-    this.timers = [];
-  }
-  every(ms, fn) {
-    const id = setInterval(() => {
-      if (!document.hidden) fn();
-    }, ms);
-    this.timers.push(id);
-  }
-  stop() {
-    this.timers.forEach(clearInterval);
-    this.timers = [];
-  }
-}
-
-let live = new Live();
+let life = new Life();
 let me = null;
 let navigated = false;
 
 async function route() {
-  live.stop();
-  live = new Live();
+  // The page being left ends here: its requests are cancelled, its pollers stopped, and
+  // whatever it still awaits is thrown away (Left) instead of drawn over the new page.
+  life.end();
+  life = new Life();
+  const mine = life;
+  resetFreshness();
   const hash = location.hash || "#/webhooks";
   if (!session.key() || hash.startsWith("#/signin")) {
     me = null;
@@ -52,9 +41,11 @@ async function route() {
   if (!me) {
     try {
       me = await api("GET", "/v1/me");
-    } catch {
+    } catch (e) {
+      fill(main, h("h1", {}, "The server did not answer"), h("p", { class: "notice bad", role: "alert" }, e.message), h("p", {}, h("button", { type: "button", onclick: route }, "Try again")));
       return;
     }
+    if (!mine.alive) return;
   }
   renderNav(hash);
   for (const [pattern, page] of routes) {
@@ -62,10 +53,12 @@ async function route() {
     if (m) {
       fill(main, h("p", { class: "muted" }, "Loading…"));
       try {
-        await page(main, live, ...m.slice(1));
+        await page(main, mine, ...m.slice(1));
       } catch (e) {
-        fill(main, h("h1", {}, "Something went wrong"), h("p", { class: "notice bad", role: "alert" }, e.message));
+        if (e instanceof Left || !mine.alive) return;
+        fill(main, h("h1", {}, "This page could not be loaded"), h("p", { class: "notice bad", role: "alert" }, e.message), h("p", {}, h("button", { type: "button", onclick: route }, "Try again")));
       }
+      if (!mine.alive) return;
       // After a navigation, focus moves to the new content (for keyboard and screen-reader
       // users); on the first load it stays at the top, where the skip link is.
       if (navigated) main.focus({ preventScroll: true });
@@ -83,6 +76,7 @@ function renderNav(hash = "") {
   fill(
     nav,
     link("#/webhooks", "Webhooks"),
+    link("#/failing", "Failing now"),
     link("#/events", "Events"),
     h("span", { class: "who" }, `${me.user.name} · ${me.workspace.name}`),
     h("button", { type: "button", class: "small", onclick: signOut }, "Sign out"),
@@ -128,5 +122,6 @@ function signInPage(expired) {
   input.focus();
 }
 
+watchConnection(document.getElementById("conn"));
 window.addEventListener("hashchange", route);
 route();

@@ -1,6 +1,8 @@
 // What every page uses: building DOM safely, the API client, times, badges and charts.
 // No innerHTML anywhere: every value from the API reaches the page as text.
 
+import { heard } from "./life.js";
+
 const KEY = "codmir.apiKey";
 
 export const session = {
@@ -48,32 +50,41 @@ export class ApiError extends Error {
   }
 }
 
-/** Calls the public API with the session's key and returns the answer's text as it came
- * (an event's exact bytes). */
-export async function apiText(path) {
-  const { text } = await call("GET", path);
-  return text;
-}
-
-/** Calls the public API with the session's key. A refused key ends the session. */
+/** Calls the public API with the session's key, outside any page (signing in). */
 export async function api(method, path, body) {
   return (await call(method, path, body)).data;
 }
 
-async function call(method, path, body) {
+/** A fresh Idempotency-Key: the server then makes each POST once, however often the request
+ * reaches it. Made with getRandomValues, which works on plain http too (randomUUID needs a
+ * secure context, and a self-hosted server is often reached over http on a private network). */
+function idempotencyKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return `dash_${[...bytes].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
+
+/** Calls the public API with the session's key; `signal` cancels it. A refused key ends the
+ * session. Every answer tells the connection notice whether the server was reached. */
+export async function call(method, path, body, signal) {
   const headers = { Authorization: `Bearer ${session.key() ?? ""}` };
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method === "POST") headers["Idempotency-Key"] = idempotencyKey();
   let res;
   try {
     res = await fetch(path, {
       method,
       headers,
+      signal,
       body: body === undefined ? undefined : JSON.stringify(body),
     });
   } catch (e) {
-    throw new ApiError(0, "unreachable", `The server could not be reached (${e.message}).`);
+    if (signal?.aborted) throw e;
+    heard(false, false);
+    throw new ApiError(0, "unreachable", "The server could not be reached. Check that it is running, then try again.");
   }
+  const gateway = res.status >= 502 && res.status <= 504;
   const text = await res.text();
+  heard(!gateway, res.ok);
   let data = null;
   try {
     data = text ? JSON.parse(text) : null;
@@ -82,7 +93,7 @@ async function call(method, path, body) {
   }
   if (!res.ok) {
     const err = data?.error ?? {};
-    const e = new ApiError(res.status, err.code ?? "error", err.message ?? (text || res.statusText), err.field);
+    const e = new ApiError(res.status, err.code ?? "error", words(err.message ?? (text || res.statusText)), err.field);
     if (res.status === 401 && path !== "/v1/me") {
       session.signOut();
       location.hash = "#/signin?expired";
@@ -90,6 +101,13 @@ async function call(method, path, body) {
     throw e;
   }
   return { data, text };
+}
+
+/** A server message in words a person reads: `name` quoted as “name”, an empty one said. */
+export function words(message) {
+  return String(message)
+    .replace(/``/g, "an empty value")
+    .replace(/`([^`]*)`/g, "“$1”");
 }
 
 /** A query string from the set values of `params`. */
@@ -130,18 +148,20 @@ export function say(el, text, kind = "ok") {
 
 /** The message of an error, with the field the API named. */
 export function describe(e) {
-  return e.field ? `${e.message} (field: ${e.field})` : e.message;
+  return e.field ? `${e.message} (${e.field.replaceAll("_", " ")})` : e.message;
 }
 
-/** A button that runs `action` once at a time, reporting failures into `status`. */
+/** A button that runs `action` once at a time (disabled while it runs: a double click is one
+ * request), reporting failures into `status`. */
 export function button(label, action, status, attrs = {}) {
   const b = h("button", { type: "button", ...attrs }, label);
   b.addEventListener("click", async () => {
+    if (b.disabled) return;
     b.disabled = true;
     try {
       await action();
     } catch (e) {
-      if (status) say(status, describe(e), "bad");
+      if (status && e.name !== "Left") say(status, describe(e), "bad");
     } finally {
       b.disabled = false;
     }
@@ -183,25 +203,47 @@ export function codeBlock(summary, text, open) {
   );
 }
 
+/** What a chart draws, bottom up, with the words of its legend. Retrying is apart from
+ * pending (waiting for a first attempt): it is what is failing now. */
+export const OUTCOMES = [
+  ["succeeded", "succeeded"],
+  ["failed", "failed"],
+  ["retrying", "retrying"],
+  ["waiting", "waiting for a first attempt"],
+  ["cancelled", "cancelled"],
+];
+
 /** Sums the series' buckets in groups so that at most `max` remain. */
 function grouped(series, max) {
   const size = Math.max(1, Math.ceil(series.length / max));
   const out = [];
   for (let i = 0; i < series.length; i += size) {
     const part = series.slice(i, i + size);
-    const sum = (k) => part.reduce((n, b) => n + b[k], 0);
-    out.push({ start: part[0].start, succeeded: sum("succeeded"), failed: sum("failed"), pending: sum("pending") + sum("cancelled") });
+    const sum = (k) => part.reduce((n, b) => n + (b[k] ?? 0), 0);
+    out.push({
+      start: part[0].start,
+      succeeded: sum("succeeded"),
+      failed: sum("failed"),
+      retrying: sum("retrying"),
+      waiting: sum("pending") - sum("retrying"),
+      cancelled: sum("cancelled"),
+    });
   }
   return out;
 }
 
-/** Stacked bars of deliveries by outcome (succeeded, failed, pending) over a stats series. */
+/** Words for a stats object's counts. */
+export function countsText(d) {
+  return `${d.total} deliveries: ${d.succeeded} succeeded, ${d.failed} failed, ${d.retrying ?? 0} retrying, ${d.pending - (d.retrying ?? 0)} waiting, ${d.cancelled} cancelled`;
+}
+
+/** Stacked bars of deliveries by outcome over a stats series. */
 export function bars(stats, { width = 120, height = 24, max = 48, label }) {
   const groups = grouped(stats.series, max);
-  const top = Math.max(1, ...groups.map((g) => g.succeeded + g.failed + g.pending));
+  const sum = (g) => OUTCOMES.reduce((n, [k]) => n + g[k], 0);
+  const top = Math.max(1, ...groups.map(sum));
   const w = width / groups.length;
-  const d = stats.deliveries;
-  const summary = label ?? `${d.total} deliveries: ${d.succeeded} succeeded, ${d.failed} failed, ${d.pending} pending`;
+  const summary = label ?? countsText(stats.deliveries);
   const svg = h(
     "svg",
     { viewBox: `0 0 ${width} ${height}`, width, height, role: "img", "aria-label": summary, class: "bars", preserveAspectRatio: "none" },
@@ -209,7 +251,7 @@ export function bars(stats, { width = 120, height = 24, max = 48, label }) {
   );
   groups.forEach((g, i) => {
     let y = height;
-    for (const k of ["succeeded", "failed", "pending"]) {
+    for (const [k] of OUTCOMES) {
       if (!g[k]) continue;
       const bh = Math.max(1, (g[k] / top) * height);
       y -= bh;
@@ -217,6 +259,11 @@ export function bars(stats, { width = 120, height = 24, max = 48, label }) {
     }
   });
   return svg;
+}
+
+/** The colours of `bars`, said. */
+export function legend(extra) {
+  return h("p", { class: "legend" }, OUTCOMES.map(([k, words]) => h("span", { class: "legend-item" }, h("span", { class: `key ${k}` }), ` ${words}`)), extra);
 }
 
 export function rate(stats) {
@@ -231,4 +278,23 @@ export function latency(stats) {
 /** An RFC 3339 time from a `datetime-local` input's value (in the browser's zone). */
 export function fromLocalInput(value) {
   return value ? new Date(value).toISOString() : undefined;
+}
+
+/** An endpoint URL on one line, cut with an ellipsis where it does not fit (never broken
+ * mid-word); the whole of it on hover and when copied. */
+export function urlText(url, tag = "span", attrs = {}) {
+  return h(tag, { class: "url", title: url, ...attrs }, url);
+}
+
+/** A datetime-local input's value for an RFC 3339 time (in the browser's zone). */
+export function toLocalInput(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+/** Draws the current route again (after a change the page's header shows). */
+export function reroute() {
+  window.dispatchEvent(new HashChangeEvent("hashchange"));
 }

@@ -1,6 +1,9 @@
-// The webhooks list, with each one's last 24 hours, and the form that registers one.
+// The webhooks list (each with its last 24 hours, in one request a page), the account's
+// "failing now" view, and the form that registers a webhook.
 
-import { answer, api, badge, bars, codeBlock, copyButton, describe, fill, h, latency, notice, rate, say, when } from "./lib.js";
+import { answer, badge, bars, codeBlock, copyButton, fill, h, latency, legend, query, rate, urlText, when } from "./lib.js";
+import { field, formError, onSubmit } from "./forms.js";
+import { snippets } from "./snippets.js";
 
 export function stateBadge(w) {
   if (w.enabled) return badge("enabled");
@@ -12,36 +15,48 @@ export function stateBadge(w) {
   );
 }
 
-export async function webhooksPage(main) {
-  const list = await api("GET", "/v1/webhooks?limit=50");
+/** A webhook's newest delivery, linked. */
+function lastDelivery(d) {
+  return d ? h("a", { href: `#/deliveries/${d.id}` }, badge(d.status), " ", when(d.created_at)) : h("span", { class: "muted" }, "none yet");
+}
+
+function healthRow(x) {
+  const w = x.webhook;
+  const s = x.stats;
+  return h(
+    "tr",
+    { "data-id": w.id },
+    h("td", { class: "endpoint" }, urlText(w.url, "a", { href: `#/webhooks/${w.id}` }), w.description ? h("div", { class: "muted small" }, w.description) : null),
+    h("td", {}, w.events.join(", ")),
+    h("td", {}, stateBadge(w), x.failing ? h("div", {}, badge("failing")) : null),
+    h("td", {}, rate(s), h("br"), h("span", { class: "muted small" }, latency(s))),
+    h("td", {}, bars(s, { width: 120, height: 24, max: 48 })),
+    h("td", {}, lastDelivery(x.last_delivery)),
+  );
+}
+
+export async function webhooksPage(main, life) {
   const header = h("div", { class: "row" }, h("h1", {}, "Webhooks"), h("a", { href: "#/webhooks/new", class: "button" }, "New webhook"));
-  if (list.data.length === 0) {
+  const body = h("tbody");
+  const more = h("p");
+  const load = async (cursor) => {
+    const page = await life.api("GET", `/v1/webhooks/health${query({ window: "24h", limit: 20, cursor })}`);
+    return page;
+  };
+  const first = await load();
+  if (first.data.length === 0) {
     return fill(main, header, h("p", { class: "card" }, "No webhooks yet. ", h("a", { href: "#/webhooks/new" }, "Register your first endpoint"), " to receive events."));
   }
-  const rows = list.data.map((w) => {
-    const health = h("td", {}, h("span", { class: "muted" }, "…"));
-    const spark = h("td", {});
-    const last = h("td", {});
-    Promise.all([
-      api("GET", `/v1/webhooks/${w.id}/stats?window=24h`),
-      api("GET", `/v1/webhooks/${w.id}/deliveries?limit=1`),
-    ]).then(([stats, recent]) => {
-      fill(health, rate(stats), h("br"), h("span", { class: "muted small" }, latency(stats)));
-      fill(spark, bars(stats, { width: 120, height: 24, max: 48 }));
-      const d = recent.data[0];
-      fill(last, d ? h("a", { href: `#/deliveries/${d.id}` }, badge(d.status), " ", when(d.created_at)) : h("span", { class: "muted" }, "none yet"));
-    }, () => fill(health, "—"));
-    return h(
-      "tr",
-      {},
-      h("td", {}, h("a", { href: `#/webhooks/${w.id}`, class: "url" }, w.url), w.description ? h("div", { class: "muted small" }, w.description) : null),
-      h("td", {}, w.events.join(", ")),
-      h("td", {}, stateBadge(w)),
-      health,
-      spark,
-      last,
-    );
-  });
+  const show = (page, append) => {
+    const rows = page.data.map(healthRow);
+    if (append) body.append(...rows);
+    else fill(body, rows);
+    fill(more, page.next_cursor ? h("button", { type: "button", class: "secondary", onclick: async (ev) => {
+      ev.target.disabled = true;
+      show(await load(page.next_cursor), true);
+    } }, "More webhooks") : null);
+  };
+  show(first, false);
   fill(
     main,
     header,
@@ -53,9 +68,65 @@ export async function webhooksPage(main) {
         {},
         h("caption", {}, "Your endpoints, with their last 24 hours"),
         h("thead", {}, h("tr", {}, ["Endpoint", "Events", "State", "Success rate · latency (24 h)", "Deliveries (24 h)", "Last delivery"].map((t) => h("th", { scope: "col" }, t)))),
-        h("tbody", {}, rows),
+        body,
       ),
     ),
+    legend(),
+    more,
+  );
+}
+
+/** The account's outage view: every webhook failing now, with its retrying deliveries and
+ * when each is tried next. Live while the page is open. */
+export async function failingPage(main, life) {
+  const list = h("div", { "aria-live": "polite" });
+  const seq = life.sequence();
+  const load = async () => {
+    const n = seq.next();
+    const found = [];
+    let cursor;
+    // Follow every page: a page of failing ones may be short, even empty, with more after.
+    do {
+      const page = await life.api("GET", `/v1/webhooks/health${query({ window: "24h", failing: true, limit: 100, cursor })}`);
+      found.push(...page.data);
+      cursor = page.next_cursor;
+    } while (cursor);
+    if (!seq.is(n)) return;
+    fill(
+      list,
+      found.length === 0
+        ? h("p", { class: "card ok-card" }, "Nothing is failing: every webhook's newest delivery succeeded or is on its first try.")
+        : found.map(failingCard),
+    );
+  };
+  await load();
+  fill(
+    main,
+    h("h1", {}, "Failing now"),
+    h("p", { class: "muted" }, "Webhooks with deliveries waiting for a retry, whose newest delivery failed, or that failures disabled. codmir keeps retrying with exponential backoff; fix the endpoint, then retry now."),
+    list,
+  );
+  life.every(5000, load);
+}
+
+function failingCard(x) {
+  const w = x.webhook;
+  return h(
+    "section",
+    { class: "card failing", "aria-label": `Failing: ${w.url}` },
+    h("div", { class: "row" }, h("h2", {}, urlText(w.url, "a", { href: `#/webhooks/${w.id}` })), stateBadge(w)),
+    h("p", {}, `Success rate (24 h): ${rate(x.stats)} · `, `${x.stats.deliveries.retrying} retrying`, " · last delivery ", lastDelivery(x.last_delivery)),
+    x.retrying.length
+      ? h("div", { class: "table" }, h("table", {},
+          h("thead", {}, h("tr", {}, ["Delivery", "Event", "Attempts", "Last answer", "Next attempt"].map((t) => h("th", { scope: "col" }, t)))),
+          h("tbody", {}, x.retrying.map((d) => h("tr", {},
+            h("td", {}, h("a", { href: `#/deliveries/${d.id}` }, d.id)),
+            h("td", {}, d.event_type),
+            h("td", {}, String(d.attempt_count)),
+            h("td", {}, answer(d.last_status_code, d.last_error)),
+            h("td", {}, when(d.next_attempt_at)))))))
+      : null,
+    x.more_retrying ? h("p", {}, h("a", { href: `#/webhooks/${w.id}/deliveries` }, "Every retrying delivery of this webhook")) : null,
   );
 }
 
@@ -71,10 +142,11 @@ export function eventPicker(catalog, chosen = []) {
     );
   return h(
     "fieldset",
-    { class: "events" },
+    { class: "events", "data-field": "events" },
     h("legend", {}, "Events"),
+    h("p", { class: "field-error", id: "events-error", role: "alert" }),
     box("*", "*", "every event type, present and future"),
-    catalog.data.map((t) => box(t.name, t.name, t.description, t.example)),
+    catalog.data.filter((t) => t.subscribable !== false).map((t) => box(t.name, t.name, t.description, t.example)),
   );
 }
 
@@ -82,119 +154,81 @@ export function chosenEvents(form) {
   return [...form.querySelectorAll("input[name=events]:checked")].map((i) => i.value);
 }
 
-function field(id, label, input, hint) {
-  input.id = id;
-  input.name = id;
-  return h("div", { class: "field" }, h("label", { for: id }, label), input, hint ? h("p", { class: "hint", id: `${id}-hint` }, hint) : null);
+/** Checkboxes for the workspace's projects; none chosen means every project. */
+export function projectPicker(projects, chosen = []) {
+  return h(
+    "fieldset",
+    { "data-field": "project_ids" },
+    h("legend", {}, "Projects"),
+    h("p", { class: "hint" }, "None chosen: events of every project, present and future."),
+    h("p", { class: "field-error", id: "project_ids-error", role: "alert" }),
+    projects.data.length
+      ? projects.data.map((p) => h("div", { class: "choice" }, h("input", { type: "checkbox", name: "projects", value: p.id, id: `pr-${p.id}`, checked: chosen.includes(p.id) }), h("label", { for: `pr-${p.id}` }, p.name)))
+      : h("p", { class: "muted" }, "No project yet."),
+  );
 }
 
-/** `Name: value` lines as a headers object. */
-function parseHeaders(text) {
-  const out = {};
-  for (const line of text.split("\n")) {
-    if (!line.trim()) continue;
-    const i = line.indexOf(":");
-    if (i < 1) throw new Error(`"${line}" is not a "Name: value" header line`);
-    out[line.slice(0, i).trim()] = line.slice(i + 1).trim();
-  }
-  return out;
+export function chosenProjects(form) {
+  return [...form.querySelectorAll("input[name=projects]:checked")].map((i) => i.value);
 }
 
-export async function newWebhookPage(main) {
-  const [catalog, projects] = await Promise.all([api("GET", "/v1/event-types"), api("GET", "/v1/projects?limit=100")]);
-  const status = notice();
-  const projectPicker = projects.data.length
-    ? h(
-        "fieldset",
-        {},
-        h("legend", {}, "Projects (none chosen: every project)"),
-        projects.data.map((p) => h("div", { class: "choice" }, h("input", { type: "checkbox", name: "projects", value: p.id, id: `pr-${p.id}` }), h("label", { for: `pr-${p.id}` }, p.name))),
-      )
-    : null;
+export async function newWebhookPage(main, life) {
+  const [catalog, projects] = await Promise.all([life.api("GET", "/v1/event-types"), life.api("GET", "/v1/projects?limit=100")]);
   const form = h(
     "form",
-    { class: "card", novalidate: true },
+    { class: "card" },
     h("h1", {}, "New webhook"),
-    field("url", "Endpoint URL", h("input", { type: "url", required: true, placeholder: "https://your-app.com/webhooks/codmir", "aria-describedby": "url-hint" }), "Where codmir POSTs each event. Use https:// in production."),
+    formError(),
+    field("url", "Endpoint URL", h("input", { type: "url", required: true, placeholder: "https://your-app.com/webhooks/codmir" }), "Where codmir POSTs each event. Use https:// in production."),
     eventPicker(catalog),
-    field("secret", "Secret (optional)", h("input", { type: "text", autocomplete: "off", "aria-describedby": "secret-hint" }), "Signs every delivery (X-Codmir-Signature). Leave empty to have a strong one generated."),
+    field("secret", "Secret (optional)", h("input", { type: "text", autocomplete: "off" }), "Signs every delivery (X-Codmir-Signature). Leave empty to have a strong one generated."),
     field("description", "Description (optional)", h("input", { type: "text" })),
-    projectPicker,
+    projectPicker(projects),
     h(
       "details",
       {},
       h("summary", {}, "Delivery settings"),
       field("max_in_flight", "Most requests in flight at once", h("input", { type: "number", min: 1, inputmode: "numeric" })),
       field("rate_limit_per_second", "Most requests per second", h("input", { type: "number", min: 1, inputmode: "numeric" })),
-      field("headers", "Extra headers, one \"Name: value\" per line", h("textarea", { rows: 3 })),
     ),
     h("button", { type: "submit" }, "Create webhook"),
-    status,
   );
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
+  onSubmit(form, async () => {
     const v = (name) => form.elements[name].value.trim();
     const body = { url: v("url"), events: chosenEvents(form) };
     if (v("secret")) body.secret = v("secret");
     if (v("description")) body.description = v("description");
-    const projectIds = [...form.querySelectorAll("input[name=projects]:checked")].map((i) => i.value);
+    const projectIds = chosenProjects(form);
     if (projectIds.length) body.project_ids = projectIds;
     if (v("max_in_flight")) body.max_in_flight = Number(v("max_in_flight"));
     if (v("rate_limit_per_second")) body.rate_limit_per_second = Number(v("rate_limit_per_second"));
-    try {
-      if (v("headers")) body.headers = parseHeaders(form.elements.headers.value);
-      const created = await api("POST", "/v1/webhooks", body);
-      created_(main, created);
-    } catch (e) {
-      say(status, describe(e), "bad");
-      const bad = e.field && form.elements[e.field.split(/[.[]/)[0]];
-      if (bad?.focus) bad.focus();
-    }
+    const created = await life.api("POST", "/v1/webhooks", body);
+    createdPage(main, created);
   });
   fill(main, form);
 }
 
-/** The contract's verification snippet, with this webhook's secret filled in. */
-export function verifySnippet(secret) {
-  return `const crypto = require('node:crypto');
-
-const secret = ${JSON.stringify(secret)};
-
-// The contract's check. Pass the raw body as received (a Buffer: express.raw, not
-// re-serialized JSON) and the X-Codmir-Signature header. Lengths are compared as bytes:
-// timingSafeEqual throws on buffers of different lengths (a 500, not a refusal).
-function verifySignature(payload, signature, secret) {
-  const expected = Buffer.from(
-    'sha256=' + crypto.createHmac('sha256', secret).update(payload).digest('hex')
-  );
-  const given = Buffer.from(signature);
-  return given.length === expected.length && crypto.timingSafeEqual(given, expected);
-}
-
-// e.g. verifySignature(req.body, req.get('X-Codmir-Signature') ?? '', secret)`;
-}
-
-/** A webhook's secret, shown once after creation or rotation, with copy buttons. */
-export function secretCard(w, title) {
+/** A webhook's secret, shown once after creation or rotation, with copy buttons and code that
+ * verifies with it. `previousUntil`: X-Codmir-Signature stays on the previous secret until
+ * then (a rotation's grace period). */
+export function secretCard(w, title, previousUntil) {
   return h(
     "section",
     { class: "card secret", "aria-labelledby": "secret-title" },
     h("h2", { id: "secret-title" }, title),
     h("p", {}, "This is the only time the secret is shown. Keep it now."),
-    h("dl", {}, h("dt", {}, "secret"), h("dd", {}, h("code", { class: "secret-value" }, w.secret), " ", copyButton(w.secret, "secret")),
-      h("dt", {}, "signing_secret (Standard Webhooks libraries)"), h("dd", {}, h("code", {}, w.signing_secret), " ", copyButton(w.signing_secret, "signing secret"))),
-    codeBlock("Verify deliveries (Node.js)", verifySnippet(w.secret), true),
+    h("dl", {}, h("dt", {}, "secret (X-Codmir-Signature, the contract's verifySignature)"), h("dd", {}, h("code", { class: "secret-value" }, w.secret), " ", copyButton(w.secret, "secret")),
+      h("dt", {}, "signing_secret (webhook-signature, Standard Webhooks libraries)"), h("dd", {}, h("code", {}, w.signing_secret), " ", copyButton(w.signing_secret, "signing secret"))),
+    snippets(w.secret, previousUntil),
   );
 }
 
-function created_(main, w) {
+function createdPage(main, w) {
   fill(
     main,
     h("h1", {}, "Webhook created"),
-    h("p", {}, "codmir now sends ", w.events.join(", "), " to ", h("code", {}, w.url), "."),
+    h("p", {}, "codmir now sends ", w.events.join(", "), " to ", h("code", { class: "url", title: w.url }, w.url), "."),
     secretCard(w, "Its secret"),
     h("p", {}, h("a", { href: `#/webhooks/${w.id}`, class: "button" }, "Go to the webhook")),
   );
 }
-
-export { answer };

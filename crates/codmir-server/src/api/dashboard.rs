@@ -13,6 +13,18 @@ use super::error::ApiError;
 const FILES: &[(&str, &str, &str)] = &[
     ("app.js", include_str!("../../dashboard/app.js"), JS),
     ("lib.js", include_str!("../../dashboard/lib.js"), JS),
+    ("life.js", include_str!("../../dashboard/life.js"), JS),
+    ("forms.js", include_str!("../../dashboard/forms.js"), JS),
+    (
+        "settings.js",
+        include_str!("../../dashboard/settings.js"),
+        JS,
+    ),
+    (
+        "snippets.js",
+        include_str!("../../dashboard/snippets.js"),
+        JS,
+    ),
     (
         "webhooks.js",
         include_str!("../../dashboard/webhooks.js"),

@@ -83,7 +83,7 @@ async fn the_dashboard_end_to_end_in_a_real_browser() {
     let db = format!("sqlite://{}", dir.path().join("c.db").display());
     let s = ServerProcess::start(
         &db,
-        &["--allow-private-targets", "--retry-schedule", "200ms"],
+        &["--allow-private-targets", "--retry-schedule", "200ms,60s"],
     )
     .await;
     let key = s.printed_key().unwrap();

@@ -17,7 +17,7 @@ export async function deliveryPage(main, life, id) {
       figures,
       h("dt", {}, "Status"), h("dd", { id: "delivery-status" }, badge(d.status), d.status === "retrying" ? h("span", { class: "muted" }, " another attempt is planned") : null),
       h("dt", {}, "Event"), h("dd", {}, h("a", { href: `#/events/${d.event_id}` }, d.event_id), " (", d.event_type, ")"),
-      h("dt", {}, "Sent to"), h("dd", {}, d.url ? urlText(d.url, "code") : "the webhook was deleted"),
+      h("dt", {}, "Webhook's URL now"), h("dd", {}, d.url ? urlText(d.url, "code") : "the webhook was deleted"),
       h("dt", {}, "Created"), h("dd", {}, when(d.created_at)),
       d.next_attempt_at ? [h("dt", {}, "Next attempt"), h("dd", {}, when(d.next_attempt_at))] : null,
       d.cancel_reason ? [h("dt", {}, "Cancelled because"), h("dd", {}, d.cancel_reason)] : null,
@@ -93,7 +93,7 @@ function attempt(a, d, open) {
     "div",
     { class: "half" },
     h("h4", {}, "Request"),
-    h("p", {}, h("code", { class: "url", title: d.url ?? "" }, `POST ${d.url ?? ""}`)),
+    h("p", {}, h("code", { class: "url", title: `POST to the webhook's URL now: ${d.url ?? "deleted"}` }, `POST ${d.url ?? ""}`)),
     sent
       ? h("details", { class: "code", open },
           h("summary", {}, a.request_headers_as_sent ? "Headers, as sent" : "Headers (signed again with the webhook's current secrets: this attempt predates kept headers)"),

@@ -234,7 +234,7 @@ function grouped(series, max) {
 
 /** Words for a stats object's counts. */
 export function countsText(d) {
-  return `${d.total} deliveries: ${d.succeeded} succeeded, ${d.failed} failed, ${d.retrying ?? 0} retrying, ${d.pending - (d.retrying ?? 0)} waiting, ${d.cancelled} cancelled`;
+  return `${d.total} ${d.total === 1 ? "delivery" : "deliveries"}: ${d.succeeded} succeeded, ${d.failed} failed, ${d.retrying ?? 0} retrying, ${d.pending - (d.retrying ?? 0)} waiting, ${d.cancelled} cancelled`;
 }
 
 /** Stacked bars of deliveries by outcome over a stats series. */

@@ -6,6 +6,9 @@ import { button, fill, fromLocalInput, h, notice, reroute, say, toLocalInput, wh
 import { confirmAction, field, formError, onSubmit } from "./forms.js";
 import { chosenEvents, chosenProjects, eventPicker, projectPicker, secretCard } from "./webhooks.js";
 
+/** Said once on the settings drawn again after a save (the page's header shows the change). */
+let saved = null;
+
 export async function settingsTab(section, life, w) {
   const [catalog, projects] = await Promise.all([life.api("GET", "/v1/event-types"), life.api("GET", "/v1/projects?limit=100")]);
   const status = notice();
@@ -44,10 +47,12 @@ export async function settingsTab(section, life, w) {
     };
     // Sent only when changed: the input holds minutes, and the expiry may have seconds.
     if (v("expires_at") !== toLocalInput(w.expires_at)) body.expires_at = fromLocalInput(v("expires_at")) ?? null;
-    const saved = await life.api("PATCH", `/v1/webhooks/${w.id}`, body);
-    Object.assign(w, saved);
-    say(status, `Saved at ${new Date().toLocaleTimeString()}.`);
+    await life.api("PATCH", `/v1/webhooks/${w.id}`, body);
+    saved = `Saved at ${new Date().toLocaleTimeString()}.`;
+    reroute();
   });
+  if (saved) say(status, saved);
+  saved = null;
   fill(section, form);
 }
 

@@ -2,7 +2,7 @@
 // when), its deliveries (live, filterable, paged, and a replay), its settings, its secrets
 // and a danger zone. Each section is a route of its own, with its own life.
 
-import { answer, badge, bars, button, countsText, fill, fromLocalInput, h, latency, legend, notice, query, rate, reroute, say, toLocalInput, urlText, when } from "./lib.js";
+import { answer, badge, bars, button, copyButton, countsText, fill, fromLocalInput, h, latency, legend, notice, query, rate, reroute, say, toLocalInput, urlText, when } from "./lib.js";
 import { field, formError, onSubmit } from "./forms.js";
 import { stateBadge } from "./webhooks.js";
 import { dangerTab, secretsTab, settingsTab } from "./settings.js";
@@ -21,7 +21,7 @@ export async function webhookPage(main, life, id, tab = "") {
     "div",
     { class: "webhook-head" },
     h("p", { class: "crumbs" }, h("a", { href: "#/webhooks" }, "Webhooks"), " / ", w.id),
-    urlText(w.url, "h1"),
+    h("div", { class: "row" }, urlText(w.url, "h1"), copyButton(w.url, "URL")),
     h("p", {}, stateBadge(w), " · ", w.events.join(", "), w.description ? ` · ${w.description}` : ""),
     h("nav", { class: "tabs", "aria-label": "Webhook sections" },
       TABS.map(([t, label]) => h("a", { href: `#/webhooks/${id}${t ? `/${t}` : ""}`, "aria-current": t === (tab ?? "") ? "page" : undefined }, label))),

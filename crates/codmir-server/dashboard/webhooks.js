@@ -1,7 +1,7 @@
 // The webhooks list (each with its last 24 hours, in one request a page), the account's
 // "failing now" view, and the form that registers a webhook.
 
-import { answer, badge, bars, codeBlock, copyButton, fill, h, latency, legend, query, rate, urlText, when } from "./lib.js";
+import { answer, badge, bars, button, codeBlock, copyButton, fill, h, latency, legend, notice, query, rate, say, urlText, when } from "./lib.js";
 import { field, formError, onSubmit } from "./forms.js";
 import { snippets } from "./snippets.js";
 
@@ -96,7 +96,7 @@ export async function failingPage(main, life) {
       list,
       found.length === 0
         ? h("p", { class: "card ok-card" }, "Nothing is failing: every webhook's newest delivery succeeded or is on its first try.")
-        : found.map(failingCard),
+        : found.map((x) => failingCard(life, x)),
     );
   };
   await load();
@@ -109,8 +109,9 @@ export async function failingPage(main, life) {
   life.every(5000, load);
 }
 
-function failingCard(x) {
+function failingCard(life, x) {
   const w = x.webhook;
+  const status = notice();
   return h(
     "section",
     { class: "card failing", "aria-label": `Failing: ${w.url}` },
@@ -127,6 +128,13 @@ function failingCard(x) {
             h("td", {}, when(d.next_attempt_at)))))))
       : null,
     x.more_retrying ? h("p", {}, h("a", { href: `#/webhooks/${w.id}/deliveries` }, "Every retrying delivery of this webhook")) : null,
+    x.retrying.length
+      ? h("div", { class: "actions" }, button("Retry pending now", async () => {
+          const r = await life.api("POST", `/v1/webhooks/${w.id}/retry-pending`, {});
+          say(status, `${r.due_now} pending deliveries of this webhook are due now.`);
+        }, status, { "aria-label": `Retry pending now: ${w.url}` }))
+      : null,
+    status,
   );
 }
 

@@ -72,6 +72,7 @@ async function overviewTab(section, life, w) {
   const figures = h("dl", { class: "figures" });
   const retrying = h("div");
   const seq = life.sequence();
+  let shown = "";
   const refresh = async () => {
     const n = seq.next();
     const [stats, failing] = await Promise.all([
@@ -79,6 +80,10 @@ async function overviewTab(section, life, w) {
       life.api("GET", `/v1/deliveries${query({ webhook_id: id, status: "retrying", limit: 10 })}`),
     ]);
     if (!seq.is(n)) return;
+    // Drawn again only when something changed: a link being read keeps its focus.
+    const now = JSON.stringify([window, stats.deliveries, stats.pings, stats.series, failing.data]);
+    if (now === shown) return;
+    shown = now;
     const d = stats.deliveries;
     fill(chart, bars(stats, { width: 600, height: 120, max: 96, label: `Deliveries per ${stats.bucket_seconds === 60 ? "minute" : "hour"}, by outcome: ${countsText(d)}` }));
     const p = stats.pings;

@@ -81,6 +81,7 @@ export async function webhooksPage(main, life) {
 export async function failingPage(main, life) {
   const list = h("div", { "aria-live": "polite" });
   const seq = life.sequence();
+  let shown = "";
   const load = async () => {
     const n = seq.next();
     const found = [];
@@ -92,6 +93,10 @@ export async function failingPage(main, life) {
       cursor = page.next_cursor;
     } while (cursor);
     if (!seq.is(n)) return;
+    // Drawn again only when something changed: a focused button stays focused.
+    const now = JSON.stringify(found.map((x) => [x.webhook, x.retrying, x.last_delivery, x.stats.deliveries]));
+    if (now === shown) return;
+    shown = now;
     fill(
       list,
       found.length === 0

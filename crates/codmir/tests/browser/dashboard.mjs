@@ -290,6 +290,16 @@ try {
     check(sent("POST", path).length === before + 1, `a double click on ${name} sends one request, and says what came of it`);
   }
 
+  await go(`${webhookHash}/deliveries`, () => page.getByRole("heading", { name: "Deliveries", exact: true }).waitFor());
+  const replays = sent("POST", /\/replay$/).length;
+  const heard = rx.received.length;
+  await page.getByLabel("Which events").selectOption("any");
+  await page.getByRole("button", { name: "Replay", exact: true }).dblclick();
+  await page.getByText(/Queued [1-9]\d* deliveries/).waitFor();
+  check(sent("POST", /\/replay$/).length === replays + 1, "a double click on Replay sends one request, and says what it queued");
+  for (let i = 0; i < 200 && rx.received.length === heard; i++) await sleep(50);
+  check(rx.received.length > heard, "the replay reached the receiver");
+
   // Settings: every field round-trips; a refusal shows beside its field.
   await go(`${webhookHash}/settings`, () => page.getByRole("heading", { name: "Settings" }).waitFor());
   const newUrl = `${receiverUrl}?v=2`;
@@ -385,6 +395,7 @@ try {
   await page.getByRole("heading", { name: "Where it went" }).waitFor();
   check((await page.locator("main").innerText()).includes("127.0.0.1"), "where an event went shows the webhook's URL, not its id");
   await both("event", () => page.getByRole("heading", { name: "Where it went" }).waitFor());
+  const eventHash = new URL(page.url()).hash;
 
   // Leaving a slow page: its late answer never shows, and nothing of it keeps polling.
   slow = /\/stats\?/;
@@ -403,7 +414,8 @@ try {
   check(await page.evaluate(() => window.codmir.pollers) === 0, "which stops when the page is left");
 
   // The server down: every page says so, with when its data was loaded.
-  for (const hash of [webhookHash, `${webhookHash}/deliveries`, "#/webhooks", "#/failing", "#/events", deliveryHash]) {
+  const pages = ["", "/deliveries", "/settings", "/secrets", "/danger"].map((t) => `${webhookHash}${t}`);
+  for (const hash of [...pages, "#/webhooks", "#/webhooks/new", "#/failing", "#/events", eventHash, deliveryHash]) {
     down = false;
     await page.goto(`${BASE}/${hash}`);
     await page.locator(".conn").filter({ hasText: /Updated/ }).waitFor();

@@ -4,7 +4,7 @@
 
 import { answer, badge, bars, button, copyButton, countsText, fill, fromLocalInput, h, latency, legend, notice, query, rate, reroute, say, toLocalInput, urlText, when } from "./lib.js";
 import { field, formError, onSubmit } from "./forms.js";
-import { stateBadge } from "./webhooks.js";
+import { retryingTable, stateBadge } from "./webhooks.js";
 import { dangerTab, secretsTab, settingsTab } from "./settings.js";
 
 const TABS = [
@@ -97,16 +97,8 @@ async function overviewTab(section, life, w) {
     fill(
       retrying,
       failing.data.length
-        ? h("div", { class: "table" }, h("table", {},
-            h("caption", {}, "Failing now: these deliveries wait for their next attempt"),
-            h("thead", {}, h("tr", {}, ["Delivery", "Event", "Attempts", "Last answer", "Next attempt"].map((t) => h("th", { scope: "col" }, t)))),
-            h("tbody", {}, failing.data.map((x) => h("tr", {},
-              h("td", {}, h("a", { href: `#/deliveries/${x.id}` }, x.id)),
-              h("td", {}, x.event_type),
-              h("td", {}, String(x.attempt_count)),
-              h("td", {}, answer(x.last_status_code, x.last_error)),
-              h("td", {}, when(x.next_attempt_at)))))),
-            failing.has_more ? h("p", {}, h("a", { href: `#/webhooks/${id}/deliveries` }, "Every retrying delivery")) : null)
+        ? [retryingTable(failing.data, "Failing now: these deliveries wait for their next attempt"),
+            failing.has_more ? h("p", {}, h("a", { href: `#/webhooks/${id}/deliveries` }, "Every retrying delivery")) : null]
         : h("p", { class: "muted" }, "Nothing is retrying."),
     );
   };

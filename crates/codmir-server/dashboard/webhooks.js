@@ -114,6 +114,19 @@ export async function failingPage(main, life) {
   life.every(5000, load);
 }
 
+/** Deliveries failing now, each with its last answer and when it is tried next. */
+export function retryingTable(deliveries, caption) {
+  return h("div", { class: "table" }, h("table", {},
+    caption ? h("caption", {}, caption) : null,
+    h("thead", {}, h("tr", {}, ["Delivery", "Event", "Attempts", "Last answer", "Next attempt"].map((t) => h("th", { scope: "col" }, t)))),
+    h("tbody", {}, deliveries.map((d) => h("tr", {},
+      h("td", {}, h("a", { href: `#/deliveries/${d.id}` }, d.id)),
+      h("td", {}, d.event_type),
+      h("td", {}, String(d.attempt_count)),
+      h("td", {}, answer(d.last_status_code, d.last_error)),
+      h("td", {}, when(d.next_attempt_at)))))));
+}
+
 function failingCard(life, x) {
   const w = x.webhook;
   const status = notice();
@@ -122,16 +135,7 @@ function failingCard(life, x) {
     { class: "card failing", "aria-label": `Failing: ${w.url}` },
     h("div", { class: "row" }, h("h2", {}, urlText(w.url, "a", { href: `#/webhooks/${w.id}` })), stateBadge(w)),
     h("p", {}, `Success rate (24 h): ${rate(x.stats)} · `, `${x.stats.deliveries.retrying} retrying`, " · last delivery ", lastDelivery(x.last_delivery)),
-    x.retrying.length
-      ? h("div", { class: "table" }, h("table", {},
-          h("thead", {}, h("tr", {}, ["Delivery", "Event", "Attempts", "Last answer", "Next attempt"].map((t) => h("th", { scope: "col" }, t)))),
-          h("tbody", {}, x.retrying.map((d) => h("tr", {},
-            h("td", {}, h("a", { href: `#/deliveries/${d.id}` }, d.id)),
-            h("td", {}, d.event_type),
-            h("td", {}, String(d.attempt_count)),
-            h("td", {}, answer(d.last_status_code, d.last_error)),
-            h("td", {}, when(d.next_attempt_at)))))))
-      : null,
+    x.retrying.length ? retryingTable(x.retrying) : null,
     x.more_retrying ? h("p", {}, h("a", { href: `#/webhooks/${w.id}/deliveries` }, "Every retrying delivery of this webhook")) : null,
     x.retrying.length
       ? h("div", { class: "actions" }, button("Retry pending now", async () => {

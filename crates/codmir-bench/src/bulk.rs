@@ -66,7 +66,7 @@ pub(crate) fn bulk_at(
                 ..EventData::default()
             };
             let e = UnstampedEvent::new(&ws, Some(&project), EventType::TicketCreated, &data)
-                .stamp_with(numbered("evt", now, seq), now);
+                .stamp_with(numbered("evt", now, seq), now, None);
             ev.execute(rusqlite::params![
                 e.id,
                 ws,

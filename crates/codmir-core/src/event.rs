@@ -87,6 +87,22 @@ impl EventType {
         self.as_str().split('.').next().unwrap_or_default()
     }
 
+    /// The kind of resource an event of this type is about, whose id it carries as
+    /// `resource_id` with a `sequence` number: the ticket for ticket and comment events, the
+    /// project for project and member events; none for the events about webhooks.
+    pub fn resource(self) -> Option<&'static str> {
+        match self {
+            EventType::TicketCreated
+            | EventType::TicketUpdated
+            | EventType::TicketDeleted
+            | EventType::TicketStatusChanged
+            | EventType::TicketAssigned
+            | EventType::CommentCreated => Some("ticket"),
+            EventType::ProjectCreated | EventType::MemberAdded => Some("project"),
+            EventType::WebhookPing | EventType::WebhookDisabled => None,
+        }
+    }
+
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         EventType::ALL
             .into_iter()
@@ -223,6 +239,10 @@ struct Payload<'a> {
     #[serde(rename = "type")]
     event_type: &'static str,
     timestamp: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sequence: Option<u64>,
     data: &'a EventData,
 }
 
@@ -234,12 +254,19 @@ pub struct Event {
     pub project_id: Option<String>,
     pub event_type: EventType,
     pub created_at: Timestamp,
-    /// Compact UTF-8 JSON: `{"id","type","timestamp","data"}`. Never re-serialized.
+    /// The ticket or project the event is about (`None` for the events about webhooks).
+    pub resource_id: Option<String>,
+    /// Its number among the events about `resource_id`: 1, 2, … in commit order.
+    pub sequence: Option<u64>,
+    /// Compact UTF-8 JSON: `{"id","type","timestamp","resource_id","sequence","data"}` (the
+    /// two about the resource only where it has one). Never re-serialized.
     pub payload: String,
 }
 
 impl Event {
-    /// Builds and serializes an event of `event_type` at `now`.
+    /// Builds and serializes an event of `event_type` at `now`, without a sequence number:
+    /// for the events about webhooks, and tests. Events about tickets and projects are
+    /// stamped by the unit of work that stores them, which takes their numbers.
     pub fn new(
         workspace_id: &str,
         project_id: Option<&str>,
@@ -258,6 +285,8 @@ impl Event {
 pub struct UnstampedEvent {
     workspace_id: String,
     project_id: Option<String>,
+    /// The ticket or project it is about, read from `data` (see [`EventType::resource`]).
+    resource_id: Option<String>,
     event_type: EventType,
     /// `data` as compact JSON.
     data: String,
@@ -270,25 +299,43 @@ impl UnstampedEvent {
         event_type: EventType,
         data: &EventData,
     ) -> Self {
+        let resource_id = match event_type.resource() {
+            Some("ticket") => data.ticket.as_ref().map(|t| t.id.clone()),
+            Some(_) => data.project.as_ref().map(|p| p.id.clone()),
+            None => None,
+        };
         Self {
             workspace_id: workspace_id.to_owned(),
             project_id: project_id.map(str::to_owned),
+            resource_id,
             event_type,
             // Serializing plain structs of strings and JSON values cannot fail.
             data: serde_json::to_string(data).expect("event data serializes"),
         }
     }
 
-    /// The event, with an id and time taken now.
+    /// The ticket or project it is about.
+    pub fn resource_id(&self) -> Option<&str> {
+        self.resource_id.as_deref()
+    }
+
+    /// The event, with an id and time taken now, and no sequence number.
     pub fn stamp(self, now: Timestamp) -> Event {
-        self.stamp_with(new_id("evt", now), now)
+        self.stamp_with(new_id("evt", now), now, None)
+    }
+
+    /// The event, with an id and time taken now, numbered `sequence` among the events about
+    /// its resource.
+    pub fn stamp_in_sequence(self, now: Timestamp, sequence: u64) -> Event {
+        self.stamp_with(new_id("evt", now), now, Some(sequence))
     }
 
     /// [`UnstampedEvent::stamp`] with an id made by the caller (a bulk writer dating rows in
-    /// the past). The payload is `{"id","type","timestamp","data"}` in the contract's order;
-    /// the id (of [`crate::id`]'s alphabet), the type and the RFC 3339 time need no JSON
+    /// the past). The payload is `{"id","type","timestamp","resource_id","sequence","data"}`,
+    /// the contract's order with the resource's two between; the id and resource id (of
+    /// [`crate::id`]'s alphabet), the type, the number and the RFC 3339 time need no JSON
     /// escaping, so they are written as they are.
-    pub fn stamp_with(self, id: String, now: Timestamp) -> Event {
+    pub fn stamp_with(self, id: String, now: Timestamp, sequence: Option<u64>) -> Event {
         debug_assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
         // Milliseconds: events of one burst, and the two events of one PATCH, would
         // otherwise share a timestamp, and receivers order by it.
@@ -304,18 +351,34 @@ impl UnstampedEvent {
             type_name,
             r#"","timestamp":""#,
             &timestamp,
-            r#"","data":"#,
-            &self.data,
-            "}",
         ] {
             payload.push_str(part);
         }
+        let sequence = sequence.filter(|_| self.resource_id.is_some());
+        if let (Some(resource), Some(n)) = (&self.resource_id, sequence) {
+            debug_assert!(
+                resource
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            );
+            payload.push_str(r#"","resource_id":""#);
+            payload.push_str(resource);
+            payload.push_str(r#"","sequence":"#);
+            payload.push_str(&n.to_string());
+            payload.push_str(r#","data":"#);
+        } else {
+            payload.push_str(r#"","data":"#);
+        }
+        payload.push_str(&self.data);
+        payload.push('}');
         Event {
             id,
             workspace_id: self.workspace_id,
             project_id: self.project_id,
             event_type: self.event_type,
             created_at: now,
+            resource_id: sequence.and(self.resource_id),
+            sequence,
             payload,
         }
     }
@@ -448,10 +511,13 @@ pub fn example(event_type: EventType, at: Timestamp) -> Value {
         }
     }
     let id = new_id("evt", at);
+    let resource = UnstampedEvent::new("", None, event_type, &data).resource_id;
     let payload = Payload {
         id: &id,
         event_type: event_type.as_str(),
         timestamp: at.to_rfc3339_millis(),
+        resource_id: resource.as_deref(),
+        sequence: resource.as_ref().map(|_| 3),
         data: &data,
     };
     serde_json::to_value(&payload).unwrap_or(Value::Null)
@@ -506,16 +572,35 @@ mod tests {
             ..EventData::default()
         };
         let at = Timestamp::from_millis(1_705_314_600_001);
-        let e =
-            UnstampedEvent::new("ws_1", Some("proj_1"), EventType::TicketCreated, &data).stamp(at);
+        let unstamped =
+            UnstampedEvent::new("ws_1", Some("proj_1"), EventType::TicketCreated, &data);
+        assert_eq!(unstamped.resource_id(), Some("tkt_1"));
+        let e = unstamped.clone().stamp(at);
         let whole = serde_json::to_string(&Payload {
             id: &e.id,
             event_type: "ticket.created",
             timestamp: at.to_rfc3339_millis(),
+            resource_id: None,
+            sequence: None,
             data: &data,
         })
         .unwrap();
         assert_eq!(e.payload, whole);
+        let numbered = unstamped.stamp_in_sequence(at, 42);
+        let whole = serde_json::to_string(&Payload {
+            id: &numbered.id,
+            event_type: "ticket.created",
+            timestamp: at.to_rfc3339_millis(),
+            resource_id: Some("tkt_1"),
+            sequence: Some(42),
+            data: &data,
+        })
+        .unwrap();
+        assert_eq!(numbered.payload, whole);
+        assert_eq!(
+            (numbered.resource_id.as_deref(), numbered.sequence),
+            (Some("tkt_1"), Some(42))
+        );
         let parsed: Value = serde_json::from_str(&e.payload).unwrap();
         assert_eq!(
             parsed["data"]["ticket"]["title"],

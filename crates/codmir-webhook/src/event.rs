@@ -7,15 +7,24 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-/// One event: `{"id", "type", "timestamp", "data"}`.
+/// One event: `{"id", "type", "timestamp", "resource_id", "sequence", "data"}` (the two about
+/// the resource on events about a ticket or a project).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// `evt_…`, the same in every delivery and attempt of the event (and in the
     /// `webhook-id` header): the key to de-duplicate on.
     pub id: String,
     /// When the change happened, RFC 3339 in UTC with milliseconds. Deliveries can arrive out
-    /// of order (retries, parallel attempts): order by this, not by arrival.
+    /// of order (retries, parallel attempts): order by `sequence` per resource, or by this.
     pub timestamp: String,
+    /// The ticket (`tkt_…`, for ticket and comment events) or project (`proj_…`, for project
+    /// and member events) the event is about; `None` for the events about webhooks.
+    pub resource_id: Option<String>,
+    /// The event's number among the events about `resource_id`: 1 for the first, then one
+    /// more for each, in the order the changes committed. A receiver that last saw `n` and
+    /// gets `n + 2` knows one is still to come; one that gets `n` or less knows it is stale
+    /// ([`crate::Sequences`] keeps that account).
+    pub sequence: Option<u64>,
     /// What happened, by type.
     pub data: Data,
 }
@@ -222,6 +231,10 @@ struct Wire<D> {
     #[serde(rename = "type")]
     event_type: String,
     timestamp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resource_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sequence: Option<u64>,
     data: D,
 }
 
@@ -256,6 +269,8 @@ impl<'de> Deserialize<'de> for Event {
         Ok(Event {
             id: wire.id,
             timestamp: wire.timestamp,
+            resource_id: wire.resource_id,
+            sequence: wire.sequence,
             data,
         })
     }
@@ -280,6 +295,8 @@ impl Serialize for Event {
             id: self.id.clone(),
             event_type: self.event_type().to_owned(),
             timestamp: self.timestamp.clone(),
+            resource_id: self.resource_id.clone(),
+            sequence: self.sequence,
             data,
         }
         .serialize(s)

@@ -38,6 +38,7 @@
 
 mod event;
 mod headers;
+mod sequence;
 mod verify;
 
 #[cfg(feature = "axum")]
@@ -54,6 +55,7 @@ pub use extract::{Rejected, Verified};
 pub use headers::Headers;
 #[cfg(feature = "schema")]
 pub use schema::{EVENT_TYPES, schema};
+pub use sequence::{Place, Sequences};
 pub use verify::{DEFAULT_TOLERANCE, Scheme, Verifier, VerifyError, verify};
 
 /// docs/receiving.md's Rust blocks, compiled by `cargo test` as doctests: the guide's code

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::event::{CommentData, MemberData, ProjectData, TicketData, WebhookData};
 
-/// The envelope every event shares, around its type's `data`.
+/// The envelope of the events about webhooks, around their type's `data`.
 #[derive(JsonSchema)]
 #[allow(dead_code)] // only its schema is used
 struct Envelope<D> {
@@ -20,6 +20,29 @@ struct Envelope<D> {
     /// When the change happened (UTC, milliseconds).
     #[schemars(extend("format" = "date-time"))]
     timestamp: String,
+    data: D,
+}
+
+/// The envelope of the events about a ticket or a project: numbered per resource.
+#[derive(JsonSchema)]
+#[allow(dead_code)] // only its schema is used
+struct Sequenced<D> {
+    /// `evt_…`: the same in every delivery and attempt (and in `webhook-id`).
+    #[schemars(pattern("^evt_"))]
+    id: String,
+    #[schemars(rename = "type")]
+    event_type: String,
+    /// When the change happened (UTC, milliseconds).
+    #[schemars(extend("format" = "date-time"))]
+    timestamp: String,
+    /// The ticket (ticket and comment events) or project (project and member events) the
+    /// event is about.
+    #[schemars(pattern("^(tkt|proj)_"))]
+    resource_id: String,
+    /// The event's number among the events about `resource_id`: 1, 2, … in commit order,
+    /// without gaps.
+    #[schemars(range(min = 1))]
+    sequence: u64,
     data: D,
 }
 
@@ -51,10 +74,10 @@ pub fn schema(event_type: &str) -> Option<Value> {
         | "ticket.updated"
         | "ticket.deleted"
         | "ticket.status_changed"
-        | "ticket.assigned" => generator.into_root_schema_for::<Envelope<TicketData>>(),
-        "comment.created" => generator.into_root_schema_for::<Envelope<CommentData>>(),
-        "project.created" => generator.into_root_schema_for::<Envelope<ProjectData>>(),
-        "member.added" => generator.into_root_schema_for::<Envelope<MemberData>>(),
+        | "ticket.assigned" => generator.into_root_schema_for::<Sequenced<TicketData>>(),
+        "comment.created" => generator.into_root_schema_for::<Sequenced<CommentData>>(),
+        "project.created" => generator.into_root_schema_for::<Sequenced<ProjectData>>(),
+        "member.added" => generator.into_root_schema_for::<Sequenced<MemberData>>(),
         "webhook.ping" | "webhook.disabled" => {
             generator.into_root_schema_for::<Envelope<WebhookData>>()
         }

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use codmir_core::ValidationError;
-use codmir_core::event::Event;
+use codmir_core::event::{Event, UnstampedEvent};
 use codmir_core::time::Timestamp;
 use codmir_core::webhook::{Delivery, Webhook};
 
@@ -152,20 +152,23 @@ impl AfterCommit {
     }
 }
 
-/// Stores `events` and creates one pending delivery, due now, per matching enabled webhook.
+/// Stamps `events` (ids and times now; each event about a ticket or project numbered in its
+/// resource's sequence), stores them, and creates one pending delivery, due now, per matching
+/// enabled webhook.
 pub(crate) async fn emit(
     tx: &mut dyn Tx,
     workspace_id: &str,
-    events: &[Event],
+    events: Vec<UnstampedEvent>,
     now: Timestamp,
     after: &mut AfterCommit,
 ) -> StoreResult<()> {
-    for event in events {
+    let events = stamp(tx, events, now).await?;
+    for event in &events {
         tx.insert_event(event).await?;
     }
     let webhooks = tx.enabled_webhooks(workspace_id).await?;
     let mut any = false;
-    for event in events {
+    for event in &events {
         let mut payload: Option<Arc<str>> = None;
         for webhook in webhooks
             .iter()
@@ -184,6 +187,46 @@ pub(crate) async fn emit(
         announce(tx, after).await?;
     }
     Ok(())
+}
+
+/// `events` stamped in order: those about one resource take consecutive numbers of its
+/// sequence (one statement per resource, usually one per unit), the others none.
+async fn stamp(
+    tx: &mut dyn Tx,
+    events: Vec<UnstampedEvent>,
+    now: Timestamp,
+) -> StoreResult<Vec<Event>> {
+    // (resource, next number to give), in order of first appearance.
+    let mut next: Vec<(String, u64)> = Vec::with_capacity(1);
+    for e in &events {
+        let Some(resource) = e.resource_id() else {
+            continue;
+        };
+        if next.iter().any(|(r, _)| r == resource) {
+            continue;
+        }
+        let count = events
+            .iter()
+            .filter(|o| o.resource_id() == Some(resource))
+            .count() as u64;
+        let last = tx.take_sequence(resource, count).await?;
+        next.push((resource.to_owned(), last + 1 - count));
+    }
+    Ok(events
+        .into_iter()
+        .map(|e| {
+            let numbered = e
+                .resource_id()
+                .and_then(|r| next.iter_mut().find(|(id, _)| id == r));
+            match numbered {
+                Some((_, n)) => {
+                    *n += 1;
+                    e.stamp_in_sequence(now, *n - 1)
+                }
+                None => e.stamp(now),
+            }
+        })
+        .collect())
 }
 
 /// Writes a new delivery; with a lease it is also collected in `after.fresh`, to be sent by

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use codmir_core::event::{Event, EventData, EventType, WebhookView};
+use codmir_core::event::{EventData, EventType, UnstampedEvent, WebhookView};
 use codmir_core::time::Timestamp;
 use codmir_core::webhook::{DeliveryStatus, DisablePolicy};
 
@@ -144,13 +144,8 @@ pub async fn disable(
         }),
         ..EventData::default()
     };
-    let event = Event::new(workspace, None, EventType::WebhookDisabled, now, &data);
-    tracing::warn!(
-        webhook_id = %w.id,
-        event_id = %event.id,
-        reason,
-        "webhook disabled automatically"
-    );
-    emit(tx, workspace, &[event], now, after).await?;
+    let event = UnstampedEvent::new(workspace, None, EventType::WebhookDisabled, &data);
+    tracing::warn!(webhook_id = %w.id, reason, "webhook disabled automatically");
+    emit(tx, workspace, vec![event], now, after).await?;
     Ok(true)
 }

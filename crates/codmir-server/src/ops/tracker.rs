@@ -2,7 +2,7 @@
 
 use codmir_core::ValidationError;
 use codmir_core::event::{
-    CommentView, Event, EventData, EventType, MemberView, TicketView, UnstampedEvent, changes_map,
+    CommentView, EventData, EventType, MemberView, TicketView, UnstampedEvent, changes_map,
     project_ref, user_ref,
 };
 use codmir_core::id::new_id;
@@ -15,15 +15,10 @@ use codmir_core::tracker::{
 use super::{AfterCommit, Checked, Error, Result, emit};
 use crate::store::{ReadTx, StoreResult, Tx};
 
-/// An event of `t` about `project`, caused by `p`.
-fn event(
-    p: &Principal,
-    project: &Project,
-    t: EventType,
-    data: &EventData,
-    now: Timestamp,
-) -> Event {
-    Event::new(&p.workspace_id, Some(&project.id), t, now, data)
+/// An event of `t` about `project`, caused by `p`: serialized now, stamped (id, time,
+/// sequence number) by the unit of work that stores it.
+fn event(p: &Principal, project: &Project, t: EventType, data: &EventData) -> UnstampedEvent {
+    UnstampedEvent::new(&p.workspace_id, Some(&project.id), t, data)
 }
 
 fn actor(p: &Principal) -> codmir_core::event::Ref {
@@ -71,8 +66,8 @@ pub async fn create_project(
         user: Some(actor(p)),
         ..EventData::default()
     };
-    let event = event(p, &project, EventType::ProjectCreated, &data, now);
-    emit(tx, &p.workspace_id, &[event], now, after).await?;
+    let event = event(p, &project, EventType::ProjectCreated, &data);
+    emit(tx, &p.workspace_id, vec![event], now, after).await?;
     Ok(project)
 }
 
@@ -127,8 +122,8 @@ pub async fn add_member(
         user: Some(actor(p)),
         ..EventData::default()
     };
-    let event = event(p, &project, EventType::MemberAdded, &data, now);
-    emit(tx, &p.workspace_id, &[event], now, after).await?;
+    let event = event(p, &project, EventType::MemberAdded, &data);
+    emit(tx, &p.workspace_id, vec![event], now, after).await?;
     Ok(member)
 }
 
@@ -249,9 +244,8 @@ impl Checked for PreparedTicket {
         after: &mut AfterCommit,
     ) -> StoreResult<Ticket> {
         let PreparedTicket { ticket, events } = plan;
-        let events: Vec<Event> = events.into_iter().map(|e| e.stamp(now)).collect();
         tx.insert_ticket(&ticket).await?;
-        emit(tx, &ticket.workspace_id, &events, now, after).await?;
+        emit(tx, &ticket.workspace_id, events, now, after).await?;
         Ok(ticket)
     }
 }
@@ -260,7 +254,7 @@ impl Checked for PreparedTicket {
 #[derive(Debug)]
 pub struct Planned<T> {
     row: T,
-    events: Vec<Event>,
+    events: Vec<UnstampedEvent>,
 }
 
 /// Applies a patch: `ticket.updated` when anything changed, plus `ticket.status_changed` for
@@ -307,7 +301,6 @@ impl Checked for UpdateTicket {
                 changes: Some(changes_map(&changes)),
                 ..base.clone()
             },
-            now,
         )];
         if let Some(change) = changes.iter().find(|c| c.field == "status") {
             let data = EventData {
@@ -315,7 +308,7 @@ impl Checked for UpdateTicket {
                 ..base.clone()
             };
             let status_changed = EventType::TicketStatusChanged;
-            events.push(event(p, &project, status_changed, &data, now));
+            events.push(event(p, &project, status_changed, &data));
         }
         if let (Some(user), Some(change)) =
             (assigned, changes.iter().find(|c| c.field == "assignee_id"))
@@ -325,7 +318,7 @@ impl Checked for UpdateTicket {
                 changes: Some(changes_map(std::slice::from_ref(change))),
                 ..base
             };
-            events.push(event(p, &project, EventType::TicketAssigned, &data, now));
+            events.push(event(p, &project, EventType::TicketAssigned, &data));
         }
         Ok(TicketUpdate::Changed(Planned { row: next, events }))
     }
@@ -341,7 +334,7 @@ impl Checked for UpdateTicket {
             TicketUpdate::Changed(planned) => planned,
         };
         tx.update_ticket(&row).await?;
-        emit(tx, &row.workspace_id, &events, now, after).await?;
+        emit(tx, &row.workspace_id, events, now, after).await?;
         Ok(row)
     }
 }
@@ -357,12 +350,12 @@ impl Checked for DeleteTicket {
     type Plan = Planned<Ticket>;
     type Output = ();
 
-    async fn check(self, tx: &mut dyn ReadTx, now: Timestamp) -> Result<Planned<Ticket>> {
+    async fn check(self, tx: &mut dyn ReadTx, _: Timestamp) -> Result<Planned<Ticket>> {
         let p = &self.principal;
         let current = locked_ticket(tx, p, &self.id).await?;
         let project = project(tx, p, &current.project_id).await?;
         let data = ticket_data(&current, &project, p);
-        let event = event(p, &project, EventType::TicketDeleted, &data, now);
+        let event = event(p, &project, EventType::TicketDeleted, &data);
         Ok(Planned {
             row: current,
             events: vec![event],
@@ -376,7 +369,7 @@ impl Checked for DeleteTicket {
         after: &mut AfterCommit,
     ) -> StoreResult<()> {
         tx.delete_ticket(&plan.row.id, now).await?;
-        emit(tx, &plan.row.workspace_id, &plan.events, now, after).await
+        emit(tx, &plan.row.workspace_id, plan.events, now, after).await
     }
 }
 
@@ -408,7 +401,7 @@ impl Checked for CreateComment {
             comment: Some(CommentView::from(&comment)),
             ..ticket_data(&ticket, &project, p)
         };
-        let event = event(p, &project, EventType::CommentCreated, &data, now);
+        let event = event(p, &project, EventType::CommentCreated, &data);
         Ok(Planned {
             row: comment,
             events: vec![event],
@@ -422,7 +415,7 @@ impl Checked for CreateComment {
         after: &mut AfterCommit,
     ) -> StoreResult<Comment> {
         tx.insert_comment(&plan.row).await?;
-        emit(tx, &plan.row.workspace_id, &plan.events, now, after).await?;
+        emit(tx, &plan.row.workspace_id, plan.events, now, after).await?;
         Ok(plan.row)
     }
 }

@@ -169,6 +169,9 @@ pub(super) fn event_full(r: &dyn Columns) -> StoreResult<Event> {
         project_id: r.opt_text(2)?,
         event_type: EventType::parse(&r.text(3)?).map_err(|e| corrupt("events.type", e))?,
         created_at: ts(r, 4)?,
+        // Not columns: the payload carries them, and nothing stored is ordered by them.
+        resource_id: None,
+        sequence: None,
         payload: r.text(5)?,
     })
 }

@@ -296,6 +296,9 @@ statements! { QUEUE: Sql;
             AND event_id IN (SELECT value FROM json_each(?2))"],
         postgres: ["SELECT event_id, id, status FROM deliveries WHERE webhook_id = $1 AND event_id = ANY($2)"],
     );
+    /// The next numbers of a resource's events: its row created at `?2`, or moved on by it.
+    TAKE_SEQUENCE = both!("INSERT INTO sequences (resource_id, last) VALUES (?1, ?2) \
+        ON CONFLICT (resource_id) DO UPDATE SET last = sequences.last + excluded.last RETURNING last");
     INSERT_DELIVERY = both!("INSERT INTO deliveries (", delivery_insert_cols!(), ") \
         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
     MAKE_DUE_NOW = both!("UPDATE deliveries SET next_attempt_at = ?2, updated_at = ?2 \

@@ -386,6 +386,11 @@ pub trait TrackerTx: Send {
 pub trait OutboxTx: Send {
     async fn insert_event(&mut self, e: &Event) -> StoreResult<()>;
 
+    /// Takes the next `count` sequence numbers of the events about `resource_id`; returns
+    /// the last one taken. The resource's row stays locked until the unit commits, so the
+    /// numbers follow commit order.
+    async fn take_sequence(&mut self, resource_id: &str, count: u64) -> StoreResult<u64>;
+
     async fn insert_webhook(&mut self, w: &Webhook) -> StoreResult<()>;
 
     /// Seals again, under the store's current key, every webhook secret that is not yet (one

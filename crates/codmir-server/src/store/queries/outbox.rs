@@ -54,6 +54,18 @@ impl<C: Conn> OutboxTx for C {
         Ok(())
     }
 
+    async fn take_sequence(&mut self, resource_id: &str, count: u64) -> StoreResult<u64> {
+        let count = count as i64;
+        let last = self
+            .one(
+                &sql::TAKE_SEQUENCE,
+                args![resource_id, count],
+                rows::first_int,
+            )
+            .await?;
+        Ok(last.unwrap_or(count).max(0) as u64)
+    }
+
     async fn insert_webhook(&mut self, w: &Webhook) -> StoreResult<()> {
         let r = WebhookRow::of(w, self.keys());
         self.exec(

@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite_0010_cancel_reason.sql"),
     include_str!("../migrations/sqlite_0011_webhook_expiry.sql"),
     include_str!("../migrations/sqlite_0012_attempt_headers.sql"),
+    include_str!("../migrations/sqlite_0013_sequences.sql"),
 ];
 
 impl From<rusqlite::Error> for StoreError {

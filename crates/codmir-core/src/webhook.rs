@@ -176,8 +176,45 @@ pub struct Webhook {
     pub previous_secret: Option<(WebhookSecret, Timestamp)>,
     /// When the server removes it by itself (a temporary webhook, `codmir listen`'s).
     pub expires_at: Option<Timestamp>,
+    /// Whether its deliveries about one resource wait for each other.
+    pub ordering: DeliveryOrder,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// How a webhook's deliveries are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeliveryOrder {
+    /// Each delivery is attempted as soon as it is due, in parallel with the others.
+    #[default]
+    None,
+    /// Deliveries about one resource (a ticket, a project) are attempted one at a time in the
+    /// order of their events' sequence numbers: the next waits until the one before it
+    /// succeeded, failed for good or was cancelled. Different resources go in parallel.
+    PerResource,
+}
+
+impl DeliveryOrder {
+    pub const ALL: [DeliveryOrder; 2] = [DeliveryOrder::None, DeliveryOrder::PerResource];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryOrder::None => "none",
+            DeliveryOrder::PerResource => "per_resource",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        Self::ALL
+            .into_iter()
+            .find(|o| o.as_str() == raw)
+            .ok_or_else(|| {
+                ValidationError::new(
+                    "ordering",
+                    format!("`{raw}` is not an ordering: use `none` or `per_resource`"),
+                )
+            })
+    }
 }
 
 impl Webhook {
@@ -206,6 +243,7 @@ impl Webhook {
             headers: CustomHeaders::default(),
             previous_secret: None,
             expires_at: None,
+            ordering: DeliveryOrder::None,
             created_at: now,
             updated_at: now,
         }
@@ -366,6 +404,10 @@ pub struct Delivery {
     pub last_error: Option<String>,
     /// Why it was cancelled: its webhook disabled or deleted, or a redelivery superseding it.
     pub cancel_reason: Option<String>,
+    /// For a delivery of a webhook ordered per resource: the resource whose chain it is in,
+    /// and its event's number there. A delivery of the chain waits (pending, not due) while an
+    /// earlier one is pending.
+    pub chain: Option<(String, u64)>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -402,9 +444,17 @@ impl Delivery {
             last_status_code: None,
             last_error: None,
             cancel_reason: None,
+            chain: None,
             created_at: now,
             updated_at: now,
         }
+    }
+
+    /// Waiting in its chain for an earlier delivery: pending, and not due at any time.
+    pub fn waits_in_chain(&self) -> bool {
+        self.chain.is_some()
+            && self.status == DeliveryStatus::Pending
+            && self.next_attempt_at.is_none()
     }
 }
 

@@ -168,7 +168,7 @@ impl Modify for BearerAuth {
         events::list_events, events::get_event, events::event_types,
         webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook,
         webhooks::update_webhook, webhooks::delete_webhook, deliveries::list_deliveries,
-        deliveries::get_delivery, deliveries::list_workspace_deliveries, recovery::redeliver,
+        deliveries::get_delivery, deliveries::list_workspace_deliveries, recovery::redeliver, recovery::skip,
         recovery::retry_pending, recovery::ping, recovery::replay, recovery::rotate_secret,
         stats::webhook_stats, stats::webhooks_health, keys::list_keys, keys::revoke_key,
     ),
@@ -270,6 +270,7 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
         )
         .route("/v1/deliveries", get(deliveries::list_workspace_deliveries))
         .route("/v1/deliveries/{id}/redeliver", post(recovery::redeliver))
+        .route("/v1/deliveries/{id}/skip", post(recovery::skip))
         .route(
             "/v1/webhooks/{id}/retry-pending",
             post(recovery::retry_pending),

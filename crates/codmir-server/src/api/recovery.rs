@@ -35,6 +35,26 @@ pub(super) async fn redeliver(
     Ok((StatusCode::ACCEPTED, axum::Json(d)))
 }
 
+/// Ends a pending delivery as cancelled (`cancel_reason`: skipped on request), so that the
+/// next delivery of its resource goes, for a webhook ordered per resource whose chain waits
+/// behind a delivery the endpoint will not take. A settled delivery is a 409.
+#[utoipa::path(post, path = "/v1/deliveries/{id}/skip", tag = "webhooks",
+    responses((status = 200, body = DeliveryResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub(super) async fn skip(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<axum::Json<DeliveryResponse>, ApiError> {
+    let id = path_id("dlv", &id, "delivery")?;
+    let d: DeliveryResponse = s
+        .mutate_answer(StatusCode::OK, move |tx, after| {
+            Box::pin(async move { ops::skip(tx, &p, &id, now(), after).await })
+        })
+        .await?;
+    Ok(axum::Json(d))
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct RetryPending {
     /// Pending deliveries that were due later and are due now.

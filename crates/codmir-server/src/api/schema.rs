@@ -43,6 +43,10 @@ one_of!(
 );
 one_of!(ReplayStatusName, ["failed", "cancelled", "any"]);
 one_of!(OrderName, ["desc", "asc"]);
+one_of!(
+    OrderingName,
+    codmir_core::webhook::DeliveryOrder::ALL.map(codmir_core::webhook::DeliveryOrder::as_str)
+);
 
 /// A webhook's static headers: at most 20, string values of at most 1024 characters.
 pub(super) struct CustomHeaders;

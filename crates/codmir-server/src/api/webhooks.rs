@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use codmir_core::sign::signing_secret;
 use codmir_core::webhook::{
-    CustomHeaders, EndpointUrl, EventFilter, HeadersUpdate, Webhook, WebhookSecret,
+    CustomHeaders, DeliveryOrder, EndpointUrl, EventFilter, HeadersUpdate, Webhook, WebhookSecret,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -49,6 +49,12 @@ pub(super) struct CreateWebhook {
     /// webhook, renewed by `PATCH` while it is wanted (`codmir listen`'s). Kept when left out.
     #[schema(format = DateTime)]
     pub expires_at: Option<String>,
+    /// `none` (default): each delivery is sent as soon as it is due. `per_resource`: the
+    /// deliveries about one ticket (or one project) are sent one at a time in the order of
+    /// their events' `sequence`, each after the one before it succeeded, failed for good or
+    /// was cancelled (skipped); different resources in parallel.
+    #[schema(value_type = Option<schema::OrderingName>, inline)]
+    pub ordering: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -83,6 +89,10 @@ pub(super) struct UpdateWebhook {
     #[serde(default, deserialize_with = "super::extract::present")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<Option<String>>,
+    /// `none` or `per_resource`. Back to `none`, the deliveries waiting in a chain are sent
+    /// at once.
+    #[schema(value_type = Option<schema::OrderingName>, inline)]
+    pub ordering: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -113,6 +123,8 @@ pub(super) struct WebhookResponse {
     pub signing: Signing,
     /// When the server removes it by itself; `null` for a webhook kept until deleted.
     pub expires_at: Option<String>,
+    /// `none` or `per_resource` (see the create request).
+    pub ordering: &'static str,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -167,6 +179,7 @@ impl From<Webhook> for WebhookResponse {
                 x_codmir_signature_moves_at: previous_until,
             },
             expires_at: w.expires_at.map(|t| t.to_rfc3339_millis()),
+            ordering: w.ordering.as_str(),
             created_at: w.created_at.to_rfc3339_millis(),
             updated_at: w.updated_at.to_rfc3339_millis(),
         }
@@ -309,6 +322,12 @@ pub(super) async fn create_webhook(
             None => CustomHeaders::default(),
         },
         expires_at: body.expires_at.as_deref().map(expires_at).transpose()?,
+        ordering: body
+            .ordering
+            .as_deref()
+            .map(DeliveryOrder::parse)
+            .transpose()?
+            .unwrap_or_default(),
     };
     let max = s.config.max_webhooks_per_workspace;
     let created: CreatedWebhook = s
@@ -390,6 +409,11 @@ pub(super) async fn update_webhook(
             .map(|n| n.map(rate_limit).transpose())
             .transpose()?,
         headers: body.headers.map(headers).transpose()?,
+        ordering: body
+            .ordering
+            .as_deref()
+            .map(DeliveryOrder::parse)
+            .transpose()?,
         expires_at: body
             .expires_at
             .map(|at| at.as_deref().map(expires_at).transpose())

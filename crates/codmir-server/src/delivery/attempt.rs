@@ -38,6 +38,7 @@ impl Attempter {
             Target {
                 workspace_id: work.delivery.workspace_id.clone(),
                 webhook_id: work.webhook.id.clone(),
+                chain: work.delivery.chain.as_ref().map(|(r, _)| r.clone()),
             },
         );
         // If the recorder is gone (shutdown), the lease's expiry retries the delivery.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use codmir_core::ValidationError;
 use codmir_core::event::{Event, UnstampedEvent};
 use codmir_core::time::Timestamp;
-use codmir_core::webhook::{Delivery, Webhook};
+use codmir_core::webhook::{Delivery, DeliveryOrder, Webhook};
 
 use crate::store::{Lease, Leased, ReadTx, StoreError, StoreResult, Tx};
 
@@ -28,7 +28,7 @@ pub use keys::{
 };
 pub use outcomes::{Recorded, Target, disable, record_outcomes};
 pub use recovery::{
-    MAX_REPLAY, Replay, ReplayStatus, Replayed, ping, redeliver, replay, retry_pending,
+    MAX_REPLAY, Replay, ReplayStatus, Replayed, ping, redeliver, replay, retry_pending, skip,
 };
 pub use stats::{
     Counts, HEALTH_RETRYING, Health, Latency, Stats, Window, webhook_stats, webhooks_health,
@@ -174,8 +174,19 @@ pub(crate) async fn emit(
             .iter()
             .filter(|w| w.wants(event.event_type, event.project_id.as_deref()))
         {
-            let delivery =
+            let mut delivery =
                 Delivery::new(workspace_id, &webhook.id, &event.id, event.event_type, now);
+            if let (DeliveryOrder::PerResource, Some(resource), Some(n)) =
+                (webhook.ordering, &event.resource_id, event.sequence)
+            {
+                delivery.chain = Some((resource.clone(), n));
+                if join_chain(tx, &webhook.id, resource, now).await? {
+                    // Behind an earlier one of its resource: not due until that one settles.
+                    delivery.next_attempt_at = None;
+                    tx.insert_delivery(&delivery, None).await?;
+                    continue;
+                }
+            }
             let payload = payload
                 .get_or_insert_with(|| Arc::from(event.payload.as_str()))
                 .clone();
@@ -227,6 +238,34 @@ async fn stamp(
             }
         })
         .collect())
+}
+
+/// Takes `webhook_id`'s chain for `resource`; true when a delivery of it is pending, so that
+/// a new one must wait behind it.
+async fn join_chain(
+    tx: &mut dyn Tx,
+    webhook_id: &str,
+    resource: &str,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    tx.lock_chain(webhook_id, resource, now).await?;
+    tx.chain_busy(webhook_id, resource).await
+}
+
+/// A delivery of `webhook_id`'s chain for `resource` settled (succeeded, failed for good, or
+/// was cancelled): the next waiting one goes, unless another of the chain is still active.
+pub(crate) async fn chain_moved(
+    tx: &mut dyn Tx,
+    webhook_id: &str,
+    resource: &str,
+    now: Timestamp,
+    after: &mut AfterCommit,
+) -> StoreResult<()> {
+    tx.lock_chain(webhook_id, resource, now).await?;
+    if tx.release_next(webhook_id, resource, now).await?.is_some() {
+        after.wake = true;
+    }
+    Ok(())
 }
 
 /// Writes a new delivery; with a lease it is also collected in `after.fresh`, to be sent by

@@ -8,7 +8,7 @@ use codmir_core::event::{EventData, EventType, UnstampedEvent, WebhookView};
 use codmir_core::time::Timestamp;
 use codmir_core::webhook::{DeliveryStatus, DisablePolicy};
 
-use super::{AfterCommit, emit};
+use super::{AfterCommit, chain_moved, emit};
 use crate::store::{Outcome, StoreResult, Tx};
 
 /// The webhook an attempt went to.
@@ -16,6 +16,8 @@ use crate::store::{Outcome, StoreResult, Tx};
 pub struct Target {
     pub workspace_id: String,
     pub webhook_id: String,
+    /// The resource whose chain the delivery is in (a webhook ordered per resource).
+    pub chain: Option<String>,
 }
 
 /// What a batch came to.
@@ -51,6 +53,16 @@ pub async fn record_outcomes(
             .collect(),
         ..Recorded::default()
     };
+    // A chained delivery settled: the next of its resource goes. Only outcomes recorded: one
+    // the fence refused settled nothing.
+    for (i, (o, t)) in outcomes.iter().zip(targets).enumerate() {
+        if let Some(resource) = &t.chain
+            && o.new_status != DeliveryStatus::Pending
+            && recorded.get(i).copied().unwrap_or(false)
+        {
+            chain_moved(tx, &t.webhook_id, resource, now, after).await?;
+        }
+    }
     // Each webhook of the batch once, in the order first seen.
     let mut webhooks: Vec<(&str, &str)> = Vec::new();
     for t in targets {

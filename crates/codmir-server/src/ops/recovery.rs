@@ -8,7 +8,7 @@ use codmir_core::time::Timestamp;
 use codmir_core::tracker::Principal;
 use codmir_core::webhook::{Delivery, DeliveryStatus, Webhook};
 
-use super::{AfterCommit, Error, Result, announce, enqueue, webhook, within_quota};
+use super::{AfterCommit, Error, Result, announce, chain_moved, enqueue, webhook, within_quota};
 use crate::store::{Leased, StoreError, Tx};
 
 /// A webhook that may be sent to now: enabled.
@@ -96,9 +96,49 @@ pub async fn redeliver(
     if original.status == DeliveryStatus::Pending {
         let why = format!("superseded by redelivery {}", delivery.id);
         tx.cancel_delivery(&original.id, &why, now).await?;
+        if let Some((resource, _)) = &original.chain {
+            chain_moved(tx, &original.webhook_id, resource, now, after).await?;
+        }
     }
     announce(tx, after).await?;
     Ok(delivery)
+}
+
+/// Ends a pending delivery as cancelled, so that the one behind it in its chain (a webhook
+/// ordered per resource) goes: an operator unblocking a chain stuck on a delivery the endpoint
+/// will never take. Any pending delivery may be skipped; a settled one is a conflict. An
+/// attempt of it already under way may still reach the endpoint, and is not recorded.
+pub async fn skip(
+    tx: &mut dyn Tx,
+    p: &Principal,
+    delivery_id: &str,
+    now: Timestamp,
+    after: &mut AfterCommit,
+) -> Result<Delivery> {
+    let d = tx
+        .get_delivery(&p.workspace_id, delivery_id)
+        .await?
+        .ok_or(Error::NotFound("delivery"))?;
+    let settled = || Error::Conflict {
+        code: "delivery_settled",
+        message: format!(
+            "delivery {} is {}: only a pending delivery can be skipped",
+            d.id,
+            d.status.as_str()
+        ),
+    };
+    if d.status != DeliveryStatus::Pending {
+        return Err(settled());
+    }
+    if !tx.cancel_delivery(&d.id, "skipped on request", now).await? {
+        return Err(settled());
+    }
+    if let Some((resource, _)) = &d.chain {
+        chain_moved(tx, &d.webhook_id, resource, now, after).await?;
+    }
+    tx.get_delivery(&p.workspace_id, &d.id)
+        .await?
+        .ok_or(Error::NotFound("delivery"))
 }
 
 /// Makes every pending delivery of the webhook due now: a receiver back from an outage should

@@ -5,8 +5,8 @@ use codmir_core::id::new_id;
 use codmir_core::time::Timestamp;
 use codmir_core::tracker::Principal;
 use codmir_core::webhook::{
-    Attempt, CustomHeaders, Delivery, EndpointUrl, EventFilter, HeadersUpdate, Webhook,
-    WebhookSecret,
+    Attempt, CustomHeaders, Delivery, DeliveryOrder, EndpointUrl, EventFilter, HeadersUpdate,
+    Webhook, WebhookSecret,
 };
 
 use super::{AfterCommit, Error, Result};
@@ -24,6 +24,7 @@ pub struct NewWebhook {
     pub rate_limit_per_second: Option<u32>,
     pub headers: CustomHeaders,
     pub expires_at: Option<Timestamp>,
+    pub ordering: DeliveryOrder,
 }
 
 /// A validated change; `None` leaves a field alone, `Some(None)` clears it.
@@ -38,6 +39,7 @@ pub struct WebhookPatch {
     pub rate_limit_per_second: Option<Option<u32>>,
     /// A masked value keeps the current value of its header ([`HeadersUpdate::apply`]).
     pub headers: Option<HeadersUpdate>,
+    pub ordering: Option<DeliveryOrder>,
     pub expires_at: Option<Option<Timestamp>>,
 }
 
@@ -86,6 +88,7 @@ pub async fn create_webhook(
         rate_limit_per_second: new.rate_limit_per_second,
         headers: new.headers,
         expires_at: new.expires_at,
+        ordering: new.ordering,
         ..Webhook::new(
             new_id("wh", now),
             p.workspace_id.clone(),
@@ -150,8 +153,18 @@ pub async fn update_webhook(
     if let Some(at) = patch.expires_at {
         w.expires_at = at;
     }
+    let was_ordered = w.ordering == DeliveryOrder::PerResource;
+    if let Some(o) = patch.ordering {
+        w.ordering = o;
+    }
     w.updated_at = now;
     tx.update_webhook(&w).await?;
+    if was_ordered && w.ordering == DeliveryOrder::None && tx.release_chains(&w.id, now).await? > 0
+    {
+        // What waited in a chain is due now, on any node.
+        tx.announce_deliveries().await?;
+        after.wake = true;
+    }
     if w.enabled && !was_enabled {
         tx.update_failure_run(&w.id, true, 0, None).await?;
     }

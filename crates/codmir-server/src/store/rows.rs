@@ -11,8 +11,8 @@ use codmir_core::tracker::{
     Comment, Member, Principal, Priority, Project, Role, Ticket, TicketStatus, User, Workspace,
 };
 use codmir_core::webhook::{
-    Attempt, CustomHeaders, Delivery, DeliveryStatus, EndpointUrl, EventFilter, Webhook,
-    WebhookSecret,
+    Attempt, CustomHeaders, Delivery, DeliveryOrder, DeliveryStatus, EndpointUrl, EventFilter,
+    Webhook, WebhookSecret,
 };
 
 use super::seal::KeyRing;
@@ -205,6 +205,10 @@ pub(super) fn delivery_count(r: &dyn Columns) -> StoreResult<StatusCount> {
     })
 }
 
+pub(super) fn first_text(r: &dyn Columns) -> StoreResult<String> {
+    r.text(0)
+}
+
 pub(super) fn first_int(r: &dyn Columns) -> StoreResult<i64> {
     r.int(0)
 }
@@ -269,6 +273,8 @@ pub(super) fn webhook(r: &dyn Columns) -> StoreResult<StoredWebhook> {
             _ => None,
         },
         expires_at: opt_ts(r, 17)?,
+        ordering: DeliveryOrder::parse(&r.text(18)?)
+            .map_err(|e| corrupt("webhooks.ordering", e))?,
     };
     Ok(StoredWebhook {
         webhook,
@@ -368,6 +374,10 @@ pub(super) fn delivery(r: &dyn Columns) -> StoreResult<Delivery> {
             .transpose()?,
         last_error: r.opt_text(13)?,
         cancel_reason: r.opt_text(14)?,
+        chain: match (r.opt_text(15)?, r.opt_int(16)?) {
+            (Some(resource), Some(n)) => Some((resource, n.max(0) as u64)),
+            _ => None,
+        },
     })
 }
 

@@ -136,21 +136,22 @@ macro_rules! webhook_cols {
     () => {
         "id, workspace_id, url, events, project_ids, description, secret, enabled, created_at, \
          updated_at, disabled_reason, disabled_at, max_in_flight, rate_limit_per_second, \
-         headers, previous_secret, previous_secret_until, expires_at"
+         headers, previous_secret, previous_secret_until, expires_at, ordering"
     };
 }
 macro_rules! delivery_cols {
     () => {
         "id, workspace_id, webhook_id, event_id, event_type, status, attempt_count, \
          next_attempt_at, created_at, updated_at, redelivery_of, last_attempt_at, \
-         last_status_code, last_error, cancel_reason"
+         last_status_code, last_error, cancel_reason, chain_resource, chain_sequence"
     };
 }
 /// The columns an insert of a delivery sets, in this order (the `last_*` start empty).
 macro_rules! delivery_insert_cols {
     () => {
         "id, workspace_id, webhook_id, event_id, event_type, status, attempt_count, \
-         next_attempt_at, created_at, updated_at, redelivery_of, lease_owner, lease_expires_at"
+         next_attempt_at, created_at, updated_at, redelivery_of, lease_owner, lease_expires_at, \
+         chain_resource, chain_sequence"
     };
 }
 macro_rules! attempt_cols {
@@ -164,7 +165,7 @@ macro_rules! delivery_cols_of_d {
     () => {
         "d.id, d.workspace_id, d.webhook_id, d.event_id, d.event_type, d.status, d.attempt_count, \
          d.next_attempt_at, d.created_at, d.updated_at, d.redelivery_of, d.last_attempt_at, \
-         d.last_status_code, d.last_error, d.cancel_reason"
+         d.last_status_code, d.last_error, d.cancel_reason, d.chain_resource, d.chain_sequence"
     };
 }
 /// A due delivery: pending, due at `?N`, and not held by a live lease.
@@ -258,7 +259,7 @@ statements! { OUTBOX: Sql;
         AND (CAST(?4 AS BIGINT) IS NULL OR created_at >= ?4) AND (CAST(?5 AS BIGINT) IS NULL OR created_at < ?5) \
         AND (CAST(?6 AS TEXT) IS NULL OR id < ?6) ORDER BY id DESC LIMIT ?7");
     INSERT_WEBHOOK = both!("INSERT INTO webhooks (", webhook_cols!(), ") \
-        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)");
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)");
     GET_WEBHOOK = both!("SELECT ", webhook_cols!(), " FROM webhooks WHERE workspace_id = ?1 AND id = ?2");
     LOCK_WEBHOOK = each!(
         sqlite: ["SELECT ", webhook_cols!(), " FROM webhooks WHERE workspace_id = ?1 AND id = ?2"],
@@ -277,7 +278,7 @@ statements! { OUTBOX: Sql;
     UPDATE_WEBHOOK = both!("UPDATE webhooks SET url = ?2, events = ?3, project_ids = ?4, description = ?5, \
         secret = ?6, enabled = ?7, updated_at = ?8, disabled_reason = ?9, disabled_at = ?10, \
         max_in_flight = ?11, rate_limit_per_second = ?12, headers = ?13, previous_secret = ?14, \
-        previous_secret_until = ?15, expires_at = ?16 WHERE id = ?1");
+        previous_secret_until = ?15, expires_at = ?16, ordering = ?17 WHERE id = ?1");
     /// Webhooks past their `expires_at`, oldest first (few: only temporary ones have one).
     EXPIRED_WEBHOOKS = both!("SELECT workspace_id, id FROM webhooks WHERE expires_at IS NOT NULL \
         AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2");
@@ -300,7 +301,25 @@ statements! { QUEUE: Sql;
     TAKE_SEQUENCE = both!("INSERT INTO sequences (resource_id, last) VALUES (?1, ?2) \
         ON CONFLICT (resource_id) DO UPDATE SET last = sequences.last + excluded.last RETURNING last");
     INSERT_DELIVERY = both!("INSERT INTO deliveries (", delivery_insert_cols!(), ") \
-        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)");
+    /// Takes the lock of a webhook's chain for a resource (its row, made on first use): the
+    /// fan-out joining the chain and a settlement letting its next delivery go take turns.
+    LOCK_CHAIN = both!("INSERT INTO chains (webhook_id, resource_id, touched_at) VALUES (?1, ?2, ?3) \
+        ON CONFLICT (webhook_id, resource_id) DO UPDATE SET touched_at = excluded.touched_at");
+    /// Whether a chain has a delivery not settled (one to wait behind).
+    CHAIN_BUSY = both!("SELECT count(*) FROM (SELECT 1 FROM deliveries WHERE webhook_id = ?1 \
+        AND chain_resource = ?2 AND status = 'pending' LIMIT 1) busy");
+    /// Lets a chain's next delivery go (due at `?3`) when none of it is active (pending and
+    /// due at some time): the waiting one with the lowest number.
+    RELEASE_NEXT = both!("UPDATE deliveries SET next_attempt_at = ?3, updated_at = ?3 WHERE id = ( \
+        SELECT id FROM deliveries WHERE webhook_id = ?1 AND chain_resource = ?2 AND status = 'pending' \
+        AND next_attempt_at IS NULL ORDER BY chain_sequence LIMIT 1) \
+        AND NOT EXISTS (SELECT 1 FROM deliveries WHERE webhook_id = ?1 AND chain_resource = ?2 \
+        AND status = 'pending' AND next_attempt_at IS NOT NULL) RETURNING id");
+    /// A webhook no longer ordered: every delivery waiting in a chain is due at `?2`.
+    RELEASE_CHAINS = both!("UPDATE deliveries SET next_attempt_at = ?2, updated_at = ?2 \
+        WHERE webhook_id = ?1 AND status = 'pending' AND next_attempt_at IS NULL");
+    DELETE_CHAINS = both!("DELETE FROM chains WHERE webhook_id = ?1");
     MAKE_DUE_NOW = both!("UPDATE deliveries SET next_attempt_at = ?2, updated_at = ?2 \
         WHERE webhook_id = ?1 AND status = 'pending' AND next_attempt_at > ?2");
     QUEUE_GAUGES = both!("SELECT (SELECT count(*) FROM deliveries WHERE status = 'pending'), \
@@ -457,7 +476,8 @@ pub(super) mod postgres_only {
             $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[])");
         INSERT_DELIVERIES = concat!("INSERT INTO deliveries (", delivery_insert_cols!(), ") SELECT * FROM \
             unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int4[], \
-            $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::text[], $13::int8[])");
+            $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::text[], $13::int8[], $14::text[], \
+            $15::int8[])");
     }
 }
 
@@ -516,9 +536,10 @@ mod tests {
             .map(str::trim)
             .filter(|c| !matches!(*c, "id" | "created_at" | "updated_at" | "expires_at"))
             .collect();
+        // The latest migration that made each backend's trigger.
         for migration in [
-            include_str!("migrations/sqlite_0006_fanout_cache.sql"),
-            include_str!("migrations/postgres_0006_fanout_cache.sql"),
+            include_str!("migrations/sqlite_0014_ordering.sql"),
+            include_str!("migrations/postgres_0014_ordering.sql"),
         ] {
             let watched = watched(migration);
             let missing: Vec<_> = read

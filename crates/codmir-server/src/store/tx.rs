@@ -432,6 +432,31 @@ pub trait QueueTx: Send {
     /// Inserts a delivery, held by `lease` when given.
     async fn insert_delivery(&mut self, d: &Delivery, lease: Option<&Lease>) -> StoreResult<()>;
 
+    /// Takes the lock of `webhook_id`'s chain for `resource_id` until the unit commits: the
+    /// fan-out joining it and a settlement letting its next delivery go take turns.
+    async fn lock_chain(
+        &mut self,
+        webhook_id: &str,
+        resource_id: &str,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// Whether the chain has a delivery not settled yet (a new one waits behind it).
+    async fn chain_busy(&mut self, webhook_id: &str, resource_id: &str) -> StoreResult<bool>;
+
+    /// Lets the chain's next waiting delivery go (due at `now`) when none of it is active;
+    /// the one let go.
+    async fn release_next(
+        &mut self,
+        webhook_id: &str,
+        resource_id: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<String>>;
+
+    /// A webhook no longer ordered (or gone): every delivery waiting in its chains is due at
+    /// `now`, and the chains' rows go. How many were let go.
+    async fn release_chains(&mut self, webhook_id: &str, now: Timestamp) -> StoreResult<u64>;
+
     /// Writes this node's readiness row: readiness is a write that commits.
     async fn mark_ready(&mut self, node: &str, now: Timestamp) -> StoreResult<()>;
 

@@ -441,6 +441,7 @@ async fn openapi_lists_every_route_and_healthz_answers() {
         ("get", "/v1/webhooks/{id}/deliveries"),
         ("get", "/v1/webhooks/{id}/stats"),
         ("get", "/v1/webhooks/health"),
+        ("post", "/v1/deliveries/{id}/skip"),
         ("get", "/v1/deliveries/{id}"),
     ];
     let paths = doc.body["paths"].as_object().unwrap();

@@ -36,6 +36,7 @@ async fn setup(store: &Store) -> (Principal, String) {
         rate_limit_per_second: None,
         headers: Default::default(),
         expires_at: None,
+        ordering: Default::default(),
     };
     let pc = p.clone();
     let wh = store

@@ -30,6 +30,7 @@ mod listen;
 mod lost_commit;
 mod nodes;
 mod observability;
+mod ordering;
 mod outbound;
 mod own_pg;
 mod process;

@@ -96,6 +96,12 @@ impl PgTx<'_> {
         let Some(batch) = &self.batch else {
             return Ok(());
         };
+        // Every unit that stores events takes their numbers first: a statement on `sequences`
+        // alone, which neither reads the held rows nor writes a webhook. Sending the held rows
+        // before it would split the batch's one insert per table into one per unit.
+        if sql == crate::store::sql::TAKE_SEQUENCE.postgres {
+            return Ok(());
+        }
         if !sql.trim_start().starts_with("SELECT") {
             // It may have been a webhook write (an outcome can disable one): the next fan-out
             // reads the version again.
@@ -170,6 +176,8 @@ async fn insert_held(client: &Object, held: Held) -> StoreResult<()> {
             &col(d, |(x, _)| x.redelivery_of.as_deref()),
             &col(d, |(_, l)| l.as_ref().map(|(owner, _)| owner.as_str())),
             &col(d, |(_, l)| l.as_ref().map(|(_, until)| *until)),
+            &col(d, |(x, _)| x.chain.as_ref().map(|(r, _)| r.as_str())),
+            &col(d, |(x, _)| x.chain.as_ref().map(|(_, n)| *n as i64)),
         ];
         execute(client, q::INSERT_DELIVERIES, params).await?;
     }

@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres_0011_webhook_expiry.sql"),
     include_str!("../migrations/postgres_0012_attempt_headers.sql"),
     include_str!("../migrations/postgres_0013_sequences.sql"),
+    include_str!("../migrations/postgres_0014_ordering.sql"),
 ];
 /// Any fixed number: the advisory lock that serializes migrations of nodes starting together.
 const MIGRATION_LOCK: i64 = 0x636f_646d_6972;

@@ -89,6 +89,7 @@ impl<C: Conn> OutboxTx for C {
                 r.previous_secret,
                 w.previous_secret.as_ref().map(|(_, t)| *t),
                 w.expires_at,
+                w.ordering.as_str(),
             ],
         )
         .await?;
@@ -131,6 +132,7 @@ impl<C: Conn> OutboxTx for C {
                 r.previous_secret,
                 w.previous_secret.as_ref().map(|(_, t)| *t),
                 w.expires_at,
+                w.ordering.as_str(),
             ],
         )
         .await?;

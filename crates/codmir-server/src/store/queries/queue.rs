@@ -5,6 +5,7 @@ use codmir_core::time::Timestamp;
 use codmir_core::webhook::Delivery;
 
 use crate::store::conn::{Conn, HeldRow, args};
+use crate::store::rows;
 use crate::store::sql;
 use crate::store::{Lease, Leased, Outcome, QueueTx, StoreResult};
 
@@ -44,10 +45,56 @@ impl<C: Conn> QueueTx for C {
                 d.redelivery_of,
                 lease.map(|l| l.owner.as_str()),
                 lease.map(|l| l.until),
+                d.chain.as_ref().map(|(r, _)| r.as_str()),
+                d.chain.as_ref().map(|(_, n)| *n as i64),
             ],
         )
         .await?;
         Ok(())
+    }
+
+    async fn lock_chain(
+        &mut self,
+        webhook_id: &str,
+        resource_id: &str,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        self.exec(&sql::LOCK_CHAIN, args![webhook_id, resource_id, now])
+            .await?;
+        Ok(())
+    }
+
+    async fn chain_busy(&mut self, webhook_id: &str, resource_id: &str) -> StoreResult<bool> {
+        let busy = self
+            .one(
+                &sql::CHAIN_BUSY,
+                args![webhook_id, resource_id],
+                rows::first_int,
+            )
+            .await?;
+        Ok(busy.unwrap_or(0) > 0)
+    }
+
+    async fn release_next(
+        &mut self,
+        webhook_id: &str,
+        resource_id: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<String>> {
+        self.one(
+            &sql::RELEASE_NEXT,
+            args![webhook_id, resource_id, now],
+            rows::first_text,
+        )
+        .await
+    }
+
+    async fn release_chains(&mut self, webhook_id: &str, now: Timestamp) -> StoreResult<u64> {
+        let released = self
+            .exec(&sql::RELEASE_CHAINS, args![webhook_id, now])
+            .await?;
+        self.exec(&sql::DELETE_CHAINS, args![webhook_id]).await?;
+        Ok(released)
     }
 
     async fn announce_deliveries(&mut self) -> StoreResult<()> {
@@ -64,8 +111,12 @@ impl<C: Conn> QueueTx for C {
         reason: &str,
         at: Timestamp,
     ) -> StoreResult<u64> {
-        self.exec(&sql::CANCEL_PENDING, args![webhook_id, at, reason])
-            .await
+        let n = self
+            .exec(&sql::CANCEL_PENDING, args![webhook_id, at, reason])
+            .await?;
+        // Nothing of its chains is pending any more.
+        self.exec(&sql::DELETE_CHAINS, args![webhook_id]).await?;
+        Ok(n)
     }
 
     async fn cancel_delivery(

@@ -45,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite_0011_webhook_expiry.sql"),
     include_str!("../migrations/sqlite_0012_attempt_headers.sql"),
     include_str!("../migrations/sqlite_0013_sequences.sql"),
+    include_str!("../migrations/sqlite_0014_ordering.sql"),
 ];
 
 impl From<rusqlite::Error> for StoreError {

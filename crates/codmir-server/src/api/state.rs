@@ -179,9 +179,11 @@ impl AppState {
     pub async fn mutate_checked<U: ops::Checked>(&self, unit: U) -> Result<U::Output, ApiError> {
         let _busy = self.engine.api_work();
         let mut after = AfterCommit::leased_to(self.engine.lease());
+        let lock_key = unit.lock_key();
         let (value, after) = self
             .store
             .write_checked(
+                lock_key,
                 move |tx| {
                     Box::pin(async move {
                         let now = Timestamp::now();
@@ -369,6 +371,10 @@ where
     ) -> crate::store::StoreResult<Self::Output> {
         let value = U::write(plan, tx, now, after).await?;
         answer(tx, claim, status, value).await
+    }
+
+    fn lock_key(&self) -> Option<String> {
+        self.unit.lock_key()
     }
 }
 

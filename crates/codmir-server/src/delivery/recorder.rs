@@ -130,6 +130,7 @@ pub(super) async fn record_outcomes(
             // can fail them.
             let result = store
                 .write_checked(
+                    None,
                     |_| Box::pin(async { Ok::<_, ops::Error>(()) }),
                     move |tx, ()| {
                         Box::pin(async move {

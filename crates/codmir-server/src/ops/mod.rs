@@ -105,6 +105,11 @@ pub trait Checked: Send + Sized + 'static {
         now: Timestamp,
         after: &mut AfterCommit,
     ) -> impl Future<Output = StoreResult<Self::Output>> + Send;
+
+    /// The existing resource whose rows it locks (see `Job::lock_key`).
+    fn lock_key(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Runs a checked unit inside a unit of work that is not shared (`Store::write`): both

@@ -54,14 +54,21 @@ pub async fn record_outcomes(
         ..Recorded::default()
     };
     // A chained delivery settled: the next of its resource goes. Only outcomes recorded: one
-    // the fence refused settled nothing.
-    for (i, (o, t)) in outcomes.iter().zip(targets).enumerate() {
-        if let Some(resource) = &t.chain
-            && o.new_status != DeliveryStatus::Pending
-            && recorded.get(i).copied().unwrap_or(false)
-        {
-            chain_moved(tx, &t.webhook_id, resource, now, after).await?;
-        }
+    // the fence refused settled nothing. In the order of the chains' keys, as batches take
+    // them (`Job::lock_key`).
+    let mut moved: Vec<(&str, &str)> = outcomes
+        .iter()
+        .zip(targets)
+        .enumerate()
+        .filter(|(i, (o, _))| {
+            o.new_status != DeliveryStatus::Pending && recorded.get(*i).copied().unwrap_or(false)
+        })
+        .filter_map(|(_, (_, t))| Some((t.chain.as_deref()?, t.webhook_id.as_str())))
+        .collect();
+    moved.sort_unstable();
+    moved.dedup();
+    for (resource, webhook) in moved {
+        chain_moved(tx, webhook, resource, now, after).await?;
     }
     // Each webhook of the batch once, in the order first seen.
     let mut webhooks: Vec<(&str, &str)> = Vec::new();

@@ -233,6 +233,10 @@ impl Checked for PreparedTicket {
     type Plan = Self;
     type Output = Ticket;
 
+    fn lock_key(&self) -> Option<String> {
+        Some(self.ticket.id.clone())
+    }
+
     async fn check(self, _: &mut dyn ReadTx, _: Timestamp) -> Result<Self> {
         Ok(self)
     }
@@ -277,6 +281,10 @@ pub enum TicketUpdate {
 impl Checked for UpdateTicket {
     type Plan = TicketUpdate;
     type Output = Ticket;
+
+    fn lock_key(&self) -> Option<String> {
+        Some(self.id.clone())
+    }
 
     async fn check(self, tx: &mut dyn ReadTx, now: Timestamp) -> Result<TicketUpdate> {
         let p = &self.principal;
@@ -350,6 +358,10 @@ impl Checked for DeleteTicket {
     type Plan = Planned<Ticket>;
     type Output = ();
 
+    fn lock_key(&self) -> Option<String> {
+        Some(self.id.clone())
+    }
+
     async fn check(self, tx: &mut dyn ReadTx, _: Timestamp) -> Result<Planned<Ticket>> {
         let p = &self.principal;
         let current = locked_ticket(tx, p, &self.id).await?;
@@ -384,6 +396,10 @@ pub struct CreateComment {
 impl Checked for CreateComment {
     type Plan = Planned<Comment>;
     type Output = Comment;
+
+    fn lock_key(&self) -> Option<String> {
+        Some(self.ticket_id.clone())
+    }
 
     async fn check(self, tx: &mut dyn ReadTx, now: Timestamp) -> Result<Planned<Comment>> {
         let p = &self.principal;

@@ -75,6 +75,12 @@ pub trait Job: Send {
     fn deadline(&self) -> tokio::time::Instant;
     fn run<'a>(&'a mut self, tx: &'a mut dyn Tx) -> BoxFuture<'a, Ran>;
     fn finish(self: Box<Self>, commit: StoreResult<()>);
+    /// The resource whose rows it locks (a ticket's id), if one: a PostgreSQL batch runs its
+    /// units in the order of these keys, so that two batches never take two resources' locks
+    /// in opposite orders (a deadlock, which would roll both back).
+    fn lock_key(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// What a unit answers once its commit is known: its own error if it failed (it was undone
@@ -139,6 +145,7 @@ where
 /// A unit of work in two phases ([`Store::write_checked`]).
 struct CheckedJob<C, W, K, T, E> {
     phases: Option<(C, W)>,
+    lock_key: Option<String>,
     deadline: tokio::time::Instant,
     outcome: Option<Result<T, E>>,
     reply: oneshot::Sender<Result<T, E>>,
@@ -188,6 +195,10 @@ where
 
     fn finish(self: Box<Self>, commit: StoreResult<()>) {
         let _ = self.reply.send(answer(commit, self.outcome));
+    }
+
+    fn lock_key(&self) -> Option<&str> {
+        self.lock_key.as_deref()
     }
 }
 
@@ -300,7 +311,12 @@ impl Store {
     /// inserted set-based. Should `write` fail all the same, the whole commit is rolled back
     /// and every other unit of it answered [`StoreError::RolledBack`] (or the database's own
     /// failure), so nothing half-written is ever kept.
-    pub async fn write_checked<C, W, K, T, E>(&self, check: C, write: W) -> Result<T, E>
+    pub async fn write_checked<C, W, K, T, E>(
+        &self,
+        lock_key: Option<String>,
+        check: C,
+        write: W,
+    ) -> Result<T, E>
     where
         C: for<'t> FnOnce(&'t mut dyn ReadTx) -> BoxFuture<'t, Result<K, E>> + Send + 'static,
         W: for<'t> FnOnce(&'t mut dyn Tx, K) -> BoxFuture<'t, StoreResult<T>> + Send + 'static,
@@ -311,6 +327,7 @@ impl Store {
         self.submit(Access::Write, |reply| {
             Box::new(CheckedJob {
                 phases: Some((check, write)),
+                lock_key,
                 deadline: deadline::current(),
                 outcome: None,
                 reply,

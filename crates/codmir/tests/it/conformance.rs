@@ -172,6 +172,7 @@ pub(crate) async fn checked_ticket_units_together_each_store_their_rows_whole(st
             };
             store
                 .write_checked(
+                    None,
                     move |tx| {
                         Box::pin(async move {
                             if i % 9 == 4 {
@@ -267,6 +268,7 @@ pub(crate) async fn a_checked_unit_that_fails_after_writing_keeps_nothing_half_d
         async move {
             store
                 .write_checked(
+                    None,
                     move |_| {
                         Box::pin(async move {
                             if refuse {

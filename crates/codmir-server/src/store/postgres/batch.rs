@@ -251,6 +251,8 @@ async fn run_batch(
         Ok(c) => c,
         Err(e) => return jobs.into_iter().for_each(|j| j.finish(Err(e.clone()))),
     };
+    // Units with a lock key in its order (`Job::lock_key`); the others, first, as they came.
+    jobs.sort_by(|a, b| a.lock_key().cmp(&b.lock_key()));
     let began = std::time::Instant::now();
     let held = Mutex::new(Held::default());
     let versions = Mutex::default();

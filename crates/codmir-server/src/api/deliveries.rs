@@ -33,16 +33,29 @@ pub(super) struct DeliveryResponse {
     pub last_status_code: Option<u16>,
     /// Why the latest attempt failed without a response (timeout, refused, …).
     pub last_error: Option<String>,
-    /// Why it was cancelled: its webhook disabled or deleted, or `superseded by redelivery
-    /// dlv_…`; `null` otherwise.
+    /// Why it was cancelled: its webhook disabled or deleted, `superseded by redelivery
+    /// dlv_…` or `skipped on request`; `null` otherwise.
     pub cancel_reason: Option<String>,
+    /// For a webhook ordered per resource: the resource whose events it is in order with,
+    /// and its event's `sequence`; `null` otherwise.
+    pub chain: Option<ChainPlace>,
+    /// True while it waits in its chain behind an earlier delivery (pending, not due until
+    /// that one settles; `GET /v1/deliveries/{id}` says which).
+    pub waiting: bool,
     pub created_at: String,
     pub updated_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ChainPlace {
+    pub resource_id: String,
+    pub sequence: u64,
 }
 
 impl From<Delivery> for DeliveryResponse {
     fn from(d: Delivery) -> Self {
         let status = d.shown_status();
+        let waiting = d.waits_in_chain();
         Self {
             id: d.id,
             webhook_id: d.webhook_id,
@@ -56,6 +69,11 @@ impl From<Delivery> for DeliveryResponse {
             last_status_code: d.last_status_code,
             last_error: d.last_error,
             cancel_reason: d.cancel_reason,
+            chain: d.chain.map(|(resource_id, sequence)| ChainPlace {
+                resource_id,
+                sequence,
+            }),
+            waiting,
             created_at: d.created_at.to_rfc3339_millis(),
             updated_at: d.updated_at.to_rfc3339_millis(),
         }
@@ -166,6 +184,10 @@ pub(super) struct DeliveryDetail {
     pub url: Option<String>,
     /// The exact bytes every attempt sent; `null` once the event is past retention.
     pub request_body: Option<String>,
+    /// For a delivery waiting in its chain: the delivery of the same resource it waits
+    /// behind (its attempts and next attempt say when), which `POST /v1/deliveries/{id}/skip`
+    /// can end; `null` otherwise.
+    pub waiting_behind: Option<DeliveryResponse>,
     pub attempts: Vec<AttemptResponse>,
 }
 
@@ -339,6 +361,7 @@ pub(super) async fn get_delivery(
     Ok(axum::Json(DeliveryDetail {
         url: log.webhook.as_ref().map(|w| w.url.as_str().to_owned()),
         request_body: log.payload.clone(),
+        waiting_behind: log.behind.take().map(Into::into),
         attempts,
         delivery: log.delivery.into(),
     }))

@@ -5,7 +5,7 @@ use codmir_core::id::new_id;
 use codmir_core::time::Timestamp;
 use codmir_core::tracker::Principal;
 use codmir_core::webhook::{
-    Attempt, CustomHeaders, Delivery, DeliveryOrder, EndpointUrl, EventFilter, HeadersUpdate,
+    Attempt, CustomHeaders, Delivery, DeliveryOrder, DeliveryStatus, EndpointUrl, EventFilter, HeadersUpdate,
     Webhook, WebhookSecret,
 };
 
@@ -232,11 +232,18 @@ pub async fn delivery(tx: &mut dyn Tx, p: &Principal, id: &str) -> Result<Delive
         .get_event(&p.workspace_id, &delivery.event_id)
         .await?
         .map(|e| e.payload);
+    let behind = match (&delivery.chain, delivery.status) {
+        (Some((resource, n)), DeliveryStatus::Pending) => {
+            tx.chain_head(&delivery.webhook_id, resource, *n).await?
+        }
+        _ => None,
+    };
     Ok(DeliveryLog {
         delivery,
         attempts,
         webhook,
         payload,
+        behind,
     })
 }
 
@@ -248,6 +255,8 @@ pub struct DeliveryLog {
     pub attempts: Vec<Attempt>,
     pub webhook: Option<Webhook>,
     pub payload: Option<String>,
+    /// For a delivery waiting in its chain: the one it waits behind.
+    pub behind: Option<Delivery>,
 }
 
 /// The longest grace period a rotation may give the previous secret.

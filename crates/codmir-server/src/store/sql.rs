@@ -320,6 +320,10 @@ statements! { QUEUE: Sql;
     RELEASE_CHAINS = both!("UPDATE deliveries SET next_attempt_at = ?2, updated_at = ?2 \
         WHERE webhook_id = ?1 AND status = 'pending' AND next_attempt_at IS NULL");
     DELETE_CHAINS = both!("DELETE FROM chains WHERE webhook_id = ?1");
+    /// The delivery a chained one waits behind: the earliest of its chain not settled.
+    CHAIN_HEAD = both!("SELECT ", delivery_cols!(), " FROM deliveries WHERE webhook_id = ?1 \
+        AND chain_resource = ?2 AND status = 'pending' AND chain_sequence < ?3 \
+        ORDER BY chain_sequence LIMIT 1");
     MAKE_DUE_NOW = both!("UPDATE deliveries SET next_attempt_at = ?2, updated_at = ?2 \
         WHERE webhook_id = ?1 AND status = 'pending' AND next_attempt_at > ?2");
     QUEUE_GAUGES = both!("SELECT (SELECT count(*) FROM deliveries WHERE status = 'pending'), \

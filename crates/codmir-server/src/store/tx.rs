@@ -287,6 +287,15 @@ pub trait ReadTx: Send {
         bucket_ms: i64,
     ) -> StoreResult<Vec<StatusCount>>;
 
+    /// The earliest delivery not settled of `webhook_id`'s chain for `resource_id` numbered
+    /// below `before`: what a delivery of the chain waits behind.
+    async fn chain_head(
+        &mut self,
+        webhook_id: &str,
+        resource_id: &str,
+        before: u64,
+    ) -> StoreResult<Option<Delivery>>;
+
     /// For a webhook's statistics: how long each of its deliveries created at or after
     /// `since` that succeeded took, from creation to the end of the successful attempt, in
     /// milliseconds, ascending.

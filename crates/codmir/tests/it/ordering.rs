@@ -199,8 +199,20 @@ async fn skip_unblocks_a_chain_stuck_behind_a_refused_delivery() {
     assert_eq!(head["status"], "retrying");
     for d in waiting {
         assert_eq!(d["status"], "pending", "{d}");
+        assert_eq!(d["waiting"], true, "{d}");
         assert_eq!(d["next_attempt_at"], Value::Null, "waiting, not due: {d}");
+        assert_eq!(d["chain"]["resource_id"], tid.as_str());
+        // The log says what it waits behind: the refused one, with its next attempt.
+        let detail = app
+            .get(&format!("/v1/deliveries/{}", d["id"].as_str().unwrap()))
+            .await
+            .body;
+        assert_eq!(detail["waiting_behind"]["id"], head["id"], "{detail}");
+        assert_eq!(detail["waiting_behind"]["attempt_count"], 1);
+        assert!(detail["waiting_behind"]["next_attempt_at"].is_string());
     }
+    assert_eq!(head["waiting"], false);
+    assert_eq!(head["chain"]["sequence"], 1);
 
     // Skip the refused one: the next goes, and succeeds; then the last.
     let r = app

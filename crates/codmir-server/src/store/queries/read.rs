@@ -281,6 +281,21 @@ impl<C: Conn> ReadTx for C {
         .await
     }
 
+    async fn chain_head(
+        &mut self,
+        webhook_id: &str,
+        resource_id: &str,
+        before: u64,
+    ) -> StoreResult<Option<Delivery>> {
+        let before = before as i64;
+        self.one(
+            &sql::CHAIN_HEAD,
+            args![webhook_id, resource_id, before],
+            rows::delivery,
+        )
+        .await
+    }
+
     async fn ping_counts(
         &mut self,
         webhook_id: &str,

@@ -5,8 +5,8 @@ use codmir_core::id::new_id;
 use codmir_core::time::Timestamp;
 use codmir_core::tracker::Principal;
 use codmir_core::webhook::{
-    Attempt, CustomHeaders, Delivery, DeliveryOrder, DeliveryStatus, EndpointUrl, EventFilter, HeadersUpdate,
-    Webhook, WebhookSecret,
+    Attempt, CustomHeaders, Delivery, DeliveryOrder, DeliveryStatus, EndpointUrl, EventFilter,
+    HeadersUpdate, Webhook, WebhookSecret,
 };
 
 use super::{AfterCommit, Error, Result};

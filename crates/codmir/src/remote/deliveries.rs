@@ -37,6 +37,10 @@ pub(crate) enum DeliveriesCommand {
     /// Send a delivery again now (a new delivery of the same event, linked to this one).
     #[command(after_help = "Example:\n  codmir deliveries redeliver dlv_01jd…")]
     Redeliver { id: String },
+    /// End a pending delivery as cancelled, so that the next one of its ticket goes (a webhook
+    /// ordered per resource, stuck behind a delivery the endpoint will not take).
+    #[command(after_help = "Example:\n  codmir deliveries skip dlv_01jd…")]
+    Skip { id: String },
 }
 
 /// `codmir replay`: send a webhook the events of a time window again.
@@ -122,6 +126,7 @@ pub(crate) async fn run(remote: &Remote, command: DeliveriesCommand) -> Outcome 
                         format!("{} ({})", cell(&d["event_id"]), cell(&d["event_type"])),
                     ),
                     ("next attempt", cell(&d["next_attempt_at"])),
+                    ("waiting behind", waiting_behind(d)),
                     ("redelivery of", cell(&d["redelivery_of"])),
                     ("cancelled because", cell(&d["cancel_reason"])),
                     ("created", cell(&d["created_at"])),
@@ -146,6 +151,17 @@ pub(crate) async fn run(remote: &Remote, command: DeliveriesCommand) -> Outcome 
                 );
             });
         }
+        DeliveriesCommand::Skip { id } => {
+            let d = api
+                .post(&format!("/v1/deliveries/{id}/skip"), json!({}))
+                .await?;
+            api.show(&d, |d| {
+                println!(
+                    "Skipped delivery {id} ({}); the next of its resource goes now.",
+                    cell(&d["cancel_reason"])
+                )
+            });
+        }
         DeliveriesCommand::Redeliver { id } => {
             let d = api
                 .post(&format!("/v1/deliveries/{id}/redeliver"), json!({}))
@@ -160,6 +176,22 @@ pub(crate) async fn run(remote: &Remote, command: DeliveriesCommand) -> Outcome 
         }
     }
     Ok(())
+}
+
+/// "dlv_… for tkt_…, attempt 3, next at …" for a delivery waiting in its chain; empty else.
+fn waiting_behind(d: &Value) -> String {
+    let b = &d["waiting_behind"];
+    if b.is_null() {
+        return String::new();
+    }
+    format!(
+        "{} for {} (attempts {}, next at {}); skip it with: codmir deliveries skip {}",
+        cell(&b["id"]),
+        cell(&d["chain"]["resource_id"]),
+        cell(&b["attempt_count"]),
+        cell(&b["next_attempt_at"]),
+        cell(&b["id"])
+    )
 }
 
 pub(crate) async fn replay(remote: &Remote, args: ReplayArgs) -> Outcome {

@@ -34,6 +34,10 @@ pub(crate) enum WebhooksCommand {
         /// Only events of these projects (comma-separated ids).
         #[arg(long, value_delimiter = ',')]
         projects: Vec<String>,
+        /// `per_resource`: each ticket's (or project's) deliveries one at a time, in the order
+        /// of their events; `none` (the default): each as soon as it is due.
+        #[arg(long, value_parser = ["none", "per_resource"])]
+        ordering: Option<String>,
     },
     /// Change any of a webhook's settings; what is left out stays as it is.
     #[command(
@@ -70,6 +74,9 @@ pub(crate) enum WebhooksCommand {
         /// `2h`); `none` keeps it for good.
         #[arg(long, value_parser = expiry_or_none)]
         expires: Option<Setting<String>>,
+        /// `per_resource` or `none` (back to none, what waited in a chain goes at once).
+        #[arg(long, value_parser = ["none", "per_resource"])]
+        ordering: Option<String>,
     },
     /// Delete a webhook; its pending deliveries are cancelled.
     #[command(after_help = "Example:\n  codmir webhooks delete wh_01jd…")]
@@ -192,9 +199,11 @@ pub(crate) async fn run(remote: &Remote, command: WebhooksCommand) -> Outcome {
             secret,
             description,
             projects,
+            ordering,
         } => {
             let mut body = json!({"url": endpoint, "events": events});
             set(&mut body, "secret", secret.map(Value::from));
+            set(&mut body, "ordering", ordering.map(Value::from));
             set(&mut body, "description", description.map(Value::from));
             if !projects.is_empty() {
                 body["project_ids"] = json!(projects);
@@ -221,8 +230,10 @@ pub(crate) async fn run(remote: &Remote, command: WebhooksCommand) -> Outcome {
             headers,
             no_headers,
             expires,
+            ordering,
         } => {
             let mut body = json!({});
+            set(&mut body, "ordering", ordering.map(Value::from));
             set(&mut body, "url", endpoint.map(Value::from));
             set(&mut body, "events", events.map(Value::from));
             if let Some(d) = description {
@@ -427,6 +438,7 @@ fn show_webhook(w: &Value) {
             },
         ),
         ("expires", limit(&w["expires_at"], "never")),
+        ("ordering", cell(&w["ordering"])),
         webhook_signature,
         x_codmir_signature,
         ("created", cell(&w["created_at"])),

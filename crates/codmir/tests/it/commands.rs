@@ -501,8 +501,11 @@ async fn every_setting_from_the_cli_and_errors_in_its_words() {
             "from the CLI",
             "--expires",
             "2h",
+            "--ordering",
+            "per_resource",
         ],
     );
+    assert_eq!(set["ordering"], "per_resource", "{set}");
     assert_eq!(set["max_in_flight"], 4, "{set}");
     assert_eq!(set["rate_limit_per_second"], 10, "{set}");
     assert_eq!(set["headers"]["X-Tenant"], "********", "{set}");
@@ -510,7 +513,19 @@ async fn every_setting_from_the_cli_and_errors_in_its_words() {
     assert_eq!(set["description"], "from the CLI");
     assert!(set["expires_at"].is_string(), "{set}");
     let shown = ok(&s, &key, &["webhooks", "show", &id]);
-    for line in ["max in flight:", "rate limit:", "headers:", "expires:"] {
+    fails(
+        &s,
+        &key,
+        &["deliveries", "skip", "dlv_01m99m4n1h7m4d6k7x9737haft"],
+        5,
+    );
+    for line in [
+        "max in flight:",
+        "rate limit:",
+        "headers:",
+        "expires:",
+        "ordering:",
+    ] {
         assert!(shown.contains(line), "{line} in {shown}");
     }
     let unset = ok_json(

@@ -2,7 +2,8 @@
 // (headers and bytes), Redeliver (with the new delivery's outcome shown live), and the event.
 // While attempts may still come it updates in place: open sections, focus and scroll stay.
 
-import { answer, badge, button, codeBlock, fill, h, notice, pretty, urlText, when } from "./lib.js";
+import { answer, badge, button, codeBlock, fill, h, notice, pretty, reroute, urlText, when } from "./lib.js";
+import { confirmAction } from "./forms.js";
 
 export async function deliveryPage(main, life, id) {
   const d = await life.api("GET", `/v1/deliveries/${id}`);
@@ -21,6 +22,12 @@ export async function deliveryPage(main, life, id) {
       h("dt", {}, "Created"), h("dd", {}, when(d.created_at)),
       d.next_attempt_at ? [h("dt", {}, "Next attempt"), h("dd", {}, when(d.next_attempt_at))] : null,
       d.cancel_reason ? [h("dt", {}, "Cancelled because"), h("dd", {}, d.cancel_reason)] : null,
+      d.chain ? [h("dt", {}, "In order"), h("dd", {}, `event ${d.chain.sequence} of ${d.chain.resource_id}`)] : null,
+      d.waiting_behind ? [h("dt", {}, "Waiting behind"), h("dd", { class: "waiting" },
+        h("a", { href: `#/deliveries/${d.waiting_behind.id}` }, d.waiting_behind.id), ` for ${d.chain.resource_id}: `,
+        badge(d.waiting_behind.status), ` after ${d.waiting_behind.attempt_count} attempts`,
+        d.waiting_behind.next_attempt_at ? [", next at ", when(d.waiting_behind.next_attempt_at)] : "",
+        " ", skipButton(life, d.waiting_behind.id, "Skip it"))] : null,
       d.redelivery_of ? [h("dt", {}, "Redelivery of"), h("dd", {}, h("a", { href: `#/deliveries/${d.redelivery_of}` }, d.redelivery_of))] : null,
     );
     fill(count, String(d.attempts.length));
@@ -43,7 +50,7 @@ export async function deliveryPage(main, life, id) {
     h("div", { class: "actions" }, button("Redeliver", async () => {
       const again = await life.api("POST", `/v1/deliveries/${id}/redeliver`, {});
       watch(life, again.id, redelivered);
-    }, status)),
+    }, status), d.chain && (d.status === "pending" || d.status === "retrying") ? skipButton(life, id, "Skip this delivery") : null),
     status,
     redelivered,
     h("h2", {}, "Attempts (", count, ")"),
@@ -66,6 +73,22 @@ export async function deliveryPage(main, life, id) {
       }
     });
   }
+}
+
+/** Ends a pending delivery as cancelled so that the next of its chain goes, after asking. */
+function skipButton(life, id, label) {
+  const status = notice();
+  return h("span", {}, button(label, async () => {
+    const ok = await confirmAction({
+      title: `Skip ${id}?`,
+      body: h("p", {}, "It ends cancelled and is not sent again (unless redelivered); the next delivery of its resource goes now, so the receiver gets that one without this one."),
+      confirm: "Skip",
+      danger: true,
+    });
+    if (!ok) return;
+    await life.api("POST", `/v1/deliveries/${id}/skip`, {});
+    reroute();
+  }, status, { class: "small danger" }), status);
 }
 
 /** Shows a redelivery's status, polled until it settles. */

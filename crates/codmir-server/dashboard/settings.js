@@ -25,6 +25,8 @@ export async function settingsTab(section, life, w) {
     headers.el,
     field("max_in_flight", "Most requests in flight at once", h("input", { type: "number", min: 1, inputmode: "numeric", value: w.max_in_flight ?? "" }), "Empty: the server's bound per endpoint."),
     field("rate_limit_per_second", "Most requests per second", h("input", { type: "number", min: 1, inputmode: "numeric", value: w.rate_limit_per_second ?? "" }), "Empty: no limit."),
+    field("ordering", "Order of deliveries", h("select", {}, [["none", "none: each delivery as soon as it is due"], ["per_resource", "per resource: each ticket's (or project's) deliveries one at a time, in order"]]
+      .map(([v, t]) => h("option", { value: v, selected: v === w.ordering }, t))), "Per resource, a delivery waits until the one before it about the same ticket succeeded, failed for good or was skipped; different tickets still go in parallel."),
     field("expires_at", "Remove this webhook at (your time zone)", h("input", { type: "datetime-local", value: toLocalInput(w.expires_at) }), "Empty: kept until deleted. A temporary webhook (as codmir listen makes) is removed by the server at this time."),
     h("div", { class: "choice", "data-field": "enabled" }, h("input", { type: "checkbox", id: "enabled", name: "enabled", checked: w.enabled }), h("label", { for: "enabled" }, "Enabled: deliver events to this endpoint")),
     h("button", { type: "submit" }, "Save settings"),
@@ -43,6 +45,7 @@ export async function settingsTab(section, life, w) {
       headers: headers.value(),
       max_in_flight: num("max_in_flight"),
       rate_limit_per_second: num("rate_limit_per_second"),
+      ordering: form.elements.ordering.value,
       enabled,
     };
     // Sent only when changed: the input holds minutes, and the expiry may have seconds.

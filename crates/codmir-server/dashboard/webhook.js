@@ -139,7 +139,8 @@ async function deliveriesTab(section, life, w) {
     h("tr", { "data-id": d.id },
       h("td", {}, h("a", { href: `#/deliveries/${d.id}` }, d.id)),
       h("td", {}, d.event_type),
-      h("td", {}, badge(d.status), d.status === "retrying" && d.next_attempt_at ? h("span", { class: "muted" }, " next ", when(d.next_attempt_at)) : null),
+      h("td", {}, badge(d.status), d.status === "retrying" && d.next_attempt_at ? h("span", { class: "muted" }, " next ", when(d.next_attempt_at)) : null,
+        d.waiting ? h("span", { class: "muted" }, ` waiting behind an earlier one of ${d.chain.resource_id}`) : null),
       h("td", {}, String(d.attempt_count)),
       h("td", {}, answer(d.last_status_code, d.last_error)),
       h("td", {}, when(d.created_at)));

@@ -319,6 +319,7 @@ try {
   await page.getByLabel("Header 2 value").fill("Bearer a-long-receiver-token-9876");
   await page.getByLabel("Most requests in flight at once").fill("3");
   await page.getByLabel("Most requests per second").fill("7");
+  await page.getByLabel("Order of deliveries").selectOption("per_resource");
   const patches = sent("PATCH", `/v1/webhooks/${webhookId}`).length;
   await page.getByRole("button", { name: "Save settings" }).dblclick();
   await page.getByText(/^Saved at/).waitFor();
@@ -328,6 +329,7 @@ try {
   check(JSON.stringify(saved.events.sort()) === JSON.stringify(["comment.created", "ticket.created", "ticket.updated"]), "events saved");
   check(JSON.stringify(saved.project_ids) === JSON.stringify([project.id]), "the project filter saved");
   check(saved.headers["X-Tenant"] === "********" && saved.headers.Authorization === "********9876", "headers saved, shown masked");
+  check(saved.ordering === "per_resource", "ordering saved");
   await page.reload();
   await page.getByRole("heading", { name: "Settings" }).waitFor();
   check(await page.getByLabel("Endpoint URL").inputValue() === newUrl, "the form shows what was saved");

@@ -84,6 +84,14 @@ fn describe() {
         "How long the oldest due, unleased delivery has been waiting"
     );
     describe_gauge!("codmir_webhooks_disabled", "Webhooks that are disabled");
+    describe_gauge!(
+        "codmir_chains_waiting",
+        "Chains of a webhook ordered per resource with a delivery waiting behind an earlier one"
+    );
+    describe_gauge!(
+        "codmir_chains_oldest_waiting_age_seconds",
+        "How long the oldest delivery waiting in a chain has existed"
+    );
     describe_counter!(
         "codmir_http_requests_total",
         "API requests by route template, method and status"
@@ -110,6 +118,8 @@ pub(crate) fn render(queue: QueueGauges) -> String {
     gauge!("codmir_queue_due").set(queue.due as f64);
     gauge!("codmir_queue_oldest_due_age_seconds").set(queue.oldest_due_age.as_secs_f64());
     gauge!("codmir_webhooks_disabled").set(queue.disabled_webhooks as f64);
+    gauge!("codmir_chains_waiting").set(queue.waiting_chains as f64);
+    gauge!("codmir_chains_oldest_waiting_age_seconds").set(queue.oldest_waiting_age.as_secs_f64());
     h.run_upkeep();
     h.render()
 }
@@ -121,6 +131,8 @@ pub(crate) struct QueueGauges {
     pub(crate) due: u64,
     pub(crate) oldest_due_age: Duration,
     pub(crate) disabled_webhooks: u64,
+    pub(crate) waiting_chains: u64,
+    pub(crate) oldest_waiting_age: Duration,
 }
 
 /// The status class of an attempt: `2xx`…`5xx`, or `timeout`/`network` without a response.

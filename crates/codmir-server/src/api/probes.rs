@@ -94,14 +94,19 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Response {
     let read = s
         .store
         .read(move |tx| Box::pin(async move { tx.queue_gauges(now).await }));
+    let age = |t: Option<Timestamp>| {
+        t.map_or(Duration::ZERO, |t| {
+            Duration::from_millis((now.as_millis() - t.as_millis()).max(0) as u64)
+        })
+    };
     let gauges = match tokio::time::timeout(READY_WAIT, read).await {
-        Ok(Ok((pending, due, oldest, disabled))) => QueueGauges {
-            pending: pending.max(0) as u64,
-            due: due.max(0) as u64,
-            oldest_due_age: oldest.map_or(Duration::ZERO, |t| {
-                Duration::from_millis((now.as_millis() - t.as_millis()).max(0) as u64)
-            }),
-            disabled_webhooks: disabled.max(0) as u64,
+        Ok(Ok(q)) => QueueGauges {
+            pending: q.pending.max(0) as u64,
+            due: q.due.max(0) as u64,
+            oldest_due_age: age(q.oldest_due),
+            disabled_webhooks: q.disabled_webhooks.max(0) as u64,
+            waiting_chains: q.waiting_chains.max(0) as u64,
+            oldest_waiting_age: age(q.oldest_waiting),
         },
         Ok(Err::<_, StoreError>(_)) | Err(_) => QueueGauges::default(),
     };

@@ -90,6 +90,10 @@ pub(super) struct WebhookStats {
     pub latency_ms: Option<LatencyMs>,
     /// Every bucket of the window, oldest first, empty ones included.
     pub series: Vec<StatsBucket>,
+    /// For a webhook ordered per resource: its chains with a delivery waiting behind an
+    /// earlier one, now (a chain stuck behind a failing delivery waits until it settles or is
+    /// skipped).
+    pub waiting_chains: u64,
 }
 
 impl WebhookStats {
@@ -103,6 +107,7 @@ impl WebhookStats {
             deliveries: s.counts.into(),
             pings: s.pings.into(),
             success_rate: s.success_rate,
+            waiting_chains: s.waiting_chains,
             latency_ms: s.latency.map(|l| LatencyMs {
                 p50: l.p50,
                 p90: l.p90,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use codmir_core::ValidationError;
 use codmir_core::time::Timestamp;
 use codmir_core::tracker::Principal;
-use codmir_core::webhook::{Delivery, DeliveryStatus, Webhook};
+use codmir_core::webhook::{Delivery, DeliveryOrder, DeliveryStatus, Webhook};
 
 use super::{Result, webhook};
 use crate::store::{Page, PageRequest, StatusCount, Tx};
@@ -115,6 +115,8 @@ pub struct Stats {
     /// One entry per bucket from the one holding `since` to the one holding `until`, empty
     /// buckets included, so that a chart needs no gap filling.
     pub series: Vec<(Timestamp, Counts)>,
+    /// Its chains (ordered per resource) with a delivery waiting behind an earlier one, now.
+    pub waiting_chains: u64,
 }
 
 /// The statistics of one of the caller's webhooks over `window`, ending at `now`.
@@ -134,8 +136,14 @@ pub async fn webhook_stats(
     for row in tx.ping_counts(&w.id, since).await? {
         pings.add(&row);
     }
+    let waiting_chains = match w.ordering {
+        DeliveryOrder::PerResource => tx.waiting_chains(&w.id).await?.max(0) as u64,
+        // Chains may outlive a switch back to none only until released, which is at once.
+        DeliveryOrder::None => 0,
+    };
     Ok(Stats {
         pings,
+        waiting_chains,
         ..summarise(window, since, now, &counts, &latencies)
     })
 }
@@ -236,6 +244,7 @@ fn summarise(
         until,
         counts: total,
         pings: Counts::default(),
+        waiting_chains: 0,
         success_rate: (settled > 0).then(|| total.succeeded as f64 / settled as f64),
         latency: (!sorted_latencies.is_empty()).then(|| Latency {
             p50: percentile(sorted_latencies, 50),

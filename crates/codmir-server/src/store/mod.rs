@@ -36,7 +36,7 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use tx::{
     ApiKeyRecord, DeliveryQuery, EventQuery, Idempotent, KeyInfo, Lease, Leased, OutboxTx, Outcome,
-    Page, PageRequest, QueueTx, ReadTx, StatusCount, StoredEvent, TrackerTx, Tx,
+    Page, PageRequest, QueueFigures, QueueTx, ReadTx, StatusCount, StoredEvent, TrackerTx, Tx,
 };
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

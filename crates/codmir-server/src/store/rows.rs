@@ -16,7 +16,10 @@ use codmir_core::webhook::{
 };
 
 use super::seal::KeyRing;
-use super::{ApiKeyRecord, Idempotent, KeyInfo, StatusCount, StoreError, StoreResult, StoredEvent};
+use super::{
+    ApiKeyRecord, Idempotent, KeyInfo, QueueFigures, StatusCount, StoreError, StoreResult,
+    StoredEvent,
+};
 
 /// The typed reads of one row that the decoders need, by column index.
 pub(super) trait Columns {
@@ -176,9 +179,15 @@ pub(super) fn event_full(r: &dyn Columns) -> StoreResult<Event> {
     })
 }
 
-/// `(pending, due, oldest due, disabled webhooks)`.
-pub(super) fn queue_gauges(r: &dyn Columns) -> StoreResult<(i64, i64, Option<Timestamp>, i64)> {
-    Ok((r.int(0)?, r.int(1)?, opt_ts(r, 2)?, r.int(3)?))
+pub(super) fn queue_gauges(r: &dyn Columns) -> StoreResult<QueueFigures> {
+    Ok(QueueFigures {
+        pending: r.int(0)?,
+        due: r.int(1)?,
+        oldest_due: opt_ts(r, 2)?,
+        disabled_webhooks: r.int(3)?,
+        waiting_chains: r.int(4)?,
+        oldest_waiting: opt_ts(r, 5)?,
+    })
 }
 
 /// `(failing_since, consecutive_failures)` of a webhook.

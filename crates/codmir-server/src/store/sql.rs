@@ -320,6 +320,10 @@ statements! { QUEUE: Sql;
     RELEASE_CHAINS = both!("UPDATE deliveries SET next_attempt_at = ?2, updated_at = ?2 \
         WHERE webhook_id = ?1 AND status = 'pending' AND next_attempt_at IS NULL");
     DELETE_CHAINS = both!("DELETE FROM chains WHERE webhook_id = ?1");
+    /// A webhook's chains with a delivery waiting behind an earlier one.
+    WAITING_CHAINS = both!("SELECT count(*) FROM (SELECT DISTINCT chain_resource FROM deliveries \
+        WHERE webhook_id = ?1 AND chain_resource IS NOT NULL AND status = 'pending' \
+        AND next_attempt_at IS NULL) c");
     /// The delivery a chained one waits behind: the earliest of its chain not settled.
     CHAIN_HEAD = both!("SELECT ", delivery_cols!(), " FROM deliveries WHERE webhook_id = ?1 \
         AND chain_resource = ?2 AND status = 'pending' AND chain_sequence < ?3 \
@@ -329,7 +333,11 @@ statements! { QUEUE: Sql;
     QUEUE_GAUGES = both!("SELECT (SELECT count(*) FROM deliveries WHERE status = 'pending'), \
         (SELECT count(*) FROM deliveries WHERE ", due_at!("1"), "), \
         (SELECT min(next_attempt_at) FROM deliveries WHERE ", due_at!("1"), "), \
-        (SELECT count(*) FROM webhooks WHERE enabled = FALSE)");
+        (SELECT count(*) FROM webhooks WHERE enabled = FALSE), \
+        (SELECT count(*) FROM (SELECT DISTINCT webhook_id, chain_resource FROM deliveries \
+            WHERE chain_resource IS NOT NULL AND status = 'pending' AND next_attempt_at IS NULL) w), \
+        (SELECT min(created_at) FROM deliveries WHERE chain_resource IS NOT NULL \
+            AND status = 'pending' AND next_attempt_at IS NULL)");
     /// Ids start with their creation time, so the id floor (?2) keeps the scan to the window.
     /// Test pings are counted apart (`PING_COUNTS`): they are not deliveries of record.
     DELIVERY_COUNTS = both!("SELECT (created_at / ?4) * ?4 AS bucket, status, count(*), \

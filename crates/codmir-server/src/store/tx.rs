@@ -95,6 +95,21 @@ impl DeliveryQuery {
     }
 }
 
+/// The queue as `/metrics` shows it, read at each scrape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueFigures {
+    pub pending: i64,
+    /// Due now and not leased to a node.
+    pub due: i64,
+    pub oldest_due: Option<Timestamp>,
+    pub disabled_webhooks: i64,
+    /// Chains (a webhook ordered per resource, one resource) with a delivery waiting behind
+    /// an earlier one.
+    pub waiting_chains: i64,
+    /// When the oldest delivery waiting in a chain was made.
+    pub oldest_waiting: Option<Timestamp>,
+}
+
 /// A webhook's deliveries of one status created in one bucket of time: how many, and how
 /// many of them have been attempted (a pending one attempted is retrying).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,12 +279,8 @@ pub trait ReadTx: Send {
         event_ids: &[String],
     ) -> StoreResult<Vec<(String, String, DeliveryStatus)>>;
 
-    /// For the metrics: pending deliveries, those due at `now` and not leased, the oldest due
-    /// time among them, and disabled webhooks.
-    async fn queue_gauges(
-        &mut self,
-        now: Timestamp,
-    ) -> StoreResult<(i64, i64, Option<Timestamp>, i64)>;
+    /// For the metrics: the queue as it is at `now`.
+    async fn queue_gauges(&mut self, now: Timestamp) -> StoreResult<QueueFigures>;
 
     /// The webhook's test pings created since `since`, by status (bucket 0).
     async fn ping_counts(
@@ -286,6 +297,9 @@ pub trait ReadTx: Send {
         since: Timestamp,
         bucket_ms: i64,
     ) -> StoreResult<Vec<StatusCount>>;
+
+    /// How many of the webhook's chains have a delivery waiting behind an earlier one.
+    async fn waiting_chains(&mut self, webhook_id: &str) -> StoreResult<i64>;
 
     /// The earliest delivery not settled of `webhook_id`'s chain for `resource_id` numbered
     /// below `before`: what a delivery of the chain waits behind.

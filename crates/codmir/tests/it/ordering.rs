@@ -213,6 +213,19 @@ async fn skip_unblocks_a_chain_stuck_behind_a_refused_delivery() {
     }
     assert_eq!(head["waiting"], false);
     assert_eq!(head["chain"]["sequence"], 1);
+    // Counted: in the webhook's stats and, without ids, in the metrics.
+    let stats = app.get(&format!("/v1/webhooks/{webhook}/stats")).await.body;
+    assert_eq!(stats["waiting_chains"], 1, "{stats}");
+    let metrics = client()
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("codmir_chains_waiting 1"), "{metrics}");
+    assert!(metrics.contains("codmir_chains_oldest_waiting_age_seconds "));
 
     // Skip the refused one: the next goes, and succeeds; then the last.
     let r = app
@@ -237,6 +250,8 @@ async fn skip_unblocks_a_chain_stuck_behind_a_refused_delivery() {
         },
     )
     .await;
+    let stats = app.get(&format!("/v1/webhooks/{webhook}/stats")).await.body;
+    assert_eq!(stats["waiting_chains"], 0, "{stats}");
     let sequences: Vec<u64> = rx
         .hits()
         .iter()

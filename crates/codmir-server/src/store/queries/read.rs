@@ -14,8 +14,8 @@ use crate::store::conn::{Conn, args};
 use crate::store::rows::{self};
 use crate::store::sql;
 use crate::store::{
-    ApiKeyRecord, DeliveryQuery, EventQuery, KeyInfo, Page, PageRequest, ReadTx, StatusCount,
-    StoreResult, StoredEvent, Webhooks,
+    ApiKeyRecord, DeliveryQuery, EventQuery, KeyInfo, Page, PageRequest, QueueFigures, ReadTx,
+    StatusCount, StoreResult, StoredEvent, Webhooks,
 };
 
 #[async_trait]
@@ -257,10 +257,7 @@ impl<C: Conn> ReadTx for C {
         .await
     }
 
-    async fn queue_gauges(
-        &mut self,
-        now: Timestamp,
-    ) -> StoreResult<(i64, i64, Option<Timestamp>, i64)> {
+    async fn queue_gauges(&mut self, now: Timestamp) -> StoreResult<QueueFigures> {
         let row = self
             .one(&sql::QUEUE_GAUGES, args![now], rows::queue_gauges)
             .await?;
@@ -279,6 +276,13 @@ impl<C: Conn> ReadTx for C {
             rows::delivery_count,
         )
         .await
+    }
+
+    async fn waiting_chains(&mut self, webhook_id: &str) -> StoreResult<i64> {
+        let n = self
+            .one(&sql::WAITING_CHAINS, args![webhook_id], rows::first_int)
+            .await?;
+        Ok(n.unwrap_or(0))
     }
 
     async fn chain_head(

@@ -161,6 +161,41 @@ where
     .await
 }
 
+/// PATCHes ticket `tickets[seq % len]`'s title to `b{seq}` for each of `seqs`: one
+/// `ticket.updated` per request, which the receiver counts by that title.
+pub(crate) async fn retitles(
+    api: &Api,
+    tickets: Arc<Vec<String>>,
+    seqs: std::ops::Range<u64>,
+    concurrency: usize,
+    stats: &Arc<Stats>,
+) -> Sent {
+    let (base, key) = (Arc::new(api.base.clone()), Arc::new(api.key.clone()));
+    run(
+        api.client.clone(),
+        seqs,
+        concurrency,
+        None,
+        stats.clone(),
+        move |client, seq, stats| {
+            let (base, key, tickets) = (base.clone(), key.clone(), tickets.clone());
+            async move {
+                stats.mark_sent(seq);
+                let ticket = &tickets[(seq % tickets.len() as u64) as usize];
+                let r = client
+                    .patch(format!("{base}/v1/tickets/{ticket}"))
+                    .bearer_auth(key.as_str())
+                    .header("content-type", "application/json")
+                    .body(json!({"title": format!("b{seq}")}).to_string())
+                    .send()
+                    .await;
+                ok_body(r, 200).await
+            }
+        },
+    )
+    .await
+}
+
 /// The ceiling: the same client posts an event-sized body straight to the receiver.
 pub(crate) async fn direct(
     client: &reqwest::Client,

@@ -51,6 +51,9 @@ pub(crate) enum Scenario {
     /// codmir's `steady`, then svix-server's at the same load (`--svix-url`, `--svix-token`
     /// of one already running). Not part of the default set.
     Svix,
+    /// Title changes over 1,000 tickets to a webhook ordered per resource beside the same
+    /// load unordered, then one busy ticket ordered. Not part of the default set.
+    Ordering,
 }
 
 /// Benchmarks of codmir, each beside the loopback ceiling measured in the same run.
@@ -129,7 +132,11 @@ async fn main() -> Result<()> {
             .filter(|s| {
                 !matches!(
                     s,
-                    Scenario::Soak | Scenario::Cost | Scenario::Svix | Scenario::Hangs
+                    Scenario::Soak
+                        | Scenario::Cost
+                        | Scenario::Svix
+                        | Scenario::Hangs
+                        | Scenario::Ordering
                 )
             })
             .collect()
@@ -187,6 +194,7 @@ async fn main() -> Result<()> {
             Scenario::Soak => scenarios::soak(&bench).await.map(|r| vec![r]),
             Scenario::Cost => scenarios::cost(&bench).await,
             Scenario::Svix => scenarios::svix(&bench).await,
+            Scenario::Ordering => scenarios::ordering(&bench).await,
         };
         for mut row in result.with_context(|| format!("scenario {s:?}"))? {
             row.scenario = format!("{} [{backend}]", row.scenario);

@@ -9,6 +9,7 @@
 //! recorded is one the receiver may see again from whoever takes the delivery over.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::Engine;
 use super::attempt::Observed;
 use crate::ops::{self, AfterCommit};
-use crate::store::{Store, chain};
+use crate::store::{BoxFuture, Outcome, Store, StoreResult, Tx, chain};
 
 /// Outcomes that may wait for the recorder before attempts wait for it.
 pub(super) const OUTCOME_DEPTH: usize = 4096;
@@ -115,6 +116,7 @@ pub(super) async fn record_outcomes(
             .filter(|t| clean.contains_key(&t.webhook_id))
             .map(|t| t.webhook_id.clone())
             .collect();
+        let chained = targets.iter().any(|t| t.chain.is_some());
         let outcomes = std::sync::Arc::new(outcomes);
         let targets = std::sync::Arc::new(targets);
         let known = std::sync::Arc::new(known);
@@ -127,29 +129,23 @@ pub(super) async fn record_outcomes(
                 .writing_since
                 .store(health.clock(), Ordering::Relaxed);
             // Outcomes are fenced updates and inserts: nothing to check, and only the database
-            // can fail them.
-            let result = store
-                .write_checked(
-                    None,
-                    |_| Box::pin(async { Ok::<_, ops::Error>(()) }),
-                    move |tx, ()| {
-                        Box::pin(async move {
-                            let mut after = AfterCommit::default();
-                            let r = ops::record_outcomes(
-                                tx,
-                                &outcomes,
-                                &targets,
-                                &policy,
-                                &known,
-                                Timestamp::now(),
-                                &mut after,
-                            )
-                            .await?;
-                            Ok((r, after))
-                        })
-                    },
-                )
-                .await;
+            // can fail them, so they may share a batch with API units. Not when one settles a
+            // chained delivery: letting the next go locks the chain after the outcome, where
+            // an API unit of the same batch would then lock its ticket — the opposite order of
+            // another batch's unit on that ticket (ticket, then chain), a deadlock.
+            let result: StoreResult<(ops::Recorded, AfterCommit)> = if chained {
+                store
+                    .write(move |tx| record(tx, outcomes, targets, policy, known))
+                    .await
+            } else {
+                store
+                    .write_checked(
+                        None,
+                        |_| Box::pin(async { Ok::<_, crate::store::StoreError>(()) }),
+                        move |tx, ()| record(tx, outcomes, targets, policy, known),
+                    )
+                    .await
+            };
             health.writing_since.store(0, Ordering::Relaxed);
             let Err(e) = &result else {
                 if health.failing.swap(false, Ordering::Relaxed) {
@@ -164,7 +160,7 @@ pub(super) async fn record_outcomes(
                 Ok(()) | Err(oneshot::error::TryRecvError::Closed)
             );
             let stopping_for = finishing.then(|| *stopping_since.get_or_insert_with(Instant::now));
-            let transient = matches!(e, ops::Error::Store(s) if s.is_transient());
+            let transient = e.is_transient();
             let give_up = if transient {
                 stopping_for.is_some_and(|since| since.elapsed() > GIVE_UP_WHEN_STOPPING)
             } else {
@@ -228,4 +224,28 @@ pub(super) async fn record_outcomes(
             engine.wake.notify_one();
         }
     }
+}
+
+/// One try at recording a batch of outcomes, as a unit of work.
+fn record(
+    tx: &mut dyn Tx,
+    outcomes: Arc<Vec<Outcome>>,
+    targets: Arc<Vec<ops::Target>>,
+    policy: DisablePolicy,
+    known: Arc<HashSet<String>>,
+) -> BoxFuture<'_, StoreResult<(ops::Recorded, AfterCommit)>> {
+    Box::pin(async move {
+        let mut after = AfterCommit::default();
+        let r = ops::record_outcomes(
+            tx,
+            &outcomes,
+            &targets,
+            &policy,
+            &known,
+            Timestamp::now(),
+            &mut after,
+        )
+        .await?;
+        Ok((r, after))
+    })
 }

@@ -319,6 +319,10 @@ impl UnstampedEvent {
         self.resource_id.as_deref()
     }
 
+    pub fn event_type(&self) -> EventType {
+        self.event_type
+    }
+
     /// The event, with an id and time taken now, and no sequence number.
     pub fn stamp(self, now: Timestamp) -> Event {
         self.stamp_with(new_id("evt", now), now, None)

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use codmir_core::ValidationError;
-use codmir_core::event::{Event, UnstampedEvent};
+use codmir_core::event::{Event, EventType, UnstampedEvent};
 use codmir_core::time::Timestamp;
 use codmir_core::webhook::{Delivery, DeliveryOrder, Webhook};
 
@@ -206,7 +206,10 @@ pub(crate) async fn emit(
 }
 
 /// `events` stamped in order: those about one resource take consecutive numbers of its
-/// sequence (one statement per resource, usually one per unit), the others none.
+/// sequence, the others none. A resource created by this unit (its `ticket.created` or
+/// `project.created` is among them) numbers from 1, and its row is inserted with the count
+/// (`insert_ticket`, `insert_project`): no statement; any other takes its numbers from its
+/// row (one statement per resource, usually one per unit).
 async fn stamp(
     tx: &mut dyn Tx,
     events: Vec<UnstampedEvent>,
@@ -221,12 +224,24 @@ async fn stamp(
         if next.iter().any(|(r, _)| r == resource) {
             continue;
         }
-        let count = events
-            .iter()
-            .filter(|o| o.resource_id() == Some(resource))
-            .count() as u64;
-        let last = tx.take_sequence(resource, count).await?;
-        next.push((resource.to_owned(), last + 1 - count));
+        let mine = || events.iter().filter(|o| o.resource_id() == Some(resource));
+        let count = mine().count() as u64;
+        let created = mine().any(|o| {
+            matches!(
+                o.event_type(),
+                EventType::TicketCreated | EventType::ProjectCreated
+            )
+        });
+        let first = match created {
+            true => 1,
+            false => match tx.take_sequence(resource, count).await? {
+                Some(last) => last + 1 - count,
+                // No row: nothing to number from (the unit's checks read the resource, so
+                // only a row gone meanwhile; its events go without numbers).
+                None => continue,
+            },
+        };
+        next.push((resource.to_owned(), first));
     }
     Ok(events
         .into_iter()

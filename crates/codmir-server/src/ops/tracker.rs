@@ -60,7 +60,8 @@ pub async fn create_project(
         created_by: p.user_id.clone(),
         created_at: now,
     };
-    tx.insert_project(&project).await?;
+    // Its one event, `project.created`, is number 1.
+    tx.insert_project(&project, 1).await?;
     let data = EventData {
         project: Some(project_ref(&project)),
         user: Some(actor(p)),
@@ -248,7 +249,8 @@ impl Checked for PreparedTicket {
         after: &mut AfterCommit,
     ) -> StoreResult<Ticket> {
         let PreparedTicket { ticket, events } = plan;
-        tx.insert_ticket(&ticket).await?;
+        // Every event of the unit is about the new ticket: numbers 1 to their count.
+        tx.insert_ticket(&ticket, events.len() as u64).await?;
         emit(tx, &ticket.workspace_id, events, now, after).await?;
         Ok(ticket)
     }

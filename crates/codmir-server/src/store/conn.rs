@@ -112,7 +112,8 @@ pub(super) type Decode<T> = fn(&dyn Columns) -> StoreResult<T>;
 /// A row a unit of work inserts that a backend may hold back and insert together with its
 /// neighbours' (PostgreSQL's batches of checked units).
 pub(super) enum HeldRow<'a> {
-    Ticket(&'a Ticket),
+    /// A new ticket and the last number its creating unit gave its events.
+    Ticket(&'a Ticket, u64),
     Event(&'a Event),
     Delivery(&'a Delivery, Option<&'a Lease>),
 }

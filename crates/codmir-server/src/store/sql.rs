@@ -215,7 +215,9 @@ statements! { TRACKER: Sql;
         WHERE workspace_id = ?1 AND key = ?2 AND claim = ?3 AND status IS NULL");
     IDEMPOTENCY_RELEASE = both!("DELETE FROM idempotency_keys WHERE workspace_id = ?1 AND key = ?2 \
         AND claim = ?3 AND status IS NULL");
-    INSERT_PROJECT = both!("INSERT INTO projects (", project_cols!(), ") VALUES (?1, ?2, ?3, ?4, ?5)");
+    /// A new project, with the numbers its creating unit gave its events (`?6`).
+    INSERT_PROJECT = both!("INSERT INTO projects (", project_cols!(), ", last_sequence) \
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
     GET_PROJECT = both!("SELECT ", project_cols!(), " FROM projects WHERE workspace_id = ?1 AND id = ?2");
     LIST_PROJECTS = both!("SELECT ", project_cols!(), " FROM projects WHERE workspace_id = ?1 \
         AND (CAST(?2 AS TEXT) IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3");
@@ -224,7 +226,9 @@ statements! { TRACKER: Sql;
     INSERT_MEMBER = both!("INSERT INTO project_members (project_id, user_id, role, added_at) VALUES (?1, ?2, ?3, ?4)");
     LIST_MEMBERS = both!("SELECT ", member_cols!(), " FROM project_members m JOIN users u ON u.id = m.user_id \
         WHERE m.project_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR u.id < ?2) ORDER BY u.id DESC LIMIT ?3");
-    INSERT_TICKET = both!("INSERT INTO tickets (", ticket_cols!(), ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
+    /// A new ticket, with the numbers its creating unit gave its events (`?12`).
+    INSERT_TICKET = both!("INSERT INTO tickets (", ticket_cols!(), ", last_sequence) \
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
     GET_TICKET = both!("SELECT ", ticket_cols!(), " FROM tickets WHERE workspace_id = ?1 AND id = ?2 AND deleted_at IS NULL");
     /// SQLite's single writer already excludes concurrent writers.
     LOCK_TICKET = each!(
@@ -297,9 +301,12 @@ statements! { QUEUE: Sql;
             AND event_id IN (SELECT value FROM json_each(?2))"],
         postgres: ["SELECT event_id, id, status FROM deliveries WHERE webhook_id = $1 AND event_id = ANY($2)"],
     );
-    /// The next numbers of a resource's events: its row created at `?2`, or moved on by it.
-    TAKE_SEQUENCE = both!("INSERT INTO sequences (resource_id, last) VALUES (?1, ?2) \
-        ON CONFLICT (resource_id) DO UPDATE SET last = sequences.last + excluded.last RETURNING last");
+    /// The next `?2` numbers of a ticket's events (deleted ones too: their last event).
+    TAKE_TICKET_SEQUENCE = both!("UPDATE tickets SET last_sequence = last_sequence + ?2 \
+        WHERE id = ?1 RETURNING last_sequence");
+    /// The next `?2` numbers of a project's events.
+    TAKE_PROJECT_SEQUENCE = both!("UPDATE projects SET last_sequence = last_sequence + ?2 \
+        WHERE id = ?1 RETURNING last_sequence");
     INSERT_DELIVERY = both!("INSERT INTO deliveries (", delivery_insert_cols!(), ") \
         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)");
     /// Takes the lock of a webhook's chain for a resource (its row, made on first use): the
@@ -481,9 +488,9 @@ pub(super) mod postgres_only {
             SELECT o.delivery_id, o.attempt, o.attempted_at, o.duration_ms, o.status_code, o.error, o.response_body, \
               o.request_headers, o.response_headers \
             FROM o JOIN u ON u.id = o.delivery_id RETURNING delivery_id";
-        INSERT_TICKETS = concat!("INSERT INTO tickets (", ticket_cols!(), ") SELECT * FROM unnest($1::text[], \
-            $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
-            $10::int8[], $11::int8[])");
+        INSERT_TICKETS = concat!("INSERT INTO tickets (", ticket_cols!(), ", last_sequence) SELECT * FROM \
+            unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+            $8::text[], $9::text[], $10::int8[], $11::int8[], $12::int8[])");
         INSERT_EVENTS = concat!("INSERT INTO events (", event_full_cols!(), ") SELECT * FROM unnest($1::text[], \
             $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[])");
         INSERT_DELIVERIES = concat!("INSERT INTO deliveries (", delivery_insert_cols!(), ") SELECT * FROM \

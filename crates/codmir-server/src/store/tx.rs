@@ -394,10 +394,12 @@ pub trait TrackerTx: Send {
     /// it again).
     async fn idempotency_release(&mut self, ws: &str, key: &str, token: &str) -> StoreResult<()>;
 
-    async fn insert_project(&mut self, p: &Project) -> StoreResult<()>;
+    /// A new project, whose creating unit gave its events the numbers up to `last_sequence`.
+    async fn insert_project(&mut self, p: &Project, last_sequence: u64) -> StoreResult<()>;
     async fn insert_member(&mut self, m: &Member) -> StoreResult<()>;
 
-    async fn insert_ticket(&mut self, t: &Ticket) -> StoreResult<()>;
+    /// A new ticket, whose creating unit gave its events the numbers up to `last_sequence`.
+    async fn insert_ticket(&mut self, t: &Ticket, last_sequence: u64) -> StoreResult<()>;
     async fn update_ticket(&mut self, t: &Ticket) -> StoreResult<()>;
     async fn delete_ticket(&mut self, id: &str, at: Timestamp) -> StoreResult<()>;
 
@@ -409,10 +411,10 @@ pub trait TrackerTx: Send {
 pub trait OutboxTx: Send {
     async fn insert_event(&mut self, e: &Event) -> StoreResult<()>;
 
-    /// Takes the next `count` sequence numbers of the events about `resource_id`; returns
-    /// the last one taken. The resource's row stays locked until the unit commits, so the
-    /// numbers follow commit order.
-    async fn take_sequence(&mut self, resource_id: &str, count: u64) -> StoreResult<u64>;
+    /// Takes the next `count` sequence numbers of the events about `resource_id`, a ticket
+    /// (`tkt_…`) or a project; returns the last one taken (`None`: no such resource). The
+    /// resource's row stays locked until the unit commits, so numbers follow commit order.
+    async fn take_sequence(&mut self, resource_id: &str, count: u64) -> StoreResult<Option<u64>>;
 
     async fn insert_webhook(&mut self, w: &Webhook) -> StoreResult<()>;
 

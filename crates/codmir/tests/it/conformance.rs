@@ -287,9 +287,9 @@ pub(crate) async fn a_checked_unit_that_fails_after_writing_keeps_nothing_half_d
                                 created_by: pc.user_id.clone(),
                                 created_at: now,
                             };
-                            tx.insert_project(&project).await?;
+                            tx.insert_project(&project, 0).await?;
                             if then_fail {
-                                tx.insert_project(&project).await?;
+                                tx.insert_project(&project, 0).await?;
                             }
                             Ok(name)
                         })

@@ -35,7 +35,7 @@ const MAX_BATCH: usize = 64;
 /// Rows inserted by the units of a batch and not yet sent.
 #[derive(Default)]
 pub(super) struct Held {
-    tickets: Vec<Ticket>,
+    tickets: Vec<(Ticket, u64)>,
     events: Vec<Event>,
     deliveries: Vec<(Delivery, Option<(String, i64)>)>,
 }
@@ -69,7 +69,7 @@ impl PgTx<'_> {
         };
         let mut held = lock(batch.held);
         match row {
-            HeldRow::Ticket(t) => held.tickets.push(t.clone()),
+            HeldRow::Ticket(t, n) => held.tickets.push((t.clone(), n)),
             HeldRow::Event(e) => held.events.push(e.clone()),
             HeldRow::Delivery(d, lease) => held.deliveries.push((
                 d.clone(),
@@ -96,12 +96,6 @@ impl PgTx<'_> {
         let Some(batch) = &self.batch else {
             return Ok(());
         };
-        // Every unit that stores events takes their numbers first: a statement on `sequences`
-        // alone, which neither reads the held rows nor writes a webhook. Sending the held rows
-        // before it would split the batch's one insert per table into one per unit.
-        if sql == crate::store::sql::TAKE_SEQUENCE.postgres {
-            return Ok(());
-        }
         if !sql.trim_start().starts_with("SELECT") {
             // It may have been a webhook write (an outcome can disable one): the next fan-out
             // reads the version again.
@@ -134,17 +128,18 @@ async fn insert_held(client: &Object, held: Held) -> StoreResult<()> {
     let t = &held.tickets;
     if !t.is_empty() {
         let params: Params<'_> = &[
-            &col(t, |x| x.id.as_str()),
-            &col(t, |x| x.workspace_id.as_str()),
-            &col(t, |x| x.project_id.as_str()),
-            &col(t, |x| x.title.as_str()),
-            &col(t, |x| x.description.as_deref()),
-            &col(t, |x| x.status.as_str()),
-            &col(t, |x| x.priority.as_str()),
-            &col(t, |x| x.assignee_id.as_deref()),
-            &col(t, |x| x.created_by.as_str()),
-            &col(t, |x| x.created_at.as_millis()),
-            &col(t, |x| x.updated_at.as_millis()),
+            &col(t, |(x, _)| x.id.as_str()),
+            &col(t, |(x, _)| x.workspace_id.as_str()),
+            &col(t, |(x, _)| x.project_id.as_str()),
+            &col(t, |(x, _)| x.title.as_str()),
+            &col(t, |(x, _)| x.description.as_deref()),
+            &col(t, |(x, _)| x.status.as_str()),
+            &col(t, |(x, _)| x.priority.as_str()),
+            &col(t, |(x, _)| x.assignee_id.as_deref()),
+            &col(t, |(x, _)| x.created_by.as_str()),
+            &col(t, |(x, _)| x.created_at.as_millis()),
+            &col(t, |(x, _)| x.updated_at.as_millis()),
+            &col(t, |(_, n)| *n as i64),
         ];
         execute(client, q::INSERT_TICKETS, params).await?;
     }

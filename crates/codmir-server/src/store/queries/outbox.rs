@@ -54,16 +54,16 @@ impl<C: Conn> OutboxTx for C {
         Ok(())
     }
 
-    async fn take_sequence(&mut self, resource_id: &str, count: u64) -> StoreResult<u64> {
+    async fn take_sequence(&mut self, resource_id: &str, count: u64) -> StoreResult<Option<u64>> {
         let count = count as i64;
+        let statement = match resource_id.starts_with("tkt_") {
+            true => &sql::TAKE_TICKET_SEQUENCE,
+            false => &sql::TAKE_PROJECT_SEQUENCE,
+        };
         let last = self
-            .one(
-                &sql::TAKE_SEQUENCE,
-                args![resource_id, count],
-                rows::first_int,
-            )
+            .one(statement, args![resource_id, count], rows::first_int)
             .await?;
-        Ok(last.unwrap_or(count).max(0) as u64)
+        Ok(last.map(|n| n.max(0) as u64))
     }
 
     async fn insert_webhook(&mut self, w: &Webhook) -> StoreResult<()> {

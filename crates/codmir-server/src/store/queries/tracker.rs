@@ -125,10 +125,18 @@ impl<C: Conn> TrackerTx for C {
         Ok(())
     }
 
-    async fn insert_project(&mut self, p: &Project) -> StoreResult<()> {
+    async fn insert_project(&mut self, p: &Project, last_sequence: u64) -> StoreResult<()> {
+        let last_sequence = last_sequence as i64;
         self.exec(
             &sql::INSERT_PROJECT,
-            args![p.id, p.workspace_id, p.name, p.created_by, p.created_at],
+            args![
+                p.id,
+                p.workspace_id,
+                p.name,
+                p.created_by,
+                p.created_at,
+                last_sequence
+            ],
         )
         .await?;
         Ok(())
@@ -143,10 +151,11 @@ impl<C: Conn> TrackerTx for C {
         Ok(())
     }
 
-    async fn insert_ticket(&mut self, t: &Ticket) -> StoreResult<()> {
-        if self.hold(HeldRow::Ticket(t)) {
+    async fn insert_ticket(&mut self, t: &Ticket, last_sequence: u64) -> StoreResult<()> {
+        if self.hold(HeldRow::Ticket(t, last_sequence)) {
             return Ok(());
         }
+        let last_sequence = last_sequence as i64;
         self.exec(
             &sql::INSERT_TICKET,
             args![
@@ -161,6 +170,7 @@ impl<C: Conn> TrackerTx for C {
                 t.created_by,
                 t.created_at,
                 t.updated_at,
+                last_sequence,
             ],
         )
         .await?;

@@ -220,14 +220,7 @@ async fn past_max_connections_newcomers_are_closed_and_open_connections_served()
         answers(&health, 200)
     })
     .await;
-    let m = client()
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = crate::helpers::metrics_text(&s.base).await;
     assert!(m.contains("codmir_connections_refused_total"), "counted");
 }
 

@@ -439,3 +439,14 @@ pub(crate) fn standard_verifies(hit: &Hit, signing_secret: &str) -> bool {
         .split(' ')
         .any(|s| s == expected)
 }
+
+/// The Prometheus text a server at `base` answers on `/metrics`.
+pub(crate) async fn metrics_text(base: &str) -> String {
+    let r = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "/metrics");
+    r.text().await.unwrap()
+}

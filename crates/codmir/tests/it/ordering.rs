@@ -216,14 +216,7 @@ async fn skip_unblocks_a_chain_stuck_behind_a_refused_delivery() {
     // Counted: in the webhook's stats and, without ids, in the metrics.
     let stats = app.get(&format!("/v1/webhooks/{webhook}/stats")).await.body;
     assert_eq!(stats["waiting_chains"], 1, "{stats}");
-    let metrics = client()
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::helpers::metrics_text(&app.base).await;
     assert!(metrics.contains("codmir_chains_waiting 1"), "{metrics}");
     assert!(metrics.contains("codmir_chains_oldest_waiting_age_seconds "));
 

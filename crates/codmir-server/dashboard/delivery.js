@@ -25,7 +25,7 @@ export async function deliveryPage(main, life, id) {
       d.chain ? [h("dt", {}, "In order"), h("dd", {}, `event ${d.chain.sequence} of ${d.chain.resource_id}`)] : null,
       d.waiting_behind ? [h("dt", {}, "Waiting behind"), h("dd", { class: "waiting" },
         h("a", { href: `#/deliveries/${d.waiting_behind.id}` }, d.waiting_behind.id), ` for ${d.chain.resource_id}: `,
-        badge(d.waiting_behind.status), ` after ${d.waiting_behind.attempt_count} attempts`,
+        badge(d.waiting_behind.status), ` after ${d.waiting_behind.attempt_count} attempt${d.waiting_behind.attempt_count === 1 ? "" : "s"}`,
         d.waiting_behind.next_attempt_at ? [", next at ", when(d.waiting_behind.next_attempt_at)] : "",
         " ", skipButton(life, d.waiting_behind.id, "Skip it"))] : null,
       d.redelivery_of ? [h("dt", {}, "Redelivery of"), h("dd", {}, h("a", { href: `#/deliveries/${d.redelivery_of}` }, d.redelivery_of))] : null,

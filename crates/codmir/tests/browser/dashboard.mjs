@@ -346,6 +346,33 @@ try {
   check(hit.path.endsWith("?v=2") && JSON.parse(hit.body).data.ticket.id === ticket.id, "and the new URL");
   await both("webhook-settings", () => page.getByRole("heading", { name: "Settings" }).waitFor());
 
+  // Ordered per resource (saved above): a refused first delivery holds the next one of its
+  // ticket; its page says so and Skip lets the next go.
+  rx.failing = true;
+  const stuck = await apiCall("POST", `/v1/projects/${project.id}/tickets`, { title: "Ordered one" });
+  await apiCall("PATCH", `/v1/tickets/${stuck.id}`, { title: "Ordered one, edited" });
+  let waiting;
+  for (let i = 0; i < 200 && !waiting; i++) {
+    const list = await apiCall("GET", `/v1/deliveries?webhook_id=${webhookId}&limit=20`);
+    waiting = list.data.find((d) => d.waiting && d.chain?.resource_id === stuck.id);
+    if (!waiting || !list.data.some((d) => d.chain?.resource_id === stuck.id && d.status === "retrying")) {
+      waiting = undefined;
+      await sleep(50);
+    }
+  }
+  check(Boolean(waiting), "the second delivery of an ordered ticket waits behind the refused first");
+  await go(`#/deliveries/${waiting.id}`, () => page.getByText("Waiting behind").waitFor());
+  check((await page.locator("dd.waiting").innerText()).includes(stuck.id), "its page says what it waits behind, for which ticket");
+  await shot("delivery-waiting-1280");
+  rx.failing = false;
+  await page.getByRole("button", { name: "Skip it" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Skip" }).click();
+  await page.getByText("Waiting behind").waitFor({ state: "detached" });
+  const heardBefore = rx.received.length;
+  for (let i = 0; i < 200 && rx.received.length === heardBefore; i++) await sleep(50);
+  const last = JSON.parse(rx.received[rx.received.length - 1].body);
+  check(last.resource_id === stuck.id && last.sequence === 2, "Skip let the next delivery of the ticket go");
+
   // Secrets: the rotation asks first and says which secret signs which header until when.
   await go(`${webhookHash}/secrets`, () => page.getByRole("heading", { name: "Rotate the secret" }).waitFor());
   await both("webhook-secrets", () => page.getByRole("heading", { name: "Rotate the secret" }).waitFor());

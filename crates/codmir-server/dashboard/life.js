@@ -33,23 +33,24 @@ export class Life {
 
   /** The public API, for this page: cancelled when it ends, and `Left` after. */
   async api(method, path, body) {
-    if (this.ended) throw new Left();
-    try {
-      const { data } = await call(method, path, body, this.controller.signal);
-      if (this.ended) throw new Left();
-      return data;
-    } catch (e) {
-      if (this.ended) throw new Left();
-      throw e;
-    }
+    return (await this.call(method, path, body)).data;
   }
 
   /** The exact text of an answer (an event's bytes), for this page. */
   async text(path) {
+    return (await this.call("GET", path)).text;
+  }
+
+  async call(method, path, body) {
     if (this.ended) throw new Left();
-    const { text } = await call("GET", path, undefined, this.controller.signal);
-    if (this.ended) throw new Left();
-    return text;
+    try {
+      const answer = await call(method, path, body, this.controller.signal);
+      if (this.ended) throw new Left();
+      return answer;
+    } catch (e) {
+      if (this.ended) throw new Left();
+      throw e;
+    }
   }
 
   /** Runs `fn` every `ms` while the page lives. A failed poll is shown by the connection

@@ -128,6 +128,11 @@ pub async fn webhook_stats(
     now: Timestamp,
 ) -> Result<Stats> {
     let w = webhook(tx, p, id).await?;
+    stats_of(tx, &w, window, now).await
+}
+
+/// [`webhook_stats`] of a webhook already read.
+async fn stats_of(tx: &mut dyn Tx, w: &Webhook, window: Window, now: Timestamp) -> Result<Stats> {
     let since = Timestamp::from_millis(now.as_millis() - window.length().as_millis() as i64);
     let bucket_ms = window.bucket().as_millis() as i64;
     let counts = tx.delivery_counts(&w.id, since, bucket_ms).await?;
@@ -195,7 +200,7 @@ pub async fn webhooks_health(
     };
     let mut items = Vec::with_capacity(webhooks.items.len());
     for w in webhooks.items {
-        let stats = webhook_stats(tx, p, &w.id, window, now).await?;
+        let stats = stats_of(tx, &w, window, now).await?;
         let first = |limit| PageRequest { limit, after: None };
         let retrying = (DeliveryStatus::Pending, Some(true));
         let retrying = tx
